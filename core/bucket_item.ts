@@ -1,0 +1,360 @@
+/**
+ * The composite bucket item (spec 01 §4.2): decoding, and the pure builders
+ * of every write against it. Nothing here performs I/O.
+ *
+ * @module
+ */
+import type {
+  AttributeValue,
+  TransactWriteItem,
+  Update,
+} from "@aws-sdk/client-dynamodb";
+import type { BucketParams } from "./bucket.ts";
+import { Expr, type Item, updateExpression } from "./expr.ts";
+import { bool, str } from "./expr.ts";
+import {
+  bucketAttr,
+  gsi2PkResource,
+  gsi2SkBucket,
+  gsi3PkEntity,
+  gsi3SkBucket,
+  gsi4SkBucket,
+  parseBucketAttr,
+  pkBucket,
+  SK,
+} from "./keys.ts";
+import { WCU_LIMIT_NAME } from "./validation.ts";
+
+/** Hidden per-partition write-capacity limit: 1000 writes per second, in millitokens. */
+export const WCU_PARAMS: BucketParams = {
+  cp: 1_000_000n,
+  ra: 1_000_000n,
+  rp: 1000n,
+};
+/** Millitokens one write takes from `wcu`. */
+export const WCU_PER_WRITE = 1000n;
+
+/** One limit's stored fields. */
+export interface StoredLimit {
+  /** Millitokens (may be negative). */
+  readonly tk: bigint;
+  /** Stored (undivided) parameters. */
+  readonly params: BucketParams;
+  /** Net consumed, or `null` when the attribute is missing. */
+  readonly tc: bigint | null;
+}
+
+/** A decoded bucket item. */
+export interface BucketItem {
+  /** Entity id. */
+  readonly entityId: string;
+  /** Resource. */
+  readonly resource: string;
+  /** Shard of this item. */
+  readonly shard: number;
+  /** Shared last refill, epoch ms. */
+  readonly rf: bigint;
+  /** Shard count recorded on this item. */
+  readonly shardCount: number;
+  /** Denormalised cascade flag. */
+  readonly cascade: boolean;
+  /** Denormalised parent id. */
+  readonly parentId: string | null;
+  /** TTL epoch seconds, or `null`. */
+  readonly ttl: number | null;
+  /** Limits by name, `wcu` included. */
+  readonly limits: ReadonlyMap<string, StoredLimit>;
+}
+
+function bigAttr(a: AttributeValue | undefined): bigint | null {
+  if (!a || !("N" in a) || typeof a.N !== "string") return null;
+  return /^-?\d+$/.test(a.N) ? BigInt(a.N) : BigInt(Math.floor(Number(a.N)));
+}
+
+/** Decodes a bucket item; limits are found by their `b_{name}_tk` attribute. */
+export function decodeBucket(item: Item, shard: number): BucketItem {
+  const limits = new Map<string, StoredLimit>();
+  for (const attr of Object.keys(item)) {
+    if (!attr.endsWith("_tk")) continue;
+    const parsed = parseBucketAttr(attr);
+    if (!parsed) continue;
+    const name = parsed.limitName;
+    limits.set(name, {
+      tk: bigAttr(item[attr]) ?? 0n,
+      params: {
+        cp: bigAttr(item[bucketAttr(name, "cp")]) ?? 0n,
+        ra: bigAttr(item[bucketAttr(name, "ra")]) ?? 0n,
+        rp: bigAttr(item[bucketAttr(name, "rp")]) ?? 0n,
+      },
+      tc: bigAttr(item[bucketAttr(name, "tc")]),
+    });
+  }
+  const ttl = bigAttr(item["ttl"]);
+  return {
+    entityId: str(item, "entity_id") ?? "",
+    resource: str(item, "resource") ?? "",
+    shard,
+    rf: bigAttr(item["rf"]) ?? 0n,
+    shardCount: Number(bigAttr(item["shard_count"]) ?? 1n) || 1,
+    cascade: bool(item, "cascade") ?? false,
+    parentId: str(item, "parent_id"),
+    ttl: ttl === null ? null : Number(ttl),
+    limits,
+  };
+}
+
+/** Identifies one bucket item. */
+export interface BucketRef {
+  /** Namespace id. */
+  readonly ns: string;
+  /** Entity id. */
+  readonly entityId: string;
+  /** Resource. */
+  readonly resource: string;
+  /** Shard. */
+  readonly shard: number;
+}
+
+/** The primary key of a bucket item. */
+export function bucketKey(ref: BucketRef): Item {
+  return {
+    PK: { S: pkBucket(ref.ns, ref.entityId, ref.resource, ref.shard) },
+    SK: { S: SK.STATE },
+  };
+}
+
+/** One limit's part of a speculative write. */
+export interface SpeculativeCharge {
+  /** Limit name. */
+  readonly name: string;
+  /** Millitokens to take (> 0). */
+  readonly amount: bigint;
+  /** Expected stored (undivided) parameters; a mismatch means the config changed. */
+  readonly params: BucketParams;
+}
+
+/**
+ * The speculative single write (spec 02 §5.1, improved): ADD without a read,
+ * conditioned on every charged limit covering its amount, on the stored
+ * parameters still matching the resolved config (reference weakness 29), on
+ * `wcu`, and on the item not being TTL-expired. Refreshes `ttl` when given
+ * (weakness 36).
+ */
+export function speculativeUpdate(
+  table: string,
+  ref: BucketRef,
+  charges: readonly SpeculativeCharge[],
+  nowSeconds: number,
+  ttl: number | null,
+): Update & { ReturnValues: "ALL_NEW" } {
+  const e = new Expr();
+  const set: string[] = [];
+  const add: string[] = [];
+  const cond: string[] = ["attribute_exists(PK)"];
+  for (const c of charges) {
+    const tk = e.n(bucketAttr(c.name, "tk"));
+    const amount = e.num(c.amount);
+    add.push(
+      `${tk} ${e.num(-c.amount)}`,
+      `${e.n(bucketAttr(c.name, "tc"))} ${amount}`,
+    );
+    cond.push(
+      `${tk} >= ${amount}`,
+      `${e.n(bucketAttr(c.name, "cp"))} = ${e.num(c.params.cp)}`,
+      `${e.n(bucketAttr(c.name, "ra"))} = ${e.num(c.params.ra)}`,
+      `${e.n(bucketAttr(c.name, "rp"))} = ${e.num(c.params.rp)}`,
+    );
+  }
+  const wtk = e.n(bucketAttr(WCU_LIMIT_NAME, "tk"));
+  const w = e.num(WCU_PER_WRITE);
+  add.push(
+    `${wtk} ${e.num(-WCU_PER_WRITE)}`,
+    `${e.n(bucketAttr(WCU_LIMIT_NAME, "tc"))} ${w}`,
+  );
+  cond.push(`${wtk} >= ${w}`);
+  const ttlName = e.n("ttl");
+  cond.push(
+    `(attribute_not_exists(${ttlName}) OR ${ttlName} > ${e.num(nowSeconds)})`,
+  );
+  if (ttl !== null) set.push(`${ttlName} = ${e.num(ttl)}`);
+  return {
+    TableName: table,
+    Key: bucketKey(ref),
+    UpdateExpression: updateExpression({ set, add }),
+    ConditionExpression: cond.join(" AND "),
+    ...e.attrs(),
+    ReturnValues: "ALL_NEW",
+    ReturnValuesOnConditionCheckFailure: "ALL_OLD",
+  } as Update & { ReturnValues: "ALL_NEW" };
+}
+
+/** Unconditional `ADD tk -delta, tc +delta` per limit: adjustments, rollbacks, compensation. */
+export function deltaUpdate(
+  table: string,
+  ref: BucketRef,
+  deltas: ReadonlyMap<string, bigint>,
+): Update {
+  const e = new Expr();
+  const add: string[] = [];
+  for (const [name, d] of deltas) {
+    if (d === 0n) continue;
+    add.push(
+      `${e.n(bucketAttr(name, "tk"))} ${e.num(-d)}`,
+      `${e.n(bucketAttr(name, "tc"))} ${e.num(d)}`,
+    );
+  }
+  return {
+    TableName: table,
+    Key: bucketKey(ref),
+    UpdateExpression: updateExpression({ add }),
+    ...e.attrs(),
+  };
+}
+
+/** Conditional consume-only write (the reference's retry path and `lease.consume`). */
+export function consumeOnlyUpdate(
+  table: string,
+  ref: BucketRef,
+  amounts: ReadonlyMap<string, bigint>,
+): Update {
+  const e = new Expr();
+  const add: string[] = [];
+  const cond: string[] = [];
+  for (const [name, a] of amounts) {
+    if (a <= 0n) continue;
+    const tk = e.n(bucketAttr(name, "tk"));
+    const v = e.num(a);
+    add.push(`${tk} ${e.num(-a)}`, `${e.n(bucketAttr(name, "tc"))} ${v}`);
+    cond.push(`${tk} >= ${v}`);
+  }
+  return {
+    TableName: table,
+    Key: bucketKey(ref),
+    UpdateExpression: updateExpression({ add }),
+    ...(cond.length ? { ConditionExpression: cond.join(" AND ") } : {}),
+    ...e.attrs(),
+    ReturnValuesOnConditionCheckFailure: "ALL_OLD",
+  };
+}
+
+/** A limit's planned state in a slow-path write. */
+export interface PlannedLimit {
+  /** Limit name (`wcu` included). */
+  readonly name: string;
+  /** Parameters to store (undivided). */
+  readonly params: BucketParams;
+  /** Millitokens as read, or `null` when the limit is new in this item. */
+  readonly tkBefore: bigint | null;
+  /** Millitokens after refill and consumption. */
+  readonly tkAfter: bigint;
+  /** Millitokens consumed by this write. */
+  readonly consumed: bigint;
+}
+
+/** Everything a slow-path write of one bucket item needs. */
+export interface SlowWrite {
+  /** The item. */
+  readonly ref: BucketRef;
+  /** Whether the item did not exist when read. */
+  readonly create: boolean;
+  /** `rf` as read (the optimistic lock). */
+  readonly expectedRf: bigint;
+  /** The new `rf`. */
+  readonly now: bigint;
+  /** Every limit of the item after the write. */
+  readonly limits: readonly PlannedLimit[];
+  /** Cascade flag to store. */
+  readonly cascade: boolean;
+  /** Parent to store. */
+  readonly parentId: string | null;
+  /** Shard count to store on a new item. */
+  readonly shardCount: number;
+  /** `number`: set; `"remove"`: remove; `null`: leave. */
+  readonly ttl: number | "remove" | null;
+}
+
+/** Builds the create (PutItem) or the locked update (UpdateItem) of a slow-path write (spec 02 §4.2). */
+export function slowPathWrite(table: string, w: SlowWrite): TransactWriteItem {
+  const { ref } = w;
+  if (w.create) {
+    const item: Item = {
+      ...bucketKey(ref),
+      entity_id: { S: ref.entityId },
+      resource: { S: ref.resource },
+      rf: { N: String(w.now) },
+      shard_count: { N: String(w.shardCount) },
+      cascade: { BOOL: w.cascade },
+      GSI2PK: { S: gsi2PkResource(ref.ns, ref.resource) },
+      GSI2SK: { S: gsi2SkBucket(ref.entityId, ref.shard) },
+      GSI3PK: { S: gsi3PkEntity(ref.ns, ref.entityId) },
+      GSI3SK: { S: gsi3SkBucket(ref.resource, ref.shard) },
+      GSI4PK: { S: ref.ns },
+      GSI4SK: { S: gsi4SkBucket(ref.entityId, ref.resource, ref.shard) },
+    };
+    if (w.parentId !== null) item["parent_id"] = { S: w.parentId };
+    if (typeof w.ttl === "number") item["ttl"] = { N: String(w.ttl) };
+    for (const l of w.limits) {
+      item[bucketAttr(l.name, "tk")] = { N: String(l.tkAfter) };
+      item[bucketAttr(l.name, "cp")] = { N: String(l.params.cp) };
+      item[bucketAttr(l.name, "ra")] = { N: String(l.params.ra) };
+      item[bucketAttr(l.name, "rp")] = { N: String(l.params.rp) };
+      item[bucketAttr(l.name, "tc")] = { N: String(l.consumed) };
+    }
+    return {
+      Put: {
+        TableName: table,
+        Item: item,
+        ConditionExpression: "attribute_not_exists(PK)",
+        ReturnValuesOnConditionCheckFailure: "ALL_OLD",
+      },
+    };
+  }
+  const e = new Expr();
+  const set: string[] = [
+    `${e.n("rf")} = ${e.num(w.now)}`,
+    `${e.n("cascade")} = ${e.v({ BOOL: w.cascade })}`,
+  ];
+  const add: string[] = [];
+  const remove: string[] = [];
+  const cond: string[] = [`${e.n("rf")} = ${e.num(w.expectedRf)}`];
+  if (w.parentId !== null) {
+    set.push(`${e.n("parent_id")} = ${e.str(w.parentId)}`);
+  } else remove.push(e.n("parent_id"));
+  if (typeof w.ttl === "number") set.push(`${e.n("ttl")} = ${e.num(w.ttl)}`);
+  else if (w.ttl === "remove") remove.push(e.n("ttl"));
+  for (const l of w.limits) {
+    const tk = (): string => e.n(bucketAttr(l.name, "tk"));
+    const tc = (): string => e.n(bucketAttr(l.name, "tc"));
+    set.push(
+      `${e.n(bucketAttr(l.name, "cp"))} = ${e.num(l.params.cp)}`,
+      `${e.n(bucketAttr(l.name, "ra"))} = ${e.num(l.params.ra)}`,
+      `${e.n(bucketAttr(l.name, "rp"))} = ${e.num(l.params.rp)}`,
+    );
+    if (l.tkBefore === null) {
+      // A limit added to the config after the bucket was created (reference weakness 28).
+      set.push(
+        `${tk()} = ${e.num(l.tkAfter)}`,
+        `${tc()} = ${e.num(l.consumed)}`,
+      );
+      cond.push(`attribute_not_exists(${tk()})`);
+    } else {
+      const delta = l.tkAfter - l.tkBefore; // refill − consumed
+      if (delta !== 0n) add.push(`${tk()} ${e.num(delta)}`);
+      if (l.consumed !== 0n) add.push(`${tc()} ${e.num(l.consumed)}`);
+      // Concurrent speculative writes do not move rf; the floor keeps them from being overdrawn.
+      if (l.consumed > 0n && -delta > 0n) {
+        cond.push(`${tk()} >= ${e.num(-delta)}`);
+      }
+    }
+  }
+  return {
+    Update: {
+      TableName: table,
+      Key: bucketKey(ref),
+      UpdateExpression: updateExpression({ set, add, remove }),
+      ConditionExpression: cond.join(" AND "),
+      ...e.attrs(),
+      ReturnValuesOnConditionCheckFailure: "ALL_OLD",
+    },
+  };
+}

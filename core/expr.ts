@@ -1,0 +1,138 @@
+/**
+ * Expression building with index-based placeholders (`#n0`, `:v0`), so any
+ * valid limit name (`gpt-3.5`, `rate-limit`) works (reference weakness 24),
+ * and attribute-value codecs.
+ *
+ * @module
+ */
+import type { AttributeValue } from "@aws-sdk/client-dynamodb";
+
+/** Collects attribute names and values for one request. */
+export class Expr {
+  /** `ExpressionAttributeNames`. */
+  readonly names: Record<string, string> = {};
+  /** `ExpressionAttributeValues`. */
+  readonly values: Record<string, AttributeValue> = {};
+  #nameIndex = new Map<string, string>();
+  #valueCount = 0;
+
+  /** Placeholder for an attribute name (reused for the same name). */
+  n(name: string): string {
+    let p = this.#nameIndex.get(name);
+    if (p === undefined) {
+      p = `#n${this.#nameIndex.size}`;
+      this.#nameIndex.set(name, p);
+      this.names[p] = name;
+    }
+    return p;
+  }
+
+  /** Placeholder for a value. */
+  v(value: AttributeValue): string {
+    const p = `:v${this.#valueCount++}`;
+    this.values[p] = value;
+    return p;
+  }
+
+  /** Placeholder for a number value. */
+  num(value: bigint | number): string {
+    return this.v({ N: String(value) });
+  }
+
+  /** Placeholder for a string value. */
+  str(value: string): string {
+    return this.v({ S: value });
+  }
+
+  /** The name/value maps, omitting empty ones (DynamoDB rejects empty maps). */
+  attrs(): {
+    ExpressionAttributeNames?: Record<string, string>;
+    ExpressionAttributeValues?: Record<string, AttributeValue>;
+  } {
+    const out: {
+      ExpressionAttributeNames?: Record<string, string>;
+      ExpressionAttributeValues?: Record<string, AttributeValue>;
+    } = {};
+    if (this.#nameIndex.size > 0) out.ExpressionAttributeNames = this.names;
+    if (this.#valueCount > 0) out.ExpressionAttributeValues = this.values;
+    return out;
+  }
+}
+
+/** Builds `SET a, b ADD c REMOVE d` from clause lists, skipping empty clauses. */
+export function updateExpression(
+  clauses: { set?: string[]; add?: string[]; remove?: string[] },
+): string {
+  const parts: string[] = [];
+  if (clauses.set?.length) parts.push(`SET ${clauses.set.join(", ")}`);
+  if (clauses.add?.length) parts.push(`ADD ${clauses.add.join(", ")}`);
+  if (clauses.remove?.length) parts.push(`REMOVE ${clauses.remove.join(", ")}`);
+  return parts.join(" ");
+}
+
+/** A stored item. */
+export type Item = Record<string, AttributeValue>;
+
+/** Reads a string attribute. */
+export function str(item: Item, name: string): string | null {
+  const a = item[name];
+  return a && "S" in a && typeof a.S === "string" ? a.S : null;
+}
+
+/** Reads a number attribute as bigint (integers only; decimals are floored). */
+export function big(item: Item, name: string): bigint | null {
+  const a = item[name];
+  if (!a || !("N" in a) || typeof a.N !== "string") return null;
+  const t = a.N;
+  if (/^-?\d+$/.test(t)) return BigInt(t);
+  return BigInt(Math.floor(Number(t)));
+}
+
+/** Reads a number attribute as a JS number. */
+export function num(item: Item, name: string): number | null {
+  const a = item[name];
+  return a && "N" in a && typeof a.N === "string" ? Number(a.N) : null;
+}
+
+/** Reads a boolean attribute. */
+export function bool(item: Item, name: string): boolean | null {
+  const a = item[name];
+  return a && "BOOL" in a && typeof a.BOOL === "boolean" ? a.BOOL : null;
+}
+
+/** Encodes a plain value (spec 01 §6): string S, boolean BOOL, number N, object M, array L, null NULL. */
+export function toAttr(value: unknown): AttributeValue {
+  if (value === null || value === undefined) return { NULL: true };
+  if (typeof value === "string") return { S: value };
+  if (typeof value === "boolean") return { BOOL: value };
+  if (typeof value === "number" || typeof value === "bigint") {
+    return { N: String(value) };
+  }
+  if (Array.isArray(value)) return { L: value.map((v) => toAttr(v)) };
+  if (typeof value === "object") {
+    const m: Record<string, AttributeValue> = {};
+    for (const [k, v] of Object.entries(value as Record<string, unknown>)) {
+      m[k] = toAttr(v);
+    }
+    return { M: m };
+  }
+  return { S: String(value) };
+}
+
+/** Decodes an attribute value to a plain value (N with `.` → float, else integer). */
+export function fromAttr(a: AttributeValue | undefined): unknown {
+  if (!a) return null;
+  if ("S" in a && a.S !== undefined) return a.S;
+  if ("N" in a && a.N !== undefined) return Number(a.N);
+  if ("BOOL" in a && a.BOOL !== undefined) return a.BOOL;
+  if ("NULL" in a && a.NULL) return null;
+  if ("L" in a && a.L) return a.L.map((x) => fromAttr(x));
+  if ("M" in a && a.M) {
+    const o: Record<string, unknown> = {};
+    for (const [k, v] of Object.entries(a.M)) o[k] = fromAttr(v);
+    return o;
+  }
+  if ("SS" in a && a.SS) return [...a.SS];
+  if ("NS" in a && a.NS) return a.NS.map(Number);
+  return null;
+}

@@ -1,0 +1,161 @@
+/**
+ * The `Limit` model (spec 02 §1): capacity, refill amount and refill period,
+ * all whole tokens and seconds; immutable.
+ *
+ * @module
+ */
+import { ValidationError } from "./errors.ts";
+import { validateLimitName } from "./validation.ts";
+
+/** Plain-object form of a limit, with the reference's keys. */
+export interface LimitDict {
+  /** Limit name. */
+  readonly name: string;
+  /** Bucket ceiling in tokens. */
+  readonly capacity: number;
+  /** Tokens added per period. */
+  readonly refill_amount: number;
+  /** Refill period in seconds. */
+  readonly refill_period_seconds: number;
+}
+
+/** Well-known limit names. */
+export const LimitName = {
+  RPM: "rpm",
+  RPH: "rph",
+  RPD: "rpd",
+  TPM: "tpm",
+  TPH: "tph",
+  TPD: "tpd",
+} as const;
+
+function positive(field: string, value: unknown): number {
+  if (typeof value !== "number" || !Number.isSafeInteger(value)) {
+    throw new ValidationError(field, value, "must be a whole number");
+  }
+  if (value <= 0) {
+    throw new ValidationError(field, value, `${field} must be positive`);
+  }
+  return value;
+}
+
+/**
+ * A token-bucket limit. Create one with a factory:
+ *
+ * @example Requests and tokens per minute
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { Limit } from "./limit.ts";
+ *
+ * const rpm = Limit.perMinute("rpm", 100);
+ * const tpm = Limit.perMinute("tpm", 10_000, { burst: 15_000 });
+ * assert.equal(rpm.capacity, 100);
+ * assert.equal(tpm.capacity, 15_000);
+ * assert.equal(tpm.refillAmount, 10_000);
+ * ```
+ */
+export class Limit {
+  /** Limit name (`rpm`, `tpm`, …). */
+  readonly name: string;
+  /** Bucket ceiling in tokens (the burst). */
+  readonly capacity: number;
+  /** Tokens added per period. */
+  readonly refillAmount: number;
+  /** Refill period in seconds. */
+  readonly refillPeriodSeconds: number;
+
+  /**
+   * Validates and freezes a limit.
+   *
+   * @throws {InvalidNameError} for a bad name; {@linkcode ValidationError} for non-positive numbers
+   */
+  constructor(
+    name: string,
+    capacity: number,
+    refillAmount: number,
+    refillPeriodSeconds: number,
+  ) {
+    this.name = validateLimitName(name);
+    this.capacity = positive("capacity", capacity);
+    this.refillAmount = positive("refill_amount", refillAmount);
+    this.refillPeriodSeconds = positive(
+      "refill_period_seconds",
+      refillPeriodSeconds,
+    );
+    Object.freeze(this);
+  }
+
+  /** `rate` per second; capacity is `burst ?? rate`. */
+  static perSecond(
+    name: string,
+    rate: number,
+    options: { burst?: number } = {},
+  ): Limit {
+    return new Limit(name, options.burst ?? rate, rate, 1);
+  }
+  /** `rate` per minute; capacity is `burst ?? rate`. */
+  static perMinute(
+    name: string,
+    rate: number,
+    options: { burst?: number } = {},
+  ): Limit {
+    return new Limit(name, options.burst ?? rate, rate, 60);
+  }
+  /** `rate` per hour; capacity is `burst ?? rate`. */
+  static perHour(
+    name: string,
+    rate: number,
+    options: { burst?: number } = {},
+  ): Limit {
+    return new Limit(name, options.burst ?? rate, rate, 3600);
+  }
+  /** `rate` per day; capacity is `burst ?? rate`. */
+  static perDay(
+    name: string,
+    rate: number,
+    options: { burst?: number } = {},
+  ): Limit {
+    return new Limit(name, options.burst ?? rate, rate, 86400);
+  }
+  /** Any capacity, refill amount and period. */
+  static custom(
+    name: string,
+    capacity: number,
+    refillAmount: number,
+    refillPeriodSeconds: number,
+  ): Limit {
+    return new Limit(name, capacity, refillAmount, refillPeriodSeconds);
+  }
+
+  /** Tokens per second, for display only. */
+  get refillRate(): number {
+    return this.refillAmount / this.refillPeriodSeconds;
+  }
+
+  /** Whether two limits have the same name and numbers. */
+  equals(other: Limit): boolean {
+    return this.name === other.name && this.capacity === other.capacity &&
+      this.refillAmount === other.refillAmount &&
+      this.refillPeriodSeconds === other.refillPeriodSeconds;
+  }
+
+  /** The reference's dictionary form. */
+  toDict(): LimitDict {
+    return {
+      name: this.name,
+      capacity: this.capacity,
+      refill_amount: this.refillAmount,
+      refill_period_seconds: this.refillPeriodSeconds,
+    };
+  }
+
+  /** Inverse of {@linkcode Limit.toDict}. */
+  static fromDict(d: LimitDict): Limit {
+    return new Limit(
+      d.name,
+      d.capacity,
+      d.refill_amount,
+      d.refill_period_seconds,
+    );
+  }
+}

@@ -1,0 +1,2069 @@
+/**
+ * The repository: every DynamoDB read and write of the library, bound to one
+ * namespace. It owns the namespace registry, the version record, entity and
+ * config records, audit events and bucket reads; the acquire write paths are
+ * driven by the limiter through {@linkcode Repository.send}.
+ *
+ * @module
+ */
+import {
+  type AttributeValue,
+  BatchGetItemCommand,
+  type BatchGetItemCommandOutput,
+  BatchWriteItemCommand,
+  CreateTableCommand,
+  DeleteItemCommand,
+  DeleteTableCommand,
+  DescribeTableCommand,
+  type DynamoDBClient,
+  GetItemCommand,
+  PutItemCommand,
+  QueryCommand,
+  type QueryCommandInput,
+  type TransactWriteItem,
+  TransactWriteItemsCommand,
+  UpdateItemCommand,
+  UpdateTimeToLiveCommand,
+  type WriteRequest,
+} from "@aws-sdk/client-dynamodb";
+import { type BucketItem, bucketKey, decodeBucket } from "./bucket_item.ts";
+import { type Clock, isoSeconds, systemClock } from "./clock.ts";
+import { ConfigCache, type ConfigSlot } from "./config_cache.ts";
+import {
+  EntityExistsError,
+  EntityNotFoundError,
+  IncompatibleSchemaError,
+  InfrastructureNotFoundError,
+  MinimumClientVersionError,
+  NamespaceNotFoundError,
+  NamespaceStateError,
+  ValidationError,
+} from "./errors.ts";
+import {
+  bool,
+  Expr,
+  fromAttr,
+  type Item,
+  num,
+  str,
+  toAttr,
+  updateExpression,
+} from "./expr.ts";
+import {
+  DEFAULT_NAMESPACE,
+  DEFAULT_RESOURCE,
+  gsi1PkParent,
+  gsi1SkChild,
+  gsi3PkEntity,
+  gsi3PkEntityConfig,
+  isUnprefixedKey,
+  limitAttr,
+  parseLimitAttr,
+  pkAudit,
+  pkBucket,
+  pkEntity,
+  pkResource,
+  pkSystem,
+  RESERVED_NAMESPACE,
+  SK,
+  skAudit,
+  skConfig,
+  skNamespace,
+  skNsid,
+} from "./keys.ts";
+import { Limit } from "./limit.ts";
+import type {
+  AuditActionName,
+  AuditEvent,
+  CacheStats,
+  ConfigSource,
+  Entity,
+  NamespaceInfo,
+  OnUnavailable,
+} from "./models.ts";
+import {
+  CLIENT_VERSION,
+  createTableInput,
+  SCHEMA_VERSION,
+  TTL_ATTRIBUTE,
+} from "./schema.ts";
+import { createUlid } from "./ulid.ts";
+import {
+  validateIdentifier,
+  validateNamespaceName,
+  validatePrincipal,
+  validateResource,
+  validateStackName,
+} from "./validation.ts";
+import { checkCompatibility, type VersionRecord } from "./version.ts";
+
+/** The part of the AWS SDK client the library uses: `send`. A fake may implement just this. */
+export type DynamoDbClientLike = Pick<DynamoDBClient, "send">;
+
+/** Options of {@linkcode Repository.open}. */
+export interface RepositoryOptions {
+  /** An SDK client (or anything with its `send`). Required. */
+  readonly client: DynamoDbClientLike;
+  /** Stack (= table) name. @default "zae-limiter" */
+  readonly stack?: string;
+  /** Namespace name. @default "default" */
+  readonly namespace?: string;
+  /**
+   * Create the table when it is missing. Off by default: applications should
+   * not provision infrastructure; the CLI's `deploy` does.
+   * @default false
+   */
+  readonly provision?: boolean;
+  /** Register the namespace when it is unknown (reference weakness 42: off by default). @default false */
+  readonly registerNamespace?: boolean;
+  /** Config cache time to live in seconds; 0 disables. @default 60 */
+  readonly configCacheTtlSeconds?: number;
+  /** Bucket TTL = time to fill × this; ≤ 0 disables. @default 7 */
+  readonly bucketTtlMultiplier?: number;
+  /** Audit retention when the system config does not say. @default 90 */
+  readonly auditRetentionDays?: number;
+  /** Clock. @default systemClock */
+  readonly clock?: Clock;
+  /** Who is acting, for audit events, when a call names no principal. @default () => null */
+  readonly principal?: () => Promise<string | null>;
+  /** Skip the version check (tools that inspect or migrate old tables). @default false */
+  readonly skipVersionCheck?: boolean;
+  /** Maximum entity-cache entries. @default 100000 */
+  readonly entityCacheSize?: number;
+}
+
+/** What the limiter knows about an entity without reading it. */
+export interface EntityInfo {
+  /** Cascade flag. */
+  readonly cascade: boolean;
+  /** Parent id. */
+  readonly parentId: string | null;
+  /** Shard count per resource. */
+  readonly shards: ReadonlyMap<string, number>;
+}
+
+/** Resolved limits and where they came from. */
+export interface ResolvedLimits {
+  /** The limits. */
+  readonly limits: readonly Limit[];
+  /** Their level. */
+  readonly source: ConfigSource;
+}
+
+/** Options of {@linkcode Repository.createEntity}. */
+export interface CreateEntityOptions {
+  /** Display name. @default the id */
+  readonly name?: string;
+  /** Parent id. */
+  readonly parentId?: string;
+  /** Also consume from the parent on every acquire. Requires `parentId`. @default false */
+  readonly cascade?: boolean;
+  /** String metadata. */
+  readonly metadata?: Readonly<Record<string, string>>;
+  /** Who is acting, for the audit event. */
+  readonly principal?: string;
+}
+
+interface Shared {
+  readonly client: DynamoDbClientLike;
+  readonly table: string;
+  readonly clock: Clock;
+  readonly ulid: (now: number) => string;
+  readonly entityCache: Map<string, EntityInfo>;
+  readonly entityCacheSize: number;
+  readonly namespaceIds: Map<string, string>;
+  readonly principal: () => Promise<string | null>;
+  readonly bucketTtlMultiplier: number;
+  readonly auditRetentionDays: number;
+  readonly configCacheTtlSeconds: number;
+}
+
+function errorName(e: unknown): string {
+  return e && typeof e === "object" && "name" in e
+    ? String((e as { name: unknown }).name)
+    : "";
+}
+
+/** Whether an SDK error is a failed condition on a single-item write. */
+export function isConditionFailed(e: unknown): boolean {
+  return errorName(e) === "ConditionalCheckFailedException";
+}
+
+/** Cancellation reason codes of a cancelled transaction (`[]` for other errors). */
+export function cancellationCodes(e: unknown): string[] {
+  if (errorName(e) !== "TransactionCanceledException") return [];
+  const reasons =
+    (e as { CancellationReasons?: { Code?: string }[] }).CancellationReasons ??
+      [];
+  const codes = reasons.map((r) => r.Code ?? "None");
+  if (codes.length === 0) {
+    // Some SDK versions only put the reasons in the message.
+    const m = /\[(.*)\]/.exec(String((e as Error).message));
+    if (m) return (m[1] ?? "").split(",").map((s) => s.trim());
+  }
+  return codes;
+}
+
+function randomNamespaceId(): string {
+  for (;;) {
+    const bytes = crypto.getRandomValues(new Uint8Array(8));
+    const b64 = btoa(String.fromCharCode(...bytes)).replace(/\+/g, "-").replace(
+      /\//g,
+      "_",
+    ).replace(/=+$/, "");
+    if (!b64.startsWith("-")) return b64;
+  }
+}
+
+function limitsFromItem(item: Item | undefined): Limit[] {
+  if (!item) return [];
+  const out: Limit[] = [];
+  for (const attr of Object.keys(item).sort()) {
+    const p = parseLimitAttr(attr);
+    if (!p || p.field !== "cp") continue;
+    out.push(
+      new Limit(
+        p.limitName,
+        num(item, attr) ?? 0,
+        num(item, limitAttr(p.limitName, "ra")) ?? 0,
+        num(item, limitAttr(p.limitName, "rp")) ?? 0,
+      ),
+    );
+  }
+  return out;
+}
+
+function limitAttrs(limits: readonly Limit[]): Item {
+  const out: Item = {};
+  for (const l of limits) {
+    out[limitAttr(l.name, "cp")] = { N: String(l.capacity) };
+    out[limitAttr(l.name, "ra")] = { N: String(l.refillAmount) };
+    out[limitAttr(l.name, "rp")] = { N: String(l.refillPeriodSeconds) };
+  }
+  return out;
+}
+
+function checkUniqueLimits(limits: readonly Limit[]): void {
+  const seen = new Set<string>();
+  for (const l of limits) {
+    if (!(l instanceof Limit)) {
+      throw new ValidationError("limits", String(l), "must be Limit values");
+    }
+    if (seen.has(l.name)) {
+      throw new ValidationError("limits", l.name, "limit name appears twice");
+    }
+    seen.add(l.name);
+  }
+}
+
+function slotKey(pk: string, sk: string): string {
+  return `${pk}\u0000${sk}`;
+}
+
+function entityFromItem(item: Item): Entity {
+  const md = fromAttr(item["metadata"]);
+  const metadata: Record<string, string> = {};
+  if (md && typeof md === "object") {
+    for (const [k, v] of Object.entries(md as Record<string, unknown>)) {
+      metadata[k] = String(v);
+    }
+  }
+  const id = str(item, "entity_id") ?? "";
+  return {
+    id,
+    name: str(item, "name") ?? id,
+    parentId: str(item, "parent_id"),
+    cascade: bool(item, "cascade") ?? false,
+    metadata,
+    createdAt: str(item, "created_at"),
+  };
+}
+
+/**
+ * All DynamoDB I/O of one namespace. Open with {@linkcode Repository.open};
+ * {@linkcode Repository.namespace} gives a sibling bound to another namespace
+ * that shares the client and the entity cache.
+ */
+export class Repository {
+  readonly #s: Shared;
+  /** Namespace name. */
+  readonly namespaceName: string;
+  /** Opaque namespace id (the key prefix). */
+  readonly namespaceId: string;
+  readonly #config: ConfigCache;
+
+  /** @internal Use {@linkcode Repository.open}. */
+  constructor(shared: unknown, namespaceName: string, namespaceId: string) {
+    this.#s = shared as Shared;
+    this.namespaceName = namespaceName;
+    this.namespaceId = namespaceId;
+    this.#config = new ConfigCache(
+      this.#s.clock,
+      this.#s.configCacheTtlSeconds,
+    );
+  }
+
+  /**
+   * Opens a repository: checks the table (creating it only with `provision`),
+   * resolves the namespace (registering it only with `registerNamespace`, or
+   * on a table this call created), and checks version compatibility.
+   *
+   * @throws {InfrastructureNotFoundError} the table is missing and `provision` is off
+   * @throws {NamespaceNotFoundError} the namespace is not registered
+   * @throws {IncompatibleSchemaError} the table needs a migration
+   * @throws {MinimumClientVersionError} the table requires a newer client
+   */
+  static async open(options: RepositoryOptions): Promise<Repository> {
+    const table = validateStackName(options.stack ?? "zae-limiter", "stack");
+    const nsName = validateNamespaceName(
+      options.namespace ?? DEFAULT_NAMESPACE,
+    );
+    const shared: Shared = {
+      client: options.client,
+      table,
+      clock: options.clock ?? systemClock,
+      ulid: createUlid(),
+      entityCache: new Map(),
+      entityCacheSize: options.entityCacheSize ?? 100_000,
+      namespaceIds: new Map(),
+      principal: options.principal ?? (() => Promise.resolve(null)),
+      bucketTtlMultiplier: options.bucketTtlMultiplier ?? 7,
+      auditRetentionDays: options.auditRetentionDays ?? 90,
+      configCacheTtlSeconds: options.configCacheTtlSeconds ?? 60,
+    };
+    const system = new Repository(
+      shared,
+      RESERVED_NAMESPACE,
+      RESERVED_NAMESPACE,
+    );
+    // One round trip: the namespace's forward record and the version record.
+    let forward: Item | undefined;
+    let version: Item | undefined;
+    let created = false;
+    try {
+      const got = await system.#batchGet([
+        {
+          PK: { S: pkSystem(RESERVED_NAMESPACE) },
+          SK: { S: skNamespace(nsName) },
+        },
+        { PK: { S: pkSystem(RESERVED_NAMESPACE) }, SK: { S: SK.VERSION } },
+      ], true);
+      forward = got.find((i) => str(i, "SK") === skNamespace(nsName));
+      version = got.find((i) => str(i, "SK") === SK.VERSION);
+    } catch (e) {
+      if (errorName(e) !== "ResourceNotFoundException") throw e;
+      if (!options.provision) throw new InfrastructureNotFoundError(table);
+      await system.createTable();
+      created = true;
+    }
+    if (created || !version) {
+      if (!created && !options.skipVersionCheck) {
+        await system.#rejectLegacyTable();
+      }
+      await system.setVersionRecord({
+        schemaVersion: SCHEMA_VERSION,
+        updatedBy: `client:${CLIENT_VERSION}`,
+      });
+      await system.registerNamespace(DEFAULT_NAMESPACE);
+    } else if (!options.skipVersionCheck) {
+      Repository.#enforceVersion(Repository.#decodeVersion(version));
+    }
+    let nsId: string | undefined;
+    if (forward && str(forward, "status") === "active") {
+      nsId = str(forward, "namespace_id") ?? undefined;
+    }
+    if (nsId === undefined) {
+      if (
+        created || options.registerNamespace || nsName === DEFAULT_NAMESPACE
+      ) {
+        nsId = await system.registerNamespace(nsName);
+      } else {
+        throw new NamespaceNotFoundError(nsName);
+      }
+    }
+    shared.namespaceIds.set(nsName, nsId);
+    return new Repository(shared, nsName, nsId);
+  }
+
+  static #enforceVersion(record: VersionRecord): void {
+    const r = checkCompatibility({
+      clientVersion: CLIENT_VERSION,
+      schemaVersion: SCHEMA_VERSION,
+    }, record);
+    for (const issue of r.issues) {
+      if (issue.kind === "schema_incompatible") {
+        throw new IncompatibleSchemaError(
+          SCHEMA_VERSION,
+          record.schemaVersion,
+          `Migration required: ${issue.action}.`,
+        );
+      }
+      if (issue.kind === "client_too_old") {
+        throw new MinimumClientVersionError(CLIENT_VERSION, issue.minimum);
+      }
+    }
+  }
+
+  /** A pre-0.10 table keeps its version record unprefixed: refuse it with the migration to run. */
+  async #rejectLegacyTable(): Promise<void> {
+    const out = await this.#s.client.send(
+      new GetItemCommand({
+        TableName: this.#s.table,
+        Key: { PK: { S: "SYSTEM#" }, SK: { S: SK.VERSION } },
+        ConsistentRead: true,
+      }),
+    );
+    if (out.Item) {
+      const legacy = str(out.Item, "schema_version") ?? "1.0.0";
+      throw new IncompatibleSchemaError(
+        SCHEMA_VERSION,
+        legacy,
+        `Migration required: run 'zae-limiter migrate apply --to ${SCHEMA_VERSION}' (namespace-keys migration).`,
+      );
+    }
+  }
+
+  static #decodeVersion(item: Item): VersionRecord {
+    return {
+      schemaVersion: str(item, "schema_version") ?? "1.0.0",
+      clientMinVersion: str(item, "client_min_version") ?? "0.0.0",
+      lambdaVersion: str(item, "lambda_version"),
+      updatedAt: str(item, "updated_at"),
+      updatedBy: str(item, "updated_by"),
+    };
+  }
+
+  /** Table (= stack) name. */
+  get tableName(): string {
+    return this.#s.table;
+  }
+  /** The SDK client. */
+  get client(): DynamoDbClientLike {
+    return this.#s.client;
+  }
+  /** The clock. */
+  get clock(): Clock {
+    return this.#s.clock;
+  }
+  /** Bucket TTL multiplier. */
+  get bucketTtlMultiplier(): number {
+    return this.#s.bucketTtlMultiplier;
+  }
+
+  /**
+   * A repository bound to another registered namespace, sharing the client
+   * and the entity cache, with its own config cache.
+   *
+   * @throws {NamespaceNotFoundError} when the name is not registered
+   */
+  async namespace(name: string): Promise<Repository> {
+    validateNamespaceName(name);
+    let id = this.#s.namespaceIds.get(name);
+    if (id === undefined) {
+      const info = await this.getNamespace(name);
+      if (!info) throw new NamespaceNotFoundError(name);
+      id = info.namespaceId;
+      this.#s.namespaceIds.set(name, id);
+    }
+    return new Repository(this.#s, name, id);
+  }
+
+  /** Sends any SDK command through this repository's client. */
+  send<T>(command: unknown): Promise<T> {
+    return (this.#s.client.send as (c: unknown) => Promise<T>)(command);
+  }
+
+  // ---------------------------------------------------------------- table
+
+  /** Creates the table (schema 0.10) and enables TTL; an existing table is left as is. */
+  async createTable(): Promise<void> {
+    try {
+      await this.#s.client.send(
+        new CreateTableCommand(createTableInput(this.#s.table)),
+      );
+    } catch (e) {
+      if (errorName(e) !== "ResourceInUseException") throw e;
+      return;
+    }
+    for (let i = 0; i < 120; i++) {
+      const d = await this.#s.client.send(
+        new DescribeTableCommand({ TableName: this.#s.table }),
+      );
+      if (d.Table?.TableStatus === "ACTIVE") break;
+      await this.#s.clock.sleep(500);
+    }
+    await this.#s.client.send(
+      new UpdateTimeToLiveCommand({
+        TableName: this.#s.table,
+        TimeToLiveSpecification: {
+          AttributeName: TTL_ATTRIBUTE,
+          Enabled: true,
+        },
+      }),
+    );
+  }
+
+  /** Deletes the table; a missing table is ignored. */
+  async deleteTable(): Promise<void> {
+    try {
+      await this.#s.client.send(
+        new DeleteTableCommand({ TableName: this.#s.table }),
+      );
+    } catch (e) {
+      if (errorName(e) !== "ResourceNotFoundException") throw e;
+    }
+  }
+
+  /** Whether DynamoDB answers for this table within `timeoutMs`; never throws. */
+  async ping(timeoutMs = 1000): Promise<boolean> {
+    try {
+      await this.#s.client.send(
+        new GetItemCommand({
+          TableName: this.#s.table,
+          Key: {
+            PK: { S: pkSystem(RESERVED_NAMESPACE) },
+            SK: { S: SK.VERSION },
+          },
+        }),
+        { abortSignal: AbortSignal.timeout(timeoutMs) },
+      );
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  // ---------------------------------------------------------------- low-level helpers
+
+  async #batchGet(keys: Item[], consistent: boolean): Promise<Item[]> {
+    const out: Item[] = [];
+    let pending: Item[] = keys;
+    for (let attempt = 0; pending.length > 0; attempt++) {
+      const chunk = pending.slice(0, 100);
+      const rest = pending.slice(100);
+      const res: BatchGetItemCommandOutput = await this.#s.client.send(
+        new BatchGetItemCommand({
+          RequestItems: {
+            [this.#s.table]: { Keys: chunk, ConsistentRead: consistent },
+          },
+        }),
+      );
+      out.push(...(res.Responses?.[this.#s.table] ?? []));
+      const unprocessed = res.UnprocessedKeys?.[this.#s.table]?.Keys ?? [];
+      pending = [...unprocessed, ...rest];
+      if (unprocessed.length > 0) {
+        await this.#s.clock.sleep(
+          Math.min(1000, 25 * 2 ** Math.min(attempt, 5)),
+        );
+      }
+    }
+    return out;
+  }
+
+  /** Reads items by key with as few BatchGetItem calls as possible (unprocessed keys retried). */
+  batchGet(keys: Item[], consistent = true): Promise<Item[]> {
+    return this.#batchGet(keys, consistent);
+  }
+
+  /** All pages of a query. */
+  async queryAll(input: Omit<QueryCommandInput, "TableName">): Promise<Item[]> {
+    const items: Item[] = [];
+    let start: Record<string, AttributeValue> | undefined;
+    do {
+      const res = await this.#s.client.send(
+        new QueryCommand({
+          ...input,
+          TableName: this.#s.table,
+          ...(start ? { ExclusiveStartKey: start } : {}),
+        }),
+      );
+      items.push(...(res.Items ?? []));
+      start = res.LastEvaluatedKey;
+    } while (start);
+    return items;
+  }
+
+  /** Deletes keys in batches of 25, retrying unprocessed items until none are left. */
+  async batchDelete(keys: Item[]): Promise<number> {
+    let pending: WriteRequest[] = keys.map((k) => ({
+      DeleteRequest: { Key: k },
+    }));
+    const total = pending.length;
+    for (let attempt = 0; pending.length > 0; attempt++) {
+      const chunk = pending.slice(0, 25);
+      const rest = pending.slice(25);
+      const res = await this.#s.client.send(
+        new BatchWriteItemCommand({ RequestItems: { [this.#s.table]: chunk } }),
+      );
+      const unprocessed = res.UnprocessedItems?.[this.#s.table] ?? [];
+      pending = [...unprocessed, ...rest];
+      if (unprocessed.length > 0) {
+        await this.#s.clock.sleep(
+          Math.min(2000, 50 * 2 ** Math.min(attempt, 6)),
+        );
+      }
+    }
+    return total;
+  }
+
+  // ---------------------------------------------------------------- namespace registry
+
+  /**
+   * Registers a namespace name and returns its id; idempotent.
+   *
+   * @throws {ValidationError} for `_` or a malformed name
+   */
+  async registerNamespace(name: string): Promise<string> {
+    validateNamespaceName(name);
+    const now = isoSeconds(this.#s.clock.now());
+    const sys = pkSystem(RESERVED_NAMESPACE);
+    for (let attempt = 0; attempt < 5; attempt++) {
+      const id = randomNamespaceId();
+      const common = {
+        namespace_id: { S: id },
+        namespace_name: { S: name },
+        status: { S: "active" },
+        created_at: { S: now },
+        GSI4PK: { S: RESERVED_NAMESPACE },
+        GSI4SK: { S: sys },
+      };
+      try {
+        await this.#s.client.send(
+          new TransactWriteItemsCommand({
+            TransactItems: [
+              {
+                Put: {
+                  TableName: this.#s.table,
+                  Item: {
+                    PK: { S: sys },
+                    SK: { S: skNamespace(name) },
+                    ...common,
+                  },
+                  ConditionExpression: "attribute_not_exists(PK)",
+                },
+              },
+              {
+                Put: {
+                  TableName: this.#s.table,
+                  Item: { PK: { S: sys }, SK: { S: skNsid(id) }, ...common },
+                  ConditionExpression: "attribute_not_exists(PK)",
+                },
+              },
+            ],
+          }),
+        );
+        this.#s.namespaceIds.set(name, id);
+        return id;
+      } catch (e) {
+        const codes = cancellationCodes(e);
+        if (codes[0] === "ConditionalCheckFailed") {
+          const existing = await this.getNamespace(name);
+          if (existing) {
+            this.#s.namespaceIds.set(name, existing.namespaceId);
+            return existing.namespaceId;
+          }
+          continue;
+        }
+        if (
+          codes.length > 0 &&
+          codes.every((c) => c === "TransactionConflict" || c === "None")
+        ) {
+          await this.#s.clock.sleep(25 * 2 ** attempt);
+          continue;
+        }
+        if (codes[1] === "ConditionalCheckFailed") continue; // id collision: draw another
+        throw e;
+      }
+    }
+    throw new NamespaceStateError(
+      `Cannot register namespace "${name}": too many concurrent attempts`,
+      {
+        namespaceName: name,
+      },
+    );
+  }
+
+  /** The active namespace of that name, or `null`. */
+  async getNamespace(name: string): Promise<NamespaceInfo | null> {
+    const out = await this.#s.client.send(
+      new GetItemCommand({
+        TableName: this.#s.table,
+        Key: {
+          PK: { S: pkSystem(RESERVED_NAMESPACE) },
+          SK: { S: skNamespace(name) },
+        },
+        ConsistentRead: true,
+      }),
+    );
+    if (!out.Item || str(out.Item, "status") !== "active") return null;
+    return this.#nsInfo(out.Item);
+  }
+
+  #nsInfo(item: Item): NamespaceInfo {
+    return {
+      name: str(item, "namespace_name") ?? "",
+      namespaceId: str(item, "namespace_id") ?? "",
+      status: str(item, "status") ?? "active",
+      createdAt: str(item, "created_at"),
+      deletedAt: str(item, "deleted_at"),
+    };
+  }
+
+  /** Every active namespace, sorted by name. */
+  async listNamespaces(): Promise<NamespaceInfo[]> {
+    const items = await this.queryAll({
+      KeyConditionExpression: "PK = :pk AND begins_with(SK, :sk)",
+      ExpressionAttributeValues: {
+        ":pk": { S: pkSystem(RESERVED_NAMESPACE) },
+        ":sk": { S: SK.NAMESPACE },
+      },
+      ConsistentRead: true,
+    });
+    return items.filter((i) => str(i, "status") === "active").map((i) =>
+      this.#nsInfo(i)
+    )
+      .sort((a, b) => a.name.localeCompare(b.name));
+  }
+
+  /** Soft-deletes a namespace (its data stays until purged); unknown names are ignored. */
+  async deleteNamespace(name: string): Promise<void> {
+    validateNamespaceName(name);
+    const info = await this.getNamespace(name);
+    if (!info) return;
+    const sys = pkSystem(RESERVED_NAMESPACE);
+    await this.#s.client.send(
+      new TransactWriteItemsCommand({
+        TransactItems: [
+          {
+            Delete: {
+              TableName: this.#s.table,
+              Key: { PK: { S: sys }, SK: { S: skNamespace(name) } },
+            },
+          },
+          {
+            Update: {
+              TableName: this.#s.table,
+              Key: { PK: { S: sys }, SK: { S: skNsid(info.namespaceId) } },
+              UpdateExpression: "SET #st = :d, deleted_at = :t",
+              ExpressionAttributeNames: { "#st": "status" },
+              ExpressionAttributeValues: {
+                ":d": { S: "deleted" },
+                ":t": { S: isoSeconds(this.#s.clock.now()) },
+              },
+            },
+          },
+        ],
+      }),
+    );
+    this.#s.namespaceIds.delete(name);
+  }
+
+  /**
+   * Recovers a soft-deleted namespace by id and returns its name.
+   *
+   * @throws {EntityNotFoundError} no such id
+   * @throws {NamespaceStateError} active, purging, or the name was registered again
+   */
+  async recoverNamespace(namespaceId: string): Promise<string> {
+    const sys = pkSystem(RESERVED_NAMESPACE);
+    const out = await this.#s.client.send(
+      new GetItemCommand({
+        TableName: this.#s.table,
+        Key: { PK: { S: sys }, SK: { S: skNsid(namespaceId) } },
+        ConsistentRead: true,
+      }),
+    );
+    if (!out.Item) throw new EntityNotFoundError(namespaceId);
+    const info = this.#nsInfo(out.Item);
+    if (info.status === "active") {
+      throw new NamespaceStateError(
+        `Cannot recover namespace "${info.name}": it is active`,
+        {
+          namespaceName: info.name,
+          state: "active",
+        },
+      );
+    }
+    if (info.status === "purging") {
+      throw new NamespaceStateError(
+        `Cannot recover namespace "${info.name}": purging is terminal`,
+        {
+          namespaceName: info.name,
+          state: "purging",
+        },
+      );
+    }
+    const common = {
+      namespace_id: { S: namespaceId },
+      namespace_name: { S: info.name },
+      status: { S: "active" },
+      created_at: { S: info.createdAt ?? isoSeconds(this.#s.clock.now()) },
+      GSI4PK: { S: RESERVED_NAMESPACE },
+      GSI4SK: { S: sys },
+    };
+    try {
+      await this.#s.client.send(
+        new TransactWriteItemsCommand({
+          TransactItems: [
+            {
+              Put: {
+                TableName: this.#s.table,
+                Item: {
+                  PK: { S: sys },
+                  SK: { S: skNamespace(info.name) },
+                  ...common,
+                },
+                ConditionExpression: "attribute_not_exists(PK)",
+              },
+            },
+            {
+              Put: {
+                TableName: this.#s.table,
+                Item: {
+                  PK: { S: sys },
+                  SK: { S: skNsid(namespaceId) },
+                  ...common,
+                },
+                ConditionExpression: "#st = :d",
+                ExpressionAttributeNames: { "#st": "status" },
+                ExpressionAttributeValues: { ":d": { S: "deleted" } },
+              },
+            },
+          ],
+        }),
+      );
+    } catch (e) {
+      if (cancellationCodes(e)[0] === "ConditionalCheckFailed") {
+        throw new NamespaceStateError(
+          `Cannot recover namespace "${info.name}": the name was registered again with another id`,
+          { namespaceName: info.name, state: "re-registered" },
+        );
+      }
+      throw e;
+    }
+    this.#s.namespaceIds.set(info.name, namespaceId);
+    return info.name;
+  }
+
+  /** Soft-deleted namespaces that can be recovered or purged. */
+  async listOrphanNamespaces(): Promise<NamespaceInfo[]> {
+    const items = await this.queryAll({
+      KeyConditionExpression: "PK = :pk AND begins_with(SK, :sk)",
+      ExpressionAttributeValues: {
+        ":pk": { S: pkSystem(RESERVED_NAMESPACE) },
+        ":sk": { S: SK.NSID },
+      },
+      ConsistentRead: true,
+    });
+    return items.filter((i) => str(i, "status") === "deleted").map((i) =>
+      this.#nsInfo(i)
+    );
+  }
+
+  /**
+   * Deletes every item of a soft-deleted namespace (GSI4), then its registry record.
+   * Returns the number of items deleted.
+   *
+   * @throws {NamespaceStateError} when the namespace is active
+   */
+  async purgeNamespace(
+    namespaceId: string,
+    onProgress?: (deleted: number) => void,
+  ): Promise<number> {
+    const sys = pkSystem(RESERVED_NAMESPACE);
+    const key = { PK: { S: sys }, SK: { S: skNsid(namespaceId) } };
+    const out = await this.#s.client.send(
+      new GetItemCommand({
+        TableName: this.#s.table,
+        Key: key,
+        ConsistentRead: true,
+      }),
+    );
+    if (!out.Item) return 0;
+    if (str(out.Item, "status") === "active") {
+      throw new NamespaceStateError(
+        `Cannot purge namespace "${
+          str(out.Item, "namespace_name")
+        }": it is active; delete it first`,
+        {
+          namespaceName: str(out.Item, "namespace_name") ?? "",
+          state: "active",
+        },
+      );
+    }
+    await this.#s.client.send(
+      new UpdateItemCommand({
+        TableName: this.#s.table,
+        Key: key,
+        UpdateExpression: "SET #st = :p",
+        ExpressionAttributeNames: { "#st": "status" },
+        ExpressionAttributeValues: { ":p": { S: "purging" } },
+      }),
+    );
+    let deleted = 0;
+    let start: Record<string, AttributeValue> | undefined;
+    do {
+      const res = await this.#s.client.send(
+        new QueryCommand({
+          TableName: this.#s.table,
+          IndexName: "GSI4",
+          KeyConditionExpression: "GSI4PK = :ns",
+          ExpressionAttributeValues: { ":ns": { S: namespaceId } },
+          ...(start ? { ExclusiveStartKey: start } : {}),
+        }),
+      );
+      const keys = (res.Items ?? []).map((i) => ({
+        PK: i["PK"] as AttributeValue,
+        SK: i["SK"] as AttributeValue,
+      }));
+      deleted += await this.batchDelete(keys);
+      onProgress?.(deleted);
+      start = res.LastEvaluatedKey;
+    } while (start);
+    await this.#s.client.send(
+      new DeleteItemCommand({ TableName: this.#s.table, Key: key }),
+    );
+    return deleted;
+  }
+
+  // ---------------------------------------------------------------- version record
+
+  /** The version record, or `null` when the table has none. */
+  async getVersionRecord(): Promise<VersionRecord | null> {
+    const out = await this.#s.client.send(
+      new GetItemCommand({
+        TableName: this.#s.table,
+        Key: { PK: { S: pkSystem(RESERVED_NAMESPACE) }, SK: { S: SK.VERSION } },
+        ConsistentRead: true,
+      }),
+    );
+    return out.Item ? Repository.#decodeVersion(out.Item) : null;
+  }
+
+  /** Writes the version record (unconditional Put, as the reference). */
+  async setVersionRecord(
+    record: Partial<VersionRecord> & { readonly schemaVersion: string },
+  ): Promise<void> {
+    const sys = pkSystem(RESERVED_NAMESPACE);
+    await this.#s.client.send(
+      new PutItemCommand({
+        TableName: this.#s.table,
+        Item: {
+          PK: { S: sys },
+          SK: { S: SK.VERSION },
+          schema_version: { S: record.schemaVersion },
+          client_min_version: { S: record.clientMinVersion ?? "0.0.0" },
+          lambda_version: record.lambdaVersion
+            ? { S: record.lambdaVersion }
+            : { NULL: true },
+          updated_at: { S: isoSeconds(this.#s.clock.now()) },
+          updated_by: record.updatedBy
+            ? { S: record.updatedBy }
+            : { NULL: true },
+          GSI4PK: { S: RESERVED_NAMESPACE },
+          GSI4SK: { S: sys },
+        },
+      }),
+    );
+  }
+
+  // ---------------------------------------------------------------- config resolution
+
+  #levels(
+    entityId: string,
+    resource: string,
+  ): { key: Item; slot: string; source: ConfigSource }[] {
+    const ns = this.namespaceId;
+    const levels: { key: Item; slot: string; source: ConfigSource }[] = [];
+    const add = (pk: string, sk: string, source: ConfigSource): void => {
+      levels.push({
+        key: { PK: { S: pk }, SK: { S: sk } },
+        slot: slotKey(pk, sk),
+        source,
+      });
+    };
+    add(pkEntity(ns, entityId), skConfig(resource), "entity");
+    if (resource !== DEFAULT_RESOURCE) {
+      add(pkEntity(ns, entityId), skConfig(DEFAULT_RESOURCE), "entity_default");
+    }
+    add(pkResource(ns, resource), SK.CONFIG, "resource");
+    add(pkSystem(ns), SK.CONFIG, "system");
+    return levels;
+  }
+
+  #slotFrom(item: Item | undefined): ConfigSlot {
+    const ou = item ? str(item, "on_unavailable") : null;
+    return {
+      limits: limitsFromItem(item),
+      onUnavailable: ou === "allow" || ou === "block" ? ou : null,
+      auditRetentionDays: item ? num(item, "audit_retention_days") : null,
+    };
+  }
+
+  readonly #inflight = new Map<string, Promise<void>>();
+
+  async #fill(
+    levels: { key: Item; slot: string }[],
+  ): Promise<Map<string, ConfigSlot>> {
+    const found = new Map<string, ConfigSlot>();
+    const missing: { key: Item; slot: string }[] = [];
+    for (const l of levels) {
+      const v = this.#config.get(l.slot);
+      if (v) found.set(l.slot, v);
+      else missing.push(l);
+    }
+    if (missing.length === 0) return found;
+    const waitFor: Promise<void>[] = [];
+    const toFetch: { key: Item; slot: string }[] = [];
+    for (const m of missing) {
+      const p = this.#inflight.get(m.slot);
+      if (p) waitFor.push(p);
+      else toFetch.push(m);
+    }
+    const fetched = new Map<string, ConfigSlot>();
+    if (toFetch.length > 0) {
+      const run = (async () => {
+        const items = await this.#batchGet(toFetch.map((m) => m.key), false);
+        const bySlot = new Map(
+          items.map((
+            i,
+          ) => [slotKey(str(i, "PK") ?? "", str(i, "SK") ?? ""), i]),
+        );
+        for (const m of toFetch) {
+          const slot = this.#slotFrom(bySlot.get(m.slot));
+          fetched.set(m.slot, slot);
+          this.#config.set(m.slot, slot);
+        }
+      })();
+      for (const m of toFetch) this.#inflight.set(m.slot, run);
+      try {
+        await run;
+      } finally {
+        for (const m of toFetch) this.#inflight.delete(m.slot);
+      }
+    }
+    if (waitFor.length > 0) await Promise.all(waitFor);
+    for (const m of missing) {
+      const v = fetched.get(m.slot) ?? this.#config.get(m.slot);
+      // With caching disabled the concurrent fetch left nothing behind: read again.
+      found.set(
+        m.slot,
+        v ?? this.#slotFrom((await this.#batchGet([m.key], false))[0]),
+      );
+    }
+    return found;
+  }
+
+  /**
+   * Resolves the stored limits of an entity and resource through the four
+   * levels (entity+resource, entity default, resource default, system), one
+   * BatchGetItem for the levels not in the cache; `null` when none is set.
+   */
+  async resolveLimits(
+    entityId: string,
+    resource: string,
+  ): Promise<ResolvedLimits | null> {
+    const levels = this.#levels(entityId, resource);
+    const slots = await this.#fill(levels);
+    for (const l of levels) {
+      const s = slots.get(l.slot);
+      if (s && s.limits.length > 0) {
+        return { limits: s.limits, source: l.source };
+      }
+    }
+    return null;
+  }
+
+  #lastOnUnavailable: OnUnavailable | null = null;
+
+  /** `on_unavailable` from the system config (cached); the last known value or `block` on failure; never throws. */
+  async resolveOnUnavailable(): Promise<OnUnavailable> {
+    try {
+      const pk = pkSystem(this.namespaceId);
+      const slots = await this.#fill([{
+        key: { PK: { S: pk }, SK: { S: SK.CONFIG } },
+        slot: slotKey(pk, SK.CONFIG),
+      }]);
+      const v = slots.get(slotKey(pk, SK.CONFIG))?.onUnavailable ?? null;
+      if (v) this.#lastOnUnavailable = v;
+      return v ?? this.#lastOnUnavailable ?? "block";
+    } catch {
+      return this.#lastOnUnavailable ?? "block";
+    }
+  }
+
+  /** The cached `on_unavailable`, without I/O (`null` when unknown). */
+  cachedOnUnavailable(): OnUnavailable | null {
+    const pk = pkSystem(this.namespaceId);
+    return this.#config.get(slotKey(pk, SK.CONFIG))?.onUnavailable ??
+      this.#lastOnUnavailable;
+  }
+
+  /** Clears the config cache and the remembered `on_unavailable`. */
+  invalidateConfigCache(): void {
+    this.#config.clear();
+    this.#lastOnUnavailable = null;
+  }
+
+  /** Config cache counters. */
+  getCacheStats(): CacheStats {
+    return this.#config.stats();
+  }
+
+  // ---------------------------------------------------------------- entity cache
+
+  /** Cached cascade/parent/shard info of an entity, or `undefined`. */
+  entityInfo(entityId: string): EntityInfo | undefined {
+    return this.#s.entityCache.get(`${this.namespaceId}\u0000${entityId}`);
+  }
+
+  /** Updates the cached cascade/parent and (optionally) one resource's shard count. */
+  rememberEntity(
+    entityId: string,
+    info: { cascade: boolean; parentId: string | null },
+    shard?: { resource: string; count: number },
+  ): void {
+    const key = `${this.namespaceId}\u0000${entityId}`;
+    const cache = this.#s.entityCache;
+    const old = cache.get(key);
+    const shards = new Map(old?.shards ?? []);
+    if (shard) shards.set(shard.resource, shard.count);
+    if (old) cache.delete(key);
+    else if (cache.size >= this.#s.entityCacheSize) {
+      const oldest = cache.keys().next();
+      if (!oldest.done) cache.delete(oldest.value);
+    }
+    cache.set(key, { cascade: info.cascade, parentId: info.parentId, shards });
+  }
+
+  /** Forgets an entity's cached info. */
+  forgetEntity(entityId: string): void {
+    this.#s.entityCache.delete(`${this.namespaceId}\u0000${entityId}`);
+  }
+
+  // ---------------------------------------------------------------- buckets
+
+  /** Reads one bucket item (strongly consistent), or `null`. */
+  async getBucketItem(
+    entityId: string,
+    resource: string,
+    shard = 0,
+  ): Promise<BucketItem | null> {
+    const out = await this.#s.client.send(
+      new GetItemCommand({
+        TableName: this.#s.table,
+        Key: bucketKey({ ns: this.namespaceId, entityId, resource, shard }),
+        ConsistentRead: true,
+      }),
+    );
+    return out.Item ? decodeBucket(out.Item, shard) : null;
+  }
+
+  /** Every bucket item of an entity (all resources and shards), through GSI3. */
+  async getEntityBuckets(entityId: string): Promise<BucketItem[]> {
+    const keys = await this.queryAll({
+      IndexName: "GSI3",
+      KeyConditionExpression: "GSI3PK = :pk AND begins_with(GSI3SK, :b)",
+      ExpressionAttributeValues: {
+        ":pk": { S: gsi3PkEntity(this.namespaceId, entityId) },
+        ":b": { S: "BUCKET#" },
+      },
+    });
+    if (keys.length === 0) return [];
+    const items = await this.#batchGet(
+      keys.map((k) => ({
+        PK: k["PK"] as AttributeValue,
+        SK: k["SK"] as AttributeValue,
+      })),
+      true,
+    );
+    return items.map((i) => {
+      const pk = str(i, "PK") ?? "";
+      return decodeBucket(i, Number(pk.slice(pk.lastIndexOf("#") + 1)) || 0);
+    });
+  }
+
+  /**
+   * Deletes the bucket items of one entity (one resource, or all): they are
+   * recreated full on the next acquire. Returns the number deleted.
+   */
+  async resetBuckets(entityId: string, resource?: string): Promise<number> {
+    validateIdentifier(entityId);
+    if (resource !== undefined) validateResource(resource);
+    const buckets = await this.getEntityBuckets(entityId);
+    const keys = buckets.filter((b) =>
+      resource === undefined || b.resource === resource
+    ).map((b) =>
+      bucketKey({
+        ns: this.namespaceId,
+        entityId,
+        resource: b.resource,
+        shard: b.shard,
+      })
+    );
+    this.forgetEntity(entityId);
+    return await this.batchDelete(keys);
+  }
+
+  // ---------------------------------------------------------------- audit
+
+  async #principal(explicit: string | undefined): Promise<string | null> {
+    if (explicit !== undefined) return validatePrincipal(explicit);
+    try {
+      return await this.#s.principal();
+    } catch {
+      return null;
+    }
+  }
+
+  /** Writes an audit event; returns it. */
+  async audit(
+    action: AuditActionName,
+    entityId: string,
+    options: {
+      resource?: string | null;
+      details?: Record<string, unknown>;
+      principal?: string;
+    } = {},
+  ): Promise<AuditEvent> {
+    const principal = await this.#principal(options.principal);
+    const now = this.#s.clock.now();
+    const sysSlot = await this.#fill([{
+      key: { PK: { S: pkSystem(this.namespaceId) }, SK: { S: SK.CONFIG } },
+      slot: slotKey(pkSystem(this.namespaceId), SK.CONFIG),
+    }]).catch(() => new Map<string, ConfigSlot>());
+    const days = sysSlot.get(slotKey(pkSystem(this.namespaceId), SK.CONFIG))
+      ?.auditRetentionDays ??
+      this.#s.auditRetentionDays;
+    const event: AuditEvent = {
+      eventId: this.#s.ulid(now),
+      timestamp: isoSeconds(now),
+      action,
+      entityId,
+      principal,
+      resource: options.resource ?? null,
+      details: options.details ?? {},
+    };
+    await this.#s.client.send(
+      new PutItemCommand({
+        TableName: this.#s.table,
+        Item: {
+          PK: { S: pkAudit(this.namespaceId, entityId) },
+          SK: { S: skAudit(event.eventId) },
+          event_id: { S: event.eventId },
+          entity_id: { S: entityId },
+          timestamp: { S: event.timestamp },
+          action: { S: action },
+          principal: toAttr(principal),
+          resource: toAttr(event.resource),
+          details: toAttr(event.details),
+          ttl: { N: String(Math.floor(now / 1000) + days * 86400) },
+          GSI4PK: { S: this.namespaceId },
+          GSI4SK: { S: pkAudit(this.namespaceId, entityId) },
+        },
+      }),
+    );
+    return event;
+  }
+
+  /** Audit events of an entity, newest first; `startEventId` is exclusive. */
+  async getAuditEvents(
+    entityId: string,
+    options: { limit?: number; startEventId?: string } = {},
+  ): Promise<AuditEvent[]> {
+    const limit = options.limit ?? 100;
+    const res = await this.#s.client.send(
+      new QueryCommand({
+        TableName: this.#s.table,
+        KeyConditionExpression: options.startEventId
+          ? "PK = :pk AND SK < :start"
+          : "PK = :pk AND begins_with(SK, :p)",
+        ExpressionAttributeValues: {
+          ":pk": { S: pkAudit(this.namespaceId, entityId) },
+          ...(options.startEventId
+            ? { ":start": { S: skAudit(options.startEventId) } }
+            : { ":p": { S: SK.AUDIT } }),
+        },
+        ScanIndexForward: false,
+        Limit: limit,
+      }),
+    );
+    return (res.Items ?? []).filter((i) =>
+      (str(i, "SK") ?? "").startsWith(SK.AUDIT)
+    ).map((i) => ({
+      eventId: str(i, "event_id") ?? "",
+      timestamp: str(i, "timestamp") ?? "",
+      action: (str(i, "action") ?? "") as AuditActionName,
+      entityId: str(i, "entity_id") ?? entityId,
+      principal: str(i, "principal"),
+      resource: str(i, "resource"),
+      details: (fromAttr(i["details"]) ?? {}) as Record<string, unknown>,
+    }));
+  }
+
+  // ---------------------------------------------------------------- entities
+
+  /**
+   * Creates an entity, refreshes the cascade flags of buckets that already
+   * exist for it (reference weakness 30), and writes an `entity_created` event.
+   *
+   * @throws {InvalidIdentifierError} bad id or parent id
+   * @throws {ValidationError} `cascade` without a parent, or a parent equal to the entity
+   * @throws {EntityExistsError} the entity exists
+   */
+  async createEntity(
+    entityId: string,
+    options: CreateEntityOptions = {},
+  ): Promise<Entity> {
+    validateIdentifier(entityId);
+    const parentId = options.parentId === undefined
+      ? null
+      : validateIdentifier(options.parentId, "parent_id");
+    const cascade = options.cascade ?? false;
+    if (typeof cascade !== "boolean") {
+      throw new ValidationError("cascade", cascade, "must be true or false");
+    }
+    if (cascade && parentId === null) {
+      throw new ValidationError(
+        "cascade",
+        cascade,
+        "cascade needs a parent_id; set parentId or drop cascade",
+      );
+    }
+    if (parentId === entityId) {
+      throw new ValidationError(
+        "parent_id",
+        parentId,
+        "an entity cannot be its own parent",
+      );
+    }
+    const metadata: Record<string, string> = {};
+    for (const [k, v] of Object.entries(options.metadata ?? {})) {
+      if (typeof v !== "string") {
+        throw new ValidationError(
+          `metadata.${k}`,
+          v,
+          "metadata values must be strings",
+        );
+      }
+      metadata[k] = v;
+    }
+    const principal = options.principal === undefined
+      ? undefined
+      : validatePrincipal(options.principal);
+    const ns = this.namespaceId;
+    const createdAt = isoSeconds(this.#s.clock.now());
+    const item: Item = {
+      PK: { S: pkEntity(ns, entityId) },
+      SK: { S: SK.META },
+      entity_id: { S: entityId },
+      name: { S: options.name ?? entityId },
+      parent_id: parentId === null ? { NULL: true } : { S: parentId },
+      cascade: { BOOL: cascade },
+      metadata: toAttr(metadata),
+      created_at: { S: createdAt },
+      GSI4PK: { S: ns },
+      GSI4SK: { S: pkEntity(ns, entityId) },
+    };
+    if (parentId !== null) {
+      item["GSI1PK"] = { S: gsi1PkParent(ns, parentId) };
+      item["GSI1SK"] = { S: gsi1SkChild(entityId) };
+    }
+    try {
+      await this.#s.client.send(
+        new PutItemCommand({
+          TableName: this.#s.table,
+          Item: item,
+          ConditionExpression: "attribute_not_exists(PK)",
+        }),
+      );
+    } catch (e) {
+      if (isConditionFailed(e)) throw new EntityExistsError(entityId);
+      throw e;
+    }
+    // Buckets created before the entity (e.g. by acquire with defaults) learn the cascade now.
+    for (const b of await this.getEntityBuckets(entityId)) {
+      const e = new Expr();
+      await this.#s.client.send(
+        new UpdateItemCommand({
+          TableName: this.#s.table,
+          Key: bucketKey({
+            ns,
+            entityId,
+            resource: b.resource,
+            shard: b.shard,
+          }),
+          UpdateExpression: parentId === null
+            ? `SET ${e.n("cascade")} = ${e.v({ BOOL: cascade })} REMOVE ${
+              e.n("parent_id")
+            }`
+            : `SET ${e.n("cascade")} = ${e.v({ BOOL: cascade })}, ${
+              e.n("parent_id")
+            } = ${e.str(parentId)}`,
+          ConditionExpression: "attribute_exists(PK)",
+          ...e.attrs(),
+        }),
+      ).catch((err) => {
+        if (!isConditionFailed(err)) throw err;
+      });
+    }
+    this.rememberEntity(entityId, { cascade, parentId });
+    await this.audit("entity_created", entityId, {
+      details: {
+        name: options.name ?? entityId,
+        parent_id: parentId,
+        cascade,
+        metadata,
+      },
+      ...(principal !== undefined ? { principal } : {}),
+    });
+    return {
+      id: entityId,
+      name: options.name ?? entityId,
+      parentId,
+      cascade,
+      metadata,
+      createdAt,
+    };
+  }
+
+  /** The entity, or `null`. */
+  async getEntity(entityId: string): Promise<Entity | null> {
+    validateIdentifier(entityId);
+    const out = await this.#s.client.send(
+      new GetItemCommand({
+        TableName: this.#s.table,
+        Key: {
+          PK: { S: pkEntity(this.namespaceId, entityId) },
+          SK: { S: SK.META },
+        },
+        ConsistentRead: true,
+      }),
+    );
+    if (!out.Item) return null;
+    const entity = entityFromItem(out.Item);
+    this.rememberEntity(entityId, {
+      cascade: entity.cascade,
+      parentId: entity.parentId,
+    });
+    return entity;
+  }
+
+  /** Children of a parent (all pages). */
+  async getChildren(parentId: string): Promise<Entity[]> {
+    validateIdentifier(parentId, "parent_id");
+    const items = await this.queryAll({
+      IndexName: "GSI1",
+      KeyConditionExpression: "GSI1PK = :pk",
+      ExpressionAttributeValues: {
+        ":pk": { S: gsi1PkParent(this.namespaceId, parentId) },
+      },
+    });
+    return items.map(entityFromItem);
+  }
+
+  /**
+   * Deletes an entity with its configs, usage snapshots and every bucket
+   * shard (all pages, unprocessed items retried; reference weakness 33).
+   * Audit history is kept (it expires by TTL). Returns the items deleted.
+   *
+   * @throws {ValidationError} when the entity still has children
+   */
+  async deleteEntity(
+    entityId: string,
+    options: { principal?: string } = {},
+  ): Promise<number> {
+    validateIdentifier(entityId);
+    const principal = options.principal === undefined
+      ? undefined
+      : validatePrincipal(options.principal);
+    const children = await this.getChildren(entityId);
+    if (children.length > 0) {
+      throw new ValidationError(
+        "entity_id",
+        entityId,
+        `it has ${children.length} child(ren) (${
+          children.slice(0, 5).map((c) => c.id).join(", ")
+        }); delete them first`,
+      );
+    }
+    const own = await this.queryAll({
+      KeyConditionExpression: "PK = :pk",
+      ExpressionAttributeValues: {
+        ":pk": { S: pkEntity(this.namespaceId, entityId) },
+      },
+      ProjectionExpression: "PK, SK",
+    });
+    const buckets = await this.queryAll({
+      IndexName: "GSI3",
+      KeyConditionExpression: "GSI3PK = :pk AND begins_with(GSI3SK, :b)",
+      ExpressionAttributeValues: {
+        ":pk": { S: gsi3PkEntity(this.namespaceId, entityId) },
+        ":b": { S: "BUCKET#" },
+      },
+    });
+    const keys = [...own, ...buckets].map((i) => ({
+      PK: i["PK"] as AttributeValue,
+      SK: i["SK"] as AttributeValue,
+    }));
+    if (keys.length === 0) return 0;
+    const configResources = own.map((i) => str(i, "SK") ?? "").filter((sk) =>
+      sk.startsWith(`${SK.CONFIG}#`)
+    )
+      .map((sk) => sk.slice(SK.CONFIG.length + 1));
+    const deleted = await this.batchDelete(keys);
+    for (const r of configResources) {
+      await this.#decrementConfigRegistry(r);
+      this.#config.evict(
+        slotKey(pkEntity(this.namespaceId, entityId), skConfig(r)),
+      );
+    }
+    this.forgetEntity(entityId);
+    await this.audit("entity_deleted", entityId, {
+      details: { records_deleted: deleted },
+      ...(principal !== undefined ? { principal } : {}),
+    });
+    return deleted;
+  }
+
+  // ---------------------------------------------------------------- stored limits
+
+  async #decrementConfigRegistry(resource: string): Promise<void> {
+    const key = {
+      PK: { S: pkSystem(this.namespaceId) },
+      SK: { S: SK.ENTITY_CONFIG_RESOURCES },
+    };
+    const e = new Expr();
+    const res = await this.#s.client.send(
+      new UpdateItemCommand({
+        TableName: this.#s.table,
+        Key: key,
+        UpdateExpression: `ADD ${e.n(resource)} ${e.num(-1)}`,
+        ConditionExpression: `attribute_exists(${e.n(resource)})`,
+        ReturnValues: "UPDATED_NEW",
+        ...e.attrs(),
+      }),
+    ).catch((err) => {
+      if (isConditionFailed(err)) return null;
+      throw err;
+    });
+    const left = res?.Attributes ? num(res.Attributes, resource) : null;
+    if (left !== null && left <= 0) {
+      const r = new Expr();
+      await this.#s.client.send(
+        new UpdateItemCommand({
+          TableName: this.#s.table,
+          Key: key,
+          UpdateExpression: `REMOVE ${r.n(resource)}`,
+          ConditionExpression: `${r.n(resource)} <= ${r.num(0)}`,
+          ...r.attrs(),
+        }),
+      ).catch((err) => {
+        if (!isConditionFailed(err)) throw err;
+      });
+    }
+  }
+
+  /**
+   * Stores an entity's limits for a resource (`_default_`: all resources),
+   * updates the registry, syncs the bucket's parameters and removes its TTL,
+   * evicts the cache and writes a `limits_set` event.
+   *
+   * @throws {ValidationError} bad id, resource or limits
+   */
+  async setLimits(
+    entityId: string,
+    limits: readonly Limit[],
+    options: { resource?: string; principal?: string } = {},
+  ): Promise<void> {
+    validateIdentifier(entityId);
+    const resource = options.resource ?? DEFAULT_RESOURCE;
+    if (resource !== DEFAULT_RESOURCE) validateResource(resource);
+    checkUniqueLimits(limits);
+    if (limits.length === 0) {
+      throw new ValidationError(
+        "limits",
+        "[]",
+        "give at least one limit, or use deleteLimits to remove them",
+      );
+    }
+    const principal = options.principal === undefined
+      ? undefined
+      : validatePrincipal(options.principal);
+    const ns = this.namespaceId;
+    const item: Item = {
+      PK: { S: pkEntity(ns, entityId) },
+      SK: { S: skConfig(resource) },
+      entity_id: { S: entityId },
+      resource: { S: resource },
+      config_version: { N: "1" },
+      ...limitAttrs(limits),
+      GSI3PK: { S: gsi3PkEntityConfig(ns, resource) },
+      GSI3SK: { S: entityId },
+      GSI4PK: { S: ns },
+      GSI4SK: { S: pkEntity(ns, entityId) },
+    };
+    const reg = new Expr();
+    try {
+      await this.#s.client.send(
+        new TransactWriteItemsCommand({
+          TransactItems: [
+            {
+              Put: {
+                TableName: this.#s.table,
+                Item: item,
+                ConditionExpression: "attribute_not_exists(PK)",
+              },
+            },
+            {
+              Update: {
+                TableName: this.#s.table,
+                Key: {
+                  PK: { S: pkSystem(ns) },
+                  SK: { S: SK.ENTITY_CONFIG_RESOURCES },
+                },
+                UpdateExpression: `ADD ${reg.n(resource)} ${reg.num(1)} SET ${
+                  reg.n("GSI4PK")
+                } = if_not_exists(${reg.n("GSI4PK")}, ${reg.str(ns)}), ${
+                  reg.n("GSI4SK")
+                } = if_not_exists(${reg.n("GSI4SK")}, ${
+                  reg.str(pkSystem(ns))
+                })`,
+                ...reg.attrs(),
+              },
+            },
+          ],
+        }),
+      );
+    } catch (e) {
+      if (cancellationCodes(e)[0] !== "ConditionalCheckFailed") throw e;
+      await this.#s.client.send(
+        new PutItemCommand({ TableName: this.#s.table, Item: item }),
+      );
+    }
+    if (resource !== DEFAULT_RESOURCE) {
+      await this.#syncBucket(entityId, resource, limits, "remove", []);
+    }
+    this.#config.evict(slotKey(pkEntity(ns, entityId), skConfig(resource)));
+    await this.audit("limits_set", entityId, {
+      resource,
+      details: { limits: limits.map((l) => l.toDict()) },
+      ...(principal !== undefined ? { principal } : {}),
+    });
+  }
+
+  /** Sets `cp/ra/rp` of the shard-0 bucket to `limits` (a missing bucket is ignored). */
+  async #syncBucket(
+    entityId: string,
+    resource: string,
+    limits: readonly Limit[],
+    ttl: number | "remove" | null,
+    stale: readonly string[],
+  ): Promise<void> {
+    const e = new Expr();
+    const set: string[] = [];
+    const remove: string[] = [];
+    for (const l of limits) {
+      set.push(
+        `${e.n(`b_${l.name}_cp`)} = ${e.num(BigInt(l.capacity) * 1000n)}`,
+        `${e.n(`b_${l.name}_ra`)} = ${e.num(BigInt(l.refillAmount) * 1000n)}`,
+        `${e.n(`b_${l.name}_rp`)} = ${
+          e.num(BigInt(l.refillPeriodSeconds) * 1000n)
+        }`,
+      );
+    }
+    for (const name of stale) {
+      for (const f of ["tk", "cp", "ra", "rp", "tc"]) {
+        remove.push(e.n(`b_${name}_${f}`));
+      }
+    }
+    if (typeof ttl === "number") set.push(`${e.n("ttl")} = ${e.num(ttl)}`);
+    else if (ttl === "remove") remove.push(e.n("ttl"));
+    await this.#s.client.send(
+      new UpdateItemCommand({
+        TableName: this.#s.table,
+        Key: bucketKey({ ns: this.namespaceId, entityId, resource, shard: 0 }),
+        UpdateExpression: updateExpression({ set, remove }),
+        ConditionExpression: "attribute_exists(PK)",
+        ...e.attrs(),
+      }),
+    ).catch((err) => {
+      if (!isConditionFailed(err)) throw err;
+    });
+  }
+
+  /** An entity's stored limits for a resource (`[]` when none; strongly consistent). */
+  async getLimits(
+    entityId: string,
+    options: { resource?: string } = {},
+  ): Promise<Limit[]> {
+    validateIdentifier(entityId);
+    const resource = options.resource ?? DEFAULT_RESOURCE;
+    const out = await this.#s.client.send(
+      new GetItemCommand({
+        TableName: this.#s.table,
+        Key: {
+          PK: { S: pkEntity(this.namespaceId, entityId) },
+          SK: { S: skConfig(resource) },
+        },
+        ConsistentRead: true,
+      }),
+    );
+    return limitsFromItem(out.Item);
+  }
+
+  /**
+   * Deletes an entity's limits for a resource, reconciles the bucket to the
+   * limits now in effect, and writes `limits_deleted`; a missing config is a no-op.
+   */
+  async deleteLimits(
+    entityId: string,
+    options: { resource?: string; principal?: string } = {},
+  ): Promise<void> {
+    validateIdentifier(entityId);
+    const resource = options.resource ?? DEFAULT_RESOURCE;
+    if (resource !== DEFAULT_RESOURCE) validateResource(resource);
+    const principal = options.principal === undefined
+      ? undefined
+      : validatePrincipal(options.principal);
+    const ns = this.namespaceId;
+    const old = await this.getLimits(entityId, { resource });
+    try {
+      await this.#s.client.send(
+        new DeleteItemCommand({
+          TableName: this.#s.table,
+          Key: {
+            PK: { S: pkEntity(ns, entityId) },
+            SK: { S: skConfig(resource) },
+          },
+          ConditionExpression: "attribute_exists(PK)",
+        }),
+      );
+    } catch (e) {
+      if (isConditionFailed(e)) return;
+      throw e;
+    }
+    await this.#decrementConfigRegistry(resource);
+    this.#config.evict(slotKey(pkEntity(ns, entityId), skConfig(resource)));
+    await this.audit("limits_deleted", entityId, {
+      resource,
+      details: { limits: old.map((l) => l.name) },
+      ...(principal !== undefined ? { principal } : {}),
+    });
+    if (resource === DEFAULT_RESOURCE) return;
+    const effective = await this.resolveLimits(entityId, resource);
+    if (!effective) return;
+    const names = new Set(effective.limits.map((l) => l.name));
+    const ttlSeconds = this.#s.bucketTtlMultiplier > 0
+      ? Math.floor(
+        Math.max(...effective.limits.map((l) =>
+          (l.capacity / l.refillAmount) * l.refillPeriodSeconds
+        )) *
+          this.#s.bucketTtlMultiplier,
+      )
+      : null;
+    await this.#syncBucket(
+      entityId,
+      resource,
+      effective.limits,
+      ttlSeconds === null
+        ? "remove"
+        : Math.floor(this.#s.clock.now() / 1000) + ttlSeconds,
+      old.map((l) => l.name).filter((n) => !names.has(n)),
+    );
+  }
+
+  /** Entity ids with custom limits for a resource (GSI3, all pages). */
+  async listEntitiesWithCustomLimits(resource: string): Promise<string[]> {
+    const items = await this.queryAll({
+      IndexName: "GSI3",
+      KeyConditionExpression: "GSI3PK = :pk",
+      ExpressionAttributeValues: {
+        ":pk": { S: gsi3PkEntityConfig(this.namespaceId, resource) },
+      },
+    });
+    return items.map((i) => str(i, "GSI3SK") ?? "").filter(Boolean).sort();
+  }
+
+  /** Resources that have at least one entity config. */
+  async listResourcesWithEntityConfigs(): Promise<string[]> {
+    const out = await this.#s.client.send(
+      new GetItemCommand({
+        TableName: this.#s.table,
+        Key: {
+          PK: { S: pkSystem(this.namespaceId) },
+          SK: { S: SK.ENTITY_CONFIG_RESOURCES },
+        },
+        ConsistentRead: true,
+      }),
+    );
+    if (!out.Item) return [];
+    return Object.keys(out.Item).filter((k) =>
+      !["PK", "SK", "GSI4PK", "GSI4SK"].includes(k) &&
+      (num(out.Item as Item, k) ?? 0) > 0
+    ).sort();
+  }
+
+  /** Stores resource-level default limits and writes an audit event for `$RESOURCE:{resource}`. */
+  async setResourceDefaults(
+    resource: string,
+    limits: readonly Limit[],
+    options: { principal?: string } = {},
+  ): Promise<void> {
+    validateResource(resource);
+    checkUniqueLimits(limits);
+    if (limits.length === 0) {
+      throw new ValidationError(
+        "limits",
+        "[]",
+        "give at least one limit, or use deleteResourceDefaults",
+      );
+    }
+    const principal = options.principal === undefined
+      ? undefined
+      : validatePrincipal(options.principal);
+    const ns = this.namespaceId;
+    await this.#s.client.send(
+      new PutItemCommand({
+        TableName: this.#s.table,
+        Item: {
+          PK: { S: pkResource(ns, resource) },
+          SK: { S: SK.CONFIG },
+          resource: { S: resource },
+          config_version: { N: "1" },
+          ...limitAttrs(limits),
+          GSI4PK: { S: ns },
+          GSI4SK: { S: pkResource(ns, resource) },
+        },
+      }),
+    );
+    await this.#registry("ADD", resource);
+    this.#config.evict(slotKey(pkResource(ns, resource), SK.CONFIG));
+    await this.audit("limits_set", `$RESOURCE:${resource}`, {
+      resource,
+      details: { limits: limits.map((l) => l.toDict()) },
+      ...(principal !== undefined ? { principal } : {}),
+    });
+  }
+
+  async #registry(op: "ADD" | "DELETE", resource: string): Promise<void> {
+    const ns = this.namespaceId;
+    const e = new Expr();
+    await this.#s.client.send(
+      new UpdateItemCommand({
+        TableName: this.#s.table,
+        Key: { PK: { S: pkSystem(ns) }, SK: { S: SK.RESOURCES } },
+        UpdateExpression: op === "ADD"
+          ? `ADD ${e.n("resources")} ${e.v({ SS: [resource] })} SET ${
+            e.n("GSI4PK")
+          } = if_not_exists(${e.n("GSI4PK")}, ${e.str(ns)}), ${
+            e.n("GSI4SK")
+          } = if_not_exists(${e.n("GSI4SK")}, ${e.str(pkSystem(ns))})`
+          : `DELETE ${e.n("resources")} ${e.v({ SS: [resource] })}`,
+        ...e.attrs(),
+      }),
+    );
+  }
+
+  /** Resource-level default limits (`[]` when none). */
+  async getResourceDefaults(resource: string): Promise<Limit[]> {
+    validateResource(resource);
+    const out = await this.#s.client.send(
+      new GetItemCommand({
+        TableName: this.#s.table,
+        Key: {
+          PK: { S: pkResource(this.namespaceId, resource) },
+          SK: { S: SK.CONFIG },
+        },
+        ConsistentRead: true,
+      }),
+    );
+    return limitsFromItem(out.Item);
+  }
+
+  /** Deletes resource-level defaults and writes an audit event. */
+  async deleteResourceDefaults(
+    resource: string,
+    options: { principal?: string } = {},
+  ): Promise<void> {
+    validateResource(resource);
+    const principal = options.principal === undefined
+      ? undefined
+      : validatePrincipal(options.principal);
+    const ns = this.namespaceId;
+    await this.#s.client.send(
+      new DeleteItemCommand({
+        TableName: this.#s.table,
+        Key: { PK: { S: pkResource(ns, resource) }, SK: { S: SK.CONFIG } },
+      }),
+    );
+    await this.#registry("DELETE", resource);
+    this.#config.evict(slotKey(pkResource(ns, resource), SK.CONFIG));
+    await this.audit("limits_deleted", `$RESOURCE:${resource}`, {
+      resource,
+      ...(principal !== undefined ? { principal } : {}),
+    });
+  }
+
+  /** Resources with resource-level defaults, sorted. */
+  async listResourcesWithDefaults(): Promise<string[]> {
+    const out = await this.#s.client.send(
+      new GetItemCommand({
+        TableName: this.#s.table,
+        Key: { PK: { S: pkSystem(this.namespaceId) }, SK: { S: SK.RESOURCES } },
+        ConsistentRead: true,
+      }),
+    );
+    const ss = out.Item?.["resources"];
+    return ss && "SS" in ss && ss.SS ? [...ss.SS].sort() : [];
+  }
+
+  /**
+   * Replaces the system defaults (limits and `onUnavailable`), keeping the
+   * stored `audit_retention_days` (reference weakness 19).
+   */
+  async setSystemDefaults(
+    limits: readonly Limit[],
+    options: {
+      onUnavailable?: OnUnavailable;
+      auditRetentionDays?: number;
+      principal?: string;
+    } = {},
+  ): Promise<void> {
+    checkUniqueLimits(limits);
+    if (
+      options.onUnavailable !== undefined &&
+      options.onUnavailable !== "allow" && options.onUnavailable !== "block"
+    ) {
+      throw new ValidationError(
+        "on_unavailable",
+        options.onUnavailable,
+        "must be 'allow' or 'block'",
+      );
+    }
+    if (
+      options.auditRetentionDays !== undefined &&
+      (!Number.isSafeInteger(options.auditRetentionDays) ||
+        options.auditRetentionDays <= 0)
+    ) {
+      throw new ValidationError(
+        "audit_retention_days",
+        options.auditRetentionDays,
+        "must be a positive whole number",
+      );
+    }
+    const principal = options.principal === undefined
+      ? undefined
+      : validatePrincipal(options.principal);
+    const ns = this.namespaceId;
+    const key = { PK: { S: pkSystem(ns) }, SK: { S: SK.CONFIG } };
+    const current = await this.#s.client.send(
+      new GetItemCommand({
+        TableName: this.#s.table,
+        Key: key,
+        ConsistentRead: true,
+      }),
+    );
+    const retention = options.auditRetentionDays ??
+      (current.Item ? num(current.Item, "audit_retention_days") : null);
+    const item: Item = {
+      ...key,
+      config_version: { N: "1" },
+      ...limitAttrs(limits),
+      GSI4PK: { S: ns },
+      GSI4SK: { S: pkSystem(ns) },
+    };
+    if (options.onUnavailable) {
+      item["on_unavailable"] = { S: options.onUnavailable };
+    }
+    if (retention !== null) {
+      item["audit_retention_days"] = { N: String(retention) };
+    }
+    await this.#s.client.send(
+      new PutItemCommand({ TableName: this.#s.table, Item: item }),
+    );
+    this.#config.evict(slotKey(pkSystem(ns), SK.CONFIG));
+    if (options.onUnavailable) this.#lastOnUnavailable = options.onUnavailable;
+    await this.audit("limits_set", "$SYSTEM", {
+      details: {
+        limits: limits.map((l) => l.toDict()),
+        on_unavailable: options.onUnavailable ?? null,
+      },
+      ...(principal !== undefined ? { principal } : {}),
+    });
+  }
+
+  /** System defaults: limits, `onUnavailable` and `auditRetentionDays`. */
+  async getSystemDefaults(): Promise<
+    {
+      limits: Limit[];
+      onUnavailable: OnUnavailable | null;
+      auditRetentionDays: number | null;
+    }
+  > {
+    const out = await this.#s.client.send(
+      new GetItemCommand({
+        TableName: this.#s.table,
+        Key: { PK: { S: pkSystem(this.namespaceId) }, SK: { S: SK.CONFIG } },
+        ConsistentRead: true,
+      }),
+    );
+    const slot = this.#slotFrom(out.Item);
+    return {
+      limits: [...slot.limits],
+      onUnavailable: slot.onUnavailable,
+      auditRetentionDays: slot.auditRetentionDays,
+    };
+  }
+
+  /** Deletes the system defaults and writes an audit event. */
+  async deleteSystemDefaults(
+    options: { principal?: string } = {},
+  ): Promise<void> {
+    const principal = options.principal === undefined
+      ? undefined
+      : validatePrincipal(options.principal);
+    const old = await this.getSystemDefaults();
+    await this.#s.client.send(
+      new DeleteItemCommand({
+        TableName: this.#s.table,
+        Key: { PK: { S: pkSystem(this.namespaceId) }, SK: { S: SK.CONFIG } },
+      }),
+    );
+    this.#config.evict(slotKey(pkSystem(this.namespaceId), SK.CONFIG));
+    await this.audit("limits_deleted", "$SYSTEM", {
+      details: {
+        limits: old.limits.map((l) => l.name),
+        on_unavailable: old.onUnavailable,
+      },
+      ...(principal !== undefined ? { principal } : {}),
+    });
+  }
+
+  /** Whether any partition key in the first `sample` items of a scan is unprefixed (pre-0.10 data). */
+  static looksLegacy(keys: readonly string[]): boolean {
+    return keys.some((k) => isUnprefixedKey(k));
+  }
+
+  /** Bucket PK helper for callers outside the repository. */
+  bucketPk(entityId: string, resource: string, shard = 0): string {
+    return pkBucket(this.namespaceId, entityId, resource, shard);
+  }
+
+  /** Sends a one-item write, or a transaction for several. */
+  async writeItems(items: readonly TransactWriteItem[]): Promise<void> {
+    if (items.length === 1) {
+      const only = items[0] as TransactWriteItem;
+      if (only.Put) await this.#s.client.send(new PutItemCommand(only.Put));
+      else if (only.Update) {
+        await this.#s.client.send(new UpdateItemCommand(only.Update));
+      } else if (only.Delete) {
+        await this.#s.client.send(new DeleteItemCommand(only.Delete));
+      }
+      return;
+    }
+    await this.#s.client.send(
+      new TransactWriteItemsCommand({ TransactItems: [...items] }),
+    );
+  }
+}

@@ -1,0 +1,116 @@
+/**
+ * zae-limiter: a distributed rate limiter on DynamoDB.
+ *
+ * Token buckets in integer millitokens; several named limits charged
+ * all-or-nothing in one call; leases that consume on acquire, adjust later
+ * (LLM token reconciliation, debt allowed) and roll back on error;
+ * parent/child entities with cascade; stored limits with a four-level
+ * hierarchy and a cache; multi-tenant namespaces; audit events; one DynamoDB
+ * round trip on the hot path. The stored format is the Python reference's
+ * schema 0.10, so both clients can share a table.
+ *
+ * @example Acquire with a callback-scoped lease
+ * ```ts ignore
+ * import { DynamoDBClient } from "@aws-sdk/client-dynamodb";
+ * import { Limit, RateLimiter, Repository } from "@zae/limiter";
+ *
+ * const repo = await Repository.open({ client: new DynamoDBClient({}), stack: "zae-limiter" });
+ * const limiter = new RateLimiter(repo);
+ * await repo.setSystemDefaults([Limit.perMinute("rpm", 100), Limit.perMinute("tpm", 10_000)]);
+ * await limiter.acquire({ entityId: "key-1", resource: "openai/gpt-4", consume: { rpm: 1, tpm: 500 } }, async (lease) => {
+ *   lease.adjust({ tpm: 120 }); // the answer used 620 tokens
+ * });
+ * ```
+ *
+ * @module
+ */
+export {
+  EntityError,
+  EntityExistsError,
+  EntityNotFoundError,
+  IncompatibleSchemaError,
+  InfrastructureError,
+  InfrastructureNotFoundError,
+  InvalidIdentifierError,
+  InvalidNameError,
+  LeaseExpiredError,
+  MinimumClientVersionError,
+  NamespaceNotFoundError,
+  NamespaceStateError,
+  RateLimitError,
+  RateLimiterUnavailable,
+  RateLimitExceeded,
+  StackAlreadyExistsError,
+  StackOperationError,
+  ValidationError,
+  VersionError,
+  VersionMismatchError,
+  ZAELimiterError,
+} from "./core/errors.ts";
+export type { UnavailableContext, ZaeLimiterErrorCode } from "./core/errors.ts";
+export { Limit, LimitName } from "./core/limit.ts";
+export type { LimitDict } from "./core/limit.ts";
+export { AuditAction } from "./core/models.ts";
+export type {
+  AuditActionName,
+  AuditEvent,
+  CacheStats,
+  ConfigSource,
+  Entity,
+  LimitStatus,
+  NamespaceInfo,
+  OnUnavailable,
+  UsageSnapshot,
+} from "./core/models.ts";
+export { RateLimiter } from "./core/limiter.ts";
+export type {
+  AcquireOptions,
+  CapacityOptions,
+  RateLimiterOptions,
+} from "./core/limiter.ts";
+export { Lease } from "./core/lease.ts";
+export type { LeaseEntry, LeaseState } from "./core/lease.ts";
+export { Repository } from "./core/repository.ts";
+export type {
+  CreateEntityOptions,
+  DynamoDbClientLike,
+  EntityInfo,
+  RepositoryOptions,
+  ResolvedLimits,
+} from "./core/repository.ts";
+export type { BucketRef } from "./core/bucket_item.ts";
+export type { BucketParams } from "./core/bucket.ts";
+export { type Clock, systemClock } from "./core/clock.ts";
+export {
+  checkCompatibility,
+  compareSemver,
+  parseSemver,
+} from "./core/version.ts";
+export type {
+  Compatibility,
+  CompatibilityIssue,
+  Semver,
+  VersionRecord,
+} from "./core/version.ts";
+export {
+  CLIENT_VERSION,
+  createTableInput,
+  SCHEMA_VERSION,
+} from "./core/schema.ts";
+export {
+  DEFAULT_NAMESPACE,
+  DEFAULT_RESOURCE,
+  isUnprefixedKey,
+  KeyParseError,
+  parseBucketPk,
+  parseNamespace,
+  RESERVED_NAMESPACE,
+  safeParseBucketPk,
+  safeParseNamespace,
+} from "./core/keys.ts";
+export type {
+  BucketKey,
+  KeyIssue,
+  NamespacedKey,
+  ParseResult,
+} from "./core/keys.ts";

@@ -1,0 +1,59 @@
+/**
+ * Small helpers shared by the worker modules. Not part of the public API.
+ *
+ * @module
+ */
+import type { Clock } from "../core/clock.ts";
+
+/**
+ * Compares two DynamoDB Streams sequence numbers (decimal strings of 21-40
+ * digits) numerically. Returns a negative number, zero or a positive number.
+ */
+export function compareSequence(a: string, b: string): number {
+  if (a.length !== b.length) return a.length - b.length;
+  return a < b ? -1 : a > b ? 1 : 0;
+}
+
+/** The larger of two optional sequence numbers. */
+export function maxSequence(a: string | undefined, b: string | undefined): string | undefined {
+  if (a === undefined) return b;
+  if (b === undefined) return a;
+  return compareSequence(a, b) >= 0 ? a : b;
+}
+
+/** Full-jitter exponential backoff: a random delay in `[0, min(cap, base * 2^attempt)]`. */
+export function fullJitter(attempt: number, baseMs: number, capMs: number, random: () => number): number {
+  const ceiling = Math.min(capMs, baseMs * 2 ** Math.max(0, attempt));
+  return Math.floor(random() * ceiling);
+}
+
+/** Sleeps on the clock; resolves `false` instead of rejecting when `signal` aborts. */
+export async function sleepUnlessAborted(clock: Clock, ms: number, signal: AbortSignal): Promise<boolean> {
+  if (signal.aborted) return false;
+  try {
+    await clock.sleep(ms, signal);
+    return true;
+  } catch (error) {
+    if (signal.aborted) return false;
+    throw error;
+  }
+}
+
+/** Runs async functions one after another (a per-lease write queue). */
+export class SerialQueue {
+  #tail: Promise<unknown> = Promise.resolve();
+
+  /** Runs `fn` after every previously queued function has settled. */
+  run<T>(fn: () => Promise<T>): Promise<T> {
+    const result = this.#tail.then(fn, fn);
+    this.#tail = result.catch(() => undefined);
+    return result;
+  }
+}
+
+/** Splits `items` into consecutive groups of at most `size`. */
+export function chunk<T>(items: readonly T[], size: number): T[][] {
+  const out: T[][] = [];
+  for (let i = 0; i < items.length; i += size) out.push(items.slice(i, i + size));
+  return out;
+}

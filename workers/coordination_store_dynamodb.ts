@@ -1,0 +1,361 @@
+/**
+ * {@linkcode CoordinationStore} on DynamoDB: lease + checkpoint items in the
+ * application table under the reserved namespace.
+ *
+ * | Attribute | Value |
+ * |-----------|-------|
+ * | `PK` | `_/STREAM#{consumerName}#{streamLabel}` (one partition per consumer and stream: one Query lists all leases) |
+ * | `SK` | `#SHARD#{shardId}` |
+ * | `entity_type` | `STREAM_LEASE` |
+ * | `owner` | worker id; absent when free |
+ * | `epoch` | ownership generation (fences checkpoints and effects) |
+ * | `counter` | liveness counter (observed for expiry; never compared with clocks) |
+ * | `checkpoint` | last committed sequence number |
+ * | `parent_shard_id`, `start`, `ended` | lineage and start position |
+ * | `updated_at` | wall-clock ms, for humans only |
+ * | `ttl` | set when the shard ended: now + 48 h |
+ *
+ * The items carry no GSI key attributes, so they stay out of every index.
+ *
+ * @module
+ */
+import {
+  type AttributeValue,
+  ConditionalCheckFailedException,
+  PutItemCommand,
+  QueryCommand,
+  type QueryCommandOutput,
+  TransactionCanceledException,
+  type TransactWriteItem,
+  TransactWriteItemsCommand,
+  UpdateItemCommand,
+  type UpdateItemCommandOutput,
+} from "@aws-sdk/client-dynamodb";
+import { type Clock, systemClock } from "../core/clock.ts";
+import {
+  assertCommitSize,
+  type CommitResult,
+  COORDINATION_PK_PREFIX,
+  coordinationConflict,
+  type CoordinationStore,
+  LEASE_SK_PREFIX,
+  type LeaseFence,
+  type LeaseItem,
+  type LeaseWriteResult,
+  type NewLease,
+} from "./coordination_store.ts";
+
+/** The part of `DynamoDBClient` the store uses (a real client fits). */
+export interface DynamoDbClientLike {
+  /** Sends one command. */
+  send(
+    command: QueryCommand | PutItemCommand | UpdateItemCommand | TransactWriteItemsCommand,
+    options?: { abortSignal?: AbortSignal },
+  ): Promise<unknown>;
+}
+
+/** Options of {@linkcode createDynamoDbCoordinationStore}. */
+export interface DynamoDbCoordinationStoreOptions {
+  /** The table holding the items (normally the application table). */
+  readonly tableName: string;
+  /** Name of the consuming application, e.g. `aggregator`. */
+  readonly consumerName: string;
+  /** The stream ARN; its label scopes the leases. */
+  readonly streamArn: string;
+  /** Clock for `updated_at` and `ttl` only. @default systemClock */
+  readonly clock?: Clock;
+  /** How long an ended lease is kept. @default 172800000 (48 h) */
+  readonly endedRetentionMs?: number;
+}
+
+/** The partition key of a consumer's leases. */
+export function coordinationPartitionKey(consumerName: string, streamArn: string): string {
+  const i = streamArn.lastIndexOf("/stream/");
+  const label = i >= 0 ? streamArn.slice(i + "/stream/".length) : streamArn;
+  return `${COORDINATION_PK_PREFIX}${consumerName}#${label}`;
+}
+
+const NAMES = {
+  "#o": "owner",
+  "#e": "epoch",
+  "#c": "counter",
+  "#cp": "checkpoint",
+  "#u": "updated_at",
+  "#end": "ended",
+  "#ttl": "ttl",
+} as const;
+
+type Names = Partial<Record<keyof typeof NAMES, string>>;
+
+function names(...keys: (keyof typeof NAMES)[]): Names {
+  const out: Names = {};
+  for (const k of keys) out[k] = NAMES[k];
+  return out;
+}
+
+/** Parses a stored lease item. */
+export function leaseFromItem(item: Record<string, AttributeValue>): LeaseItem | undefined {
+  const sk = item["SK"]?.S;
+  if (sk === undefined || !sk.startsWith(LEASE_SK_PREFIX)) return undefined;
+  const parent = item["parent_shard_id"]?.S;
+  const owner = item["owner"]?.S;
+  const checkpoint = item["checkpoint"]?.S;
+  return {
+    shardId: sk.slice(LEASE_SK_PREFIX.length),
+    ...(parent ? { parentShardId: parent } : {}),
+    ...(owner ? { owner } : {}),
+    epoch: Number(item["epoch"]?.N ?? "0"),
+    counter: Number(item["counter"]?.N ?? "0"),
+    ...(checkpoint ? { checkpoint } : {}),
+    ended: item["ended"]?.BOOL ?? false,
+    start: item["start"]?.S === "LATEST" ? "LATEST" : "TRIM_HORIZON",
+  };
+}
+
+/**
+ * Creates a DynamoDB-backed {@linkcode CoordinationStore}.
+ *
+ * @param client A `DynamoDBClient` (or anything with the same `send`).
+ * @param options Table, consumer and stream.
+ * @returns The store.
+ *
+ * @example
+ * ```ts ignore
+ * import { DynamoDBClient } from "@aws-sdk/client-dynamodb";
+ * import { createDynamoDbCoordinationStore } from "./coordination_store_dynamodb.ts";
+ *
+ * const store = createDynamoDbCoordinationStore(new DynamoDBClient({}), {
+ *   tableName: "rate-limits", consumerName: "aggregator", streamArn: "arn:aws:dynamodb:...:stream/2026-01-01T00:00:00.000",
+ * });
+ * ```
+ */
+export function createDynamoDbCoordinationStore(
+  client: DynamoDbClientLike,
+  options: DynamoDbCoordinationStoreOptions,
+): CoordinationStore {
+  const tableName = options.tableName;
+  const pk = coordinationPartitionKey(options.consumerName, options.streamArn);
+  const clock = options.clock ?? systemClock;
+  const endedRetentionMs = options.endedRetentionMs ?? 48 * 3_600_000;
+
+  function key(shardId: string): Record<string, AttributeValue> {
+    return { PK: { S: pk }, SK: { S: `${LEASE_SK_PREFIX}${shardId}` } };
+  }
+  function opts(signal: AbortSignal | undefined): { abortSignal?: AbortSignal } {
+    return signal ? { abortSignal: signal } : {};
+  }
+  function now(): AttributeValue {
+    return { N: String(clock.now()) };
+  }
+
+  async function fencedUpdate(
+    fence: LeaseFence,
+    update: string,
+    extraNames: Names,
+    extraValues: Record<string, AttributeValue>,
+    signal: AbortSignal | undefined,
+  ): Promise<LeaseWriteResult> {
+    try {
+      const out = await client.send(
+        new UpdateItemCommand({
+          TableName: tableName,
+          Key: key(fence.shardId),
+          UpdateExpression: update,
+          ConditionExpression: "#o = :me AND #e = :e",
+          ExpressionAttributeNames: { ...names("#o", "#e", "#c", "#u"), ...extraNames },
+          ExpressionAttributeValues: {
+            ":me": { S: fence.owner },
+            ":e": { N: String(fence.epoch) },
+            ":one": { N: "1" },
+            ":now": now(),
+            ...extraValues,
+          },
+          ReturnValues: "ALL_NEW",
+        }),
+        opts(signal),
+      ) as UpdateItemCommandOutput;
+      const lease = out.Attributes ? leaseFromItem(out.Attributes) : undefined;
+      return lease ? { kind: "ok", lease } : { kind: "lost" };
+    } catch (error) {
+      if (error instanceof ConditionalCheckFailedException) return { kind: "lost" };
+      throw error;
+    }
+  }
+
+  function checkpointPart(checkpoint: string | undefined): {
+    set: string;
+    names: Names;
+    values: Record<string, AttributeValue>;
+  } {
+    return checkpoint === undefined
+      ? { set: "", names: {}, values: {} }
+      : { set: ", #cp = :cp", names: names("#cp"), values: { ":cp": { S: checkpoint } } };
+  }
+
+  return {
+    async listLeases(signal?: AbortSignal): Promise<LeaseItem[]> {
+      const out: LeaseItem[] = [];
+      let start: Record<string, AttributeValue> | undefined;
+      do {
+        signal?.throwIfAborted();
+        const page = await client.send(
+          new QueryCommand({
+            TableName: tableName,
+            KeyConditionExpression: "PK = :pk AND begins_with(SK, :sk)",
+            ExpressionAttributeValues: { ":pk": { S: pk }, ":sk": { S: LEASE_SK_PREFIX } },
+            ConsistentRead: true,
+            ...(start ? { ExclusiveStartKey: start } : {}),
+          }),
+          opts(signal),
+        ) as QueryCommandOutput;
+        for (const item of page.Items ?? []) {
+          const lease = leaseFromItem(item);
+          if (lease) out.push(lease);
+        }
+        start = page.LastEvaluatedKey;
+      } while (start !== undefined);
+      return out;
+    },
+
+    async createLease(lease: NewLease, signal?: AbortSignal): Promise<boolean> {
+      try {
+        await client.send(
+          new PutItemCommand({
+            TableName: tableName,
+            Item: {
+              ...key(lease.shardId),
+              entity_type: { S: "STREAM_LEASE" },
+              epoch: { N: "0" },
+              counter: { N: "0" },
+              ended: { BOOL: false },
+              start: { S: lease.start },
+              updated_at: now(),
+              ...(lease.parentShardId ? { parent_shard_id: { S: lease.parentShardId } } : {}),
+            },
+            ConditionExpression: "attribute_not_exists(PK)",
+          }),
+          opts(signal),
+        );
+        return true;
+      } catch (error) {
+        if (error instanceof ConditionalCheckFailedException) return false;
+        throw error;
+      }
+    },
+
+    async takeLease(shardId, owner, observed, signal): Promise<LeaseWriteResult> {
+      try {
+        const out = await client.send(
+          new UpdateItemCommand({
+            TableName: tableName,
+            Key: key(shardId),
+            UpdateExpression: "SET #o = :me, #e = :e1, #c = :c1, #u = :now",
+            ConditionExpression: "#e = :e AND #c = :c AND #end = :false",
+            ExpressionAttributeNames: names("#o", "#e", "#c", "#u", "#end"),
+            ExpressionAttributeValues: {
+              ":me": { S: owner },
+              ":e": { N: String(observed.epoch) },
+              ":c": { N: String(observed.counter) },
+              ":e1": { N: String(observed.epoch + 1) },
+              ":c1": { N: String(observed.counter + 1) },
+              ":false": { BOOL: false },
+              ":now": now(),
+            },
+            ReturnValues: "ALL_NEW",
+          }),
+          opts(signal),
+        ) as UpdateItemCommandOutput;
+        const lease = out.Attributes ? leaseFromItem(out.Attributes) : undefined;
+        return lease ? { kind: "ok", lease } : { kind: "lost" };
+      } catch (error) {
+        if (error instanceof ConditionalCheckFailedException) return { kind: "lost" };
+        throw error;
+      }
+    },
+
+    renewLease(fence, checkpoint, signal): Promise<LeaseWriteResult> {
+      const cp = checkpointPart(checkpoint);
+      return fencedUpdate(fence, `SET #c = #c + :one, #u = :now${cp.set}`, cp.names, cp.values, signal);
+    },
+
+    releaseLease(fence, checkpoint, signal): Promise<LeaseWriteResult> {
+      const cp = checkpointPart(checkpoint);
+      return fencedUpdate(
+        fence,
+        `SET #e = #e + :one, #c = #c + :one, #u = :now${cp.set} REMOVE #o`,
+        cp.names,
+        cp.values,
+        signal,
+      );
+    },
+
+    endLease(fence, checkpoint, signal): Promise<LeaseWriteResult> {
+      const cp = checkpointPart(checkpoint);
+      return fencedUpdate(
+        fence,
+        `SET #e = #e + :one, #c = #c + :one, #u = :now, #end = :true, #ttl = :ttl${cp.set} REMOVE #o`,
+        { ...names("#end", "#ttl"), ...cp.names },
+        {
+          ":true": { BOOL: true },
+          ":ttl": { N: String(Math.floor((clock.now() + endedRetentionMs) / 1000)) },
+          ...cp.values,
+        },
+        signal,
+      );
+    },
+
+    async commit(fence, checkpoint, effects, signal): Promise<CommitResult> {
+      assertCommitSize(effects);
+      const items: TransactWriteItem[] = [
+        ...effects,
+        {
+          Update: {
+            TableName: tableName,
+            Key: key(fence.shardId),
+            UpdateExpression: "SET #cp = :cp, #u = :now",
+            ConditionExpression: "#o = :me AND #e = :e",
+            ExpressionAttributeNames: names("#o", "#e", "#cp", "#u"),
+            ExpressionAttributeValues: {
+              ":me": { S: fence.owner },
+              ":e": { N: String(fence.epoch) },
+              ":cp": { S: checkpoint },
+              ":now": now(),
+            },
+          },
+        },
+      ];
+      try {
+        await client.send(new TransactWriteItemsCommand({ TransactItems: items }), opts(signal));
+        return { kind: "committed" };
+      } catch (error) {
+        return classifyCommitError(error, items.length, fence.shardId);
+      }
+    },
+  };
+}
+
+/**
+ * Maps a `TransactWriteItems` failure to a {@linkcode CommitResult}, or
+ * throws a retryable conflict. The checkpoint update is the last item.
+ */
+export function classifyCommitError(error: unknown, itemCount: number, shardId: string): CommitResult {
+  if (error instanceof TransactionCanceledException) {
+    const reasons = error.CancellationReasons ?? [];
+    if (reasons[itemCount - 1]?.Code === "ConditionalCheckFailed") return { kind: "lease_lost" };
+    if (reasons.some((r) => r.Code === "TransactionConflict")) {
+      throw coordinationConflict(`commit shard "${shardId}"`, error);
+    }
+    const failed = reasons.findIndex((r) => r.Code !== undefined && r.Code !== "None");
+    return {
+      kind: "rejected",
+      reason: failed >= 0 ? `effect ${failed}: ${reasons[failed]?.Code} ${reasons[failed]?.Message ?? ""}`.trim() : error.message,
+    };
+  }
+  if (error instanceof Error && error.name === "TransactionConflictException") {
+    throw coordinationConflict(`commit shard "${shardId}"`, error);
+  }
+  if (error instanceof Error && error.name === "ValidationException") {
+    return { kind: "rejected", reason: error.message };
+  }
+  throw error;
+}
