@@ -8,6 +8,11 @@
  */
 import type { Limit } from "./limit.ts";
 
+/** Ceiling division of non-negative bigints. */
+function ceilDiv(a: bigint, b: bigint): bigint {
+  return (a + b - 1n) / b;
+}
+
 /** Floor division for bigint (toward −∞). */
 export function floorDiv(a: bigint, b: bigint): bigint {
   const q = a / b;
@@ -46,7 +51,10 @@ export interface Refilled {
 
 /**
  * Lazy refill with drift compensation: the clock advances only by the time
- * that produced whole millitokens, so rounding never loses refill; the result
+ * that produced whole millitokens, so a fraction is carried to the next
+ * refill instead of being dropped. The time credited is rounded *up* (the
+ * reference rounds it down, which over-credits up to 1 ms of refill per
+ * call), so refill can never admit more than the configured rate. The result
  * never exceeds capacity (it is clamped down when capacity was lowered).
  */
 export function refill(
@@ -59,7 +67,7 @@ export function refill(
   if (elapsed <= 0n) return { tk, rf };
   const add = (elapsed * p.ra) / p.rp;
   if (add === 0n) return { tk, rf };
-  const used = (add * p.rp) / p.ra;
+  const used = ceilDiv(add * p.rp, p.ra);
   const sum = tk + add;
   return { tk: sum < p.cp ? sum : p.cp, rf: rf + used };
 }
@@ -177,7 +185,7 @@ export function sharedRefillSpan(
   for (const p of params) {
     const add = (elapsed * p.ra) / p.rp;
     if (add === 0n) continue;
-    const used = (add * p.rp) / p.ra;
+    const used = ceilDiv(add * p.rp, p.ra);
     if (span === null || used < span) span = used;
   }
   return span ?? 0n;

@@ -279,10 +279,10 @@ export function slowPathWrite(table: string, w: SlowWrite): TransactWriteItem {
   if (w.create) {
     const item: Item = {
       ...bucketKey(ref),
-      entity_id: { S: ref.entityId },
+      "entity_id": { S: ref.entityId },
       resource: { S: ref.resource },
       rf: { N: String(w.now) },
-      shard_count: { N: String(w.shardCount) },
+      "shard_count": { N: String(w.shardCount) },
       cascade: { BOOL: w.cascade },
       GSI2PK: { S: gsi2PkResource(ref.ns, ref.resource) },
       GSI2SK: { S: gsi2SkBucket(ref.entityId, ref.shard) },

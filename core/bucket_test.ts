@@ -177,8 +177,9 @@ Deno.test("refill() adds elapsed*ra//rp millitokens for a partial period", () =>
     tk: 50_000n,
     rf: 30_000n,
   });
-  // 1 s → 100_000 * 1000 // 60_000 = 1666 millitokens, which took 1666 * 60_000 // 100_000 = 999 ms.
-  assert.deepEqual(refill(0n, 0n, 1000n, RPM_100), { tk: 1666n, rf: 999n });
+  // 1 s → 100_000 * 1000 // 60_000 = 1666 millitokens, which took 1666 * 60_000 / 100_000 = 999.6 ms,
+  // credited rounded up (1000 ms) so the fraction is never paid out twice.
+  assert.deepEqual(refill(0n, 0n, 1000n, RPM_100), { tk: 1666n, rf: 1000n });
 });
 
 Deno.test("refill() keeps the last refill time when less than one millitoken accrued", () => {
@@ -218,7 +219,7 @@ Deno.test("refill() clamps a balance above capacity down to capacity when any re
   // Capacity was lowered from 200 to 100 tokens after the bucket filled.
   assert.deepEqual(refill(200_000n, 0n, 1000n, RPM_100), {
     tk: 100_000n,
-    rf: 999n,
+    rf: 1000n,
   });
 });
 
@@ -258,7 +259,7 @@ Deno.test("refill() never exceeds capacity and never moves past now for random i
     // The credited time and the added tokens agree with the rate:
     // add = elapsed*ra//rp, and rf advanced by add*rp//ra.
     const add = now > rf ? ((now - rf) * ra) / rp : 0n;
-    assert.equal(r.rf - rf, add === 0n ? 0n : (add * rp) / ra, where);
+    assert.equal(r.rf - rf, add === 0n ? 0n : (add * rp + ra - 1n) / ra, where);
     if (tk + add <= cp) assert.equal(r.tk, tk + add, where);
   }
 });
@@ -288,11 +289,11 @@ Deno.test("refill() over many small steps equals one big step when the rate is a
   }
 });
 
-Deno.test("refill() over many small steps never loses refill and over-credits less than 1 ms of refill per step", () => {
+Deno.test("refill() over many small steps never over-credits and loses less than 1 ms of refill per step", () => {
   // With rates like 100 tokens/min (ra=100_000, rp=60_000) neither divides the
-  // other; the spec's `used = add*rp//ra` rounds the credited time down, so
-  // each call may carry a fraction of a millisecond forward in the caller's
-  // favour. The spec promises only that rounding never *loses* refill.
+  // other; `used = ceil(add*rp/ra)` rounds the credited time up, so refill in
+  // steps never exceeds refill in one step (no over-admission), and each step
+  // forgoes less than 1 ms of refill.
   const rand = mulberry32(99);
   for (let i = 0; i < 5000; i++) {
     const ra = randInt(rand, 1, 200_000);
@@ -308,11 +309,11 @@ Deno.test("refill() over many small steps never loses refill and over-credits le
     }
     const once = refill(0n, 0n, now, p);
     const where = `iteration ${i}: ra=${ra} rp=${rp} steps=${steps}`;
-    assert.ok(tk >= once.tk, `${where}: ${tk} < ${once.tk}`);
-    // tk - once.tk < steps*ra/rp + 1
+    assert.ok(tk <= once.tk, `${where}: ${tk} > ${once.tk}`);
+    // once.tk - tk < steps*ra/rp + 1
     assert.ok(
-      (tk - once.tk - 1n) * rp < BigInt(steps) * ra,
-      `${where}: over-credit ${tk - once.tk}`,
+      (once.tk - tk - 1n) * rp < BigInt(steps) * ra,
+      `${where}: under-credit ${once.tk - tk}`,
     );
   }
 });
@@ -490,7 +491,7 @@ Deno.test("tryConsume() returns the refilled state even when it fails", () => {
   assert.equal(r.ok, false);
   assert.equal(r.refilled, 1666n);
   assert.equal(r.tk, -10_000n + 1666n);
-  assert.equal(r.rf, 999n);
+  assert.equal(r.rf, 1000n);
   // floor(-8334 / 1000) = -9
   assert.equal(r.available, -9);
   // deficit 1000 - (-8334) = 9334 → 9334*60_000//100_000 + 1 = 5601 ms.
@@ -568,6 +569,8 @@ Deno.test("bucketTtlSeconds() uses the slowest-filling limit", () => {
 Deno.test("bucketTtlSeconds() truncates a fractional result to whole seconds", () => {
   // capacity 1, refill 3 per second: fill 1/3 s, × 7 = 2.33 s → 2.
   assert.equal(bucketTtlSeconds([Limit.custom("x", 1, 3, 1)], 7), 2);
+  // capacity 2, refill 3 per second: fill 2/3 s, × 7 = 4.67 s → 4 (not rounded to 5).
+  assert.equal(bucketTtlSeconds([Limit.custom("x", 2, 3, 1)], 7), 4);
   // burst 150 at 100/min: fill 90 s, × 7 = 630.
   assert.equal(
     bucketTtlSeconds([Limit.perMinute("rpm", 100, { burst: 150 })], 7),

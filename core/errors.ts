@@ -147,19 +147,19 @@ export class RateLimitExceeded extends RateLimitError {
     return {
       error: "rate_limit_exceeded",
       message: this.message,
-      retry_after_seconds: this.retryAfterSeconds,
-      retry_after_ms: Math.floor(this.retryAfterSeconds * 1000),
+      "retry_after_seconds": this.retryAfterSeconds,
+      "retry_after_ms": Math.floor(this.retryAfterSeconds * 1000),
       limits: this.statuses.map((s) => ({
-        entity_id: s.entityId,
+        "entity_id": s.entityId,
         resource: s.resource,
-        limit_name: s.limitName,
+        "limit_name": s.limitName,
         capacity: s.limit.capacity,
-        refill_amount: s.limit.refillAmount,
-        refill_period_seconds: s.limit.refillPeriodSeconds,
+        "refill_amount": s.limit.refillAmount,
+        "refill_period_seconds": s.limit.refillPeriodSeconds,
         available: s.available,
         requested: s.requested,
         exceeded: s.exceeded,
-        retry_after_seconds: s.retryAfterSeconds,
+        "retry_after_seconds": s.retryAfterSeconds,
       })),
     };
   }

@@ -68,7 +68,7 @@ Deno.test("RateLimitExceeded() throws RangeError when no status is exceeded", ()
   );
 });
 
-Deno.test("RateLimitExceeded splits statuses into violations and passed", () => {
+Deno.test("RateLimitExceeded() splits statuses into violations and passed", () => {
   const rpm = status("rpm", true, 1.5);
   const tpm = status("tpm", false, 0);
   const rpd = status("rpd", true, 30);
@@ -546,7 +546,7 @@ const HIERARCHY: [
   ],
 ];
 
-Deno.test("every error class has its stable code and class name", () => {
+Deno.test("ZAELimiterError subclasses each carry a stable code and their class name", () => {
   for (const [error, name, code] of HIERARCHY) {
     assert.equal(error.name, name);
     assert.equal((error as ZAELimiterError).code, code, name);
@@ -554,7 +554,7 @@ Deno.test("every error class has its stable code and class name", () => {
   }
 });
 
-Deno.test("every error class descends from its group, ZAELimiterError and Error", () => {
+Deno.test("ZAELimiterError subclasses descend from their group, ZAELimiterError and Error", () => {
   for (const [error, name, , ...parents] of HIERARCHY) {
     for (const parent of parents) {
       assert.ok(error instanceof parent, `${name} instanceof ${parent.name}`);
@@ -567,7 +567,7 @@ Deno.test("every error class descends from its group, ZAELimiterError and Error"
   }
 });
 
-Deno.test("error groups do not overlap", () => {
+Deno.test("ZAELimiterError subclasses belong to exactly one group", () => {
   const groups = [
     RateLimitError,
     InfrastructureError,
@@ -583,7 +583,7 @@ Deno.test("error groups do not overlap", () => {
   }
 });
 
-Deno.test("every error code is unique", () => {
+Deno.test("ZAELimiterError subclasses never share a code", () => {
   const codes = HIERARCHY.map(([e]) => (e as ZAELimiterError).code);
   assert.equal(new Set(codes).size, codes.length);
 });
@@ -607,7 +607,7 @@ Deno.test("ZAELimiterError has no cause property when none is given", () => {
   );
 });
 
-Deno.test("error classes report who must act", () => {
+Deno.test("ZAELimiterError.fault names who must act for every subclass", () => {
   const server = [
     new RateLimiterUnavailable("x"),
     new StackOperationError("s", "r"),
@@ -632,7 +632,7 @@ Deno.test("error classes report who must act", () => {
   for (const e of client) assert.equal(e.fault, "client", e.name);
 });
 
-Deno.test("only rate-limit and unavailability errors are retryable", () => {
+Deno.test("ZAELimiterError.retryable is true only for RateLimitExceeded and RateLimiterUnavailable", () => {
   for (const [error, name] of HIERARCHY) {
     const expected = name === "RateLimitExceeded" ||
       name === "RateLimiterUnavailable";
@@ -640,7 +640,7 @@ Deno.test("only rate-limit and unavailability errors are retryable", () => {
   }
 });
 
-Deno.test("errors can be matched with assert.throws on name and code", () => {
+Deno.test("EntityExistsError can be matched with assert.throws on name, code and fields", () => {
   assert.throws(() => {
     throw new EntityExistsError("user-1");
   }, { name: "EntityExistsError", code: "ENTITY_EXISTS", entityId: "user-1" });

@@ -42,7 +42,7 @@ const NS = "a7x3kq_9Qw1";
 // ---------------------------------------------------------------------------
 // Constants
 
-Deno.test("keys constants match the spec", () => {
+Deno.test("RESERVED_NAMESPACE, DEFAULT_NAMESPACE and DEFAULT_RESOURCE match the spec", () => {
   assert.equal(RESERVED_NAMESPACE, "_");
   assert.equal(DEFAULT_NAMESPACE, "default");
   assert.equal(DEFAULT_RESOURCE, "_default_");
@@ -540,6 +540,16 @@ Deno.test("parseBucketPk() inverts pkBucket() for resources with slashes and man
       }
     }
   }
+});
+
+Deno.test("parseBucketPk() splits entity and resource at the first # and the shard at the last #", () => {
+  // Ids and resources cannot contain "#", but a stray one lands in the resource, as in the reference.
+  assert.deepEqual(parseBucketPk("ns1/BUCKET#a#b#c#0"), {
+    namespaceId: "ns1",
+    entityId: "a",
+    resource: "b#c",
+    shard: 0,
+  });
 });
 
 Deno.test("parseBucketPk() throws not_a_bucket for a non-bucket remainder", () => {

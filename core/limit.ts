@@ -14,9 +14,9 @@ export interface LimitDict {
   /** Bucket ceiling in tokens. */
   readonly capacity: number;
   /** Tokens added per period. */
-  readonly refill_amount: number;
+  readonly "refill_amount": number;
   /** Refill period in seconds. */
-  readonly refill_period_seconds: number;
+  readonly "refill_period_seconds": number;
 }
 
 /** Well-known limit names. */
@@ -144,8 +144,8 @@ export class Limit {
     return {
       name: this.name,
       capacity: this.capacity,
-      refill_amount: this.refillAmount,
-      refill_period_seconds: this.refillPeriodSeconds,
+      "refill_amount": this.refillAmount,
+      "refill_period_seconds": this.refillPeriodSeconds,
     };
   }
 

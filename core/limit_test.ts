@@ -65,14 +65,14 @@ Deno.test("Limit.custom() takes capacity, refill amount and period as given", ()
   assert.deepEqual(numbers(l), [1000, 10, 60]);
 });
 
-Deno.test("Limit constructor and Limit.custom() build equal limits", () => {
+Deno.test("Limit() and Limit.custom() build equal limits", () => {
   assert.ok(new Limit("x", 3, 2, 7).equals(Limit.custom("x", 3, 2, 7)));
 });
 
 // ---------------------------------------------------------------------------
 // Validation
 
-Deno.test("Limit rejects zero or negative capacity", () => {
+Deno.test("Limit() rejects zero or negative capacity", () => {
   for (const capacity of [0, -1, -100]) {
     assert.throws(() => Limit.custom("rpm", capacity, 10, 60), {
       name: "ValidationError",
@@ -83,7 +83,7 @@ Deno.test("Limit rejects zero or negative capacity", () => {
   }
 });
 
-Deno.test("Limit rejects zero or negative refill amount", () => {
+Deno.test("Limit() rejects zero or negative refill amount", () => {
   for (const amount of [0, -5]) {
     assert.throws(() => Limit.custom("rpm", 10, amount, 60), {
       name: "ValidationError",
@@ -98,7 +98,7 @@ Deno.test("Limit rejects zero or negative refill amount", () => {
   });
 });
 
-Deno.test("Limit rejects zero or negative refill period", () => {
+Deno.test("Limit() rejects zero or negative refill period", () => {
   for (const period of [0, -60]) {
     assert.throws(() => Limit.custom("rpm", 10, 10, period), {
       name: "ValidationError",
@@ -109,7 +109,7 @@ Deno.test("Limit rejects zero or negative refill period", () => {
   }
 });
 
-Deno.test("Limit rejects non-integer and non-finite numbers", () => {
+Deno.test("Limit() rejects non-integer and non-finite numbers", () => {
   for (const bad of [1.5, NaN, Infinity, 2 ** 53]) {
     assert.throws(() => Limit.custom("rpm", bad, 10, 60), {
       name: "ValidationError",
@@ -126,7 +126,7 @@ Deno.test("Limit rejects non-integer and non-finite numbers", () => {
   }
 });
 
-Deno.test("Limit rejects an invalid name with InvalidNameError on field name", () => {
+Deno.test("Limit() rejects an invalid name with InvalidNameError on field name", () => {
   for (
     const name of ["", "wcu", "rpm#evil", "123rpm", "rpm test", "a".repeat(65)]
   ) {
@@ -138,14 +138,14 @@ Deno.test("Limit rejects an invalid name with InvalidNameError on field name", (
   }
 });
 
-Deno.test("Limit validates the name before the numbers", () => {
+Deno.test("Limit() validates the name before the numbers", () => {
   assert.throws(() => Limit.custom("", 0, 0, 0), {
     name: "InvalidNameError",
     field: "name",
   });
 });
 
-Deno.test("Limit validation errors are ValidationErrors", () => {
+Deno.test("Limit() throws ValidationError subclasses", () => {
   assert.throws(
     () => Limit.custom("wcu", 1, 1, 1),
     (e: unknown) => e instanceof InvalidNameError,
@@ -159,12 +159,12 @@ Deno.test("Limit validation errors are ValidationErrors", () => {
 // ---------------------------------------------------------------------------
 // Immutability
 
-Deno.test("Limit instances are frozen", () => {
+Deno.test("Limit() returns a frozen instance", () => {
   const l = Limit.perMinute("rpm", 100);
   assert.ok(Object.isFrozen(l));
 });
 
-Deno.test("Limit fields cannot be reassigned", () => {
+Deno.test("Limit() fields cannot be reassigned or extended", () => {
   const l = Limit.perMinute("rpm", 100);
   assert.throws(() => {
     (l as { capacity: number }).capacity = 5;

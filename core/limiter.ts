@@ -915,32 +915,26 @@ export class RateLimiter {
           plans.flatMap((p) => this.#entries(p.side, resource, p.ref.shard)),
         );
       }
-      // Lost the optimistic lock or a create race.
+      // Lost the optimistic lock or a create race. When every charged limit
+      // existed, a consume-only write (no refill claimed) usually still fits.
       const canRetryPath = plans.every((p) =>
-        p.item !== null &&
-        p.limits.every((l) => l.tkBefore !== null || l.consumed === 0n)
+        p.item !== null && p.limits.every((l) => l.tkBefore !== null || l.consumed === 0n)
       );
-      if (canRetryPath) {
-        const retry = await this.#retryPath(plans);
-        if (retry === "ok") {
-          return new Lease(
-            this.#repo,
-            child.entityId,
-            resource,
-            plans.flatMap((p) => this.#entries(p.side, resource, p.ref.shard)),
-          );
-        }
-        throw new RateLimitExceeded(this.#retryStatuses(plans, nowMs));
-      }
-      if (attempt + 1 >= MAX_SLOW_ATTEMPTS) {
-        throw new RateLimiterUnavailable(
-          "Cannot acquire: too much contention on the bucket item",
-          {
-            stackName: this.#repo.tableName,
-            entityId: child.entityId,
-            resource,
-          },
+      if (canRetryPath && await this.#retryPath(plans) === "ok") {
+        return new Lease(
+          this.#repo,
+          child.entityId,
+          resource,
+          plans.flatMap((p) => this.#entries(p.side, resource, p.ref.shard)),
         );
+      }
+      // Otherwise read again: the next decision reports true balances if it refuses.
+      if (attempt + 1 >= MAX_SLOW_ATTEMPTS) {
+        throw new RateLimiterUnavailable("Cannot acquire: too much contention on the bucket item", {
+          stackName: this.#repo.tableName,
+          entityId: child.entityId,
+          resource,
+        });
       }
     }
   }
@@ -1000,30 +994,6 @@ export class RateLimiter {
       };
     });
     return await this.#send(writes);
-  }
-
-  #retryStatuses(plans: Plan[], _nowMs: number): LimitStatus[] {
-    const out: LimitStatus[] = [];
-    for (const p of plans) {
-      p.side.resolved.limits.forEach((l) => {
-        const planned = p.limits.find((x) => x.name === l.name);
-        const amount = planned?.consumed ?? 0n;
-        const tk = planned ? planned.tkAfter : 0n;
-        const eff = paramsOf(l, p.side.shards);
-        out.push(
-          this.#status(
-            p.side.entityId,
-            p.ref.resource,
-            l,
-            wholeTokens(tk),
-            amount,
-            amount === 0n,
-            retryAfterSeconds(amount > tk ? amount - tk : 1n, eff),
-          ),
-        );
-      });
-    }
-    return out;
   }
 
   async #bumpShards(

@@ -620,10 +620,10 @@ export class Repository {
     for (let attempt = 0; attempt < 5; attempt++) {
       const id = randomNamespaceId();
       const common = {
-        namespace_id: { S: id },
-        namespace_name: { S: name },
+        "namespace_id": { S: id },
+        "namespace_name": { S: name },
         status: { S: "active" },
-        created_at: { S: now },
+        "created_at": { S: now },
         GSI4PK: { S: RESERVED_NAMESPACE },
         GSI4SK: { S: sys },
       };
@@ -794,10 +794,10 @@ export class Repository {
       );
     }
     const common = {
-      namespace_id: { S: namespaceId },
-      namespace_name: { S: info.name },
+      "namespace_id": { S: namespaceId },
+      "namespace_name": { S: info.name },
       status: { S: "active" },
-      created_at: { S: info.createdAt ?? isoSeconds(this.#s.clock.now()) },
+      "created_at": { S: info.createdAt ?? isoSeconds(this.#s.clock.now()) },
       GSI4PK: { S: RESERVED_NAMESPACE },
       GSI4SK: { S: sys },
     };
@@ -951,13 +951,13 @@ export class Repository {
         Item: {
           PK: { S: sys },
           SK: { S: SK.VERSION },
-          schema_version: { S: record.schemaVersion },
-          client_min_version: { S: record.clientMinVersion ?? "0.0.0" },
-          lambda_version: record.lambdaVersion
+          "schema_version": { S: record.schemaVersion },
+          "client_min_version": { S: record.clientMinVersion ?? "0.0.0" },
+          "lambda_version": record.lambdaVersion
             ? { S: record.lambdaVersion }
             : { NULL: true },
-          updated_at: { S: isoSeconds(this.#s.clock.now()) },
-          updated_by: record.updatedBy
+          "updated_at": { S: isoSeconds(this.#s.clock.now()) },
+          "updated_by": record.updatedBy
             ? { S: record.updatedBy }
             : { NULL: true },
           GSI4PK: { S: RESERVED_NAMESPACE },
@@ -1250,8 +1250,8 @@ export class Repository {
         Item: {
           PK: { S: pkAudit(this.namespaceId, entityId) },
           SK: { S: skAudit(event.eventId) },
-          event_id: { S: event.eventId },
-          entity_id: { S: entityId },
+          "event_id": { S: event.eventId },
+          "entity_id": { S: entityId },
           timestamp: { S: event.timestamp },
           action: { S: action },
           principal: toAttr(principal),
@@ -1356,12 +1356,12 @@ export class Repository {
     const item: Item = {
       PK: { S: pkEntity(ns, entityId) },
       SK: { S: SK.META },
-      entity_id: { S: entityId },
+      "entity_id": { S: entityId },
       name: { S: options.name ?? entityId },
-      parent_id: parentId === null ? { NULL: true } : { S: parentId },
+      "parent_id": parentId === null ? { NULL: true } : { S: parentId },
       cascade: { BOOL: cascade },
       metadata: toAttr(metadata),
-      created_at: { S: createdAt },
+      "created_at": { S: createdAt },
       GSI4PK: { S: ns },
       GSI4SK: { S: pkEntity(ns, entityId) },
     };
@@ -1411,7 +1411,7 @@ export class Repository {
     await this.audit("entity_created", entityId, {
       details: {
         name: options.name ?? entityId,
-        parent_id: parentId,
+        "parent_id": parentId,
         cascade,
         metadata,
       },
@@ -1594,9 +1594,9 @@ export class Repository {
     const item: Item = {
       PK: { S: pkEntity(ns, entityId) },
       SK: { S: skConfig(resource) },
-      entity_id: { S: entityId },
+      "entity_id": { S: entityId },
       resource: { S: resource },
-      config_version: { N: "1" },
+      "config_version": { N: "1" },
       ...limitAttrs(limits),
       GSI3PK: { S: gsi3PkEntityConfig(ns, resource) },
       GSI3SK: { S: entityId },
@@ -1830,7 +1830,7 @@ export class Repository {
           PK: { S: pkResource(ns, resource) },
           SK: { S: SK.CONFIG },
           resource: { S: resource },
-          config_version: { N: "1" },
+          "config_version": { N: "1" },
           ...limitAttrs(limits),
           GSI4PK: { S: ns },
           GSI4SK: { S: pkResource(ns, resource) },
@@ -1968,7 +1968,7 @@ export class Repository {
       (current.Item ? num(current.Item, "audit_retention_days") : null);
     const item: Item = {
       ...key,
-      config_version: { N: "1" },
+      "config_version": { N: "1" },
       ...limitAttrs(limits),
       GSI4PK: { S: ns },
       GSI4SK: { S: pkSystem(ns) },
@@ -1987,7 +1987,7 @@ export class Repository {
     await this.audit("limits_set", "$SYSTEM", {
       details: {
         limits: limits.map((l) => l.toDict()),
-        on_unavailable: options.onUnavailable ?? null,
+        "on_unavailable": options.onUnavailable ?? null,
       },
       ...(principal !== undefined ? { principal } : {}),
     });
@@ -2034,7 +2034,7 @@ export class Repository {
     await this.audit("limits_deleted", "$SYSTEM", {
       details: {
         limits: old.limits.map((l) => l.name),
-        on_unavailable: old.onUnavailable,
+        "on_unavailable": old.onUnavailable,
       },
       ...(principal !== undefined ? { principal } : {}),
     });

@@ -33,7 +33,7 @@ const VALIDATION_FAILED = {
   code: "VALIDATION_FAILED",
 } as const;
 
-Deno.test("validation limits match the spec", () => {
+Deno.test("MAX_IDENTIFIER_LENGTH, MAX_NAME_LENGTH, MAX_STACK_NAME_LENGTH and WCU_LIMIT_NAME match the spec", () => {
   assert.equal(MAX_IDENTIFIER_LENGTH, 256);
   assert.equal(MAX_NAME_LENGTH, 64);
   assert.equal(MAX_STACK_NAME_LENGTH, 55);

@@ -1,3 +1,4 @@
+// deno-lint-ignore-file no-console -- a command-line wrapper: printing is its job
 /**
  * Runs a command with one DynamoDB Local started for it: sets
  * `ZAEL_TEST_ENDPOINT`, forwards the exit code, and stops DynamoDB Local on

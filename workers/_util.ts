@@ -15,20 +15,32 @@ export function compareSequence(a: string, b: string): number {
 }
 
 /** The larger of two optional sequence numbers. */
-export function maxSequence(a: string | undefined, b: string | undefined): string | undefined {
+export function maxSequence(
+  a: string | undefined,
+  b: string | undefined,
+): string | undefined {
   if (a === undefined) return b;
   if (b === undefined) return a;
   return compareSequence(a, b) >= 0 ? a : b;
 }
 
 /** Full-jitter exponential backoff: a random delay in `[0, min(cap, base * 2^attempt)]`. */
-export function fullJitter(attempt: number, baseMs: number, capMs: number, random: () => number): number {
+export function fullJitter(
+  attempt: number,
+  baseMs: number,
+  capMs: number,
+  random: () => number,
+): number {
   const ceiling = Math.min(capMs, baseMs * 2 ** Math.max(0, attempt));
   return Math.floor(random() * ceiling);
 }
 
 /** Sleeps on the clock; resolves `false` instead of rejecting when `signal` aborts. */
-export async function sleepUnlessAborted(clock: Clock, ms: number, signal: AbortSignal): Promise<boolean> {
+export async function sleepUnlessAborted(
+  clock: Clock,
+  ms: number,
+  signal: AbortSignal,
+): Promise<boolean> {
   if (signal.aborted) return false;
   try {
     await clock.sleep(ms, signal);
@@ -54,6 +66,8 @@ export class SerialQueue {
 /** Splits `items` into consecutive groups of at most `size`. */
 export function chunk<T>(items: readonly T[], size: number): T[][] {
   const out: T[][] = [];
-  for (let i = 0; i < items.length; i += size) out.push(items.slice(i, i + size));
+  for (let i = 0; i < items.length; i += size) {
+    out.push(items.slice(i, i + size));
+  }
   return out;
 }

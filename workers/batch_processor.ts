@@ -15,7 +15,11 @@
 import type { TransactWriteItem } from "@aws-sdk/client-dynamodb";
 import type { Clock } from "../core/clock.ts";
 import { fullJitter, sleepUnlessAborted } from "./_util.ts";
-import { type CommitResult, COORDINATION_PK_PREFIX, MAX_EFFECTS_PER_COMMIT } from "./coordination_store.ts";
+import {
+  type CommitResult,
+  COORDINATION_PK_PREFIX,
+  MAX_EFFECTS_PER_COMMIT,
+} from "./coordination_store.ts";
 import { toError } from "./errors.ts";
 import type { StreamWorkerEvent, StreamWorkerMetrics } from "./metrics.ts";
 import type { StreamImage, StreamRecord } from "./stream_source.ts";
@@ -159,7 +163,11 @@ export interface BatchEnvironment {
   /** Aborts handlers and commits (lease loss or shutdown deadline). */
   readonly hardSignal: AbortSignal;
   /** Commits effects + checkpoint under the lease fence. */
-  commit(checkpoint: string, effects: readonly TransactWriteItem[], signal: AbortSignal): Promise<CommitResult>;
+  commit(
+    checkpoint: string,
+    effects: readonly TransactWriteItem[],
+    signal: AbortSignal,
+  ): Promise<CommitResult>;
   /** Counters to update. */
   readonly metrics: StreamWorkerMetrics;
   /** Event callback. */
@@ -169,14 +177,21 @@ export interface BatchEnvironment {
 /** Outcome of {@linkcode processBatch}. */
 export type BatchOutcome =
   /** Every record is done; `committed` is false when the checkpoint was left for the next renewal. */
-  | { readonly kind: "done"; readonly checkpoint: string; readonly committed: boolean }
+  | {
+    readonly kind: "done";
+    readonly checkpoint: string;
+    readonly committed: boolean;
+  }
   /** The fence failed: nothing more may be written for this lease. */
   | { readonly kind: "lease_lost" }
   /** Shutdown interrupted retries; the uncommitted rest will be re-read by the next owner. */
   | { readonly kind: "abandoned"; readonly checkpoint?: string };
 
 /** Whether a record is one of the framework's own coordination items. */
-export function isFrameworkRecord(record: StreamRecord, prefix: string = COORDINATION_PK_PREFIX): boolean {
+export function isFrameworkRecord(
+  record: StreamRecord,
+  prefix: string = COORDINATION_PK_PREFIX,
+): boolean {
   return record.keys["PK"]?.S?.startsWith(prefix) ?? false;
 }
 
@@ -186,21 +201,34 @@ export function primaryKeyLane(record: StreamRecord): string {
 }
 
 function imageKey(image: StreamImage, attributes: readonly string[]): string {
-  return [...attributes].sort().map((a) => `${a}=${JSON.stringify(image[a] ?? null)}`).join("\u0000");
+  return [...attributes].sort().map((a) =>
+    `${a}=${JSON.stringify(image[a] ?? null)}`
+  ).join("\u0000");
 }
 
 /** The item an effect writes, as a string, or `undefined` when unknown. */
-export function effectTarget(effect: TransactWriteItem, keyAttributes: readonly string[]): string | undefined {
-  const op = effect.Put ?? effect.Update ?? effect.Delete ?? effect.ConditionCheck;
+export function effectTarget(
+  effect: TransactWriteItem,
+  keyAttributes: readonly string[],
+): string | undefined {
+  const op = effect.Put ?? effect.Update ?? effect.Delete ??
+    effect.ConditionCheck;
   if (op === undefined) return undefined;
-  const keys = "Key" in op && op.Key !== undefined ? op.Key : "Item" in op ? op.Item : undefined;
+  const keys = "Key" in op && op.Key !== undefined
+    ? op.Key
+    : "Item" in op
+    ? op.Item
+    : undefined;
   if (keys === undefined) return undefined;
   const present = keyAttributes.filter((a) => keys[a] !== undefined);
   if (present.length === 0) return undefined;
   return `${op.TableName ?? ""}\u0001${imageKey(keys, present)}`;
 }
 
-function hasDuplicateTargets(effects: readonly TransactWriteItem[], keyAttributes: readonly string[]): boolean {
+function hasDuplicateTargets(
+  effects: readonly TransactWriteItem[],
+  keyAttributes: readonly string[],
+): boolean {
   const seen = new Set<string>();
   for (const e of effects) {
     const t = effectTarget(e, keyAttributes);
@@ -225,14 +253,21 @@ interface SegmentResult {
 
 function lastSequence(records: readonly StreamRecord[]): string {
   const last = records[records.length - 1];
-  if (last === undefined) throw new RangeError("Cannot take the checkpoint of an empty batch");
+  if (last === undefined) {
+    throw new RangeError("Cannot take the checkpoint of an empty batch");
+  }
   return last.sequenceNumber;
 }
 
 function isRetryableStoreError(error: unknown): boolean {
   if (typeof error !== "object" || error === null) return false;
-  const e = error as { retryable?: unknown; $retryable?: unknown; name?: unknown };
-  return e.retryable === true || (e.$retryable !== undefined && e.$retryable !== null);
+  const e = error as {
+    retryable?: unknown;
+    $retryable?: unknown;
+    name?: unknown;
+  };
+  return e.retryable === true ||
+    (e.$retryable !== undefined && e.$retryable !== null);
 }
 
 /**
@@ -269,7 +304,9 @@ export async function processBatch(
 
   let committedUpTo: string | undefined;
 
-  async function processChunk(raw: readonly StreamRecord[]): Promise<BatchOutcome> {
+  async function processChunk(
+    raw: readonly StreamRecord[],
+  ): Promise<BatchOutcome> {
     const deliverable = raw.filter((r) => deliver.has(r));
     const checkpoint = lastSequence(raw);
     if (deliverable.length === 0) {
@@ -281,19 +318,33 @@ export async function processBatch(
       result = await runLanes(deliverable);
     } catch (error) {
       if (error instanceof Abandoned) {
-        return committedUpTo === undefined ? { kind: "abandoned" } : { kind: "abandoned", checkpoint: committedUpTo };
+        return committedUpTo === undefined
+          ? { kind: "abandoned" }
+          : { kind: "abandoned", checkpoint: committedUpTo };
       }
       throw error;
     }
     let { effects, deadLetters } = result;
-    if (effects.length > MAX_EFFECTS_PER_COMMIT || hasDuplicateTargets(effects, config.keyAttributes)) {
+    if (
+      effects.length > MAX_EFFECTS_PER_COMMIT ||
+      hasDuplicateTargets(effects, config.keyAttributes)
+    ) {
       if (deliverable.length > 1) return splitChunk(raw, deliverable);
       const [only] = deliverable;
-      if (only === undefined) throw new RangeError("Cannot split an empty chunk");
+      if (only === undefined) {
+        throw new RangeError("Cannot split an empty chunk");
+      }
       const reason = effects.length > MAX_EFFECTS_PER_COMMIT
         ? `${effects.length} effects exceed ${MAX_EFFECTS_PER_COMMIT}`
         : "two effects target the same item";
-      deadLetters = [deadLetter(only, "too_many_effects", new RangeError(`Cannot commit record effects: ${reason}`), 1)];
+      deadLetters = [
+        deadLetter(
+          only,
+          "too_many_effects",
+          new RangeError(`Cannot commit record effects: ${reason}`),
+          1,
+        ),
+      ];
       effects = [];
     }
     for (;;) {
@@ -321,9 +372,16 @@ export async function processBatch(
         case "rejected": {
           if (deliverable.length > 1) return splitChunk(raw, deliverable);
           const [only] = deliverable;
-          if (only === undefined) throw new RangeError("Cannot split an empty chunk");
+          if (only === undefined) {
+            throw new RangeError("Cannot split an empty chunk");
+          }
           deadLetters = [
-            deadLetter(only, "effects_rejected", new Error(`Cannot commit record effects: ${outcome.reason}`), 1),
+            deadLetter(
+              only,
+              "effects_rejected",
+              new Error(`Cannot commit record effects: ${outcome.reason}`),
+              1,
+            ),
           ];
           effects = [];
           continue;
@@ -343,7 +401,11 @@ export async function processBatch(
     m.commitSplits++;
     const pivot = deliverable[Math.floor(deliverable.length / 2)];
     const at = pivot === undefined ? -1 : raw.indexOf(pivot);
-    if (at <= 0) throw new RangeError("Cannot split a chunk with fewer than two deliverable records");
+    if (at <= 0) {
+      throw new RangeError(
+        "Cannot split a chunk with fewer than two deliverable records",
+      );
+    }
     const left = await processChunk(raw.slice(0, at));
     if (left.kind !== "done") return left;
     return processChunk(raw.slice(at));
@@ -359,27 +421,51 @@ export async function processBatch(
         return await env.commit(checkpoint, effects, env.hardSignal);
       } catch (error) {
         if (env.hardSignal.aborted) return { kind: "lease_lost" };
-        if (!isRetryableStoreError(error) || attempt >= config.commitMaxAttempts) throw error;
-        const delay = fullJitter(attempt, config.retryBaseMs, config.retryMaxMs, config.random);
-        if (!(await sleepUnlessAborted(config.clock, delay, env.hardSignal))) return { kind: "lease_lost" };
+        if (
+          !isRetryableStoreError(error) || attempt >= config.commitMaxAttempts
+        ) throw error;
+        const delay = fullJitter(
+          attempt,
+          config.retryBaseMs,
+          config.retryMaxMs,
+          config.random,
+        );
+        if (!(await sleepUnlessAborted(config.clock, delay, env.hardSignal))) {
+          return { kind: "lease_lost" };
+        }
       }
     }
   }
 
-  function deadLetter(record: StreamRecord, reason: DeadLetterReason, error: Error, attempts: number): DeadLetter {
+  function deadLetter(
+    record: StreamRecord,
+    reason: DeadLetterReason,
+    error: Error,
+    attempts: number,
+  ): DeadLetter {
     return { shardId: env.shardId, record, reason, error, attempts };
   }
 
   function isTooOld(record: StreamRecord): boolean {
-    return config.clock.now() - record.approximateCreationTime > config.maxRecordAgeMs;
+    return config.clock.now() - record.approximateCreationTime >
+      config.maxRecordAgeMs;
   }
 
-  async function runLanes(records: readonly StreamRecord[]): Promise<SegmentResult> {
+  async function runLanes(
+    records: readonly StreamRecord[],
+  ): Promise<SegmentResult> {
     const deadLetters: DeadLetter[] = [];
     const fresh: StreamRecord[] = [];
     for (const r of records) {
       if (isTooOld(r)) {
-        deadLetters.push(deadLetter(r, "max_record_age", new RangeError("Cannot process record: too old"), 0));
+        deadLetters.push(
+          deadLetter(
+            r,
+            "max_record_age",
+            new RangeError("Cannot process record: too old"),
+            0,
+          ),
+        );
       } else {
         fresh.push(r);
       }
@@ -407,7 +493,10 @@ export async function processBatch(
       }
     }
     const settled = await Promise.allSettled(
-      Array.from({ length: Math.min(config.parallelism, lanes.length) }, () => laneWorker()),
+      Array.from(
+        { length: Math.min(config.parallelism, lanes.length) },
+        () => laneWorker(),
+      ),
     );
     for (const s of settled) if (s.status === "rejected") throw s.reason;
     const effects: TransactWriteItem[] = [];
@@ -422,7 +511,9 @@ export async function processBatch(
   async function invoke(
     records: readonly StreamRecord[],
     attempt: number,
-  ): Promise<{ ok: true; effects: TransactWriteItem[] } | { ok: false; error: Error }> {
+  ): Promise<
+    { ok: true; effects: TransactWriteItem[] } | { ok: false; error: Error }
+  > {
     m.recordsDelivered += attempt === 1 ? records.length : 0;
     try {
       const out = await config.handler(records, {
@@ -438,7 +529,10 @@ export async function processBatch(
     }
   }
 
-  async function runSegment(records: readonly StreamRecord[], firstAttempt = 1): Promise<SegmentResult> {
+  async function runSegment(
+    records: readonly StreamRecord[],
+    firstAttempt = 1,
+  ): Promise<SegmentResult> {
     if (env.stopSignal.aborted) throw new Abandoned();
     if (config.bisectOnError && records.length > 1) {
       const r = await invoke(records, firstAttempt);
@@ -455,22 +549,43 @@ export async function processBatch(
     let lastError: Error | undefined;
     for (let attempt = 1;; attempt++) {
       if (records.some(isTooOld)) {
-        const error = lastError ?? new RangeError("Cannot process record: too old");
-        return { effects: [], deadLetters: records.map((r) => deadLetter(r, "max_record_age", error, attempt - 1)) };
+        const error = lastError ??
+          new RangeError("Cannot process record: too old");
+        return {
+          effects: [],
+          deadLetters: records.map((r) =>
+            deadLetter(r, "max_record_age", error, attempt - 1)
+          ),
+        };
       }
       const r = await invoke(records, firstAttempt + attempt - 1);
       if (r.ok) return { effects: r.effects, deadLetters: [] };
       lastError = r.error;
-      const nonRetryable = (r.error as { retryable?: unknown }).retryable === false;
+      const nonRetryable =
+        (r.error as { retryable?: unknown }).retryable === false;
       if (nonRetryable || attempt >= config.maxAttempts) {
-        const reason: DeadLetterReason = nonRetryable ? "non_retryable" : "retries_exhausted";
-        return { effects: [], deadLetters: records.map((rec) => deadLetter(rec, reason, r.error, attempt)) };
+        const reason: DeadLetterReason = nonRetryable
+          ? "non_retryable"
+          : "retries_exhausted";
+        return {
+          effects: [],
+          deadLetters: records.map((rec) =>
+            deadLetter(rec, reason, r.error, attempt)
+          ),
+        };
       }
       m.retries++;
-      const delay = fullJitter(attempt - 1, config.retryBaseMs, config.retryMaxMs, config.random);
-      if (!(await sleepUnlessAborted(config.clock, delay, env.stopSignal))) throw new Abandoned();
+      const delay = fullJitter(
+        attempt - 1,
+        config.retryBaseMs,
+        config.retryMaxMs,
+        config.random,
+      );
+      if (!(await sleepUnlessAborted(config.clock, delay, env.stopSignal))) {
+        throw new Abandoned();
+      }
     }
   }
 
-  return processChunk(batch);
+  return await processChunk(batch);
 }

@@ -95,11 +95,23 @@ export interface CoordinationStore {
     signal?: AbortSignal,
   ): Promise<LeaseWriteResult>;
   /** Bumps the counter (and optionally writes a checkpoint) under the fence. */
-  renewLease(fence: LeaseFence, checkpoint: string | undefined, signal?: AbortSignal): Promise<LeaseWriteResult>;
+  renewLease(
+    fence: LeaseFence,
+    checkpoint: string | undefined,
+    signal?: AbortSignal,
+  ): Promise<LeaseWriteResult>;
   /** Frees the lease (optionally writing a final checkpoint) under the fence. */
-  releaseLease(fence: LeaseFence, checkpoint: string | undefined, signal?: AbortSignal): Promise<LeaseWriteResult>;
+  releaseLease(
+    fence: LeaseFence,
+    checkpoint: string | undefined,
+    signal?: AbortSignal,
+  ): Promise<LeaseWriteResult>;
   /** Marks the shard ended and frees the lease under the fence, so children become eligible. */
-  endLease(fence: LeaseFence, checkpoint: string | undefined, signal?: AbortSignal): Promise<LeaseWriteResult>;
+  endLease(
+    fence: LeaseFence,
+    checkpoint: string | undefined,
+    signal?: AbortSignal,
+  ): Promise<LeaseWriteResult>;
   /**
    * Writes `effects` and the checkpoint atomically under the fence.
    *
@@ -127,7 +139,9 @@ export interface CommittedTransaction {
 /** Options of {@linkcode createMemoryCoordinationStore}. */
 export interface MemoryCoordinationStoreOptions {
   /** Returns a reason to reject a set of effects (simulates a failed effect condition). @default never rejects */
-  readonly rejectEffects?: (effects: readonly TransactWriteItem[]) => string | undefined;
+  readonly rejectEffects?: (
+    effects: readonly TransactWriteItem[],
+  ) => string | undefined;
 }
 
 /** The in-memory store plus the log of applied transactions. */
@@ -166,16 +180,24 @@ export function assertCommitSize(effects: readonly unknown[]): void {
  * assert.equal(stale.kind, "lease_lost");
  * ```
  */
-export function createMemoryCoordinationStore(options: MemoryCoordinationStoreOptions = {}): MemoryCoordinationStore {
+export function createMemoryCoordinationStore(
+  options: MemoryCoordinationStoreOptions = {},
+): MemoryCoordinationStore {
   const leases = new Map<string, LeaseItem>();
   const committed: CommittedTransaction[] = [];
 
   function fenced(fence: LeaseFence): LeaseItem | undefined {
     const lease = leases.get(fence.shardId);
-    if (lease === undefined || lease.owner !== fence.owner || lease.epoch !== fence.epoch) return undefined;
+    if (
+      lease === undefined || lease.owner !== fence.owner ||
+      lease.epoch !== fence.epoch
+    ) return undefined;
     return lease;
   }
-  function withCheckpoint(lease: LeaseItem, checkpoint: string | undefined): LeaseItem {
+  function withCheckpoint(
+    lease: LeaseItem,
+    checkpoint: string | undefined,
+  ): LeaseItem {
     return checkpoint === undefined ? lease : { ...lease, checkpoint };
   }
   function free(lease: LeaseItem): LeaseItem {
@@ -195,18 +217,29 @@ export function createMemoryCoordinationStore(options: MemoryCoordinationStoreOp
     createLease(lease: NewLease, signal?: AbortSignal): Promise<boolean> {
       signal?.throwIfAborted();
       if (leases.has(lease.shardId)) return Promise.resolve(false);
-      leases.set(lease.shardId, { ...lease, epoch: 0, counter: 0, ended: false });
+      leases.set(lease.shardId, {
+        ...lease,
+        epoch: 0,
+        counter: 0,
+        ended: false,
+      });
       return Promise.resolve(true);
     },
     takeLease(shardId, owner, observed, signal): Promise<LeaseWriteResult> {
       signal?.throwIfAborted();
       const lease = leases.get(shardId);
       if (
-        lease === undefined || lease.ended || lease.epoch !== observed.epoch || lease.counter !== observed.counter
+        lease === undefined || lease.ended || lease.epoch !== observed.epoch ||
+        lease.counter !== observed.counter
       ) {
         return Promise.resolve({ kind: "lost" });
       }
-      const next: LeaseItem = { ...lease, owner, epoch: lease.epoch + 1, counter: lease.counter + 1 };
+      const next: LeaseItem = {
+        ...lease,
+        owner,
+        epoch: lease.epoch + 1,
+        counter: lease.counter + 1,
+      };
       leases.set(shardId, next);
       return Promise.resolve({ kind: "ok", lease: next });
     },
@@ -214,7 +247,10 @@ export function createMemoryCoordinationStore(options: MemoryCoordinationStoreOp
       signal?.throwIfAborted();
       const lease = fenced(fence);
       if (lease === undefined) return Promise.resolve({ kind: "lost" });
-      const next = withCheckpoint({ ...lease, counter: lease.counter + 1 }, checkpoint);
+      const next = withCheckpoint(
+        { ...lease, counter: lease.counter + 1 },
+        checkpoint,
+      );
       leases.set(fence.shardId, next);
       return Promise.resolve({ kind: "ok", lease: next });
     },
@@ -222,7 +258,13 @@ export function createMemoryCoordinationStore(options: MemoryCoordinationStoreOp
       signal?.throwIfAborted();
       const lease = fenced(fence);
       if (lease === undefined) return Promise.resolve({ kind: "lost" });
-      const next = free(withCheckpoint({ ...lease, epoch: lease.epoch + 1, counter: lease.counter + 1 }, checkpoint));
+      const next = free(
+        withCheckpoint({
+          ...lease,
+          epoch: lease.epoch + 1,
+          counter: lease.counter + 1,
+        }, checkpoint),
+      );
       leases.set(fence.shardId, next);
       return Promise.resolve({ kind: "ok", lease: next });
     },
@@ -231,7 +273,12 @@ export function createMemoryCoordinationStore(options: MemoryCoordinationStoreOp
       const lease = fenced(fence);
       if (lease === undefined) return Promise.resolve({ kind: "lost" });
       const next = free(
-        withCheckpoint({ ...lease, ended: true, epoch: lease.epoch + 1, counter: lease.counter + 1 }, checkpoint),
+        withCheckpoint({
+          ...lease,
+          ended: true,
+          epoch: lease.epoch + 1,
+          counter: lease.counter + 1,
+        }, checkpoint),
       );
       leases.set(fence.shardId, next);
       return Promise.resolve({ kind: "ok", lease: next });
@@ -242,18 +289,31 @@ export function createMemoryCoordinationStore(options: MemoryCoordinationStoreOp
       const lease = fenced(fence);
       if (lease === undefined) return Promise.resolve({ kind: "lease_lost" });
       const reason = options.rejectEffects?.(effects);
-      if (reason !== undefined) return Promise.resolve({ kind: "rejected", reason });
+      if (reason !== undefined) {
+        return Promise.resolve({ kind: "rejected", reason });
+      }
       leases.set(fence.shardId, { ...lease, checkpoint });
-      committed.push({ shardId: fence.shardId, checkpoint, effects: [...effects] });
+      committed.push({
+        shardId: fence.shardId,
+        checkpoint,
+        effects: [...effects],
+      });
       return Promise.resolve({ kind: "committed" });
     },
   };
 }
 
 /** Re-exported for implementations: the retryable conflict error. */
-export function coordinationConflict(action: string, cause?: unknown): StreamWorkerError {
-  return new StreamWorkerError("COORDINATION_CONFLICT", `Cannot ${action}: transaction conflict`, {
-    retryable: true,
-    ...(cause === undefined ? {} : { cause }),
-  });
+export function coordinationConflict(
+  action: string,
+  cause?: unknown,
+): StreamWorkerError {
+  return new StreamWorkerError(
+    "COORDINATION_CONFLICT",
+    `Cannot ${action}: transaction conflict`,
+    {
+      retryable: true,
+      ...(cause === undefined ? {} : { cause }),
+    },
+  );
 }

@@ -21,11 +21,9 @@
  */
 import {
   type AttributeValue,
-  ConditionalCheckFailedException,
   PutItemCommand,
   QueryCommand,
   type QueryCommandOutput,
-  TransactionCanceledException,
   type TransactWriteItem,
   TransactWriteItemsCommand,
   UpdateItemCommand,
@@ -49,7 +47,11 @@ import {
 export interface DynamoDbClientLike {
   /** Sends one command. */
   send(
-    command: QueryCommand | PutItemCommand | UpdateItemCommand | TransactWriteItemsCommand,
+    command:
+      | QueryCommand
+      | PutItemCommand
+      | UpdateItemCommand
+      | TransactWriteItemsCommand,
     options?: { abortSignal?: AbortSignal },
   ): Promise<unknown>;
 }
@@ -69,7 +71,10 @@ export interface DynamoDbCoordinationStoreOptions {
 }
 
 /** The partition key of a consumer's leases. */
-export function coordinationPartitionKey(consumerName: string, streamArn: string): string {
+export function coordinationPartitionKey(
+  consumerName: string,
+  streamArn: string,
+): string {
   const i = streamArn.lastIndexOf("/stream/");
   const label = i >= 0 ? streamArn.slice(i + "/stream/".length) : streamArn;
   return `${COORDINATION_PK_PREFIX}${consumerName}#${label}`;
@@ -94,7 +99,9 @@ function names(...keys: (keyof typeof NAMES)[]): Names {
 }
 
 /** Parses a stored lease item. */
-export function leaseFromItem(item: Record<string, AttributeValue>): LeaseItem | undefined {
+export function leaseFromItem(
+  item: Record<string, AttributeValue>,
+): LeaseItem | undefined {
   const sk = item["SK"]?.S;
   if (sk === undefined || !sk.startsWith(LEASE_SK_PREFIX)) return undefined;
   const parent = item["parent_shard_id"]?.S;
@@ -141,7 +148,9 @@ export function createDynamoDbCoordinationStore(
   function key(shardId: string): Record<string, AttributeValue> {
     return { PK: { S: pk }, SK: { S: `${LEASE_SK_PREFIX}${shardId}` } };
   }
-  function opts(signal: AbortSignal | undefined): { abortSignal?: AbortSignal } {
+  function opts(
+    signal: AbortSignal | undefined,
+  ): { abortSignal?: AbortSignal } {
     return signal ? { abortSignal: signal } : {};
   }
   function now(): AttributeValue {
@@ -162,7 +171,10 @@ export function createDynamoDbCoordinationStore(
           Key: key(fence.shardId),
           UpdateExpression: update,
           ConditionExpression: "#o = :me AND #e = :e",
-          ExpressionAttributeNames: { ...names("#o", "#e", "#c", "#u"), ...extraNames },
+          ExpressionAttributeNames: {
+            ...names("#o", "#e", "#c", "#u"),
+            ...extraNames,
+          },
           ExpressionAttributeValues: {
             ":me": { S: fence.owner },
             ":e": { N: String(fence.epoch) },
@@ -177,7 +189,9 @@ export function createDynamoDbCoordinationStore(
       const lease = out.Attributes ? leaseFromItem(out.Attributes) : undefined;
       return lease ? { kind: "ok", lease } : { kind: "lost" };
     } catch (error) {
-      if (error instanceof ConditionalCheckFailedException) return { kind: "lost" };
+      if (isNamed(error, "ConditionalCheckFailedException")) {
+        return { kind: "lost" };
+      }
       throw error;
     }
   }
@@ -187,9 +201,11 @@ export function createDynamoDbCoordinationStore(
     names: Names;
     values: Record<string, AttributeValue>;
   } {
-    return checkpoint === undefined
-      ? { set: "", names: {}, values: {} }
-      : { set: ", #cp = :cp", names: names("#cp"), values: { ":cp": { S: checkpoint } } };
+    return checkpoint === undefined ? { set: "", names: {}, values: {} } : {
+      set: ", #cp = :cp",
+      names: names("#cp"),
+      values: { ":cp": { S: checkpoint } },
+    };
   }
 
   return {
@@ -202,7 +218,10 @@ export function createDynamoDbCoordinationStore(
           new QueryCommand({
             TableName: tableName,
             KeyConditionExpression: "PK = :pk AND begins_with(SK, :sk)",
-            ExpressionAttributeValues: { ":pk": { S: pk }, ":sk": { S: LEASE_SK_PREFIX } },
+            ExpressionAttributeValues: {
+              ":pk": { S: pk },
+              ":sk": { S: LEASE_SK_PREFIX },
+            },
             ConsistentRead: true,
             ...(start ? { ExclusiveStartKey: start } : {}),
           }),
@@ -230,7 +249,9 @@ export function createDynamoDbCoordinationStore(
               ended: { BOOL: false },
               start: { S: lease.start },
               updated_at: now(),
-              ...(lease.parentShardId ? { parent_shard_id: { S: lease.parentShardId } } : {}),
+              ...(lease.parentShardId
+                ? { parent_shard_id: { S: lease.parentShardId } }
+                : {}),
             },
             ConditionExpression: "attribute_not_exists(PK)",
           }),
@@ -238,12 +259,17 @@ export function createDynamoDbCoordinationStore(
         );
         return true;
       } catch (error) {
-        if (error instanceof ConditionalCheckFailedException) return false;
+        if (isNamed(error, "ConditionalCheckFailedException")) return false;
         throw error;
       }
     },
 
-    async takeLease(shardId, owner, observed, signal): Promise<LeaseWriteResult> {
+    async takeLease(
+      shardId,
+      owner,
+      observed,
+      signal,
+    ): Promise<LeaseWriteResult> {
       try {
         const out = await client.send(
           new UpdateItemCommand({
@@ -265,17 +291,27 @@ export function createDynamoDbCoordinationStore(
           }),
           opts(signal),
         ) as UpdateItemCommandOutput;
-        const lease = out.Attributes ? leaseFromItem(out.Attributes) : undefined;
+        const lease = out.Attributes
+          ? leaseFromItem(out.Attributes)
+          : undefined;
         return lease ? { kind: "ok", lease } : { kind: "lost" };
       } catch (error) {
-        if (error instanceof ConditionalCheckFailedException) return { kind: "lost" };
+        if (isNamed(error, "ConditionalCheckFailedException")) {
+          return { kind: "lost" };
+        }
         throw error;
       }
     },
 
     renewLease(fence, checkpoint, signal): Promise<LeaseWriteResult> {
       const cp = checkpointPart(checkpoint);
-      return fencedUpdate(fence, `SET #c = #c + :one, #u = :now${cp.set}`, cp.names, cp.values, signal);
+      return fencedUpdate(
+        fence,
+        `SET #c = #c + :one, #u = :now${cp.set}`,
+        cp.names,
+        cp.values,
+        signal,
+      );
     },
 
     releaseLease(fence, checkpoint, signal): Promise<LeaseWriteResult> {
@@ -297,7 +333,9 @@ export function createDynamoDbCoordinationStore(
         { ...names("#end", "#ttl"), ...cp.names },
         {
           ":true": { BOOL: true },
-          ":ttl": { N: String(Math.floor((clock.now() + endedRetentionMs) / 1000)) },
+          ":ttl": {
+            N: String(Math.floor((clock.now() + endedRetentionMs) / 1000)),
+          },
           ...cp.values,
         },
         signal,
@@ -325,7 +363,10 @@ export function createDynamoDbCoordinationStore(
         },
       ];
       try {
-        await client.send(new TransactWriteItemsCommand({ TransactItems: items }), opts(signal));
+        await client.send(
+          new TransactWriteItemsCommand({ TransactItems: items }),
+          opts(signal),
+        );
         return { kind: "committed" };
       } catch (error) {
         return classifyCommitError(error, items.length, fence.shardId);
@@ -338,24 +379,43 @@ export function createDynamoDbCoordinationStore(
  * Maps a `TransactWriteItems` failure to a {@linkcode CommitResult}, or
  * throws a retryable conflict. The checkpoint update is the last item.
  */
-export function classifyCommitError(error: unknown, itemCount: number, shardId: string): CommitResult {
-  if (error instanceof TransactionCanceledException) {
-    const reasons = error.CancellationReasons ?? [];
-    if (reasons[itemCount - 1]?.Code === "ConditionalCheckFailed") return { kind: "lease_lost" };
+export function classifyCommitError(
+  error: unknown,
+  itemCount: number,
+  shardId: string,
+): CommitResult {
+  if (isNamed(error, "TransactionCanceledException")) {
+    const reasons =
+      (error as { CancellationReasons?: { Code?: string; Message?: string }[] })
+        .CancellationReasons ?? [];
+    if (reasons[itemCount - 1]?.Code === "ConditionalCheckFailed") {
+      return { kind: "lease_lost" };
+    }
     if (reasons.some((r) => r.Code === "TransactionConflict")) {
       throw coordinationConflict(`commit shard "${shardId}"`, error);
     }
-    const failed = reasons.findIndex((r) => r.Code !== undefined && r.Code !== "None");
+    const failed = reasons.findIndex((r) =>
+      r.Code !== undefined && r.Code !== "None"
+    );
     return {
       kind: "rejected",
-      reason: failed >= 0 ? `effect ${failed}: ${reasons[failed]?.Code} ${reasons[failed]?.Message ?? ""}`.trim() : error.message,
+      reason: failed >= 0
+        ? `effect ${failed}: ${reasons[failed]?.Code} ${
+          reasons[failed]?.Message ?? ""
+        }`.trim()
+        : error.message,
     };
   }
-  if (error instanceof Error && error.name === "TransactionConflictException") {
+  if (isNamed(error, "TransactionConflictException")) {
     throw coordinationConflict(`commit shard "${shardId}"`, error);
   }
-  if (error instanceof Error && error.name === "ValidationException") {
+  if (isNamed(error, "ValidationException")) {
     return { kind: "rejected", reason: error.message };
   }
   throw error;
+}
+
+/** Matches SDK errors by name, so that two copies of the SDK still agree. */
+function isNamed(error: unknown, name: string): error is Error {
+  return error instanceof Error && error.name === name;
 }

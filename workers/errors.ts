@@ -51,8 +51,15 @@ export class StreamWorkerError extends Error {
   readonly retryable: boolean;
 
   /** Creates the error; `options.cause` is forwarded. */
-  constructor(code: StreamWorkerErrorCode, message: string, options: StreamWorkerErrorOptions = {}) {
-    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+  constructor(
+    code: StreamWorkerErrorCode,
+    message: string,
+    options: StreamWorkerErrorOptions = {},
+  ) {
+    super(
+      message,
+      options.cause === undefined ? undefined : { cause: options.cause },
+    );
     this.name = "StreamWorkerError";
     this.code = code;
     this.retryable = options.retryable ?? false;
@@ -60,11 +67,17 @@ export class StreamWorkerError extends Error {
 }
 
 /** Whether `error` is a {@linkcode StreamWorkerError} with the given code. */
-export function isStreamWorkerError(error: unknown, code?: StreamWorkerErrorCode): error is StreamWorkerError {
-  return error instanceof StreamWorkerError && (code === undefined || error.code === code);
+export function isStreamWorkerError(
+  error: unknown,
+  code?: StreamWorkerErrorCode,
+): error is StreamWorkerError {
+  return error instanceof StreamWorkerError &&
+    (code === undefined || error.code === code);
 }
 
 /** Normalizes a thrown value into an `Error`. */
 export function toError(error: unknown): Error {
-  return error instanceof Error ? error : new Error(`Non-error thrown: ${String(error)}`);
+  return error instanceof Error
+    ? error
+    : new Error(`Non-error thrown: ${String(error)}`);
 }

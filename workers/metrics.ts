@@ -96,10 +96,19 @@ export function createStreamWorkerMetrics(): StreamWorkerMetrics {
 
 /** Something that happened in a worker, for logs and alerts. */
 export type StreamWorkerEvent =
-  | { readonly kind: "lease_taken"; readonly shardId: string; readonly epoch: number; readonly stolenFrom?: string }
+  | {
+    readonly kind: "lease_taken";
+    readonly shardId: string;
+    readonly epoch: number;
+    readonly stolenFrom?: string;
+  }
   | { readonly kind: "lease_lost"; readonly shardId: string }
   | { readonly kind: "lease_released"; readonly shardId: string }
-  | { readonly kind: "shard_ended"; readonly shardId: string; readonly children: readonly string[] }
+  | {
+    readonly kind: "shard_ended";
+    readonly shardId: string;
+    readonly children: readonly string[];
+  }
   /** Trimmed data: records between the position and the trim horizon are gone. Never skipped silently. */
   | {
     readonly kind: "data_loss";
@@ -114,7 +123,19 @@ export type StreamWorkerEvent =
     readonly sequenceNumber: string;
     readonly reason: DeadLetterReason;
   }
-  | { readonly kind: "iterator_expired"; readonly shardId: string; readonly afterSequenceNumber?: string }
-  | { readonly kind: "throttled"; readonly shardId?: string; readonly delayMs: number }
+  | {
+    readonly kind: "iterator_expired";
+    readonly shardId: string;
+    readonly afterSequenceNumber?: string;
+  }
+  | {
+    readonly kind: "throttled";
+    readonly shardId?: string;
+    readonly delayMs: number;
+  }
   /** A non-fatal failure (renewal, discovery); the worker keeps going. */
-  | { readonly kind: "error"; readonly shardId?: string; readonly error: Error };
+  | {
+    readonly kind: "error";
+    readonly shardId?: string;
+    readonly error: Error;
+  };

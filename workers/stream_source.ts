@@ -13,14 +13,22 @@
 import type { AttributeValue } from "@aws-sdk/client-dynamodb";
 
 /** The four iterator types DynamoDB Streams supports (no timestamp type). */
-export const SHARD_ITERATOR_TYPES = ["TRIM_HORIZON", "LATEST", "AT_SEQUENCE_NUMBER", "AFTER_SEQUENCE_NUMBER"] as const;
+export const SHARD_ITERATOR_TYPES = [
+  "TRIM_HORIZON",
+  "LATEST",
+  "AT_SEQUENCE_NUMBER",
+  "AFTER_SEQUENCE_NUMBER",
+] as const;
 /** One of {@linkcode SHARD_ITERATOR_TYPES}. */
 export type ShardIteratorType = typeof SHARD_ITERATOR_TYPES[number];
 
 /** Where to open a shard iterator. */
 export type ShardPosition =
   | { readonly type: "TRIM_HORIZON" | "LATEST" }
-  | { readonly type: "AT_SEQUENCE_NUMBER" | "AFTER_SEQUENCE_NUMBER"; readonly sequenceNumber: string };
+  | {
+    readonly type: "AT_SEQUENCE_NUMBER" | "AFTER_SEQUENCE_NUMBER";
+    readonly sequenceNumber: string;
+  };
 
 /** A shard as listed by DescribeStream. */
 export interface StreamShard {
@@ -76,7 +84,10 @@ export interface StreamRecord {
   /** Item before the change, per the stream view type. */
   readonly oldImage?: StreamImage;
   /** Present for service deletes (TTL): `{ type: "Service", principalId: "dynamodb.amazonaws.com" }`. */
-  readonly userIdentity?: { readonly type: string; readonly principalId: string };
+  readonly userIdentity?: {
+    readonly type: string;
+    readonly principalId: string;
+  };
 }
 
 /** One GetRecords response. */
@@ -96,21 +107,32 @@ export interface StreamSource {
    *
    * @throws {StreamWorkerError} `STREAM_THROTTLED`, `STREAM_NOT_FOUND`, `STREAM_UNAVAILABLE`
    */
-  describeStream(input: DescribeStreamInput, signal?: AbortSignal): Promise<DescribeStreamPage>;
+  describeStream(
+    input: DescribeStreamInput,
+    signal?: AbortSignal,
+  ): Promise<DescribeStreamPage>;
   /**
    * Opens an iterator.
    *
    * @throws {StreamWorkerError} `STREAM_DATA_TRIMMED` when the sequence number is past retention,
    * `STREAM_THROTTLED`, `STREAM_NOT_FOUND`, `STREAM_UNAVAILABLE`
    */
-  getShardIterator(shardId: string, position: ShardPosition, signal?: AbortSignal): Promise<string>;
+  getShardIterator(
+    shardId: string,
+    position: ShardPosition,
+    signal?: AbortSignal,
+  ): Promise<string>;
   /**
    * Reads up to `limit` (1-1000) records.
    *
    * @throws {StreamWorkerError} `STREAM_ITERATOR_EXPIRED`, `STREAM_DATA_TRIMMED`, `STREAM_THROTTLED`,
    * `STREAM_NOT_FOUND`, `STREAM_UNAVAILABLE`
    */
-  getRecords(shardIterator: string, limit: number, signal?: AbortSignal): Promise<RecordsPage>;
+  getRecords(
+    shardIterator: string,
+    limit: number,
+    signal?: AbortSignal,
+  ): Promise<RecordsPage>;
 }
 
 /** Maximum `Limit` of GetRecords. */
@@ -152,7 +174,9 @@ export async function listAllShards(
       {
         limit: MAX_DESCRIBE_STREAM_LIMIT,
         ...(start === undefined ? {} : { exclusiveStartShardId: start }),
-        ...(options.childrenOf === undefined ? {} : { childrenOf: options.childrenOf }),
+        ...(options.childrenOf === undefined
+          ? {}
+          : { childrenOf: options.childrenOf }),
       },
       options.signal,
     );

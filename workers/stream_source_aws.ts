@@ -4,15 +4,19 @@
  * @module
  */
 import {
+  type _Record,
   DescribeStreamCommand,
   type DescribeStreamCommandOutput,
   GetRecordsCommand,
   type GetRecordsCommandOutput,
   GetShardIteratorCommand,
   type GetShardIteratorCommandOutput,
-  type _Record,
 } from "@aws-sdk/client-dynamodb-streams";
-import { StreamWorkerError, type StreamWorkerErrorCode, toError } from "./errors.ts";
+import {
+  StreamWorkerError,
+  type StreamWorkerErrorCode,
+  toError,
+} from "./errors.ts";
 import type {
   DescribeStreamInput,
   DescribeStreamPage,
@@ -28,12 +32,17 @@ import type {
 export interface StreamsClientLike {
   /** Sends one command. */
   send(
-    command: DescribeStreamCommand | GetShardIteratorCommand | GetRecordsCommand,
+    command:
+      | DescribeStreamCommand
+      | GetShardIteratorCommand
+      | GetRecordsCommand,
     options?: { abortSignal?: AbortSignal },
   ): Promise<unknown>;
 }
 
-const ERROR_CODES: Readonly<Record<string, readonly [StreamWorkerErrorCode, boolean]>> = {
+const ERROR_CODES: Readonly<
+  Record<string, readonly [StreamWorkerErrorCode, boolean]>
+> = {
   LimitExceededException: ["STREAM_THROTTLED", true],
   ProvisionedThroughputExceededException: ["STREAM_THROTTLED", true],
   ThrottlingException: ["STREAM_THROTTLED", true],
@@ -52,19 +61,32 @@ const ERROR_CODES: Readonly<Record<string, readonly [StreamWorkerErrorCode, bool
  * ```ts
  * import assert from "node:assert/strict";
  * import { classifyStreamsError } from "./stream_source_aws.ts";
+ * import { StreamWorkerError } from "./errors.ts";
  *
  * const e = Object.assign(new Error("slow down"), { name: "LimitExceededException" });
- * assert.equal(classifyStreamsError(e, "read shard \"s\"").code, "STREAM_THROTTLED");
+ * const mapped = classifyStreamsError(e, "read shard \"s\"");
+ * assert.ok(mapped instanceof StreamWorkerError);
+ * assert.equal(mapped.code, "STREAM_THROTTLED");
  * ```
  */
-export function classifyStreamsError(error: unknown, action: string): StreamWorkerError | Error {
+export function classifyStreamsError(
+  error: unknown,
+  action: string,
+): StreamWorkerError | Error {
   const e = toError(error);
   if (e.name === "AbortError") return e;
   const mapped = ERROR_CODES[e.name];
   if (mapped !== undefined) {
-    return new StreamWorkerError(mapped[0], `Cannot ${action}: ${e.name}`, { cause: e, retryable: mapped[1] });
+    return new StreamWorkerError(mapped[0], `Cannot ${action}: ${e.name}`, {
+      cause: e,
+      retryable: mapped[1],
+    });
   }
-  return new StreamWorkerError("STREAM_UNAVAILABLE", `Cannot ${action}: ${e.message}`, { cause: e, retryable: true });
+  return new StreamWorkerError(
+    "STREAM_UNAVAILABLE",
+    `Cannot ${action}: ${e.message}`,
+    { cause: e, retryable: true },
+  );
 }
 
 /**
@@ -82,22 +104,35 @@ export function classifyStreamsError(error: unknown, action: string): StreamWork
  * const source = createAwsStreamSource(new DynamoDBStreamsClient({}), "arn:aws:dynamodb:...:stream/...");
  * ```
  */
-export function createAwsStreamSource(client: StreamsClientLike, streamArn: string): StreamSource {
-  function opts(signal: AbortSignal | undefined): { abortSignal?: AbortSignal } {
+export function createAwsStreamSource(
+  client: StreamsClientLike,
+  streamArn: string,
+): StreamSource {
+  function opts(
+    signal: AbortSignal | undefined,
+  ): { abortSignal?: AbortSignal } {
     return signal ? { abortSignal: signal } : {};
   }
   return {
     streamArn,
-    async describeStream(input: DescribeStreamInput, signal?: AbortSignal): Promise<DescribeStreamPage> {
+    async describeStream(
+      input: DescribeStreamInput,
+      signal?: AbortSignal,
+    ): Promise<DescribeStreamPage> {
       try {
         const out = await client.send(
           new DescribeStreamCommand({
             StreamArn: streamArn,
             ...(input.limit === undefined ? {} : { Limit: input.limit }),
-            ...(input.exclusiveStartShardId === undefined ? {} : { ExclusiveStartShardId: input.exclusiveStartShardId }),
-            ...(input.childrenOf === undefined
+            ...(input.exclusiveStartShardId === undefined
               ? {}
-              : { ShardFilter: { Type: "CHILD_SHARDS", ShardId: input.childrenOf } }),
+              : { ExclusiveStartShardId: input.exclusiveStartShardId }),
+            ...(input.childrenOf === undefined ? {} : {
+              ShardFilter: {
+                Type: "CHILD_SHARDS",
+                ShardId: input.childrenOf,
+              },
+            }),
           }),
           opts(signal),
         ) as DescribeStreamCommandOutput;
@@ -109,35 +144,52 @@ export function createAwsStreamSource(client: StreamsClientLike, streamArn: stri
             shardId: s.ShardId,
             ...(s.ParentShardId ? { parentShardId: s.ParentShardId } : {}),
             ...(s.SequenceNumberRange?.StartingSequenceNumber
-              ? { startingSequenceNumber: s.SequenceNumberRange.StartingSequenceNumber }
+              ? {
+                startingSequenceNumber:
+                  s.SequenceNumberRange.StartingSequenceNumber,
+              }
               : {}),
             ...(s.SequenceNumberRange?.EndingSequenceNumber
-              ? { endingSequenceNumber: s.SequenceNumberRange.EndingSequenceNumber }
+              ? {
+                endingSequenceNumber:
+                  s.SequenceNumberRange.EndingSequenceNumber,
+              }
               : {}),
           });
         }
         return {
           status: d?.StreamStatus ?? "ENABLED",
           shards,
-          ...(d?.LastEvaluatedShardId ? { lastEvaluatedShardId: d.LastEvaluatedShardId } : {}),
+          ...(d?.LastEvaluatedShardId
+            ? { lastEvaluatedShardId: d.LastEvaluatedShardId }
+            : {}),
         };
       } catch (error) {
         throw classifyStreamsError(error, `describe stream "${streamArn}"`);
       }
     },
-    async getShardIterator(shardId: string, position: ShardPosition, signal?: AbortSignal): Promise<string> {
+    async getShardIterator(
+      shardId: string,
+      position: ShardPosition,
+      signal?: AbortSignal,
+    ): Promise<string> {
       try {
         const out = await client.send(
           new GetShardIteratorCommand({
             StreamArn: streamArn,
             ShardId: shardId,
             ShardIteratorType: position.type,
-            ...("sequenceNumber" in position ? { SequenceNumber: position.sequenceNumber } : {}),
+            ...("sequenceNumber" in position
+              ? { SequenceNumber: position.sequenceNumber }
+              : {}),
           }),
           opts(signal),
         ) as GetShardIteratorCommandOutput;
         if (out.ShardIterator === undefined) {
-          throw new StreamWorkerError("STREAM_NOT_FOUND", `Cannot open shard "${shardId}": no iterator returned`);
+          throw new StreamWorkerError(
+            "STREAM_NOT_FOUND",
+            `Cannot open shard "${shardId}": no iterator returned`,
+          );
         }
         return out.ShardIterator;
       } catch (error) {
@@ -145,14 +197,25 @@ export function createAwsStreamSource(client: StreamsClientLike, streamArn: stri
         throw classifyStreamsError(error, `open shard "${shardId}"`);
       }
     },
-    async getRecords(shardIterator: string, limit: number, signal?: AbortSignal): Promise<RecordsPage> {
+    async getRecords(
+      shardIterator: string,
+      limit: number,
+      signal?: AbortSignal,
+    ): Promise<RecordsPage> {
       try {
         const out = await client.send(
           new GetRecordsCommand({ ShardIterator: shardIterator, Limit: limit }),
           opts(signal),
         ) as GetRecordsCommandOutput;
-        const records = (out.Records ?? []).map(fromSdkRecord).filter((r): r is StreamRecord => r !== undefined);
-        return { records, ...(out.NextShardIterator ? { nextShardIterator: out.NextShardIterator } : {}) };
+        const records = (out.Records ?? []).map(fromSdkRecord).filter((
+          r,
+        ): r is StreamRecord => r !== undefined);
+        return {
+          records,
+          ...(out.NextShardIterator
+            ? { nextShardIterator: out.NextShardIterator }
+            : {}),
+        };
       } catch (error) {
         throw classifyStreamsError(error, "read records");
       }
@@ -163,7 +226,9 @@ export function createAwsStreamSource(client: StreamsClientLike, streamArn: stri
 /** Converts an SDK record to a {@linkcode StreamRecord}; `undefined` when it lacks a sequence number. */
 export function fromSdkRecord(r: _Record): StreamRecord | undefined {
   const d = r.dynamodb;
-  if (d?.SequenceNumber === undefined || r.eventName === undefined) return undefined;
+  if (d?.SequenceNumber === undefined || r.eventName === undefined) {
+    return undefined;
+  }
   return {
     eventId: r.eventID ?? d.SequenceNumber,
     eventName: r.eventName,
@@ -174,7 +239,12 @@ export function fromSdkRecord(r: _Record): StreamRecord | undefined {
     ...(d.NewImage ? { newImage: d.NewImage as StreamImage } : {}),
     ...(d.OldImage ? { oldImage: d.OldImage as StreamImage } : {}),
     ...(r.userIdentity?.Type
-      ? { userIdentity: { type: r.userIdentity.Type, principalId: r.userIdentity.PrincipalId ?? "" } }
+      ? {
+        userIdentity: {
+          type: r.userIdentity.Type,
+          principalId: r.userIdentity.PrincipalId ?? "",
+        },
+      }
       : {}),
   };
 }

@@ -27,5 +27,4 @@ Deno.test("acquire() admits up to capacity and then refuses", async () => {
     resource: "api",
     consume: { rpm: 1 },
   }, () => {});
-  console.log(Object.fromEntries(env.calls.counts));
 });

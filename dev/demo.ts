@@ -1,0 +1,197 @@
+// deno-lint-ignore-file no-console -- the demo's job is to print a summary
+/**
+ * `deno task start`: the embedded demo. Starts DynamoDB Local (or uses
+ * `ZAEL_ENDPOINT_URL`), creates the table, registers a namespace, creates a
+ * parent project with stored limits and two API keys that cascade to it,
+ * runs about 1,000 concurrent acquires with `rpm` + `tpm` limits and lease
+ * adjustments, and prints what happened.
+ */
+import { DynamoDBClient } from "@aws-sdk/client-dynamodb";
+import { DynamoDbLocalError, startDynamoDbLocal } from "./dynamodb_local.ts";
+import { Limit, RateLimiter, RateLimitExceeded, Repository } from "../mod.ts";
+
+const REQUESTS = 1000;
+const CONCURRENCY = 50;
+
+function mulberry32(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+async function main(): Promise<number> {
+  const external = Deno.env.get("ZAEL_ENDPOINT_URL");
+  let local: Awaited<ReturnType<typeof startDynamoDbLocal>> | null = null;
+  if (!external) {
+    console.log("Starting DynamoDB Local (in memory, loopback)...");
+    try {
+      local = await startDynamoDbLocal();
+    } catch (e) {
+      if (e instanceof DynamoDbLocalError) {
+        console.error(e.message);
+        return 1;
+      }
+      throw e;
+    }
+  }
+  const stop = async (): Promise<void> => {
+    if (local) await local.stop();
+  };
+  const onSignal = (): void => {
+    stop().finally(() => Deno.exit(130));
+  };
+  Deno.addSignalListener("SIGINT", onSignal);
+  Deno.addSignalListener("SIGTERM", onSignal);
+  const client = new DynamoDBClient({
+    endpoint: external ?? local?.endpoint ?? "",
+    region: "us-east-1",
+    credentials: { accessKeyId: "local", secretAccessKey: "local" },
+  });
+  try {
+    const endpoint = external ?? local?.endpoint;
+    console.log(`DynamoDB endpoint: ${endpoint}`);
+    const admin = await Repository.open({
+      client,
+      stack: "zae-limiter-demo",
+      provision: true,
+    });
+    const tenantId = await admin.registerNamespace("tenant-acme");
+    const repo = await admin.namespace("tenant-acme");
+    console.log(
+      `Table "${repo.tableName}" ready; namespace "tenant-acme" has opaque id ${tenantId}`,
+    );
+
+    // The project (parent) holds the shared budget; each API key has its own, and cascades.
+    await repo.createEntity("proj-acme", { name: "ACME project" });
+    await repo.setLimits("proj-acme", [
+      Limit.perMinute("rpm", 600),
+      Limit.perMinute("tpm", 60_000),
+    ]);
+    for (const key of ["key-acme-1", "key-acme-2"]) {
+      await repo.createEntity(key, { parentId: "proj-acme", cascade: true });
+    }
+    await repo.setLimits("key-acme-1", [
+      Limit.perMinute("rpm", 400),
+      Limit.perMinute("tpm", 40_000),
+    ]);
+    await repo.setLimits("key-acme-2", [
+      Limit.perMinute("rpm", 400),
+      Limit.perMinute("tpm", 40_000),
+    ]);
+    console.log(
+      "Limits: proj-acme rpm 600/min, tpm 60000/min; each key rpm 400/min, tpm 40000/min (cascade)",
+    );
+
+    const limiter = new RateLimiter(repo);
+    const counts = new Map<string, number>();
+    client.middlewareStack.add((next, ctx) => (args) => {
+      counts.set(String(ctx.commandName), (counts.get(String(ctx.commandName)) ?? 0) + 1);
+      return next(args);
+    }, { step: "initialize", name: "demoCounter" });
+    const rand = mulberry32(42);
+    const stats = {
+      admitted: new Map<string, number>(),
+      rejected: new Map<string, number>(),
+      tokens: 0,
+      firstRetryAfter: null as RateLimitExceeded | null,
+      errors: 0,
+    };
+    let next = 0;
+    const started = performance.now();
+    await Promise.all(Array.from({ length: CONCURRENCY }, async () => {
+      while (next < REQUESTS) {
+        const i = next++;
+        const key = i % 3 === 0 ? "key-acme-2" : "key-acme-1";
+        const estimate = 100;
+        const actual = 20 + Math.floor(rand() * 160);
+        try {
+          await limiter.acquire(
+            {
+              entityId: key,
+              resource: "openai/gpt-4o",
+              consume: { rpm: 1, tpm: estimate },
+            },
+            (lease) => {
+              // The "LLM call" used `actual` tokens: reconcile the estimate.
+              lease.adjust({ tpm: actual - estimate });
+            },
+          );
+          stats.admitted.set(key, (stats.admitted.get(key) ?? 0) + 1);
+          stats.tokens += actual;
+        } catch (e) {
+          if (e instanceof RateLimitExceeded) {
+            stats.rejected.set(key, (stats.rejected.get(key) ?? 0) + 1);
+            stats.firstRetryAfter ??= e;
+          } else {
+            stats.errors++;
+            if (stats.errors === 1) console.error("unexpected error:", e);
+          }
+        }
+      }
+    }));
+    const seconds = (performance.now() - started) / 1000;
+    const admitted = [...stats.admitted.values()].reduce((a, b) => a + b, 0);
+    const rejected = [...stats.rejected.values()].reduce((a, b) => a + b, 0);
+    console.log("");
+    console.log(
+      `${REQUESTS} acquires, ${CONCURRENCY} concurrent, in ${
+        seconds.toFixed(2)
+      } s:`,
+    );
+    console.log(
+      `  admitted ${admitted}, rejected ${rejected}, errors ${stats.errors}`,
+    );
+    for (const key of ["key-acme-1", "key-acme-2"]) {
+      console.log(
+        `  ${key}: admitted ${stats.admitted.get(key) ?? 0}, rejected ${
+          stats.rejected.get(key) ?? 0
+        }`,
+      );
+    }
+    console.log(
+      `  tokens reported by the "model" for admitted requests: ${stats.tokens}`,
+    );
+    if (stats.firstRetryAfter) {
+      const e = stats.firstRetryAfter;
+      console.log(
+        `  first rejection: ${e.message} (Retry-After: ${e.retryAfterHeader}; limits: ${
+          e.violations.map((v) =>
+            `${v.entityId}/${v.limitName} ${v.available} left`
+          ).join(", ")
+        })`,
+      );
+    }
+    console.log("");
+    console.log(
+      "Remaining capacity (whole tokens; keys include their parent):",
+    );
+    for (const entityId of ["proj-acme", "key-acme-1", "key-acme-2"]) {
+      const avail = await limiter.available({
+        entityId,
+        resource: "openai/gpt-4o",
+      });
+      console.log(
+        `  ${entityId.padEnd(11)} rpm ${
+          String(avail["rpm"]).padStart(5)
+        }  tpm ${String(avail["tpm"]).padStart(7)}`,
+      );
+    }
+    const events = await repo.getAuditEvents("key-acme-1");
+    console.log(
+      `Audit events for key-acme-1: ${events.map((e) => e.action).join(", ")}`,
+    );
+    return stats.errors === 0 && admitted > 0 && rejected > 0 ? 0 : 1;
+  } finally {
+    Deno.removeSignalListener("SIGINT", onSignal);
+    Deno.removeSignalListener("SIGTERM", onSignal);
+    client.destroy();
+    await stop();
+  }
+}
+
+Deno.exit(await main());
