@@ -419,14 +419,23 @@ export function limitOption(): Option {
   return new Option(
     "-l, --limit <spec>",
     "limit as name:rate[/period][:burst], period [N]sec|min|hour|day (default min); repeatable",
-  ).argParser(function collectLimit(value: string, previous: Limit[] | undefined): Limit[] {
-    const r = safeParseLimitSpec(value);
-    if (!r.ok) throw new InvalidArgumentError(r.error.message);
-    return [...(previous ?? []), r.value];
-  }).makeOptionMandatory();
+  ).argParser(
+    function collectLimit(
+      value: string,
+      previous: Limit[] | undefined,
+    ): Limit[] {
+      const r = safeParseLimitSpec(value);
+      if (!r.ok) throw new InvalidArgumentError(r.error.message);
+      return [...(previous ?? []), r.value];
+    },
+  ).makeOptionMandatory();
 }
 
 /** Prints limits one per line, indented. */
-export function printLimits(ctx: CliContext, limits: readonly Limit[], indent = "  "): void {
+export function printLimits(
+  ctx: CliContext,
+  limits: readonly Limit[],
+  indent = "  ",
+): void {
   for (const l of limits) ctx.io.out(`${indent}${formatLimit(l)}`);
 }

@@ -56,7 +56,9 @@ export function safeParseLimitSpec(spec: string): LimitSpecResult {
     return fail(`Invalid limit format: '${spec}'. ${FORMAT}`);
   }
   if (parts.length > 3) {
-    return fail(`Invalid limit format: '${spec}' has more than 3 parts. ${FORMAT}`);
+    return fail(
+      `Invalid limit format: '${spec}' has more than 3 parts. ${FORMAT}`,
+    );
   }
   const [name = "", rateAndPeriod = "", burstText] = parts;
   const slash = rateAndPeriod.indexOf("/");
@@ -132,7 +134,9 @@ function periodSuffix(seconds: number): string {
     86400: "day",
   };
   if (named[seconds]) return `/${named[seconds]}`;
-  for (const [unit, size] of [["day", 86400], ["hour", 3600], ["min", 60]] as const) {
+  for (
+    const [unit, size] of [["day", 86400], ["hour", 3600], ["min", 60]] as const
+  ) {
     if (seconds % size === 0) return `/${seconds / size}${unit}`;
   }
   return `/${seconds}sec`;
@@ -151,9 +155,16 @@ function periodSuffix(seconds: number): string {
  * ```
  */
 export function formatLimit(limit: Limit): string {
-  const amount = String(limit.refillAmount).replace(/\B(?=(\d{3})+(?!\d))/g, ",");
+  const amount = String(limit.refillAmount).replace(
+    /\B(?=(\d{3})+(?!\d))/g,
+    ",",
+  );
   const burst = limit.capacity !== limit.refillAmount
-    ? ` (burst: ${String(limit.capacity).replace(/\B(?=(\d{3})+(?!\d))/g, ",")})`
+    ? ` (burst: ${
+      String(limit.capacity).replace(/\B(?=(\d{3})+(?!\d))/g, ",")
+    })`
     : "";
-  return `${limit.name}: ${amount}${periodSuffix(limit.refillPeriodSeconds)}${burst}`;
+  return `${limit.name}: ${amount}${
+    periodSuffix(limit.refillPeriodSeconds)
+  }${burst}`;
 }

@@ -8,6 +8,7 @@ import type {
   AttributeValue,
   TransactWriteItem,
   Update,
+  UpdateItemCommandInput,
 } from "@aws-sdk/client-dynamodb";
 import type { BucketParams } from "./bucket.ts";
 import { Expr, type Item, updateExpression } from "./expr.ts";
@@ -138,7 +139,9 @@ export interface SpeculativeCharge {
  * conditioned on every charged limit covering its amount, on the stored
  * parameters still matching the resolved config (reference weakness 29), on
  * `wcu`, and on the item not being TTL-expired. Refreshes `ttl` when given
- * (weakness 36).
+ * (weakness 36). Only a `refresh` write (cold or periodically re-checked
+ * entity) carries the parameter conditions and asks for `ALL_NEW`; a warm
+ * write is the bare conditional ADD.
  */
 export function speculativeUpdate(
   table: string,
@@ -146,7 +149,8 @@ export function speculativeUpdate(
   charges: readonly SpeculativeCharge[],
   nowSeconds: number,
   ttl: number | null,
-): Update & { ReturnValues: "ALL_NEW" } {
+  refresh = true,
+): UpdateItemCommandInput {
   const e = new Expr();
   const set: string[] = [];
   const add: string[] = [];
@@ -158,12 +162,14 @@ export function speculativeUpdate(
       `${tk} ${e.num(-c.amount)}`,
       `${e.n(bucketAttr(c.name, "tc"))} ${amount}`,
     );
-    cond.push(
-      `${tk} >= ${amount}`,
-      `${e.n(bucketAttr(c.name, "cp"))} = ${e.num(c.params.cp)}`,
-      `${e.n(bucketAttr(c.name, "ra"))} = ${e.num(c.params.ra)}`,
-      `${e.n(bucketAttr(c.name, "rp"))} = ${e.num(c.params.rp)}`,
-    );
+    cond.push(`${tk} >= ${amount}`);
+    if (refresh) {
+      cond.push(
+        `${e.n(bucketAttr(c.name, "cp"))} = ${e.num(c.params.cp)}`,
+        `${e.n(bucketAttr(c.name, "ra"))} = ${e.num(c.params.ra)}`,
+        `${e.n(bucketAttr(c.name, "rp"))} = ${e.num(c.params.rp)}`,
+      );
+    }
   }
   const wtk = e.n(bucketAttr(WCU_LIMIT_NAME, "tk"));
   const w = e.num(WCU_PER_WRITE);
@@ -183,9 +189,9 @@ export function speculativeUpdate(
     UpdateExpression: updateExpression({ set, add }),
     ConditionExpression: cond.join(" AND "),
     ...e.attrs(),
-    ReturnValues: "ALL_NEW",
+    ReturnValues: refresh ? "ALL_NEW" : "NONE",
     ReturnValuesOnConditionCheckFailure: "ALL_OLD",
-  } as Update & { ReturnValues: "ALL_NEW" };
+  };
 }
 
 /** Unconditional `ADD tk -delta, tc +delta` per limit: adjustments, rollbacks, compensation. */

@@ -347,7 +347,10 @@ export class RateLimiter {
   #ttl(resolved: ResolvedLimits, nowMs: number): number | "remove" | null {
     if (resolved.source === "entity") return "remove";
     const s = bucketTtlSeconds(resolved.limits, this.#repo.bucketTtlMultiplier);
-    return s === null ? null : Math.floor(nowMs / 1000) + s;
+    if (s === null) return null;
+    // Warm writes do not refresh the TTL, so it must outlive the refresh interval with room to spare.
+    return Math.floor(nowMs / 1000) +
+      Math.max(s, 2 * this.#repo.refreshIntervalSeconds);
   }
 
   async #decide(
@@ -391,21 +394,31 @@ export class RateLimiter {
     shard: number,
     nowMs: number,
   ): Promise<
-    { ok: true; item: BucketItem } | { ok: false; old: BucketItem | null }
+    { ok: true; item: BucketItem | null } | {
+      ok: false;
+      old: BucketItem | null;
+    }
   > {
     const ttl = this.#ttl(side.resolved, nowMs);
+    const info = this.#repo.entityInfo(side.entityId);
+    // A warm entity cache needs nothing back: the write's answer is just "ok".
+    const full = info === undefined || info.refreshAt <= nowMs;
     const update = speculativeUpdate(
       this.#repo.tableName,
       { ns: this.#repo.namespaceId, entityId: side.entityId, resource, shard },
       this.#charges(side),
       Math.floor(nowMs / 1000),
-      typeof ttl === "number" ? ttl : null,
+      full && typeof ttl === "number" ? ttl : null,
+      full,
     );
     try {
       const out = await this.#repo.send<{ Attributes?: Item }>(
         new UpdateItemCommand(update),
       );
-      return { ok: true, item: decodeBucket(out.Attributes ?? {}, shard) };
+      return {
+        ok: true,
+        item: full ? decodeBucket(out.Attributes ?? {}, shard) : null,
+      };
     } catch (e) {
       if (!isConditionFailed(e)) throw e;
       const old = oldImage(e);
@@ -639,14 +652,14 @@ export class RateLimiter {
     child: Side,
     resource: string,
     shard: number,
-    item: BucketItem,
+    item: BucketItem | null,
     consume: Map<string, bigint>,
     override: readonly Limit[] | null,
     nowMs: number,
     cacheKnew: boolean,
   ): Promise<Lease> {
     const entries = this.#entries(child, resource, shard);
-    if (cacheKnew || !item.cascade || !item.parentId) {
+    if (cacheKnew || !item || !item.cascade || !item.parentId) {
       return new Lease(this.#repo, child.entityId, resource, entries);
     }
     const parent = await this.#parentSide(
@@ -706,7 +719,8 @@ export class RateLimiter {
     return null;
   }
 
-  #learn(entityId: string, resource: string, item: BucketItem): void {
+  #learn(entityId: string, resource: string, item: BucketItem | null): void {
+    if (!item) return;
     this.#repo.rememberEntity(entityId, {
       cascade: item.cascade,
       parentId: item.parentId,
@@ -906,7 +920,7 @@ export class RateLimiter {
         }
       }
       const writes = plans.map((p) => this.#write(p, nowMs));
-      const outcome = await this.#send(writes);
+      const outcome = await this.#send(writes, plans);
       if (outcome === "ok") {
         return new Lease(
           this.#repo,
@@ -918,7 +932,8 @@ export class RateLimiter {
       // Lost the optimistic lock or a create race. When every charged limit
       // existed, a consume-only write (no refill claimed) usually still fits.
       const canRetryPath = plans.every((p) =>
-        p.item !== null && p.limits.every((l) => l.tkBefore !== null || l.consumed === 0n)
+        p.item !== null &&
+        p.limits.every((l) => l.tkBefore !== null || l.consumed === 0n)
       );
       if (canRetryPath && await this.#retryPath(plans) === "ok") {
         return new Lease(
@@ -930,13 +945,36 @@ export class RateLimiter {
       }
       // Otherwise read again: the next decision reports true balances if it refuses.
       if (attempt + 1 >= MAX_SLOW_ATTEMPTS) {
-        throw new RateLimiterUnavailable("Cannot acquire: too much contention on the bucket item", {
-          stackName: this.#repo.tableName,
-          entityId: child.entityId,
-          resource,
-        });
+        throw new RateLimitExceeded(this.#contended(plans));
       }
+      const base = 10 * 2 ** attempt;
+      await this.#clock.sleep(this.#random() * base);
     }
+  }
+
+  /**
+   * Statuses for a request that lost the race for the last tokens several
+   * times in a row: the charged limits are refused with the time to the next
+   * token, so the caller backs off instead of seeing an outage.
+   */
+  #contended(plans: Plan[]): LimitStatus[] {
+    return plans.flatMap((p) =>
+      p.side.resolved.limits.map((l) => {
+        const planned = p.limits.find((x) => x.name === l.name);
+        const amount = p.side.charge.get(l.name) ?? 0n;
+        const eff = paramsOf(l, p.side.shards);
+        const tk = planned ? planned.tkAfter + amount : 0n;
+        return this.#status(
+          p.side.entityId,
+          p.ref.resource,
+          l,
+          wholeTokens(tk),
+          amount,
+          amount === 0n,
+          retryAfterSeconds(amount > 0n ? amount : 1000n, eff),
+        );
+      })
+    );
   }
 
   #parentPlan(
@@ -956,7 +994,10 @@ export class RateLimiter {
   }
 
   /** Sends the writes; `conflict` when a condition failed. Retries pure transaction conflicts. */
-  async #send(writes: TransactWriteItem[]): Promise<"ok" | "conflict"> {
+  async #send(
+    writes: TransactWriteItem[],
+    plans?: Plan[],
+  ): Promise<"ok" | "conflict"> {
     for (let attempt = 0;; attempt++) {
       try {
         await this.#repo.writeItems(writes);
@@ -974,6 +1015,9 @@ export class RateLimiter {
           const base = 25 * 2 ** Math.min(attempt, 4);
           await this.#clock.sleep(base / 2 + this.#random() * base);
           continue;
+        }
+        if (conflictOnly && plans) {
+          throw new RateLimitExceeded(this.#contended(plans));
         }
         throw e;
       }
@@ -993,7 +1037,7 @@ export class RateLimiter {
         Update: consumeOnlyUpdate(this.#repo.tableName, p.ref, amounts),
       };
     });
-    return await this.#send(writes);
+    return await this.#send(writes, plans);
   }
 
   async #bumpShards(

@@ -140,6 +140,8 @@ export interface EntityInfo {
   readonly parentId: string | null;
   /** Shard count per resource. */
   readonly shards: ReadonlyMap<string, number>;
+  /** Clock time after which the next write should re-read the denormalised flags. */
+  readonly refreshAt: number;
 }
 
 /** Resolved limits and where they came from. */
@@ -445,6 +447,11 @@ export class Repository {
   get clock(): Clock {
     return this.#s.clock;
   }
+  /** How often cached entity and config data are re-checked, in seconds. */
+  get refreshIntervalSeconds(): number {
+    return Math.max(1, this.#s.configCacheTtlSeconds);
+  }
+
   /** Bucket TTL multiplier. */
   get bucketTtlMultiplier(): number {
     return this.#s.bucketTtlMultiplier;
@@ -1133,7 +1140,14 @@ export class Repository {
       const oldest = cache.keys().next();
       if (!oldest.done) cache.delete(oldest.value);
     }
-    cache.set(key, { cascade: info.cascade, parentId: info.parentId, shards });
+    cache.set(key, {
+      cascade: info.cascade,
+      parentId: info.parentId,
+      shards,
+      // Another process may create the entity (or its parent link) later: look again now and then.
+      refreshAt: this.#s.clock.now() +
+        Math.max(1, this.#s.configCacheTtlSeconds) * 1000,
+    });
   }
 
   /** Forgets an entity's cached info. */

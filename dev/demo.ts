@@ -90,7 +90,10 @@ async function main(): Promise<number> {
     const limiter = new RateLimiter(repo);
     const counts = new Map<string, number>();
     client.middlewareStack.add((next, ctx) => (args) => {
-      counts.set(String(ctx.commandName), (counts.get(String(ctx.commandName)) ?? 0) + 1);
+      counts.set(
+        String(ctx.commandName),
+        (counts.get(String(ctx.commandName)) ?? 0) + 1,
+      );
       return next(args);
     }, { step: "initialize", name: "demoCounter" });
     const rand = mulberry32(42);
@@ -153,6 +156,9 @@ async function main(): Promise<number> {
         }`,
       );
     }
+    console.log(
+      `  DynamoDB calls: ${JSON.stringify(Object.fromEntries(counts))}`,
+    );
     console.log(
       `  tokens reported by the "model" for admitted requests: ${stats.tokens}`,
     );

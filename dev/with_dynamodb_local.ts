@@ -18,7 +18,8 @@ try {
   console.error(e instanceof DynamoDbLocalError ? e.message : e);
   Deno.exit(1);
 }
-const child = new Deno.Command(cmd, {
+// `deno` means this very binary (it may come from npx and not be on PATH).
+const child = new Deno.Command(cmd === "deno" ? Deno.execPath() : cmd, {
   args,
   env: { ZAEL_TEST_ENDPOINT: local.endpoint },
   stdin: "inherit",

@@ -57,8 +57,8 @@ const ERROR_CODES: Readonly<
  * Maps an SDK error to a {@linkcode StreamWorkerError} by its `name`.
  * Abort errors are returned unchanged so cancellation stays cancellation.
  *
- * @example
- * ```ts
+ * @example Map a throttle (ignored by doc tests: loading the SDK needs env access)
+ * ```ts ignore
  * import assert from "node:assert/strict";
  * import { classifyStreamsError } from "./stream_source_aws.ts";
  * import { StreamWorkerError } from "./errors.ts";

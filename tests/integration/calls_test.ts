@@ -3,24 +3,40 @@ import { GetItemCommand } from "@aws-sdk/client-dynamodb";
 import { Limit, RateLimiter, RateLimitExceeded } from "../../mod.ts";
 import { freshRepo, manualClock } from "./_harness.ts";
 
-const WRITES = ["PutItemCommand", "UpdateItemCommand", "TransactWriteItemsCommand", "DeleteItemCommand"];
+const WRITES = [
+  "PutItemCommand",
+  "UpdateItemCommand",
+  "TransactWriteItemsCommand",
+  "DeleteItemCommand",
+];
 
 Deno.test("acquire() makes exactly one DynamoDB call on the warm fast path", async () => {
   const clock = manualClock();
   await using env = await freshRepo({ clock });
-  await env.repo.setSystemDefaults([Limit.perMinute("rpm", 1000), Limit.perMinute("tpm", 100_000)]);
+  await env.repo.setSystemDefaults([
+    Limit.perMinute("rpm", 1000),
+    Limit.perMinute("tpm", 100_000),
+  ]);
   const limiter = new RateLimiter(env.repo);
-  const consume = { entityId: "key-1", resource: "openai/gpt-4", consume: { rpm: 1, tpm: 100 } };
+  const consume = {
+    entityId: "key-1",
+    resource: "openai/gpt-4",
+    consume: { rpm: 1, tpm: 100 },
+  };
   await limiter.acquire(consume, () => {}); // cold: config + slow path create
   for (let i = 0; i < 5; i++) {
     env.calls.reset();
     await limiter.acquire(consume, () => {});
-    assert.deepEqual(Object.fromEntries(env.calls.counts), { UpdateItemCommand: 1 });
+    assert.deepEqual(Object.fromEntries(env.calls.counts), {
+      UpdateItemCommand: 1,
+    });
   }
   // A lease that adjusts costs exactly one more write, at commit.
   env.calls.reset();
   await limiter.acquire(consume, (lease) => lease.adjust({ tpm: 400 }));
-  assert.deepEqual(Object.fromEntries(env.calls.counts), { UpdateItemCommand: 2 });
+  assert.deepEqual(Object.fromEntries(env.calls.counts), {
+    UpdateItemCommand: 2,
+  });
 });
 
 Deno.test("acquire() answers a fast rejection with one call and writes nothing", async () => {
@@ -30,8 +46,17 @@ Deno.test("acquire() answers a fast rejection with one call and writes nothing",
   const limiter = new RateLimiter(env.repo);
   const req = { entityId: "key-1", resource: "api", consume: { rph: 1 } };
   for (let i = 0; i < 3; i++) await limiter.acquire(req, () => {});
-  const key = { PK: { S: env.repo.bucketPk("key-1", "api") }, SK: { S: "#STATE" } };
-  const before = await env.client.send(new GetItemCommand({ TableName: env.repo.tableName, Key: key, ConsistentRead: true }));
+  const key = {
+    PK: { S: env.repo.bucketPk("key-1", "api") },
+    SK: { S: "#STATE" },
+  };
+  const before = await env.client.send(
+    new GetItemCommand({
+      TableName: env.repo.tableName,
+      Key: key,
+      ConsistentRead: true,
+    }),
+  );
   env.calls.reset();
   await assert.rejects(limiter.acquire(req, () => {}), (e: unknown) => {
     assert.ok(e instanceof RateLimitExceeded);
@@ -40,9 +65,21 @@ Deno.test("acquire() answers a fast rejection with one call and writes nothing",
     assert.equal(e.retryAfterHeader, "1201");
     return true;
   });
-  assert.deepEqual(Object.fromEntries(env.calls.counts), { UpdateItemCommand: 1 });
-  const after = await env.client.send(new GetItemCommand({ TableName: env.repo.tableName, Key: key, ConsistentRead: true }));
-  assert.deepEqual(after.Item, before.Item, "a refused speculative write must not change the item");
+  assert.deepEqual(Object.fromEntries(env.calls.counts), {
+    UpdateItemCommand: 1,
+  });
+  const after = await env.client.send(
+    new GetItemCommand({
+      TableName: env.repo.tableName,
+      Key: key,
+      ConsistentRead: true,
+    }),
+  );
+  assert.deepEqual(
+    after.Item,
+    before.Item,
+    "a refused speculative write must not change the item",
+  );
 });
 
 Deno.test("acquire() with a warm cascade charges child and parent in one round trip", async () => {
@@ -50,7 +87,10 @@ Deno.test("acquire() with a warm cascade charges child and parent in one round t
   await using env = await freshRepo({ clock });
   await env.repo.setSystemDefaults([Limit.perMinute("rpm", 1000)]);
   await env.repo.createEntity("project-1");
-  await env.repo.createEntity("key-1", { parentId: "project-1", cascade: true });
+  await env.repo.createEntity("key-1", {
+    parentId: "project-1",
+    cascade: true,
+  });
   const limiter = new RateLimiter(env.repo);
   const req = { entityId: "key-1", resource: "api", consume: { rpm: 1 } };
   await limiter.acquire(req, () => {});
@@ -68,7 +108,9 @@ Deno.test("acquire() with a warm cascade charges child and parent in one round t
     }
   }, { step: "initialize", name: "inflight" });
   await limiter.acquire(req, () => {});
-  assert.deepEqual(Object.fromEntries(env.calls.counts), { UpdateItemCommand: 2 });
+  assert.deepEqual(Object.fromEntries(env.calls.counts), {
+    UpdateItemCommand: 2,
+  });
   assert.equal(maxInFlight, 2, "child and parent writes are sent concurrently");
   const avail = await limiter.available({ entityId: "key-1", resource: "api" });
   assert.equal(avail["rpm"], 1000 - 3);
@@ -87,7 +129,15 @@ Deno.test("acquire() sends no write when validation fails", async () => {
     { entityId: "ok", resource: "api", consume: { rmp: 1 } },
   ];
   for (const b of bad) {
-    await assert.rejects(limiter.acquire(b, () => {}), { name: /ValidationError|InvalidIdentifierError|InvalidNameError/ });
+    await assert.rejects(limiter.acquire(b, () => {}), {
+      name: /ValidationError|InvalidIdentifierError|InvalidNameError/,
+    });
   }
-  for (const w of WRITES) assert.equal(env.calls.counts.get(w) ?? 0, 0, `${w} sent for invalid input`);
+  for (const w of WRITES) {
+    assert.equal(
+      env.calls.counts.get(w) ?? 0,
+      0,
+      `${w} sent for invalid input`,
+    );
+  }
 });

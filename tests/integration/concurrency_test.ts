@@ -1,5 +1,10 @@
 import assert from "node:assert/strict";
-import { Limit, RateLimiter, RateLimitExceeded, Repository } from "../../mod.ts";
+import {
+  Limit,
+  RateLimiter,
+  RateLimitExceeded,
+  Repository,
+} from "../../mod.ts";
 import { sleep } from "../../core/clock.ts";
 import { localClient, tableName } from "./_harness.ts";
 
@@ -15,10 +20,17 @@ interface Outcome {
   errors: unknown[];
 }
 
-async function hammer(options: { speculative: boolean; cascade: boolean }): Promise<Outcome> {
+async function hammer(
+  options: { speculative: boolean; cascade: boolean },
+): Promise<Outcome> {
   const { client } = await localClient();
   const stack = tableName("conc");
-  const admin = await Repository.open({ client, stack, provision: true, clock: frozen });
+  const admin = await Repository.open({
+    client,
+    stack,
+    provision: true,
+    clock: frozen,
+  });
   try {
     // One token per day: nothing refills while the test runs.
     const hundred = [Limit.custom("rpm", 100, 1, 86_400)];
@@ -28,7 +40,10 @@ async function hammer(options: { speculative: boolean; cascade: boolean }): Prom
       await admin.createEntity("parent");
       await admin.setLimits("parent", hundred, { resource: "api" });
       for (let i = 0; i < 4; i++) {
-        await admin.createEntity(`child-${i}`, { parentId: "parent", cascade: true });
+        await admin.createEntity(`child-${i}`, {
+          parentId: "parent",
+          cascade: true,
+        });
         await admin.setLimits(`child-${i}`, plenty, { resource: "api" });
         entities.push(`child-${i}`);
       }
@@ -39,16 +54,26 @@ async function hammer(options: { speculative: boolean; cascade: boolean }): Prom
     const outcome: Outcome = { admitted: 0, refused: 0, errors: [] };
     // Each simulated client has its own repository: its own caches, as separate processes would.
     const limiters = await Promise.all(
-      Array.from({ length: CLIENTS }, async () =>
-        new RateLimiter(await Repository.open({ client, stack, clock: frozen }), {
-          speculativeWrites: options.speculative,
-        })),
+      Array.from(
+        { length: CLIENTS },
+        async () =>
+          new RateLimiter(
+            await Repository.open({ client, stack, clock: frozen }),
+            {
+              speculativeWrites: options.speculative,
+            },
+          ),
+      ),
     );
     await Promise.all(limiters.map(async (limiter, i) => {
       for (let a = 0; a < ATTEMPTS_PER_CLIENT; a++) {
         const entityId = entities[(i + a) % entities.length] as string;
         try {
-          await limiter.acquire({ entityId, resource: "api", consume: { rpm: 1 } }, () => {});
+          await limiter.acquire({
+            entityId,
+            resource: "api",
+            consume: { rpm: 1 },
+          }, () => {});
           outcome.admitted++;
         } catch (e) {
           if (e instanceof RateLimitExceeded) outcome.refused++;
@@ -70,7 +95,11 @@ for (const speculative of [true, false]) {
     Deno.test(`acquire() admits exactly the capacity under ${CLIENTS} concurrent clients (${path} path, ${shape})`, async () => {
       const r = await hammer({ speculative, cascade });
       assert.deepEqual(r.errors, []);
-      assert.equal(r.admitted, 100, `admitted ${r.admitted}, refused ${r.refused}`);
+      assert.equal(
+        r.admitted,
+        100,
+        `admitted ${r.admitted}, refused ${r.refused}`,
+      );
       assert.equal(r.refused, CLIENTS * ATTEMPTS_PER_CLIENT - 100);
     });
   }

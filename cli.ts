@@ -1,0 +1,243 @@
+/**
+ * `zae-limiter`: the operations CLI (spec 04). Deploys and upgrades the
+ * stack, checks versions, and manages namespaces, entities, limits, audit
+ * events, usage snapshots, buckets, backups and point-in-time recovery.
+ *
+ * The CLI is the function {@linkcode main}; only the `import.meta.main`
+ * block below touches the process (arguments, environment, exit code).
+ *
+ * Exit codes: 0 success, 1 runtime failure, 2 usage error,
+ * 3 INCOMPATIBLE (`check`, `version`, `upgrade`), 4 update available (`check`).
+ *
+ * @example Print the version report of a local table
+ * ```ts ignore
+ * import { main } from "./cli.ts";
+ *
+ * const code = await main(
+ *   ["version", "--endpoint-url", "http://127.0.0.1:8000", "--name", "dev"],
+ *   { out: (t) => console.log(t), err: (t) => console.error(t) },
+ * );
+ * ```
+ *
+ * @module
+ */
+import {
+  Command,
+  CommanderError,
+  InvalidArgumentError,
+  Option,
+} from "commander";
+import { CLIENT_VERSION, ZAELimiterError } from "./mod.ts";
+import { validateNamespaceName, validateStackName } from "./core/validation.ts";
+import {
+  type CliContext,
+  CliExit,
+  type CliIo,
+  CliUsageError,
+  EXIT,
+  OUTPUT_FORMATS,
+} from "./cli/_context.ts";
+import { INFRA_COMMANDS } from "./cli/infra.ts";
+import { makeCheckCommand, makeVersionCommand } from "./cli/version.ts";
+import { makeNamespaceCommand } from "./cli/namespace.ts";
+import { makeEntityCommand } from "./cli/entity.ts";
+import { makeResourceCommand, makeSystemCommand } from "./cli/defaults.ts";
+import { makeAuditCommand } from "./cli/audit.ts";
+import { makeUsageCommand } from "./cli/usage.ts";
+import { makeBucketCommand } from "./cli/bucket.ts";
+import { makeBackupCommand, makePitrCommand } from "./cli/backup.ts";
+
+export type { CliIo } from "./cli/_context.ts";
+
+/** Builds one top-level command for a `main()` call. */
+export type CommandFactory = (ctx: CliContext) => Command;
+
+/** Every top-level command, by name, in `--help` order. */
+export const COMMANDS: Readonly<Record<string, CommandFactory>> = {
+  ...INFRA_COMMANDS,
+  version: makeVersionCommand,
+  check: makeCheckCommand,
+  namespace: makeNamespaceCommand,
+  entity: makeEntityCommand,
+  resource: makeResourceCommand,
+  system: makeSystemCommand,
+  audit: makeAuditCommand,
+  usage: makeUsageCommand,
+  bucket: makeBucketCommand,
+  backup: makeBackupCommand,
+  pitr: makePitrCommand,
+  // ---------------------------------------------------------------- migrate
+  // Register the `migrate plan|apply|status|verify|rollback` group here once
+  // the migrations/ library is available, as `migrate: makeMigrateCommand`
+  // from `./cli/migrate.ts`. It is the only command allowed to change
+  // `schema_version` (upgrade never does; weakness 11).
+};
+
+const EXIT_CODES_HELP = `
+Exit codes:
+  0  success
+  1  runtime failure (AWS error, missing table, entity not found, ...)
+  2  usage error (unknown command or flag, invalid flag value, missing --yes)
+  3  INCOMPATIBLE: the table needs a migration or a newer client (check, version, upgrade)
+  4  update available: workers are older than this client (check)
+
+Environment: ZAEL_STACK (default of --name), ZAEL_ENDPOINT_URL (default of --endpoint-url).`;
+
+function stackNameArg(value: string): string {
+  try {
+    return validateStackName(value, "name");
+  } catch (e) {
+    throw new InvalidArgumentError(e instanceof Error ? e.message : String(e));
+  }
+}
+
+function namespaceArg(value: string): string {
+  try {
+    return validateNamespaceName(value);
+  } catch (e) {
+    throw new InvalidArgumentError(e instanceof Error ? e.message : String(e));
+  }
+}
+
+function configure(cmd: Command, ctx: CliContext): void {
+  cmd.exitOverride();
+  cmd.configureOutput({
+    writeOut: (s) => ctx.io.out(s.replace(/\n$/, "")),
+    writeErr: (s) => ctx.io.err(s.replace(/\n$/, "")),
+    // Printed once, with a hint, by main().
+    outputError: () => {},
+    getOutHelpWidth: () => 100,
+    getErrHelpWidth: () => 100,
+  });
+  for (const sub of cmd.commands) configure(sub, ctx);
+}
+
+/** Builds the command tree for one `main()` call. */
+export function createProgram(ctx: CliContext): Command {
+  const stackDefault = ctx.env["ZAEL_STACK"] || "zae-limiter";
+  const endpointDefault = ctx.env["ZAEL_ENDPOINT_URL"] || undefined;
+  const program = new Command("zae-limiter")
+    .description("Operate zae-limiter rate limiters on DynamoDB")
+    .version(CLIENT_VERSION, "-V, --version", "print the client version")
+    .addOption(
+      new Option("-n, --name <name>", "stack and table name (env ZAEL_STACK)")
+        .default(stackDefault).argParser(stackNameArg),
+    )
+    .option("--region <region>", "AWS region (default: the SDK's region chain)")
+    .addOption(
+      new Option(
+        "--endpoint-url <url>",
+        "custom DynamoDB endpoint, e.g. DynamoDB Local (env ZAEL_ENDPOINT_URL)",
+      ).default(endpointDefault),
+    )
+    .addOption(
+      new Option("-N, --namespace <namespace>", "namespace for data commands")
+        .default("default").argParser(namespaceArg),
+    )
+    .addOption(
+      new Option("--output <format>", "output format of read commands")
+        .choices(OUTPUT_FORMATS).default("table"),
+    )
+    .addHelpText("after", EXIT_CODES_HELP);
+  for (const factory of Object.values(COMMANDS)) {
+    program.addCommand(factory(ctx));
+  }
+  configure(program, ctx);
+  return program;
+}
+
+function report(ctx: CliContext, e: unknown): number {
+  if (e instanceof CommanderError) {
+    if (
+      e.code === "commander.helpDisplayed" || e.code === "commander.version"
+    ) {
+      return EXIT.OK;
+    }
+    if (e.code !== "commander.help") {
+      ctx.io.err(`${e.message.trim()} (see --help)`);
+    }
+    return EXIT.USAGE;
+  }
+  if (e instanceof CliUsageError) {
+    ctx.io.err(`error: ${e.message}`);
+    return EXIT.USAGE;
+  }
+  if (e instanceof CliExit) {
+    ctx.io.err(`Error: ${e.message}`);
+    return e.exitCode;
+  }
+  if (e instanceof ZAELimiterError) {
+    ctx.io.err(`Error: ${e.message}`);
+    return EXIT.FAILURE;
+  }
+  const err = e instanceof Error
+    ? e
+    : new Error(`Non-error thrown: ${String(e)}`);
+  ctx.io.err(`Error: ${err.name}: ${err.message}`);
+  return EXIT.FAILURE;
+}
+
+function timerSleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/**
+ * Runs the CLI once and returns its exit code; never exits the process.
+ *
+ * @param argv Arguments after the program name.
+ * @param io Output (and, for tests, an instant `sleep`).
+ * @param env Environment variables; only the entry point passes the real ones.
+ * @returns 0 success, 1 failure, 2 usage error, 3 incompatible, 4 update available.
+ *
+ * @example Usage errors return 2
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { main } from "./cli.ts";
+ *
+ * const err: string[] = [];
+ * const code = await main(["--output", "xml", "version"], { out() {}, err: (t) => err.push(t) });
+ * assert.equal(code, 2);
+ * assert.match(err.join("\n"), /--output/);
+ * ```
+ */
+export async function main(
+  argv: readonly string[],
+  io: CliIo,
+  env: Readonly<Record<string, string | undefined>> = {},
+): Promise<number> {
+  const ctx: CliContext = {
+    io,
+    env,
+    sleep: io.sleep
+      ? (ms) => (io.sleep as (ms: number) => Promise<void>)(ms)
+      : timerSleep,
+    now: () => Date.now(),
+    exitCode: EXIT.OK,
+    clients: [],
+  };
+  try {
+    await createProgram(ctx).parseAsync([...argv], { from: "user" });
+    return ctx.exitCode;
+  } catch (e) {
+    return report(ctx, e);
+  } finally {
+    for (const c of ctx.clients) c.destroy();
+  }
+}
+
+function writeAll(
+  w: { writeSync(p: Uint8Array): number },
+  text: string,
+): void {
+  const data = new TextEncoder().encode(`${text}\n`);
+  let offset = 0;
+  while (offset < data.length) offset += w.writeSync(data.subarray(offset));
+}
+
+if (import.meta.main) {
+  const code = await main(Deno.args, {
+    out: (t) => writeAll(Deno.stdout, t),
+    err: (t) => writeAll(Deno.stderr, t),
+  }, Deno.env.toObject());
+  Deno.exit(code);
+}

@@ -1,0 +1,280 @@
+/**
+ * `usage list|summary`: usage snapshots written by the stream worker
+ * (spec 01 §4.8), by entity (`{ns}/ENTITY#{id}`, SK `#USAGE#…`) or by
+ * resource (GSI2 `{ns}/RESOURCE#{r}`, SK `USAGE#…`).
+ *
+ * @module
+ */
+import {
+  type AttributeValue,
+  QueryCommand,
+  type QueryCommandInput,
+} from "@aws-sdk/client-dynamodb";
+import { Command, Option } from "commander";
+import type { Repository, UsageSnapshot } from "../mod.ts";
+import { gsi2PkResource, pkEntity, SK } from "../core/keys.ts";
+import {
+  action,
+  type CliContext,
+  CliUsageError,
+  connect,
+  emit,
+  EXIT,
+  intInRange,
+  renderTable,
+  resolveGlobals,
+  thousands,
+} from "./_context.ts";
+
+/** Attributes of a snapshot item that are not counters. */
+const NON_COUNTERS = new Set([
+  "PK",
+  "SK",
+  "entity_id",
+  "resource",
+  "window",
+  "window_start",
+  "total_events",
+  "GSI2PK",
+  "GSI2SK",
+  "GSI4PK",
+  "GSI4SK",
+  "ttl",
+]);
+
+interface UsageFilter {
+  readonly entityId?: string;
+  readonly resource?: string;
+  readonly window?: string;
+  readonly start?: string;
+  readonly end?: string;
+}
+
+function text(item: Record<string, AttributeValue>, k: string): string {
+  const a = item[k];
+  return a && "S" in a && typeof a.S === "string" ? a.S : "";
+}
+
+/** Decodes a snapshot item: every numeric attribute except the known ones is a counter. */
+export function decodeSnapshot(
+  item: Record<string, AttributeValue>,
+): UsageSnapshot {
+  const counters: Record<string, number> = {};
+  let total = 0;
+  for (const [k, a] of Object.entries(item)) {
+    if (!("N" in a) || typeof a.N !== "string") continue;
+    if (k === "total_events") total = Number(a.N);
+    else if (!NON_COUNTERS.has(k)) counters[k] = Number(a.N);
+  }
+  const start = text(item, "window_start");
+  return {
+    entityId: text(item, "entity_id"),
+    resource: text(item, "resource"),
+    windowType: text(item, "window"),
+    windowStart: start,
+    windowEnd: "",
+    counters,
+    totalEvents: total,
+  };
+}
+
+function queryInput(
+  repo: Repository,
+  f: UsageFilter,
+): Omit<QueryCommandInput, "TableName"> {
+  if (f.entityId !== undefined) {
+    return {
+      KeyConditionExpression: "PK = :pk AND begins_with(SK, :sk)",
+      ExpressionAttributeValues: {
+        ":pk": { S: pkEntity(repo.namespaceId, f.entityId) },
+        ":sk": {
+          S: f.resource !== undefined ? `${SK.USAGE}${f.resource}#` : SK.USAGE,
+        },
+      },
+    };
+  }
+  return {
+    IndexName: "GSI2",
+    KeyConditionExpression: "GSI2PK = :pk AND begins_with(GSI2SK, :sk)",
+    ExpressionAttributeValues: {
+      ":pk": { S: gsi2PkResource(repo.namespaceId, f.resource ?? "") },
+      ":sk": { S: "USAGE#" },
+    },
+  };
+}
+
+function matches(s: UsageSnapshot, f: UsageFilter): boolean {
+  return (f.window === undefined || s.windowType === f.window) &&
+    (f.start === undefined || s.windowStart >= f.start) &&
+    (f.end === undefined || s.windowStart <= f.end);
+}
+
+/** Reads snapshots page by page until `max` matched (or all when `max` is absent). */
+async function readSnapshots(
+  repo: Repository,
+  f: UsageFilter,
+  max?: number,
+): Promise<{ snapshots: UsageSnapshot[]; more: boolean }> {
+  const out: UsageSnapshot[] = [];
+  let start: Record<string, AttributeValue> | undefined;
+  do {
+    const res = await repo.send<
+      {
+        Items?: Record<string, AttributeValue>[];
+        LastEvaluatedKey?: Record<string, AttributeValue>;
+      }
+    >(
+      new QueryCommand({
+        ...queryInput(repo, f),
+        TableName: repo.tableName,
+        ...(max !== undefined ? { Limit: max } : {}),
+        ...(start ? { ExclusiveStartKey: start } : {}),
+      }),
+    );
+    for (const item of res.Items ?? []) {
+      const s = decodeSnapshot(item);
+      if (matches(s, f)) out.push(s);
+    }
+    start = res.LastEvaluatedKey;
+    if (max !== undefined && out.length >= max) {
+      return {
+        snapshots: out.slice(0, max),
+        more: start !== undefined || out.length > max,
+      };
+    }
+  } while (start);
+  return { snapshots: out, more: false };
+}
+
+function filterFrom(cmd: Command): UsageFilter {
+  const o = cmd.opts<{
+    entityId?: string;
+    resource?: string;
+    window?: string;
+    start?: string;
+    end?: string;
+  }>();
+  if (o.entityId === undefined && o.resource === undefined) {
+    throw new CliUsageError(
+      "Either --entity-id or --resource must be provided",
+    );
+  }
+  return {
+    ...(o.entityId !== undefined ? { entityId: o.entityId } : {}),
+    ...(o.resource !== undefined ? { resource: o.resource } : {}),
+    ...(o.window !== undefined ? { window: o.window } : {}),
+    ...(o.start !== undefined ? { start: o.start } : {}),
+    ...(o.end !== undefined ? { end: o.end } : {}),
+  };
+}
+
+function addFilterOptions(cmd: Command): Command {
+  return cmd
+    .option("-e, --entity-id <id>", "entity ID")
+    .option("-r, --resource <resource>", "resource")
+    .addOption(
+      new Option("-w, --window <window>", "window type").choices([
+        "hourly",
+        "daily",
+        "monthly",
+      ]),
+    )
+    .option("--start <iso>", "first window start, e.g. 2026-01-15T00:00:00Z")
+    .option("--end <iso>", "last window start");
+}
+
+function countersText(c: Readonly<Record<string, number>>): string {
+  return Object.keys(c).sort().map((k) => `${k}=${thousands(c[k] ?? 0)}`)
+    .join(", ");
+}
+
+/** The `usage` command group. */
+export function makeUsageCommand(ctx: CliContext): Command {
+  const usage = new Command("usage").description(
+    "Read usage snapshots written by the stream worker",
+  );
+
+  addFilterOptions(usage.command("list"))
+    .description("List usage snapshots (read-only)")
+    .option("--limit <n>", "page size", intInRange(1, 1000), 100)
+    .action(action(ctx, async (cmd) => {
+      const g = resolveGlobals(cmd);
+      const f = filterFrom(cmd);
+      const { limit } = cmd.opts<{ limit: number }>();
+      const repo = await connect(ctx, cmd);
+      const { snapshots, more } = await readSnapshots(repo, f, limit);
+      emit(ctx, g, { snapshots, more }, () => {
+        if (snapshots.length === 0) {
+          return ctx.io.out("No usage snapshots found");
+        }
+        ctx.io.out(renderTable(
+          ["Window Start", "Type", "Resource", "Entity", "Events", "Counters"],
+          snapshots.map((s) => [
+            s.windowStart,
+            s.windowType,
+            s.resource,
+            s.entityId,
+            thousands(s.totalEvents),
+            countersText(s.counters),
+          ]),
+        ));
+        ctx.io.out(`Total: ${snapshots.length} snapshots`);
+        if (more) {
+          ctx.io.out("More snapshots exist. Narrow --start/--end to see more.");
+        }
+      });
+      return EXIT.OK;
+    }));
+
+  addFilterOptions(usage.command("summary"))
+    .description("Sum and average usage counters (read-only)")
+    .action(action(ctx, async (cmd) => {
+      const g = resolveGlobals(cmd);
+      const f = filterFrom(cmd);
+      const repo = await connect(ctx, cmd);
+      const { snapshots } = await readSnapshots(repo, f);
+      const totals: Record<string, number> = {};
+      for (const s of snapshots) {
+        for (const [k, v] of Object.entries(s.counters)) {
+          totals[k] = (totals[k] ?? 0) + v;
+        }
+      }
+      const starts = snapshots.map((s) => s.windowStart).sort();
+      const summary = {
+        entityId: f.entityId ?? null,
+        resource: f.resource ?? null,
+        window: f.window ?? null,
+        snapshots: snapshots.length,
+        from: starts[0] ?? null,
+        to: starts.at(-1) ?? null,
+        totals,
+        averages: Object.fromEntries(
+          Object.entries(totals).map((
+            [k, v],
+          ) => [k, snapshots.length ? v / snapshots.length : 0]),
+        ),
+      };
+      emit(ctx, g, summary, () => {
+        if (snapshots.length === 0) {
+          return ctx.io.out("No usage data found matching the criteria");
+        }
+        ctx.io.out("Usage Summary");
+        ctx.io.out(`Entity:     ${summary.entityId ?? "(all)"}`);
+        ctx.io.out(`Resource:   ${summary.resource ?? "(all)"}`);
+        if (f.window) ctx.io.out(`Window:     ${f.window}`);
+        ctx.io.out(`Snapshots:  ${snapshots.length}`);
+        ctx.io.out(`Time Range: ${summary.from} to ${summary.to}`);
+        ctx.io.out(renderTable(
+          ["Limit", "Total", "Average"],
+          Object.keys(totals).sort().map((k) => [
+            k,
+            thousands(totals[k] ?? 0),
+            ((totals[k] ?? 0) / snapshots.length).toFixed(2),
+          ]),
+          { rightAlign: [1, 2] },
+        ));
+      });
+      return EXIT.OK;
+    }));
+  return usage;
+}

@@ -1,0 +1,182 @@
+// deno-lint-ignore-file no-console -- a benchmark prints its figures
+/**
+ * `deno task bench`: acquire throughput and latency on DynamoDB Local against
+ * a raw conditional UpdateItem baseline on the same DynamoDB Local.
+ *
+ * Scenarios: one limit, two limits, cascade (child + parent), each at
+ * concurrency 1 and 32, warm caches, buckets far from empty. Each worker has
+ * its own entity (as separate API keys would). Prints ops/s, p50/p99 and the
+ * acquire/raw throughput ratio.
+ */
+import {
+  DynamoDBClient,
+  PutItemCommand,
+  UpdateItemCommand,
+} from "@aws-sdk/client-dynamodb";
+import { startDynamoDbLocal } from "./dynamodb_local.ts";
+import { Limit, RateLimiter, Repository } from "../mod.ts";
+
+const DURATION_MS = Number(Deno.env.get("BENCH_MS") ?? 4000);
+const CONCURRENCIES = [1, 32];
+
+interface Result {
+  ops: number;
+  p50: number;
+  p99: number;
+}
+
+function percentile(sorted: number[], p: number): number {
+  if (sorted.length === 0) return NaN;
+  return sorted[
+    Math.min(sorted.length - 1, Math.floor(sorted.length * p))
+  ] as number;
+}
+
+async function measure(
+  concurrency: number,
+  op: (worker: number) => Promise<void>,
+  ms = DURATION_MS,
+): Promise<Result> {
+  const latencies: number[] = [];
+  const end = performance.now() + ms;
+  const start = performance.now();
+  await Promise.all(Array.from({ length: concurrency }, async (_, w) => {
+    while (performance.now() < end) {
+      const t = performance.now();
+      await op(w);
+      latencies.push(performance.now() - t);
+    }
+  }));
+  const elapsed = (performance.now() - start) / 1000;
+  latencies.sort((a, b) => a - b);
+  return {
+    ops: latencies.length / elapsed,
+    p50: percentile(latencies, 0.5),
+    p99: percentile(latencies, 0.99),
+  };
+}
+
+const external = Deno.env.get("ZAEL_ENDPOINT_URL");
+const local = external ? null : await startDynamoDbLocal();
+const client = new DynamoDBClient({
+  endpoint: external ?? local?.endpoint ?? "",
+  region: "us-east-1",
+  credentials: { accessKeyId: "local", secretAccessKey: "local" },
+});
+try {
+  const repo = await Repository.open({
+    client,
+    stack: "zae-limiter-bench",
+    provision: true,
+  });
+  const huge = 1_000_000_000;
+  await repo.setSystemDefaults([
+    Limit.perMinute("rpm", huge),
+    Limit.perMinute("tpm", huge),
+  ]);
+  await repo.setResourceDefaults("one", [Limit.perMinute("rpm", huge)]);
+  await repo.setResourceDefaults("two", [
+    Limit.perMinute("rpm", huge),
+    Limit.perMinute("tpm", huge),
+  ]);
+  for (let w = 0; w < 32; w++) {
+    await repo.createEntity(`parent-${w}`);
+    await repo.createEntity(`child-${w}`, {
+      parentId: `parent-${w}`,
+      cascade: true,
+    });
+  }
+  const limiter = new RateLimiter(repo);
+  const table = repo.tableName;
+  for (let w = 0; w < 32; w++) {
+    await client.send(
+      new PutItemCommand({
+        TableName: table,
+        Item: {
+          PK: { S: `bench/RAW#${w}` },
+          SK: { S: "#STATE" },
+          tk: { N: String(10n ** 15n) },
+        },
+      }),
+    );
+  }
+  const raw = (w: number): Promise<void> =>
+    client.send(
+      new UpdateItemCommand({
+        TableName: table,
+        Key: { PK: { S: `bench/RAW#${w}` }, SK: { S: "#STATE" } },
+        UpdateExpression: "ADD #tk :d",
+        ConditionExpression: "#tk >= :c",
+        ExpressionAttributeNames: { "#tk": "tk" },
+        ExpressionAttributeValues: {
+          ":d": { N: "-1000" },
+          ":c": { N: "1000" },
+        },
+      }),
+    ).then(() => {});
+  const scenarios: [string, (w: number) => Promise<void>][] = [
+    [
+      "one limit",
+      (w) =>
+        limiter.acquire({
+          entityId: `key-${w}`,
+          resource: "one",
+          consume: { rpm: 1 },
+        }, () => {}),
+    ],
+    [
+      "two limits",
+      (w) =>
+        limiter.acquire({
+          entityId: `key-${w}`,
+          resource: "two",
+          consume: { rpm: 1, tpm: 100 },
+        }, () => {}),
+    ],
+    [
+      "cascade",
+      (w) =>
+        limiter.acquire({
+          entityId: `child-${w}`,
+          resource: "two",
+          consume: { rpm: 1, tpm: 100 },
+        }, () => {}),
+    ],
+  ];
+  // Warm the JVM and every cache (config, entity, buckets) before measuring.
+  console.log("warming up DynamoDB Local and caches...");
+  await measure(32, raw, 3000);
+  for (const [, op] of scenarios) await measure(32, op, 2000);
+
+  console.log(
+    `\nzae-limiter bench on DynamoDB Local, ${DURATION_MS / 1000} s per row\n`,
+  );
+  console.log(
+    "scenario        conc     ops/s    p50 ms   p99 ms   raw ops/s  acquire/raw",
+  );
+  for (const c of CONCURRENCIES) {
+    for (const [name, op] of scenarios) {
+      // Measure the baseline right before and after each row; use the mean, so JVM drift affects both sides.
+      const before = await measure(c, raw, DURATION_MS / 2);
+      const r = await measure(c, op);
+      const after = await measure(c, raw, DURATION_MS / 2);
+      const base = (before.ops + after.ops) / 2;
+      console.log(
+        `${name.padEnd(15)} ${String(c).padStart(4)} ${
+          r.ops.toFixed(0).padStart(9)
+        } ${r.p50.toFixed(2).padStart(9)} ${r.p99.toFixed(2).padStart(8)} ${
+          base.toFixed(0).padStart(11)
+        } ${(r.ops / base).toFixed(2).padStart(12)}`,
+      );
+    }
+  }
+  const rawOne = await measure(1, raw);
+  console.log(
+    `\nraw conditional UpdateItem, concurrency 1: ${
+      rawOne.ops.toFixed(0)
+    } ops/s, p50 ${rawOne.p50.toFixed(2)} ms`,
+  );
+} finally {
+  client.destroy();
+  await local?.stop();
+}

@@ -1,0 +1,331 @@
+/**
+ * Internal helpers shared by the migrations: a capacity budget fed by
+ * `ConsumedCapacity`, a bounded-concurrency loop that honours an abort
+ * signal, item-size estimates, batch reads/deletes that retry unprocessed
+ * keys, and a retry wrapper for throttling errors. Not part of the API.
+ *
+ * @module
+ */
+import {
+  type AttributeValue,
+  BatchGetItemCommand,
+  BatchWriteItemCommand,
+  type ConsumedCapacity,
+  DescribeTableCommand,
+  type WriteRequest,
+} from "@aws-sdk/client-dynamodb";
+import type { Clock } from "../core/clock.ts";
+import type { Item } from "../core/expr.ts";
+import type { MigrationContext } from "./migration.ts";
+
+/** A write or read capacity budget: a token bucket refilled at `rate` units per second. */
+export interface CapacityBudget {
+  /** Waits until `units` may be spent, then spends them (an estimate). */
+  take(units: number, signal: AbortSignal): Promise<void>;
+  /** Corrects the last estimate with the measured value (`actual - estimate`). */
+  adjust(delta: number): void;
+  /** Units spent so far (estimates corrected by measurements). */
+  spent(): number;
+}
+
+/**
+ * Creates a budget of `rate` units per second (burst: one second's worth);
+ * `null` = unlimited but still counted. The balance may go negative after an
+ * {@linkcode CapacityBudget.adjust}; the next `take` then waits the debt off.
+ */
+export function createCapacityBudget(
+  rate: number | null,
+  clock: Clock,
+): CapacityBudget {
+  let tokens = rate ?? 0;
+  let last = clock.now();
+  let spent = 0;
+  const refill = (): void => {
+    if (rate === null) return;
+    const now = clock.now();
+    if (now > last) {
+      tokens = Math.min(rate, tokens + ((now - last) * rate) / 1000);
+      last = now;
+    }
+  };
+  return {
+    async take(units: number, signal: AbortSignal): Promise<void> {
+      spent += units;
+      if (rate === null) return;
+      // A request larger than the burst is allowed once the bucket is full.
+      const need = Math.min(units, rate);
+      for (;;) {
+        signal.throwIfAborted();
+        refill();
+        if (tokens >= need) {
+          tokens -= units;
+          return;
+        }
+        const waitMs = Math.max(1, Math.ceil(((need - tokens) * 1000) / rate));
+        await clock.sleep(waitMs, signal);
+      }
+    },
+    adjust(delta: number): void {
+      spent += delta;
+      if (rate !== null) tokens -= delta;
+    },
+    spent: () => spent,
+  };
+}
+
+/** Sum of `CapacityUnits` of a response (0 when DynamoDB did not report it). */
+export function capacityOf(
+  c: ConsumedCapacity | ConsumedCapacity[] | undefined,
+): number | null {
+  if (c === undefined) return null;
+  const list = Array.isArray(c) ? c : [c];
+  let total = 0;
+  let seen = false;
+  for (const x of list) {
+    if (typeof x.CapacityUnits === "number") {
+      total += x.CapacityUnits;
+      seen = true;
+    }
+  }
+  return seen ? total : null;
+}
+
+/**
+ * Runs `fn` over `items` with at most `limit` in flight. Stops starting new
+ * work once the signal aborts or one call fails, waits for the calls in
+ * flight, then rethrows the first failure (or the abort reason).
+ */
+export async function forEachConcurrent<T>(
+  items: readonly T[],
+  limit: number,
+  signal: AbortSignal,
+  fn: (item: T) => Promise<void>,
+): Promise<void> {
+  let next = 0;
+  let failed = false;
+  let failure: unknown;
+  async function worker(): Promise<void> {
+    while (!failed && next < items.length) {
+      if (signal.aborted) {
+        if (!failed) {
+          failed = true;
+          failure = signal.reason;
+        }
+        return;
+      }
+      const item = items[next++] as T;
+      try {
+        await fn(item);
+      } catch (e) {
+        if (!failed) {
+          failed = true;
+          failure = e;
+        }
+        return;
+      }
+    }
+  }
+  const workers: Promise<void>[] = [];
+  for (let i = 0; i < Math.min(limit, items.length); i++) workers.push(worker());
+  await Promise.all(workers);
+  if (failed) throw failure;
+}
+
+function errorName(e: unknown): string {
+  return e && typeof e === "object" && "name" in e
+    ? String((e as { name: unknown }).name)
+    : "";
+}
+
+const THROTTLE_ERRORS = new Set([
+  "ProvisionedThroughputExceededException",
+  "ThrottlingException",
+  "RequestLimitExceeded",
+  "LimitExceededException",
+]);
+
+/** Whether an SDK error is a throttling error worth retrying. */
+export function isThrottled(e: unknown): boolean {
+  return THROTTLE_ERRORS.has(errorName(e));
+}
+
+/** Whether an SDK error is a failed write condition. */
+export function isConditionFailed(e: unknown): boolean {
+  return errorName(e) === "ConditionalCheckFailedException";
+}
+
+/** Backoff for attempt `n` (0-based): 50 ms doubling, capped at 5 s. */
+export function backoffMs(attempt: number): number {
+  return Math.min(5000, 50 * 2 ** Math.min(attempt, 7));
+}
+
+/**
+ * Calls `op`, retrying throttling errors (after the SDK's own retries) with
+ * backoff up to `attempts` times.
+ */
+export async function retryThrottled<T>(
+  ctx: MigrationContext,
+  op: () => Promise<T>,
+  attempts = 10,
+): Promise<T> {
+  for (let attempt = 0;; attempt++) {
+    ctx.signal.throwIfAborted();
+    try {
+      return await op();
+    } catch (e) {
+      if (!isThrottled(e) || attempt + 1 >= attempts) throw e;
+      await ctx.clock.sleep(backoffMs(attempt), ctx.signal);
+    }
+  }
+}
+
+/** `PK\0SK` of an item or key. */
+export function keyOf(item: Item): string {
+  return `${item["PK"]?.S ?? ""}\u0000${item["SK"]?.S ?? ""}`;
+}
+
+/**
+ * Reads items by key (strongly consistent BatchGetItem, 100 per call,
+ * unprocessed keys retried with backoff). Returns them by `keyOf`.
+ */
+export async function batchGetItems(
+  ctx: MigrationContext,
+  keys: readonly Item[],
+  budget: CapacityBudget,
+  options: { readonly keysOnly?: boolean } = {},
+): Promise<Map<string, Item>> {
+  const found = new Map<string, Item>();
+  for (let i = 0; i < keys.length; i += 100) {
+    let pending: Record<string, AttributeValue>[] = keys.slice(i, i + 100)
+      .map((k) => ({ PK: k["PK"] ?? { S: "" }, SK: k["SK"] ?? { S: "" } }));
+    for (let attempt = 0; pending.length > 0; attempt++) {
+      ctx.signal.throwIfAborted();
+      const estimate = pending.length;
+      await budget.take(estimate, ctx.signal);
+      const batch = pending;
+      const res = await retryThrottled(ctx, () =>
+        ctx.client.send(
+          new BatchGetItemCommand({
+            RequestItems: {
+              [ctx.tableName]: {
+                Keys: batch,
+                ConsistentRead: true,
+                ...(options.keysOnly ? { ProjectionExpression: "PK, SK" } : {}),
+              },
+            },
+            ReturnConsumedCapacity: "TOTAL",
+          }),
+          { abortSignal: ctx.signal },
+        ));
+      const measured = capacityOf(res.ConsumedCapacity);
+      if (measured !== null) budget.adjust(measured - estimate);
+      for (const it of res.Responses?.[ctx.tableName] ?? []) {
+        found.set(keyOf(it), it);
+      }
+      pending = res.UnprocessedKeys?.[ctx.tableName]?.Keys ?? [];
+      if (pending.length > 0) {
+        await ctx.clock.sleep(backoffMs(attempt), ctx.signal);
+      }
+    }
+  }
+  return found;
+}
+
+/**
+ * Deletes keys with BatchWriteItem (25 per call), retrying
+ * `UnprocessedItems` with backoff until none are left. Returns the count.
+ */
+export async function deleteKeys(
+  ctx: MigrationContext,
+  keys: readonly Item[],
+  budget: CapacityBudget,
+  estimateWcu: (key: Item) => number = () => 1,
+): Promise<number> {
+  for (let i = 0; i < keys.length; i += 25) {
+    let pending: WriteRequest[] = keys.slice(i, i + 25).map((k) => ({
+      DeleteRequest: { Key: { PK: k["PK"] ?? { S: "" }, SK: k["SK"] ?? { S: "" } } },
+    }));
+    for (let attempt = 0; pending.length > 0; attempt++) {
+      ctx.signal.throwIfAborted();
+      const estimate = pending.reduce(
+        (sum, r) => sum + estimateWcu(r.DeleteRequest?.Key ?? {}),
+        0,
+      );
+      await budget.take(estimate, ctx.signal);
+      const batch = pending;
+      const res = await retryThrottled(ctx, () =>
+        ctx.client.send(
+          new BatchWriteItemCommand({
+            RequestItems: { [ctx.tableName]: batch },
+            ReturnConsumedCapacity: "TOTAL",
+          }),
+          { abortSignal: ctx.signal },
+        ));
+      const measured = capacityOf(res.ConsumedCapacity);
+      if (measured !== null) budget.adjust(measured - estimate);
+      pending = res.UnprocessedItems?.[ctx.tableName] ?? [];
+      if (pending.length > 0) {
+        await ctx.clock.sleep(backoffMs(attempt), ctx.signal);
+      }
+    }
+  }
+  return keys.length;
+}
+
+function utf8Length(s: string): number {
+  return new TextEncoder().encode(s).length;
+}
+
+function valueSize(v: AttributeValue): number {
+  if (v.S !== undefined) return utf8Length(v.S);
+  if (v.N !== undefined) {
+    const digits = v.N.replace(/^-/, "").replace(".", "").replace(
+      /^0+/,
+      "",
+    ).length;
+    return Math.ceil(digits / 2) + 1;
+  }
+  if (v.B !== undefined) return v.B.length;
+  if (v.BOOL !== undefined || v.NULL !== undefined) return 1;
+  if (v.SS !== undefined) return v.SS.reduce((a, s) => a + utf8Length(s), 0);
+  if (v.NS !== undefined) {
+    return v.NS.reduce((a, n) => a + valueSize({ N: n }), 0);
+  }
+  if (v.BS !== undefined) return v.BS.reduce((a, b) => a + b.length, 0);
+  if (v.L !== undefined) {
+    return 3 + v.L.reduce((a, x) => a + 1 + valueSize(x), 0);
+  }
+  if (v.M !== undefined) {
+    return 3 +
+      Object.entries(v.M).reduce(
+        (a, [k, x]) => a + 1 + utf8Length(k) + valueSize(x),
+        0,
+      );
+  }
+  return 1;
+}
+
+/** DynamoDB's item size: attribute names plus values, in bytes (an estimate for numbers). */
+export function itemSizeBytes(item: Item): number {
+  let size = 0;
+  for (const [name, value] of Object.entries(item)) {
+    size += utf8Length(name) + valueSize(value);
+  }
+  return size;
+}
+
+/** The table's approximate item count (refreshed by DynamoDB every ~6 hours), or `null`. */
+export async function approximateItemCount(
+  ctx: MigrationContext,
+): Promise<number | null> {
+  try {
+    const d = await ctx.client.send(
+      new DescribeTableCommand({ TableName: ctx.tableName }),
+      { abortSignal: ctx.signal },
+    );
+    return typeof d.Table?.ItemCount === "number" ? d.Table.ItemCount : null;
+  } catch (e) {
+    if (ctx.signal.aborted) throw e;
+    return null;
+  }
+}

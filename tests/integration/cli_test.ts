@@ -1,0 +1,1032 @@
+/**
+ * The CLI in-process: DynamoDB commands against DynamoDB Local, and
+ * CloudFormation / backup / PITR commands against aws-sdk-client-mock
+ * (request shapes recorded, no real AWS).
+ */
+import assert from "node:assert/strict";
+import {
+  BatchGetItemCommand,
+  CreateBackupCommand,
+  DescribeTableCommand,
+  DynamoDBClient,
+  GetItemCommand,
+  ListBackupsCommand,
+  PutItemCommand,
+  RestoreTableFromBackupCommand,
+  RestoreTableToPointInTimeCommand,
+  TransactWriteItemsCommand,
+  UpdateContinuousBackupsCommand,
+} from "@aws-sdk/client-dynamodb";
+import {
+  CloudFormationClient,
+  CreateChangeSetCommand,
+  DeleteChangeSetCommand,
+  DeleteStackCommand,
+  DescribeChangeSetCommand,
+  DescribeStackEventsCommand,
+  DescribeStacksCommand,
+  ExecuteChangeSetCommand,
+} from "@aws-sdk/client-cloudformation";
+import { mockClient } from "aws-sdk-client-mock";
+import { main } from "../../cli.ts";
+import {
+  CLIENT_VERSION,
+  Limit,
+  RateLimiter,
+  Repository,
+  SCHEMA_VERSION,
+} from "../../mod.ts";
+import { endpoint, localClient, tableName } from "./_harness.ts";
+
+interface Run {
+  readonly code: number;
+  readonly out: string;
+  readonly err: string;
+}
+
+async function cli(argv: string[]): Promise<Run> {
+  const out: string[] = [];
+  const err: string[] = [];
+  const code = await main(argv, {
+    out: (t) => out.push(t),
+    err: (t) => err.push(t),
+    sleep: () => Promise.resolve(),
+  }, {});
+  return { code, out: out.join("\n"), err: err.join("\n") };
+}
+
+/** A CLI bound to one local table. */
+async function localCli(): Promise<
+  {
+    table: string;
+    run(...argv: string[]): Promise<Run>;
+    repo(namespace?: string): Promise<Repository>;
+    client: DynamoDBClient;
+  } & AsyncDisposable
+> {
+  const table = tableName("cli");
+  const ep = await endpoint();
+  const { client } = await localClient();
+  return {
+    table,
+    client,
+    run: (...argv: string[]) =>
+      cli(["--endpoint-url", ep, "--name", table, ...argv]),
+    repo: (namespace = "default") =>
+      Repository.open({ client, stack: table, namespace }),
+    async [Symbol.asyncDispose]() {
+      await cli(["--endpoint-url", ep, "--name", table, "delete", "--yes"]);
+      client.destroy();
+    },
+  };
+}
+
+async function tableExists(
+  client: DynamoDBClient,
+  table: string,
+): Promise<boolean> {
+  try {
+    await client.send(new DescribeTableCommand({ TableName: table }));
+    return true;
+  } catch (e) {
+    if (e instanceof Error && e.name === "ResourceNotFoundException") {
+      return false;
+    }
+    throw e;
+  }
+}
+
+Deno.test("deploy creates the local table, the version record and the default namespace", async () => {
+  await using env = await localCli();
+  const r = await env.run("deploy");
+  assert.equal(r.code, 0, r.err);
+  assert.match(r.out, /✓ Table '.*' created/);
+  assert.match(
+    r.out,
+    new RegExp(`Version record initialized \\(schema ${SCHEMA_VERSION}\\)`),
+  );
+  const record = await (await env.repo()).getVersionRecord();
+  assert.equal(record?.schemaVersion, SCHEMA_VERSION);
+  assert.equal(record?.updatedBy, `cli:${CLIENT_VERSION}`);
+  assert.equal(record?.lambdaVersion, null);
+
+  const again = await env.run("deploy");
+  assert.equal(again.code, 0, again.err);
+  assert.match(
+    again.out,
+    /already exists \(schema 0\.10\.0\); nothing changed/,
+  );
+});
+
+Deno.test("namespace register, list and show work on a deployed table", async () => {
+  await using env = await localCli();
+  assert.equal((await env.run("deploy")).code, 0);
+  const reg = await env.run("namespace", "register", "tenant-a");
+  assert.equal(reg.code, 0, reg.err);
+  const id = /Registered namespace 'tenant-a': (\S+)/.exec(reg.out)?.[1];
+  assert.ok(id, reg.out);
+  const many = await env.run("namespace", "register", "tenant-b", "tenant-c");
+  assert.match(many.out, /Registered 2 namespace\(s\):/);
+
+  const list = await env.run("--output", "json", "namespace", "list");
+  assert.equal(list.code, 0, list.err);
+  const names = (JSON.parse(list.out) as { name: string }[]).map((n) => n.name);
+  assert.deepEqual(names, ["default", "tenant-a", "tenant-b", "tenant-c"]);
+  const table = await env.run("namespace", "list");
+  assert.match(table.out, /\| Name +\| Namespace ID +\| Created At +\|/);
+  assert.match(table.out, /Total: 4 namespace\(s\)/);
+
+  const show = await env.run("namespace", "show", "tenant-a");
+  assert.equal(show.code, 0);
+  assert.match(show.out, new RegExp(`Namespace ID: ${id}`));
+  const missing = await env.run("namespace", "show", "nope");
+  assert.equal(missing.code, 1);
+  assert.match(missing.err, /Namespace 'nope' not found/);
+
+  const del = await env.run("namespace", "delete", "tenant-c", "--yes");
+  assert.equal(del.code, 0, del.err);
+  const orphans = await env.run("--output", "json", "namespace", "orphans");
+  const orphan =
+    (JSON.parse(orphans.out) as { name: string; namespaceId: string }[])[0];
+  assert.equal(orphan?.name, "tenant-c");
+  const rec = await env.run("namespace", "recover", orphan?.namespaceId ?? "");
+  assert.equal(rec.code, 0, rec.err);
+  assert.match(rec.out, /Recovered namespace 'tenant-c'/);
+});
+
+Deno.test("check and version report compatibility with exit codes 0, 3 and 4", async () => {
+  await using env = await localCli();
+  assert.equal((await env.run("deploy")).code, 0);
+  const ok = await env.run("check");
+  assert.equal(ok.code, 0, ok.out + ok.err);
+  assert.match(ok.out, /Result: COMPATIBLE/);
+  assert.match(ok.out, /Workers: unknown/);
+
+  const repo = await env.repo();
+  await repo.setVersionRecord({
+    schemaVersion: SCHEMA_VERSION,
+    lambdaVersion: "0.9.0",
+  });
+  const update = await env.run("check");
+  assert.equal(update.code, 4, update.out);
+  assert.match(update.out, /COMPATIBLE \(update available\)/);
+  assert.match(update.out, /Workers 0\.9\.0 are older/);
+
+  await repo.setVersionRecord({
+    schemaVersion: "0.9.0",
+    lambdaVersion: CLIENT_VERSION,
+  });
+  const bad = await env.run("check");
+  assert.equal(bad.code, 3, bad.out);
+  assert.match(bad.out, /Result: INCOMPATIBLE/);
+  assert.match(bad.out, /migrate apply/);
+  const json = await env.run("--output", "json", "check");
+  assert.equal(json.code, 3);
+  assert.equal(JSON.parse(json.out).result, "INCOMPATIBLE");
+
+  const version = await env.run("version");
+  assert.equal(version.code, 3, version.out + version.err);
+  assert.match(version.out, new RegExp(`Client Version: +${CLIENT_VERSION}`));
+  assert.match(version.out, /Table Schema: +0\.9\.0/);
+  assert.match(version.out, /Min Client Version: +0\.0\.0/);
+  assert.match(version.out, new RegExp(`Worker Version: +${CLIENT_VERSION}`));
+
+  // Read-only: the record was not rewritten by check/version.
+  assert.equal((await repo.getVersionRecord())?.schemaVersion, "0.9.0");
+  // Data commands refuse the incompatible table instead of touching it.
+  const show = await env.run("entity", "show", "x");
+  assert.equal(show.code, 1);
+  assert.match(show.err, /Incompatible schema/);
+});
+
+Deno.test("status, check, version and data commands do not create a missing table", async () => {
+  await using env = await localCli();
+  const status = await env.run("status");
+  assert.equal(status.code, 1);
+  assert.match(status.out, /✗ Infrastructure is not available/);
+  const check = await env.run("check");
+  assert.equal(check.code, 1);
+  assert.match(check.out, /TABLE NOT FOUND/);
+  const version = await env.run("version");
+  assert.equal(version.code, 1);
+  const show = await env.run("entity", "show", "x");
+  assert.equal(show.code, 1);
+  assert.match(show.err, /does not exist \(nothing was created/);
+  const ns = await env.run("namespace", "list");
+  assert.equal(ns.code, 1);
+  assert.equal(await tableExists(env.client, env.table), false);
+});
+
+Deno.test("status reports a deployed local table", async () => {
+  await using env = await localCli();
+  assert.equal((await env.run("deploy")).code, 0);
+  const r = await env.run("status");
+  assert.equal(r.code, 0, r.out + r.err);
+  assert.match(r.out, /Available: +✓ Yes/);
+  assert.match(r.out, /Table: +ACTIVE/);
+  assert.match(r.out, /✓ Infrastructure is ready/);
+});
+
+Deno.test("-N typo entity show x fails without registering the namespace", async () => {
+  await using env = await localCli();
+  assert.equal((await env.run("deploy")).code, 0);
+  const r = await env.run("-N", "typo", "entity", "show", "x");
+  assert.equal(r.code, 1);
+  assert.match(r.err, /Namespace 'typo' not found/);
+  const w = await env.run("-N", "typo", "entity", "create", "x");
+  assert.equal(w.code, 1);
+  const names = (await (await env.repo()).listNamespaces()).map((n) => n.name);
+  assert.deepEqual(names, ["default"]);
+});
+
+Deno.test("entity create, show, set-limits, get-limits, children and audit list", async () => {
+  await using env = await localCli();
+  assert.equal((await env.run("deploy")).code, 0);
+  assert.equal((await env.run("namespace", "register", "t1")).code, 0);
+  const parent = await env.run(
+    "-N",
+    "t1",
+    "entity",
+    "create",
+    "org-1",
+    "--display-name",
+    "Org One",
+  );
+  assert.equal(parent.code, 0, parent.err);
+  assert.match(parent.out, /Created entity 'org-1'/);
+  const child = await env.run(
+    "entity",
+    "create",
+    "key-1",
+    "--parent",
+    "org-1",
+    "--cascade",
+    "--metadata",
+    "tier=gold",
+    "-N",
+    "t1",
+  );
+  assert.equal(child.code, 0, child.err);
+  const dup = await env.run("-N", "t1", "entity", "create", "key-1");
+  assert.equal(dup.code, 1);
+  assert.match(dup.err, /Error: .*key-1/);
+
+  const show = await env.run(
+    "-N",
+    "t1",
+    "--output",
+    "json",
+    "entity",
+    "show",
+    "key-1",
+  );
+  assert.equal(show.code, 0, show.err);
+  const e = JSON.parse(show.out);
+  assert.deepEqual([e.parentId, e.cascade, e.metadata], ["org-1", true, {
+    tier: "gold",
+  }]);
+  assert.equal(
+    (await env.run("entity", "show", "key-1")).code,
+    1,
+    "other namespace",
+  );
+
+  const set = await env.run(
+    "-N",
+    "t1",
+    "entity",
+    "set-limits",
+    "key-1",
+    "-l",
+    "rpm:100/min",
+    "-l",
+    "tpm:10000/min:15000",
+    "--resource",
+    "gpt-4",
+  );
+  assert.equal(set.code, 0, set.err);
+  assert.match(
+    set.out,
+    /Set 2 limit\(s\) for entity 'key-1' on resource 'gpt-4':/,
+  );
+  assert.match(set.out, /tpm: 10,000\/min \(burst: 15,000\)/);
+  const stored = await (await env.repo("t1")).getLimits("key-1", {
+    resource: "gpt-4",
+  });
+  assert.deepEqual(
+    stored.map((l) => l.toDict()).sort((a, b) => a.name.localeCompare(b.name)),
+    [
+      Limit.perMinute("rpm", 100).toDict(),
+      Limit.perMinute("tpm", 10000, { burst: 15000 }).toDict(),
+    ],
+  );
+  const get = await env.run(
+    "-N",
+    "t1",
+    "entity",
+    "get-limits",
+    "key-1",
+    "-r",
+    "gpt-4",
+  );
+  assert.match(get.out, /rpm: 100\/min/);
+  const none = await env.run("-N", "t1", "entity", "get-limits", "key-1");
+  assert.match(
+    none.out,
+    /No limits configured for entity 'key-1' on resource '_default_'/,
+  );
+
+  const children = await env.run(
+    "-N",
+    "t1",
+    "--output",
+    "json",
+    "entity",
+    "children",
+    "org-1",
+  );
+  assert.deepEqual(
+    (JSON.parse(children.out) as { id: string }[]).map((c) => c.id),
+    ["key-1"],
+  );
+
+  const audit = await env.run("-N", "t1", "audit", "list", "-e", "key-1");
+  assert.equal(audit.code, 0, audit.err);
+  assert.match(audit.out, /Audit Events for: key-1/);
+  assert.match(audit.out, /limits_set/);
+  assert.match(audit.out, /entity_created/);
+  const json = await env.run(
+    "-N",
+    "t1",
+    "--output",
+    "json",
+    "audit",
+    "list",
+    "-e",
+    "key-1",
+    "--limit",
+    "1",
+  );
+  const events = JSON.parse(json.out) as {
+    action: string;
+    principal: string;
+  }[];
+  assert.equal(events.length, 1);
+  assert.equal(events[0]?.action, "limits_set");
+  assert.equal(events[0]?.principal, "cli");
+
+  const del = await env.run(
+    "-N",
+    "t1",
+    "entity",
+    "delete-limits",
+    "key-1",
+    "-r",
+    "gpt-4",
+    "--yes",
+  );
+  assert.equal(del.code, 0, del.err);
+  assert.deepEqual(
+    await (await env.repo("t1")).getLimits("key-1", { resource: "gpt-4" }),
+    [],
+  );
+});
+
+Deno.test("resource and system defaults round-trip", async () => {
+  await using env = await localCli();
+  assert.equal((await env.run("deploy")).code, 0);
+  const set = await env.run(
+    "resource",
+    "set-defaults",
+    "gpt-4",
+    "-l",
+    "rpm:50",
+  );
+  assert.equal(set.code, 0, set.err);
+  const list = await env.run("--output", "json", "resource", "list");
+  assert.deepEqual(JSON.parse(list.out), ["gpt-4"]);
+  const get = await env.run("resource", "get-defaults", "gpt-4");
+  assert.match(get.out, /rpm: 50\/min/);
+  const sys = await env.run(
+    "system",
+    "set-defaults",
+    "-l",
+    "rps:10/sec",
+    "--on-unavailable",
+    "allow",
+  );
+  assert.equal(sys.code, 0, sys.err);
+  const sget = await env.run("--output", "json", "system", "get-defaults");
+  const d = JSON.parse(sget.out);
+  assert.equal(d.onUnavailable, "allow");
+  assert.equal(d.limits[0].refill_period_seconds, 1);
+  assert.equal((await env.run("system", "delete-defaults", "--yes")).code, 0);
+  assert.match(
+    (await env.run("system", "get-defaults")).out,
+    /No system defaults configured/,
+  );
+});
+
+Deno.test("bucket reset deletes an entity's buckets and entity verify reads capacity", async () => {
+  await using env = await localCli();
+  assert.equal((await env.run("deploy")).code, 0);
+  assert.equal((await env.run("entity", "create", "k1")).code, 0);
+  assert.equal(
+    (await env.run("entity", "set-limits", "k1", "-l", "rpm:10", "-r", "api"))
+      .code,
+    0,
+  );
+  const repo = await env.repo();
+  const limiter = new RateLimiter(repo);
+  await limiter.acquire({
+    entityId: "k1",
+    resource: "api",
+    consume: { rpm: 4 },
+  }, () => {});
+  assert.ok(await repo.getBucketItem("k1", "api"));
+
+  const verify = await env.run("entity", "verify", "k1");
+  assert.equal(verify.code, 0, verify.out + verify.err);
+  assert.match(verify.out, /Entity: k1, parent: \(none\)/);
+  assert.match(verify.out, /Available capacity \(health-check\): test=1000/);
+  assert.match(verify.out, /✓ Entity 'k1' verified/);
+  const verifyApi = await env.run(
+    "--output",
+    "json",
+    "entity",
+    "verify",
+    "k1",
+    "-r",
+    "api",
+  );
+  assert.equal(JSON.parse(verifyApi.out).ok, true);
+
+  const reset = await env.run("bucket", "reset", "k1", "--resource", "api");
+  assert.equal(reset.code, 0, reset.err);
+  assert.match(
+    reset.out,
+    /Reset 1 bucket item\(s\) for entity 'k1' on resource 'api'/,
+  );
+  assert.equal(await repo.getBucketItem("k1", "api"), null);
+  const again = await env.run("bucket", "reset", "k1");
+  assert.match(again.out, /Reset 0 bucket item\(s\)/);
+
+  const missing = await env.run("entity", "verify", "ghost");
+  assert.equal(missing.code, 1);
+  assert.match(missing.err, /✗ entity 'ghost' not found/);
+});
+
+Deno.test("usage list and summary read snapshots by entity and by resource", async () => {
+  await using env = await localCli();
+  assert.equal((await env.run("deploy")).code, 0);
+  const repo = await env.repo();
+  const ns = repo.namespaceId;
+  for (const [hour, rpm] of [["10", 5], ["11", 7]] as const) {
+    const start = `2026-01-15T${hour}:00:00Z`;
+    await env.client.send(
+      new PutItemCommand({
+        TableName: env.table,
+        Item: {
+          PK: { S: `${ns}/ENTITY#k1` },
+          SK: { S: `#USAGE#api#${start}` },
+          entity_id: { S: "k1" },
+          resource: { S: "api" },
+          window: { S: "hourly" },
+          window_start: { S: start },
+          rpm: { N: String(rpm) },
+          tpm: { N: "1500" },
+          total_events: { N: "2" },
+          ttl: { N: "9999999999" },
+          GSI2PK: { S: `${ns}/RESOURCE#api` },
+          GSI2SK: { S: `USAGE#${start}#k1` },
+        },
+      }),
+    );
+  }
+  const list = await env.run("usage", "list", "-e", "k1");
+  assert.equal(list.code, 0, list.err);
+  assert.match(list.out, /rpm=5, tpm=1,500/);
+  assert.match(list.out, /Total: 2 snapshots/);
+  const byResource = await env.run(
+    "--output",
+    "json",
+    "usage",
+    "list",
+    "-r",
+    "api",
+    "--start",
+    "2026-01-15T11:00:00Z",
+  );
+  const snaps = JSON.parse(byResource.out).snapshots as {
+    counters: Record<string, number>;
+  }[];
+  assert.deepEqual(snaps.map((s) => s.counters), [{ rpm: 7, tpm: 1500 }]);
+  const summary = await env.run(
+    "--output",
+    "json",
+    "usage",
+    "summary",
+    "-e",
+    "k1",
+    "-w",
+    "hourly",
+  );
+  const s = JSON.parse(summary.out);
+  assert.deepEqual([s.snapshots, s.totals.rpm, s.averages.rpm], [2, 12, 6]);
+});
+
+// ------------------------------------------------------------------ mocked AWS
+
+const REGION = ["--region", "us-east-1"];
+
+Deno.test("deploy creates the stack through a change set and prints failing events", async () => {
+  const cfn = mockClient(CloudFormationClient);
+  const ddb = mockClient(DynamoDBClient);
+  try {
+    ddb.onAnyCommand().resolves({});
+    cfn.on(DescribeStacksCommand)
+      .rejectsOnce(
+        Object.assign(new Error("Stack with id prod does not exist"), {
+          name: "ValidationError",
+        }),
+      )
+      .resolvesOnce({
+        Stacks: [{
+          StackName: "prod",
+          StackStatus: "CREATE_IN_PROGRESS",
+          CreationTime: new Date(),
+        }],
+      })
+      .resolves({
+        Stacks: [{
+          StackName: "prod",
+          StackId: "arn:stack/prod",
+          StackStatus: "CREATE_COMPLETE",
+          CreationTime: new Date(),
+        }],
+      });
+    cfn.on(CreateChangeSetCommand).resolves({
+      Id: "arn:cs/1",
+      StackId: "arn:stack/prod",
+    });
+    cfn.on(DescribeChangeSetCommand)
+      .resolvesOnce({ Status: "CREATE_PENDING" })
+      .resolves({ Status: "CREATE_COMPLETE" });
+    cfn.on(ExecuteChangeSetCommand).resolves({});
+    const r = await cli([
+      ...REGION,
+      "--name",
+      "prod",
+      "deploy",
+      "--pitr-recovery-days",
+      "7",
+      "-t",
+      "team=core",
+    ]);
+    assert.equal(r.code, 0, r.out + r.err);
+    const create = cfn.commandCalls(CreateChangeSetCommand)[0]?.args[0].input;
+    assert.equal(create?.ChangeSetType, "CREATE");
+    assert.equal(create?.StackName, "prod");
+    assert.deepEqual(create?.Capabilities, ["CAPABILITY_NAMED_IAM"]);
+    const template = JSON.parse(create?.TemplateBody ?? "{}");
+    assert.equal(
+      template.Resources.RateLimitsTable.Type,
+      "AWS::DynamoDB::Table",
+    );
+    assert.ok((create?.TemplateBody ?? "").length < 51200, "fits TemplateBody");
+    assert.deepEqual(create?.Parameters, [
+      { ParameterKey: "SchemaVersion", ParameterValue: SCHEMA_VERSION },
+      { ParameterKey: "PITRRecoveryPeriodDays", ParameterValue: "7" },
+    ]);
+    const tags = Object.fromEntries(
+      (create?.Tags ?? []).map((t) => [t.Key, t.Value]),
+    );
+    assert.equal(tags["ManagedBy"], "zae-limiter");
+    assert.equal(tags["team"], "core");
+    assert.deepEqual(
+      cfn.commandCalls(ExecuteChangeSetCommand)[0]?.args[0].input,
+      {
+        StackName: "prod",
+        ChangeSetName: "arn:cs/1",
+      },
+    );
+    // The version record is written once the stack is complete.
+    const puts = ddb.commandCalls(PutItemCommand).map((c) =>
+      c.args[0].input.Item
+    );
+    const last = puts.at(-1);
+    assert.equal(last?.["SK"]?.S, "#VERSION");
+    assert.equal(last?.["updated_by"]?.S, `cli:${CLIENT_VERSION}`);
+    assert.ok(
+      ddb.commandCalls(TransactWriteItemsCommand).length >= 1,
+      "default registered",
+    );
+    assert.match(r.out, /✓ Stack create complete/);
+
+    // A failed creation prints the failing events and exits 1.
+    cfn.reset();
+    cfn.on(DescribeStacksCommand)
+      .rejectsOnce(
+        Object.assign(new Error("Stack with id prod does not exist"), {
+          name: "ValidationError",
+        }),
+      )
+      .resolves({
+        Stacks: [{
+          StackName: "prod",
+          StackStatus: "ROLLBACK_COMPLETE",
+          CreationTime: new Date(),
+        }],
+      });
+    cfn.on(CreateChangeSetCommand).resolves({ Id: "arn:cs/2" });
+    cfn.on(DescribeChangeSetCommand).resolves({ Status: "CREATE_COMPLETE" });
+    cfn.on(DescribeStackEventsCommand).resolves({
+      StackEvents: [
+        {
+          StackId: "s",
+          EventId: "1",
+          StackName: "prod",
+          Timestamp: new Date(0),
+          LogicalResourceId: "AppRole",
+          ResourceType: "AWS::IAM::Role",
+          ResourceStatus: "CREATE_FAILED",
+          ResourceStatusReason: "not authorized",
+        },
+        {
+          StackId: "s",
+          EventId: "2",
+          StackName: "prod",
+          Timestamp: new Date(0),
+          LogicalResourceId: "RateLimitsTable",
+          ResourceStatus: "CREATE_COMPLETE",
+        },
+      ],
+    });
+    const failed = await cli([...REGION, "--name", "prod", "deploy"]);
+    assert.equal(failed.code, 1);
+    assert.match(
+      failed.err,
+      /AppRole \(AWS::IAM::Role\) CREATE_FAILED: not authorized/,
+    );
+    assert.doesNotMatch(failed.err, /RateLimitsTable/);
+    assert.match(failed.err, /ended in ROLLBACK_COMPLETE/);
+  } finally {
+    cfn.restore();
+    ddb.restore();
+  }
+});
+
+Deno.test("upgrade applies the template with previous parameters and keeps the schema version", async () => {
+  const cfn = mockClient(CloudFormationClient);
+  const ddb = mockClient(DynamoDBClient);
+  try {
+    const record = {
+      PK: { S: "_/SYSTEM#" },
+      SK: { S: "#VERSION" },
+      schema_version: { S: SCHEMA_VERSION },
+      client_min_version: { S: "0.0.0" },
+      lambda_version: { S: "0.9.0" },
+    };
+    ddb.onAnyCommand().resolves({});
+    const defaultNs = {
+      PK: { S: "_/SYSTEM#" },
+      SK: { S: "#NAMESPACE#default" },
+      status: { S: "active" },
+      namespace_id: { S: "abc" },
+    };
+    ddb.on(GetItemCommand).resolves({ Item: record });
+    ddb.on(GetItemCommand, {
+      Key: { PK: { S: "_/SYSTEM#" }, SK: { S: "#NAMESPACE#default" } },
+    })
+      .resolves({ Item: defaultNs });
+    ddb.on(BatchGetItemCommand).resolves({
+      Responses: { prod: [record, defaultNs] },
+    });
+    cfn.on(DescribeStacksCommand)
+      .resolvesOnce({
+        Stacks: [{
+          StackName: "prod",
+          StackStatus: "CREATE_COMPLETE",
+          CreationTime: new Date(),
+          Parameters: [
+            { ParameterKey: "SchemaVersion", ParameterValue: "0.10.0" },
+            { ParameterKey: "WorkerImage", ParameterValue: "img:0.9" },
+            { ParameterKey: "LegacyThing", ParameterValue: "x" },
+          ],
+          Tags: [{ Key: "team", Value: "core" }, {
+            Key: "ManagedBy",
+            Value: "zae-limiter",
+          }],
+        }],
+      })
+      .resolves({
+        Stacks: [{
+          StackName: "prod",
+          StackStatus: "UPDATE_COMPLETE",
+          CreationTime: new Date(),
+        }],
+      });
+    cfn.on(CreateChangeSetCommand).resolves({ Id: "arn:cs/u" });
+    cfn.on(DescribeChangeSetCommand).resolves({ Status: "CREATE_COMPLETE" });
+    cfn.on(ExecuteChangeSetCommand).resolves({});
+    const r = await cli([
+      ...REGION,
+      "--name",
+      "prod",
+      "upgrade",
+      "--worker-image",
+      "img:0.10",
+    ]);
+    assert.equal(r.code, 0, r.out + r.err);
+    const input = cfn.commandCalls(CreateChangeSetCommand)[0]?.args[0].input;
+    assert.equal(input?.ChangeSetType, "UPDATE");
+    assert.ok(input?.TemplateBody);
+    assert.deepEqual(input?.Parameters, [
+      { ParameterKey: "SchemaVersion", UsePreviousValue: true },
+      { ParameterKey: "WorkerImage", ParameterValue: "img:0.10" },
+    ]);
+    const tags = Object.fromEntries(
+      (input?.Tags ?? []).map((t) => [t.Key, t.Value]),
+    );
+    assert.equal(tags["team"], "core");
+    assert.equal(tags["zae-limiter:schema-version"], SCHEMA_VERSION);
+    const put = ddb.commandCalls(PutItemCommand).at(-1)?.args[0].input.Item;
+    assert.equal(put?.["schema_version"]?.S, SCHEMA_VERSION);
+    assert.equal(put?.["lambda_version"]?.S, CLIENT_VERSION);
+
+    // --lambda-only keeps the deployed template; "no changes" is a success.
+    cfn.reset();
+    cfn.on(DescribeStacksCommand).resolves({
+      Stacks: [{
+        StackName: "prod",
+        StackStatus: "UPDATE_COMPLETE",
+        CreationTime: new Date(),
+        Parameters: [{
+          ParameterKey: "WorkerImage",
+          ParameterValue: "img:0.10",
+        }, { ParameterKey: "SchemaVersion", ParameterValue: "0.10.0" }],
+      }],
+    });
+    cfn.on(CreateChangeSetCommand).resolves({ Id: "arn:cs/w" });
+    cfn.on(DeleteChangeSetCommand).resolves({});
+    cfn.on(DescribeChangeSetCommand).resolves({
+      Status: "FAILED",
+      StatusReason:
+        "The submitted information didn't contain changes. Submit different information to create a change set.",
+    });
+    const w = await cli([
+      ...REGION,
+      "--name",
+      "prod",
+      "upgrade",
+      "--lambda-only",
+      "--worker-image",
+      "img:0.10",
+    ]);
+    assert.equal(w.code, 0, w.out + w.err);
+    assert.match(w.out, /already up to date/);
+    const wi = cfn.commandCalls(CreateChangeSetCommand)[0]?.args[0].input;
+    assert.equal(wi?.UsePreviousTemplate, true);
+    assert.equal(wi?.TemplateBody, undefined);
+    assert.deepEqual(wi?.Parameters, [
+      { ParameterKey: "WorkerImage", ParameterValue: "img:0.10" },
+      { ParameterKey: "SchemaVersion", UsePreviousValue: true },
+    ]);
+    assert.equal(cfn.commandCalls(ExecuteChangeSetCommand).length, 0);
+    assert.equal(cfn.commandCalls(DeleteChangeSetCommand).length, 1);
+  } finally {
+    cfn.restore();
+    ddb.restore();
+  }
+});
+
+Deno.test("upgrade stops with exit 3 when the table needs a migration", async () => {
+  const cfn = mockClient(CloudFormationClient);
+  const ddb = mockClient(DynamoDBClient);
+  try {
+    ddb.onAnyCommand().resolves({
+      Item: {
+        PK: { S: "_/SYSTEM#" },
+        SK: { S: "#VERSION" },
+        schema_version: { S: "0.9.0" },
+      },
+    });
+    const r = await cli([...REGION, "--name", "prod", "upgrade"]);
+    assert.equal(r.code, 3, r.out + r.err);
+    assert.match(r.err, /not compatible/);
+    assert.equal(cfn.commandCalls(CreateChangeSetCommand).length, 0);
+  } finally {
+    cfn.restore();
+    ddb.restore();
+  }
+});
+
+Deno.test("delete removes the stack, says the table is retained, and list filters managed stacks", async () => {
+  const cfn = mockClient(CloudFormationClient);
+  try {
+    cfn.on(DescribeStacksCommand, { StackName: "prod" })
+      .resolvesOnce({
+        Stacks: [{
+          StackName: "prod",
+          StackStatus: "CREATE_COMPLETE",
+          CreationTime: new Date(),
+        }],
+      })
+      .rejects(
+        Object.assign(new Error("Stack with id prod does not exist"), {
+          name: "ValidationError",
+        }),
+      );
+    cfn.on(DeleteStackCommand).resolves({});
+    const r = await cli([...REGION, "--name", "prod", "delete", "--yes"]);
+    assert.equal(r.code, 0, r.out + r.err);
+    assert.deepEqual(cfn.commandCalls(DeleteStackCommand)[0]?.args[0].input, {
+      StackName: "prod",
+    });
+    assert.match(r.out, /Table 'prod' is retained/);
+
+    cfn.reset();
+    cfn.on(DescribeStacksCommand).resolves({
+      Stacks: [
+        {
+          StackName: "b-limiter",
+          StackStatus: "CREATE_COMPLETE",
+          CreationTime: new Date("2026-01-02T00:00:00Z"),
+          Tags: [{ Key: "ManagedBy", Value: "zae-limiter" }, {
+            Key: "zae-limiter:version",
+            Value: "0.10.0",
+          }],
+        },
+        {
+          StackName: "other",
+          StackStatus: "CREATE_COMPLETE",
+          CreationTime: new Date(),
+        },
+        {
+          StackName: "ZAEL-a",
+          StackStatus: "UPDATE_ROLLBACK_FAILED",
+          CreationTime: new Date("2025-01-01T00:00:00Z"),
+        },
+      ],
+    });
+    const list = await cli([...REGION, "--output", "json", "list"]);
+    assert.equal(list.code, 0, list.err);
+    assert.deepEqual(JSON.parse(list.out), [
+      {
+        name: "a",
+        status: "UPDATE_ROLLBACK_FAILED",
+        version: "-",
+        created: "2025-01-01",
+      },
+      {
+        name: "b-limiter",
+        status: "CREATE_COMPLETE",
+        version: "0.10.0",
+        created: "2026-01-02",
+      },
+    ]);
+  } finally {
+    cfn.restore();
+  }
+});
+
+Deno.test("backup and pitr commands send the recovery runbook's requests", async () => {
+  const ddb = mockClient(DynamoDBClient);
+  try {
+    ddb.on(CreateBackupCommand).resolves({
+      BackupDetails: {
+        BackupArn: "arn:backup/1",
+        BackupName: "b1",
+        BackupStatus: "CREATING",
+        BackupSizeBytes: 0,
+        BackupType: "USER",
+        BackupCreationDateTime: new Date(),
+      },
+    });
+    ddb.on(ListBackupsCommand).resolves({
+      BackupSummaries: [{
+        BackupName: "b1",
+        BackupArn: "arn:backup/1",
+        BackupStatus: "AVAILABLE",
+        BackupCreationDateTime: new Date("2026-01-01T00:00:00Z"),
+      }],
+    });
+    ddb.on(RestoreTableFromBackupCommand).resolves({
+      TableDescription: { TableStatus: "CREATING" },
+    });
+    ddb.on(UpdateContinuousBackupsCommand).resolves({});
+    ddb.on(RestoreTableToPointInTimeCommand).resolves({});
+
+    const create = await cli([
+      ...REGION,
+      "--name",
+      "prod",
+      "backup",
+      "create",
+      "--backup-name",
+      "b1",
+    ]);
+    assert.equal(create.code, 0, create.err);
+    assert.deepEqual(ddb.commandCalls(CreateBackupCommand)[0]?.args[0].input, {
+      TableName: "prod",
+      BackupName: "b1",
+    });
+    const list = await cli([
+      ...REGION,
+      "--name",
+      "prod",
+      "--output",
+      "json",
+      "backup",
+      "list",
+    ]);
+    assert.equal(JSON.parse(list.out)[0].arn, "arn:backup/1");
+    assert.equal(
+      ddb.commandCalls(ListBackupsCommand)[0]?.args[0].input.TableName,
+      "prod",
+    );
+    const restore = await cli([
+      ...REGION,
+      "--name",
+      "prod",
+      "backup",
+      "restore",
+      "--backup-arn",
+      "arn:backup/1",
+      "--target-table",
+      "prod-restored",
+    ]);
+    assert.equal(restore.code, 0, restore.err);
+    assert.deepEqual(
+      ddb.commandCalls(RestoreTableFromBackupCommand)[0]?.args[0].input,
+      {
+        BackupArn: "arn:backup/1",
+        TargetTableName: "prod-restored",
+      },
+    );
+
+    assert.equal(
+      (await cli([
+        ...REGION,
+        "--name",
+        "prod",
+        "pitr",
+        "enable",
+        "--recovery-days",
+        "14",
+      ])).code,
+      0,
+    );
+    assert.deepEqual(
+      ddb.commandCalls(UpdateContinuousBackupsCommand)[0]?.args[0].input,
+      {
+        TableName: "prod",
+        PointInTimeRecoverySpecification: {
+          PointInTimeRecoveryEnabled: true,
+          RecoveryPeriodInDays: 14,
+        },
+      },
+    );
+    assert.equal(
+      (await cli([
+        ...REGION,
+        "--name",
+        "prod",
+        "pitr",
+        "restore",
+        "--target-table",
+        "p2",
+        "--time",
+        "2026-01-15T10:00:00Z",
+      ])).code,
+      0,
+    );
+    assert.equal(
+      (await cli([
+        ...REGION,
+        "--name",
+        "prod",
+        "pitr",
+        "restore",
+        "--target-table",
+        "p3",
+        "--latest",
+      ])).code,
+      0,
+    );
+    const [atTime, latest] = ddb.commandCalls(RestoreTableToPointInTimeCommand)
+      .map((c) => c.args[0].input);
+    assert.deepEqual(atTime, {
+      SourceTableName: "prod",
+      TargetTableName: "p2",
+      RestoreDateTime: new Date("2026-01-15T10:00:00Z"),
+    });
+    assert.deepEqual(latest, {
+      SourceTableName: "prod",
+      TargetTableName: "p3",
+      UseLatestRestorableTime: true,
+    });
+  } finally {
+    ddb.restore();
+  }
+});
