@@ -108,6 +108,9 @@ function configure(cmd: Command, ctx: CliContext): void {
     outputError: () => {},
     getOutHelpWidth: () => 100,
     getErrHelpWidth: () => 100,
+    // Plain text, decided here rather than from the process environment.
+    getOutHasColors: () => false,
+    getErrHasColors: () => false,
   });
   for (const sub of cmd.commands) configure(sub, ctx);
 }

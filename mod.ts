@@ -78,7 +78,7 @@ export type {
   RepositoryOptions,
   ResolvedLimits,
 } from "./core/repository.ts";
-export type { BucketRef } from "./core/bucket_item.ts";
+export type { BucketItem, BucketRef, StoredLimit } from "./core/bucket_item.ts";
 export type { BucketParams } from "./core/bucket.ts";
 export { type Clock, systemClock } from "./core/clock.ts";
 export {
@@ -92,11 +92,7 @@ export type {
   Semver,
   VersionRecord,
 } from "./core/version.ts";
-export {
-  CLIENT_VERSION,
-  createTableInput,
-  SCHEMA_VERSION,
-} from "./core/schema.ts";
+export { CLIENT_VERSION, SCHEMA_VERSION } from "./core/schema.ts";
 export {
   DEFAULT_NAMESPACE,
   DEFAULT_RESOURCE,

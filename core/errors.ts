@@ -110,7 +110,11 @@ export class RateLimitExceeded extends RateLimitError {
   /** Seconds until the primary violation would admit the request. */
   readonly retryAfterSeconds: number;
 
-  /** @throws {RangeError} when `statuses` holds no exceeded status. */
+  /**
+   * Creates the error from every status checked.
+   *
+   * @throws {RangeError} when `statuses` holds no exceeded status.
+   */
   constructor(statuses: readonly LimitStatus[]) {
     const violations = statuses.filter((s) => s.exceeded);
     if (violations.length === 0) {

@@ -185,6 +185,14 @@ export class RateLimiter {
    * @throws {RateLimiterUnavailable} DynamoDB failed and `onUnavailable` is `block`
    */
   acquire(options: AcquireOptions): Promise<Lease>;
+  /**
+   * Acquires tokens, runs `body` with the lease, commits when it returns and
+   * rolls back when it throws; resolves to the body's value.
+   *
+   * @throws {RateLimitExceeded} a limit refused; nothing was consumed
+   * @throws {ValidationError} bad input or no limits configured; nothing was written
+   * @throws {RateLimiterUnavailable} DynamoDB failed and `onUnavailable` is `block`
+   */
   acquire<T>(
     options: AcquireOptions,
     body: (lease: Lease) => Promise<T> | T,

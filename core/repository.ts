@@ -97,8 +97,17 @@ import {
 } from "./validation.ts";
 import { checkCompatibility, type VersionRecord } from "./version.ts";
 
-/** The part of the AWS SDK client the library uses: `send`. A fake may implement just this. */
-export type DynamoDbClientLike = Pick<DynamoDBClient, "send">;
+/**
+ * The part of an AWS SDK v3 `DynamoDBClient` the library uses: `send`. A
+ * `DynamoDBClient` fits as is; a fake may implement just this.
+ */
+export interface DynamoDbClientLike {
+  /** Sends an SDK command and resolves to its output. */
+  send(command: unknown, options?: { abortSignal?: AbortSignal }): Promise<unknown>;
+}
+
+/** The SDK's typed `send`, which every {@linkcode DynamoDbClientLike} is at run time. */
+type SdkClient = Pick<DynamoDBClient, "send">;
 
 /** Options of {@linkcode Repository.open}. */
 export interface RepositoryOptions {
@@ -167,7 +176,7 @@ export interface CreateEntityOptions {
 }
 
 interface Shared {
-  readonly client: DynamoDbClientLike;
+  readonly client: SdkClient;
   readonly table: string;
   readonly clock: Clock;
   readonly ulid: (now: number) => string;
@@ -321,7 +330,7 @@ export class Repository {
       options.namespace ?? DEFAULT_NAMESPACE,
     );
     const shared: Shared = {
-      client: options.client,
+      client: options.client as unknown as SdkClient,
       table,
       clock: options.clock ?? systemClock,
       ulid: createUlid(),
@@ -475,7 +484,9 @@ export class Repository {
     return new Repository(this.#s, name, id);
   }
 
-  /** Sends any SDK command through this repository's client. */
+  /** Sends any SDK command through this repository's client. *
+   * @ignore Low-level helper for the CLI, workers and migrations.
+   */
   send<T>(command: unknown): Promise<T> {
     return (this.#s.client.send as (c: unknown) => Promise<T>)(command);
   }
@@ -567,12 +578,16 @@ export class Repository {
     return out;
   }
 
-  /** Reads items by key with as few BatchGetItem calls as possible (unprocessed keys retried). */
+  /** Reads items by key with as few BatchGetItem calls as possible (unprocessed keys retried). *
+   * @ignore Low-level helper for the CLI, workers and migrations.
+   */
   batchGet(keys: Item[], consistent = true): Promise<Item[]> {
     return this.#batchGet(keys, consistent);
   }
 
-  /** All pages of a query. */
+  /** All pages of a query. *
+   * @ignore Low-level helper for the CLI, workers and migrations.
+   */
   async queryAll(input: Omit<QueryCommandInput, "TableName">): Promise<Item[]> {
     const items: Item[] = [];
     let start: Record<string, AttributeValue> | undefined;
@@ -590,7 +605,9 @@ export class Repository {
     return items;
   }
 
-  /** Deletes keys in batches of 25, retrying unprocessed items until none are left. */
+  /** Deletes keys in batches of 25, retrying unprocessed items until none are left. *
+   * @ignore Low-level helper for the CLI, workers and migrations.
+   */
   async batchDelete(keys: Item[]): Promise<number> {
     let pending: WriteRequest[] = keys.map((k) => ({
       DeleteRequest: { Key: k },
@@ -2064,7 +2081,9 @@ export class Repository {
     return pkBucket(this.namespaceId, entityId, resource, shard);
   }
 
-  /** Sends a one-item write, or a transaction for several. */
+  /** Sends a one-item write, or a transaction for several. *
+   * @ignore Low-level helper for the CLI, workers and migrations.
+   */
   async writeItems(items: readonly TransactWriteItem[]): Promise<void> {
     if (items.length === 1) {
       const only = items[0] as TransactWriteItem;

@@ -126,7 +126,9 @@ export async function forEachConcurrent<T>(
     }
   }
   const workers: Promise<void>[] = [];
-  for (let i = 0; i < Math.min(limit, items.length); i++) workers.push(worker());
+  for (let i = 0; i < Math.min(limit, items.length); i++) {
+    workers.push(worker());
+  }
   await Promise.all(workers);
   if (failed) throw failure;
 }
@@ -243,7 +245,9 @@ export async function deleteKeys(
 ): Promise<number> {
   for (let i = 0; i < keys.length; i += 25) {
     let pending: WriteRequest[] = keys.slice(i, i + 25).map((k) => ({
-      DeleteRequest: { Key: { PK: k["PK"] ?? { S: "" }, SK: k["SK"] ?? { S: "" } } },
+      DeleteRequest: {
+        Key: { PK: k["PK"] ?? { S: "" }, SK: k["SK"] ?? { S: "" } },
+      },
     }));
     for (let attempt = 0; pending.length > 0; attempt++) {
       ctx.signal.throwIfAborted();

@@ -55,7 +55,10 @@ export async function loadCheckpoints(
       new QueryCommand({
         TableName: ctx.tableName,
         KeyConditionExpression: "PK = :pk AND begins_with(SK, :p)",
-        ExpressionAttributeValues: { ":pk": { S: SYSTEM_PK }, ":p": { S: prefix } },
+        ExpressionAttributeValues: {
+          ":pk": { S: SYSTEM_PK },
+          ":p": { S: prefix },
+        },
         ConsistentRead: true,
         ...(start ? { ExclusiveStartKey: start } : {}),
       }),
@@ -203,7 +206,9 @@ export async function runScanPhase(
     segments = savedTotal;
   }
   const bySegment = new Map(
-    saved.filter((c) => c.totalSegments === segments).map((c) => [c.segment, c]),
+    saved.filter((c) => c.totalSegments === segments).map((
+      c,
+    ) => [c.segment, c]),
   );
   const total = await approximateItemCount(ctx);
   const startedAt = ctx.clock.now();
@@ -240,7 +245,8 @@ export async function runScanPhase(
       kind: "log",
       level: "info",
       migration: options.migration,
-      message: `resuming: ${skippedSegments}/${segments} segments already done, ${baseline} items scanned before`,
+      message:
+        `resuming: ${skippedSegments}/${segments} segments already done, ${baseline} items scanned before`,
     });
   }
 

@@ -191,7 +191,10 @@ function intInRange(
   return v;
 }
 
-function positiveOrNull(field: string, value: number | undefined): number | null {
+function positiveOrNull(
+  field: string,
+  value: number | undefined,
+): number | null {
   if (value === undefined) return null;
   if (!Number.isFinite(value) || value <= 0) {
     throw new RangeError(

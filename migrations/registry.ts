@@ -32,7 +32,9 @@ import { namespaceKeysMigration } from "./v0_10_0_namespace_keys.ts";
  * @throws {TypeError} on a duplicate id
  * @throws {SyntaxError} on an unparsable version
  */
-export function createRegistry(list: readonly Migration[]): readonly Migration[] {
+export function createRegistry(
+  list: readonly Migration[],
+): readonly Migration[] {
   const ids = new Set<string>();
   for (const m of list) {
     parseSemver(m.version);

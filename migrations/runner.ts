@@ -54,7 +54,7 @@ import {
   toError,
   withContext,
 } from "./migration.ts";
-import { MIGRATIONS, migrationsBetween } from "./registry.ts";
+import { migrationsBetween } from "./registry.ts";
 
 /** SK of the lock item. */
 export const LOCK_SK = "#MIGRATION_LOCK";
@@ -189,7 +189,9 @@ export interface LockOptions {
 }
 
 /** Reads the lock, or `null`. */
-export async function readLock(ctx: MigrationContext): Promise<LockInfo | null> {
+export async function readLock(
+  ctx: MigrationContext,
+): Promise<LockInfo | null> {
   const it = await getItem(ctx, SYSTEM_PK, LOCK_SK);
   if (!it) return null;
   return {
@@ -324,7 +326,10 @@ async function renewLock(
   }
 }
 
-async function releaseLock(ctx: MigrationContext, owner: string): Promise<void> {
+async function releaseLock(
+  ctx: MigrationContext,
+  owner: string,
+): Promise<void> {
   const e = new Expr();
   try {
     await ctx.client.send(
@@ -570,7 +575,11 @@ export function applyMigrations(
     let stored = current;
     for (let i = 0; i < pending.length; i++) {
       const m = pending[i] as Migration;
-      lctx.report({ kind: "migration_started", migration: m.id, version: m.version });
+      lctx.report({
+        kind: "migration_started",
+        migration: m.id,
+        version: m.version,
+      });
       const startedAt = isoSeconds(lctx.clock.now());
       let report: MigrationReport;
       try {
@@ -613,7 +622,12 @@ export function applyMigrations(
       });
       const next = pending[i + 1];
       if (next === undefined || next.version !== m.version) {
-        await writeStoredVersion(lctx, m.version, `migration:${m.version}`, stored);
+        await writeStoredVersion(
+          lctx,
+          m.version,
+          `migration:${m.version}`,
+          stored,
+        );
         reached = m.version;
         stored = (await readStoredVersion(lctx)) ?? stored;
       }
@@ -772,7 +786,8 @@ export function recoveryPlan(input: {
   const restoreBefore = input.startedAt === null
     ? null
     : isoSeconds(Date.parse(input.startedAt) - 60_000);
-  const time = restoreBefore ?? "<TIME BEFORE THE MIGRATION, e.g. 2026-01-15T11:59:00Z>";
+  const time = restoreBefore ??
+    "<TIME BEFORE THE MIGRATION, e.g. 2026-01-15T11:59:00Z>";
   const restored = `${input.table}-restored`;
   const region = `--region ${input.region}`;
   const names = input.blockers.map((b) => b.id).join(", ");
@@ -901,11 +916,21 @@ export function rollbackMigrations(
       const next = list[i + 1];
       if (next === undefined || next.version !== m.version) {
         const version = next === undefined ? to : next.version;
-        await writeStoredVersion(lctx, version, `rollback:${m.version}`, stored);
+        await writeStoredVersion(
+          lctx,
+          version,
+          `rollback:${m.version}`,
+          stored,
+        );
         reached = version;
         stored = (await readStoredVersion(lctx)) ?? stored;
       }
     }
-    return { kind: "rolled_back", from: current.schemaVersion, to: reached, steps };
+    return {
+      kind: "rolled_back",
+      from: current.schemaVersion,
+      to: reached,
+      steps,
+    };
   }, { ...options, operation: `rollback to ${to}` });
 }

@@ -89,8 +89,8 @@ import {
 } from "./_scan.ts";
 import {
   type IrreversibleMigration,
-  MigrationError,
   type MigrationContext,
+  MigrationError,
   type MigrationReport,
 } from "./migration.ts";
 
@@ -291,10 +291,10 @@ export async function resolveTargetNamespace(
   for (let attempt = 0; attempt < 5; attempt++) {
     const id = randomNamespaceId();
     const common: Item = {
-      namespace_id: { S: id },
-      namespace_name: { S: name },
+      "namespace_id": { S: id },
+      "namespace_name": { S: name },
       status: { S: "active" },
-      created_at: { S: isoSeconds(ctx.clock.now()) },
+      "created_at": { S: isoSeconds(ctx.clock.now()) },
       GSI4PK: { S: RESERVED_NAMESPACE },
       GSI4SK: { S: SYSTEM_PK },
     };
@@ -305,14 +305,22 @@ export async function resolveTargetNamespace(
             {
               Put: {
                 TableName: ctx.tableName,
-                Item: { PK: { S: SYSTEM_PK }, SK: { S: skNamespace(name) }, ...common },
+                Item: {
+                  PK: { S: SYSTEM_PK },
+                  SK: { S: skNamespace(name) },
+                  ...common,
+                },
                 ConditionExpression: "attribute_not_exists(PK)",
               },
             },
             {
               Put: {
                 TableName: ctx.tableName,
-                Item: { PK: { S: SYSTEM_PK }, SK: { S: skNsid(id) }, ...common },
+                Item: {
+                  PK: { S: SYSTEM_PK },
+                  SK: { S: skNsid(id) },
+                  ...common,
+                },
                 ConditionExpression: "attribute_not_exists(PK)",
               },
             },
@@ -486,7 +494,9 @@ export async function deleteUnprefixedOriginals(
     writeBudget,
     onPage: async (items, c): Promise<PageOutcome> => {
       const legacy = items.filter((it) => isUnprefixedKey(str(it, "PK") ?? ""));
-      if (legacy.length === 0) return { written: 0, alreadyPresent: 0, deleted: 0 };
+      if (legacy.length === 0) {
+        return { written: 0, alreadyPresent: 0, deleted: 0 };
+      }
       const copies: Item[] = [];
       for (const it of legacy) {
         const d = planItemCopy(it, namespaceId);
@@ -507,7 +517,9 @@ export async function deleteUnprefixedOriginals(
           else alreadyPresent++;
         },
       );
-      const sizes = new Map(legacy.map((it) => [keyOf(it), estimateWriteUnits(it)]));
+      const sizes = new Map(
+        legacy.map((it) => [keyOf(it), estimateWriteUnits(it)]),
+      );
       const deleted = await deleteKeys(
         c,
         legacy.map((it) => ({
@@ -664,7 +676,10 @@ export async function planNamespaceKeys(
     deleteWcu: 0,
     deleteReads: 0,
   };
-  const readBudget = createCapacityBudget(ctx.options.maxRcuPerSecond, ctx.clock);
+  const readBudget = createCapacityBudget(
+    ctx.options.maxRcuPerSecond,
+    ctx.clock,
+  );
   const writeBudget = createCapacityBudget(null, ctx.clock);
   await runScanPhase(ctx, {
     migration: NAMESPACE_KEYS_ID,
@@ -916,9 +931,14 @@ export async function verifyNamespaceKeys(
       if (largest !== undefined) set.delete(largest);
     }
   };
-  const readBudget = createCapacityBudget(ctx.options.maxRcuPerSecond, ctx.clock);
+  const readBudget = createCapacityBudget(
+    ctx.options.maxRcuPerSecond,
+    ctx.clock,
+  );
   const writeBudget = createCapacityBudget(null, ctx.clock);
-  if (namespaceId === null) issues.push({ kind: "namespace_missing", namespace: name });
+  if (namespaceId === null) {
+    issues.push({ kind: "namespace_missing", namespace: name });
+  }
   const placeholder = namespaceId ?? "\u0000missing";
   await runScanPhase(ctx, {
     migration: NAMESPACE_KEYS_ID,
@@ -946,7 +966,9 @@ export async function verifyNamespaceKeys(
         const parsed = safeParseNamespace(pk);
         if (!parsed.ok) continue;
         const { namespaceId: ns, rest } = parsed.value;
-        if (ns === RESERVED_NAMESPACE && rest === "SYSTEM#" && sk === SK.VERSION) {
+        if (
+          ns === RESERVED_NAMESPACE && rest === "SYSTEM#" && sk === SK.VERSION
+        ) {
           migrated.version++;
         } else if (ns === namespaceId) {
           const type = classifyRecord(rest, sk);
@@ -955,7 +977,11 @@ export async function verifyNamespaceKeys(
         }
       }
       if (copies.length > 0) {
-        const got = await batchGetItems(c, copies.map((x) => x.copy), readBudget);
+        const got = await batchGetItems(
+          c,
+          copies.map((x) => x.copy),
+          readBudget,
+        );
         for (const x of copies) {
           const found = got.get(keyOf(x.copy));
           if (!found) {
@@ -1153,7 +1179,9 @@ async function compareSample(
     expectedLimits[resource] = limitTriples(c);
     const got = await repo.getLimits(id, { resource });
     actualLimits[resource] = Object.fromEntries(
-      got.map((l) => [l.name, [l.capacity, l.refillAmount, l.refillPeriodSeconds]]),
+      got.map((
+        l,
+      ) => [l.name, [l.capacity, l.refillAmount, l.refillPeriodSeconds]]),
     );
   }
   issues.push(...mismatch(id, "limits", expectedLimits, actualLimits));
@@ -1180,7 +1208,9 @@ async function compareSample(
   });
   const expectedBuckets = [...legacyBuckets.values()].map((it) => {
     const pk = str(it, "PK") ?? "";
-    return describe(decodeBucket(it, Number(pk.slice(pk.lastIndexOf("#") + 1)) || 0));
+    return describe(
+      decodeBucket(it, Number(pk.slice(pk.lastIndexOf("#") + 1)) || 0),
+    );
   }).map(canonical).sort();
   const actualBuckets = (await repo.getEntityBuckets(id)).map(describe).map(
     canonical,

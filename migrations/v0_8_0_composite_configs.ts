@@ -42,7 +42,12 @@ import {
   UpdateItemCommand,
 } from "@aws-sdk/client-dynamodb";
 import { Expr, type Item, str } from "../core/expr.ts";
-import { DEFAULT_RESOURCE, isUnprefixedKey, limitAttr, SK } from "../core/keys.ts";
+import {
+  DEFAULT_RESOURCE,
+  isUnprefixedKey,
+  limitAttr,
+  SK,
+} from "../core/keys.ts";
 import {
   createCapacityBudget,
   deleteKeys,
@@ -272,8 +277,14 @@ async function writeGroup(
 export async function convertLegacyLimits(
   ctx: MigrationContext,
 ): Promise<MigrationReport> {
-  const writeBudget = createCapacityBudget(ctx.options.maxWcuPerSecond, ctx.clock);
-  const readBudget = createCapacityBudget(ctx.options.maxRcuPerSecond, ctx.clock);
+  const writeBudget = createCapacityBudget(
+    ctx.options.maxWcuPerSecond,
+    ctx.clock,
+  );
+  const readBudget = createCapacityBudget(
+    ctx.options.maxRcuPerSecond,
+    ctx.clock,
+  );
   let groupsWritten = 0;
   const r = await runScanPhase(ctx, {
     migration: COMPOSITE_CONFIGS_ID,

@@ -7,6 +7,7 @@ import assert from "node:assert/strict";
 import {
   BatchGetItemCommand,
   CreateBackupCommand,
+  DeleteItemCommand,
   DescribeTableCommand,
   DynamoDBClient,
   GetItemCommand,
@@ -215,6 +216,40 @@ Deno.test("status, check, version and data commands do not create a missing tabl
   const ns = await env.run("namespace", "list");
   assert.equal(ns.code, 1);
   assert.equal(await tableExists(env.client, env.table), false);
+});
+
+Deno.test("check reports a pre-0.10 table as INCOMPATIBLE and data commands leave it untouched", async () => {
+  await using env = await localCli();
+  assert.equal((await env.run("deploy")).code, 0);
+  await env.client.send(
+    new DeleteItemCommand({
+      TableName: env.table,
+      Key: { PK: { S: "_/SYSTEM#" }, SK: { S: "#VERSION" } },
+    }),
+  );
+  await env.client.send(
+    new PutItemCommand({
+      TableName: env.table,
+      Item: {
+        PK: { S: "SYSTEM#" },
+        SK: { S: "#VERSION" },
+        "schema_version": { S: "0.9.0" },
+      },
+    }),
+  );
+  const check = await env.run("check");
+  assert.equal(check.code, 3, check.out);
+  assert.match(check.out, /pre-0\.10 key layout/);
+  const show = await env.run("entity", "show", "x");
+  assert.equal(show.code, 1);
+  assert.match(show.err, /pre-0\.10 key layout/);
+  const current = await env.client.send(
+    new GetItemCommand({
+      TableName: env.table,
+      Key: { PK: { S: "_/SYSTEM#" }, SK: { S: "#VERSION" } },
+    }),
+  );
+  assert.equal(current.Item, undefined, "no version record was written");
 });
 
 Deno.test("status reports a deployed local table", async () => {
@@ -683,16 +718,16 @@ Deno.test("upgrade applies the template with previous parameters and keeps the s
     const record = {
       PK: { S: "_/SYSTEM#" },
       SK: { S: "#VERSION" },
-      schema_version: { S: SCHEMA_VERSION },
-      client_min_version: { S: "0.0.0" },
-      lambda_version: { S: "0.9.0" },
+      "schema_version": { S: SCHEMA_VERSION },
+      "client_min_version": { S: "0.0.0" },
+      "lambda_version": { S: "0.9.0" },
     };
     ddb.onAnyCommand().resolves({});
     const defaultNs = {
       PK: { S: "_/SYSTEM#" },
       SK: { S: "#NAMESPACE#default" },
       status: { S: "active" },
-      namespace_id: { S: "abc" },
+      "namespace_id": { S: "abc" },
     };
     ddb.on(GetItemCommand).resolves({ Item: record });
     ddb.on(GetItemCommand, {
@@ -808,7 +843,7 @@ Deno.test("upgrade stops with exit 3 when the table needs a migration", async ()
       Item: {
         PK: { S: "_/SYSTEM#" },
         SK: { S: "#VERSION" },
-        schema_version: { S: "0.9.0" },
+        "schema_version": { S: "0.9.0" },
       },
     });
     const r = await cli([...REGION, "--name", "prod", "upgrade"]);
