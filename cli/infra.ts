@@ -375,8 +375,8 @@ async function initVersionRecord(
   workerVersion: string | null,
 ): Promise<void> {
   const client = dynamoClient(ctx, g);
-  // The stack created the table: open() writes the first record and registers `default`.
-  const repo = await Repository.open({ client, stack: g.name });
+  // The stack created the table: provisioning open() writes the first record and registers `default`.
+  const repo = await Repository.open({ client, stack: g.name, provision: true });
   await repo.setVersionRecord({
     schemaVersion: SCHEMA_VERSION,
     clientMinVersion: "0.0.0",

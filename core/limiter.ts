@@ -74,6 +74,20 @@ export interface RateLimiterOptions {
   readonly onError?: (error: unknown, context: string) => void;
   /** Random numbers in [0, 1) for shard choice and jitter. @default Math.random */
   readonly random?: () => number;
+  /**
+   * Remember refusals in memory: until the Retry-After passes, a request for
+   * the same entity and resource asking at least as much is refused without
+   * a DynamoDB call. It never admits, so it cannot over-admit; tokens given
+   * back meanwhile by other processes are seen after the wait. 0 disables.
+   * @default 10000 (entries)
+   */
+  readonly refusalCacheSize?: number;
+}
+
+interface Refusal {
+  readonly until: number;
+  readonly amounts: ReadonlyMap<string, bigint>;
+  readonly error: RateLimitExceeded;
 }
 
 /** What to acquire. */
@@ -159,6 +173,8 @@ export class RateLimiter {
   readonly #onError: (error: unknown, context: string) => void;
   readonly #random: () => number;
   readonly #clock: Clock;
+  readonly #refusals = new Map<string, Refusal>();
+  readonly #refusalCacheSize: number;
 
   /** Creates a limiter over a repository. */
   constructor(repository: Repository, options: RateLimiterOptions = {}) {
@@ -167,6 +183,7 @@ export class RateLimiter {
     this.#onError = options.onError ?? (() => {});
     this.#random = options.random ?? Math.random;
     this.#clock = repository.clock;
+    this.#refusalCacheSize = options.refusalCacheSize ?? 10_000;
   }
 
   /** The repository. */
@@ -362,6 +379,55 @@ export class RateLimiter {
   }
 
   async #decide(
+    entityId: string,
+    resource: string,
+    consume: Map<string, bigint>,
+    override: readonly Limit[] | null,
+  ): Promise<Lease> {
+    const key = `${this.#repo.namespaceId}\u0000${entityId}\u0000${resource}`;
+    if (override === null) this.#checkRefusal(key, consume);
+    try {
+      return await this.#decideRemote(entityId, resource, consume, override);
+    } catch (e) {
+      if (e instanceof RateLimitExceeded && override === null) this.#rememberRefusal(key, consume, e);
+      throw e;
+    }
+  }
+
+  #checkRefusal(key: string, consume: Map<string, bigint>): void {
+    const r = this.#refusals.get(key);
+    if (!r) return;
+    const now = this.#clock.now();
+    if (now >= r.until) {
+      this.#refusals.delete(key);
+      return;
+    }
+    for (const [name, amount] of r.amounts) {
+      if ((consume.get(name) ?? 0n) < amount) return; // a smaller request may fit: ask DynamoDB
+    }
+    const wait = (r.until - now) / 1000;
+    throw new RateLimitExceeded(
+      r.error.statuses.map((s) => s.exceeded ? { ...s, retryAfterSeconds: Math.min(s.retryAfterSeconds, wait) } : s),
+    );
+  }
+
+  #rememberRefusal(key: string, consume: Map<string, bigint>, e: RateLimitExceeded): void {
+    if (this.#refusalCacheSize <= 0) return;
+    const amounts = new Map<string, bigint>();
+    for (const v of e.violations) {
+      const a = consume.get(v.limitName);
+      if (a !== undefined && a > 0n) amounts.set(v.limitName, a);
+    }
+    if (amounts.size === 0) return;
+    if (!this.#refusals.has(key) && this.#refusals.size >= this.#refusalCacheSize) {
+      const oldest = this.#refusals.keys().next();
+      if (!oldest.done) this.#refusals.delete(oldest.value);
+    }
+    const wait = Math.min(...e.violations.map((v) => v.retryAfterSeconds));
+    this.#refusals.set(key, { until: this.#clock.now() + Math.floor(wait * 1000), amounts, error: e });
+  }
+
+  async #decideRemote(
     entityId: string,
     resource: string,
     consume: Map<string, bigint>,

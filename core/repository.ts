@@ -103,7 +103,10 @@ import { checkCompatibility, type VersionRecord } from "./version.ts";
  */
 export interface DynamoDbClientLike {
   /** Sends an SDK command and resolves to its output. */
-  send(command: unknown, options?: { abortSignal?: AbortSignal }): Promise<unknown>;
+  send(
+    command: unknown,
+    options?: { abortSignal?: AbortSignal },
+  ): Promise<unknown>;
 }
 
 /** The SDK's typed `send`, which every {@linkcode DynamoDbClientLike} is at run time. */
@@ -317,7 +320,8 @@ export class Repository {
   /**
    * Opens a repository: checks the table (creating it only with `provision`),
    * resolves the namespace (registering it only with `registerNamespace`, or
-   * on a table this call created), and checks version compatibility.
+   * on a table this call created), and checks version compatibility. Without
+   * `provision` or `registerNamespace` it writes nothing.
    *
    * @throws {InfrastructureNotFoundError} the table is missing and `provision` is off
    * @throws {NamespaceNotFoundError} the namespace is not registered
@@ -367,15 +371,21 @@ export class Repository {
       await system.createTable();
       created = true;
     }
-    if (created || !version) {
+    // Writes happen only on a table this call created, or when asked to
+    // provision: opening is otherwise read-only (the CLI's read commands rely on it).
+    const mayWrite = created || options.provision === true;
+    if (!version) {
       if (!created && !options.skipVersionCheck) {
         await system.#rejectLegacyTable();
       }
-      await system.setVersionRecord({
-        schemaVersion: SCHEMA_VERSION,
-        updatedBy: `client:${CLIENT_VERSION}`,
-      });
-      await system.registerNamespace(DEFAULT_NAMESPACE);
+      if (mayWrite) {
+        await system.setVersionRecord({
+          schemaVersion: SCHEMA_VERSION,
+          updatedBy: `client:${CLIENT_VERSION}`,
+        });
+      } else if (!options.skipVersionCheck) {
+        throw new InfrastructureNotFoundError(table);
+      }
     } else if (!options.skipVersionCheck) {
       Repository.#enforceVersion(Repository.#decodeVersion(version));
     }
@@ -384,13 +394,13 @@ export class Repository {
       nsId = str(forward, "namespace_id") ?? undefined;
     }
     if (nsId === undefined) {
-      if (
-        created || options.registerNamespace || nsName === DEFAULT_NAMESPACE
-      ) {
-        nsId = await system.registerNamespace(nsName);
-      } else {
-        throw new NamespaceNotFoundError(nsName);
-      }
+      const mayRegister = options.registerNamespace === true ||
+        (mayWrite && nsName === DEFAULT_NAMESPACE);
+      if (!mayRegister && !created) throw new NamespaceNotFoundError(nsName);
+      nsId = await system.registerNamespace(nsName);
+    }
+    if (created && nsName !== DEFAULT_NAMESPACE) {
+      await system.registerNamespace(DEFAULT_NAMESPACE);
     }
     shared.namespaceIds.set(nsName, nsId);
     return new Repository(shared, nsName, nsId);

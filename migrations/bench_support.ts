@@ -30,6 +30,7 @@ import type { DynamoDbClientLike } from "../core/repository.ts";
 import { createTableInput } from "../core/schema.ts";
 import { createUlid } from "../core/ulid.ts";
 import { backoffMs, forEachConcurrent } from "./_dynamo.ts";
+import { asSdkClient } from "./migration.ts";
 
 /** A deterministic pseudo-random generator (mulberry32) in [0, 1). */
 export function seededRandom(seed: number): () => number {
@@ -324,9 +325,11 @@ export async function createTable(
   options: { readonly clock?: Clock } = {},
 ): Promise<void> {
   const clock = options.clock ?? systemClock;
-  await client.send(new CreateTableCommand(createTableInput(tableName)));
+  await asSdkClient(client).send(
+    new CreateTableCommand(createTableInput(tableName)),
+  );
   for (let i = 0; i < 240; i++) {
-    const d = await client.send(
+    const d = await asSdkClient(client).send(
       new DescribeTableCommand({ TableName: tableName }),
     );
     if (d.Table?.TableStatus === "ACTIVE") return;
@@ -367,7 +370,7 @@ export async function putItemsBatched(
       }));
       for (let attempt = 0; pending.length > 0; attempt++) {
         const batch = pending;
-        const res = await client.send(
+        const res = await asSdkClient(client).send(
           new BatchWriteItemCommand({ RequestItems: { [tableName]: batch } }),
           { abortSignal: signal },
         );

@@ -20,6 +20,7 @@
  *
  * @module
  */
+import type { DynamoDBClient } from "@aws-sdk/client-dynamodb";
 import { type Clock, systemClock } from "../core/clock.ts";
 import type { DynamoDbClientLike } from "../core/repository.ts";
 import type { ProgressSnapshot } from "./progress.ts";
@@ -123,10 +124,18 @@ export interface MigrationOptions {
   readonly restart: boolean;
 }
 
+/** The SDK's typed `send` (what every {@linkcode DynamoDbClientLike} is at run time). */
+export type SdkClient = Pick<DynamoDBClient, "send">;
+
+/** Views any client as the SDK's typed client (it is one at run time; fakes implement the same commands). */
+export function asSdkClient(client: DynamoDbClientLike): SdkClient {
+  return client as unknown as SdkClient;
+}
+
 /** Everything a migration needs. Build with {@linkcode createMigrationContext}. */
 export interface MigrationContext {
-  /** DynamoDB client. */
-  readonly client: DynamoDbClientLike;
+  /** DynamoDB client (typed view). */
+  readonly client: SdkClient;
   /** Table (= stack) name. */
   readonly tableName: string;
   /** Clock (sleep included: a fake clock removes real waits). */
@@ -234,7 +243,7 @@ export function createMigrationContext(
   });
   const onEvent = options.onEvent ?? ((): void => {});
   return {
-    client: options.client,
+    client: asSdkClient(options.client),
     tableName: options.tableName,
     clock: options.clock ?? systemClock,
     signal: options.signal ?? new AbortController().signal,
