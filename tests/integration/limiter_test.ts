@@ -846,6 +846,37 @@ Deno.test("acquire() clamps a balance above a capacity lowered by setLimits() (f
   await checkLoweredBySetLimits(true);
 });
 
+Deno.test("acquire() returns to the stored entity config after a call with a limits override", async () => {
+  const clock = manualClock(START);
+  await using env = await freshRepo({ clock });
+  const repo = env.repo;
+  const limiter = new RateLimiter(repo);
+  await repo.setLimits("e1", [Limit.perMinute("rpm", 5)], { resource: "api" });
+  await limiter.acquire({
+    entityId: "e1",
+    resource: "api",
+    consume: { rpm: 1 },
+    limits: [Limit.perMinute("rpm", 7)],
+  }, () => {});
+  let item = await rawBucket(env.client, repo, "e1", "api");
+  assert.equal(num(item, "b_rpm_cp"), 7000);
+  assert.equal(num(item, "b_rpm_tk"), 6000);
+  assert.equal(num(item, "ttl"), START_S + 420);
+
+  await limiter.acquire(
+    { entityId: "e1", resource: "api", consume: { rpm: 1 } },
+    () => {},
+  );
+  item = await rawBucket(env.client, repo, "e1", "api");
+  assert.equal(num(item, "b_rpm_cp"), 5000, "the stored config applies again");
+  assert.equal(num(item, "b_rpm_tk"), 4000, "clamped to 5, then charged 1");
+  assert.equal(
+    hasAttr(item, "ttl"),
+    false,
+    "entity-config buckets keep no TTL",
+  );
+});
+
 Deno.test("acquire() writes no TTL when bucketTtlMultiplier is 0", async () => {
   const clock = manualClock(START);
   await using env = await freshRepo({ clock, bucketTtlMultiplier: 0 });
