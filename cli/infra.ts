@@ -376,7 +376,11 @@ async function initVersionRecord(
 ): Promise<void> {
   const client = dynamoClient(ctx, g);
   // The stack created the table: provisioning open() writes the first record and registers `default`.
-  const repo = await Repository.open({ client, stack: g.name, provision: true });
+  const repo = await Repository.open({
+    client,
+    stack: g.name,
+    provision: true,
+  });
   await repo.setVersionRecord({
     schemaVersion: SCHEMA_VERSION,
     clientMinVersion: "0.0.0",

@@ -389,7 +389,9 @@ export class RateLimiter {
     try {
       return await this.#decideRemote(entityId, resource, consume, override);
     } catch (e) {
-      if (e instanceof RateLimitExceeded && override === null) this.#rememberRefusal(key, consume, e);
+      if (e instanceof RateLimitExceeded && override === null) {
+        this.#rememberRefusal(key, consume, e);
+      }
       throw e;
     }
   }
@@ -407,11 +409,19 @@ export class RateLimiter {
     }
     const wait = (r.until - now) / 1000;
     throw new RateLimitExceeded(
-      r.error.statuses.map((s) => s.exceeded ? { ...s, retryAfterSeconds: Math.min(s.retryAfterSeconds, wait) } : s),
+      r.error.statuses.map((s) =>
+        s.exceeded
+          ? { ...s, retryAfterSeconds: Math.min(s.retryAfterSeconds, wait) }
+          : s
+      ),
     );
   }
 
-  #rememberRefusal(key: string, consume: Map<string, bigint>, e: RateLimitExceeded): void {
+  #rememberRefusal(
+    key: string,
+    consume: Map<string, bigint>,
+    e: RateLimitExceeded,
+  ): void {
     if (this.#refusalCacheSize <= 0) return;
     const amounts = new Map<string, bigint>();
     for (const v of e.violations) {
@@ -419,12 +429,18 @@ export class RateLimiter {
       if (a !== undefined && a > 0n) amounts.set(v.limitName, a);
     }
     if (amounts.size === 0) return;
-    if (!this.#refusals.has(key) && this.#refusals.size >= this.#refusalCacheSize) {
+    if (
+      !this.#refusals.has(key) && this.#refusals.size >= this.#refusalCacheSize
+    ) {
       const oldest = this.#refusals.keys().next();
       if (!oldest.done) this.#refusals.delete(oldest.value);
     }
     const wait = Math.min(...e.violations.map((v) => v.retryAfterSeconds));
-    this.#refusals.set(key, { until: this.#clock.now() + Math.floor(wait * 1000), amounts, error: e });
+    this.#refusals.set(key, {
+      until: this.#clock.now() + Math.floor(wait * 1000),
+      amounts,
+      error: e,
+    });
   }
 
   async #decideRemote(
