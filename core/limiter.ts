@@ -174,6 +174,12 @@ export class RateLimiter {
   readonly #random: () => number;
   readonly #clock: Clock;
   readonly #refusals = new Map<string, Refusal>();
+  /**
+   * The limit set (by identity: the config cache hands out the same array
+   * until it refetches) that a full write last verified against each bucket's
+   * stored parameters. Only then may a write skip that check.
+   */
+  readonly #verified = new Map<string, readonly Limit[]>();
   readonly #refusalCacheSize: number;
 
   /** Creates a limiter over a repository. */
@@ -396,6 +402,18 @@ export class RateLimiter {
     }
   }
 
+  #verifiedKey(entityId: string, resource: string, shard: number): string {
+    return `${this.#repo.namespaceId}\u0000${entityId}\u0000${resource}\u0000${shard}`;
+  }
+
+  #markVerified(key: string, limits: readonly Limit[]): void {
+    if (!this.#verified.has(key) && this.#verified.size >= 100_000) {
+      const oldest = this.#verified.keys().next();
+      if (!oldest.done) this.#verified.delete(oldest.value);
+    }
+    this.#verified.set(key, limits);
+  }
+
   #checkRefusal(key: string, consume: Map<string, bigint>): void {
     const r = this.#refusals.get(key);
     if (!r) return;
@@ -491,8 +509,10 @@ export class RateLimiter {
   > {
     const ttl = this.#ttl(side.resolved, nowMs);
     const info = this.#repo.entityInfo(side.entityId);
-    // A warm entity cache needs nothing back: the write's answer is just "ok".
-    const full = info === undefined || info.refreshAt <= nowMs;
+    const key = this.#verifiedKey(side.entityId, resource, shard);
+    // A warm write is the bare conditional ADD; anything not yet verified gets the full write.
+    const full = info === undefined || info.refreshAt <= nowMs ||
+      this.#verified.get(key) !== side.resolved.limits;
     const update = speculativeUpdate(
       this.#repo.tableName,
       { ns: this.#repo.namespaceId, entityId: side.entityId, resource, shard },
@@ -602,26 +622,28 @@ export class RateLimiter {
     });
   }
 
+  /** Gives a side's charge back (unconditional); returns the item afterwards. */
   async #compensate(
     side: Side,
     resource: string,
     shard: number,
-  ): Promise<void> {
+  ): Promise<BucketItem | null> {
     const deltas = new Map<string, bigint>();
     for (const [n, a] of side.charge) deltas.set(n, -a);
+    const ref = {
+      ns: this.#repo.namespaceId,
+      entityId: side.entityId,
+      resource,
+      shard,
+    };
     try {
-      await this.#repo.writeItems([{
-        Update: deltaUpdate(
-          this.#repo.tableName,
-          {
-            ns: this.#repo.namespaceId,
-            entityId: side.entityId,
-            resource,
-            shard,
-          },
-          deltas,
-        ),
-      }]);
+      const out = await this.#repo.send<{ Attributes?: Item }>(
+        new UpdateItemCommand({
+          ...deltaUpdate(this.#repo.tableName, ref, deltas),
+          ReturnValues: "ALL_NEW",
+        }),
+      );
+      return out.Attributes ? decodeBucket(out.Attributes, shard) : null;
     } catch (e) {
       this.#onError(e, "compensate");
       throw e;
@@ -789,16 +811,23 @@ export class RateLimiter {
     old: BucketItem | null,
     nowMs: number,
   ): Promise<Lease | null> {
-    await this.#compensate(child, resource, childShard);
+    const after = await this.#compensate(child, resource, childShard);
     const verdict = this.#classify(parent, old, nowMs);
     if (verdict.kind === "refuse") {
+      // The child's own view, from its item as it is after the compensation.
+      const now = BigInt(nowMs);
       const childStatuses = child.resolved.limits.map((l) => {
         const a = child.charge.get(l.name) ?? 0n;
+        const stored = after?.limits.get(l.name);
+        const eff = paramsOf(l, child.shards);
+        const c = stored && after
+          ? tryConsume(stored.tk, after.rf, now, eff, a)
+          : null;
         return this.#status(
           child.entityId,
           resource,
           l,
-          wholeTokens(a),
+          c ? c.available : wholeTokens(eff.cp),
           a,
           true,
           0,
@@ -1012,6 +1041,12 @@ export class RateLimiter {
       const writes = plans.map((p) => this.#write(p, nowMs));
       const outcome = await this.#send(writes, plans);
       if (outcome === "ok") {
+        for (const p of plans) {
+          this.#markVerified(
+            this.#verifiedKey(p.side.entityId, resource, p.ref.shard),
+            p.side.resolved.limits,
+          );
+        }
         return new Lease(
           this.#repo,
           child.entityId,

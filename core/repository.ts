@@ -1731,6 +1731,28 @@ export class Repository {
     ).catch((err) => {
       if (!isConditionFailed(err)) throw err;
     });
+    // A lowered capacity takes effect at once: clamp balances above it.
+    for (const l of limits) {
+      const c = new Expr();
+      const tk = c.n(`b_${l.name}_tk`);
+      const cp = c.num(BigInt(l.capacity) * 1000n);
+      await this.#s.client.send(
+        new UpdateItemCommand({
+          TableName: this.#s.table,
+          Key: bucketKey({
+            ns: this.namespaceId,
+            entityId,
+            resource,
+            shard: 0,
+          }),
+          UpdateExpression: `SET ${tk} = ${cp}`,
+          ConditionExpression: `${tk} > ${cp}`,
+          ...c.attrs(),
+        }),
+      ).catch((err) => {
+        if (!isConditionFailed(err)) throw err;
+      });
+    }
   }
 
   /** An entity's stored limits for a resource (`[]` when none; strongly consistent). */

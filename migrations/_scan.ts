@@ -31,6 +31,8 @@ export const SYSTEM_PK: string = pkSystem(RESERVED_NAMESPACE);
 
 /** A saved position of one scan segment. */
 export interface SegmentCheckpoint {
+  /** Sort key of the checkpoint item. */
+  readonly sk: string;
   /** Segment number. */
   readonly segment: number;
   /** `TotalSegments` the position belongs to. */
@@ -66,6 +68,7 @@ export async function loadCheckpoints(
     for (const it of res.Items ?? []) {
       const last = it["last_key"];
       out.push({
+        sk: it["SK"]?.S ?? "",
         segment: num(it, "segment") ?? 0,
         totalSegments: num(it, "total_segments") ?? 0,
         lastKey: last && last.M ? last.M : null,
@@ -80,7 +83,6 @@ export async function loadCheckpoints(
 
 async function saveCheckpoint(
   ctx: MigrationContext,
-  prefix: string,
   cp: SegmentCheckpoint,
 ): Promise<void> {
   // No abort signal: a checkpoint is written whole or the page is simply redone.
@@ -92,7 +94,7 @@ async function saveCheckpoint(
           TableName: ctx.tableName,
           Item: {
             PK: { S: SYSTEM_PK },
-            SK: { S: `${prefix}${cp.segment}` },
+            SK: { S: cp.sk },
             segment: { N: String(cp.segment) },
             total_segments: { N: String(cp.totalSegments) },
             last_key: cp.lastKey ? { M: cp.lastKey } : { NULL: true },
@@ -117,7 +119,7 @@ export async function clearCheckpoints(
     await ctx.client.send(
       new DeleteItemCommand({
         TableName: ctx.tableName,
-        Key: { PK: { S: SYSTEM_PK }, SK: { S: `${prefix}${cp.segment}` } },
+        Key: { PK: { S: SYSTEM_PK }, SK: { S: cp.sk } },
       }),
     );
   }
@@ -240,7 +242,7 @@ export async function runScanPhase(
     startedAt,
     now: ctx.clock.now(),
   });
-  if (skippedSegments > 0) {
+  if (bySegment.size > 0) {
     ctx.report({
       kind: "log",
       level: "info",
@@ -290,7 +292,8 @@ export async function runScanPhase(
       start = page.LastEvaluatedKey;
       const done = start === undefined;
       if (prefix !== null) {
-        await saveCheckpoint(ctx, prefix, {
+        await saveCheckpoint(ctx, {
+          sk: `${prefix}${segment}`,
           segment,
           totalSegments: segments,
           lastKey: start ?? null,

@@ -55,6 +55,7 @@ import {
   withContext,
 } from "./migration.ts";
 import { migrationsBetween } from "./registry.ts";
+import { NAMESPACE_KEYS_ID } from "./v0_10_0_namespace_keys.ts";
 
 /** SK of the lock item. */
 export const LOCK_SK = "#MIGRATION_LOCK";
@@ -79,6 +80,14 @@ export interface StoredVersion {
   readonly updatedBy: string | null;
   /** `reserved`: `_/SYSTEM#` (0.10+); `legacy`: `SYSTEM#` (before 0.10). */
   readonly location: "reserved" | "legacy";
+  /**
+   * Set when a `_/SYSTEM#` record claims this version although the table
+   * still has a pre-0.10 legacy record and no namespace-keys migration was
+   * recorded (e.g. a 0.10 client opened the legacy table with
+   * `skipVersionCheck`, which writes a fresh record). The legacy version is
+   * then the effective one, so the data migration is not skipped.
+   */
+  readonly reservedClaim: string | null;
 }
 
 async function getItem(
@@ -107,6 +116,7 @@ function decodeVersion(
     updatedAt: str(item, "updated_at"),
     updatedBy: str(item, "updated_by"),
     location,
+    reservedClaim: null,
   };
 }
 
@@ -114,10 +124,28 @@ function decodeVersion(
 export async function readStoredVersion(
   ctx: MigrationContext,
 ): Promise<StoredVersion | null> {
-  const reserved = await getItem(ctx, SYSTEM_PK, SK.VERSION);
-  if (reserved) return decodeVersion(reserved, "reserved");
-  const legacy = await getItem(ctx, LEGACY_SYSTEM_PK, SK.VERSION);
-  return legacy ? decodeVersion(legacy, "legacy") : null;
+  const reservedItem = await getItem(ctx, SYSTEM_PK, SK.VERSION);
+  const legacyItem = await getItem(ctx, LEGACY_SYSTEM_PK, SK.VERSION);
+  const reserved = reservedItem
+    ? decodeVersion(reservedItem, "reserved")
+    : null;
+  const legacy = legacyItem ? decodeVersion(legacyItem, "legacy") : null;
+  if (reserved === null) return legacy;
+  if (
+    legacy !== null &&
+    compareSemver(reserved.schemaVersion, NAMESPACED_SCHEMA) >= 0 &&
+    compareSemver(legacy.schemaVersion, NAMESPACED_SCHEMA) < 0
+  ) {
+    const migrated = await getItem(
+      ctx,
+      SYSTEM_PK,
+      `${HISTORY_SK}${NAMESPACE_KEYS_ID}`,
+    );
+    if (!migrated) {
+      return { ...legacy, reservedClaim: reserved.schemaVersion };
+    }
+  }
+  return reserved;
 }
 
 async function writeStoredVersion(
@@ -136,16 +164,15 @@ async function writeStoredVersion(
       `${e.n("schema_version")} = ${e.str(version)}`,
       `${e.n("updated_at")} = ${e.str(isoSeconds(ctx.clock.now()))}`,
       `${e.n("updated_by")} = ${e.str(updatedBy)}`,
-      `${e.n("client_min_version")} = if_not_exists(${
-        e.n("client_min_version")
-      }, ${e.str(previous.clientMinVersion)})`,
-      `${e.n("lambda_version")} = if_not_exists(${e.n("lambda_version")}, ${
+      // Carried over from the effective record read under the lock.
+      `${e.n("client_min_version")} = ${e.str(previous.clientMinVersion)}`,
+      `${e.n("lambda_version")} = ${
         e.v(
           previous.lambdaVersion === null
             ? { NULL: true }
             : { S: previous.lambdaVersion },
         )
-      })`,
+      }`,
     ];
     if (pk === SYSTEM_PK) {
       set.push(

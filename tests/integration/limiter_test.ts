@@ -191,7 +191,8 @@ async function checkCascade(speculativeWrites: boolean): Promise<void> {
   assert.equal(num(parent, "b_rpm_tc"), 3000);
 
   // A rolled-back cascade lease gives back to both.
-  clock.advance(20_000); // parent refills 1 token
+  // Waiting the reported Retry-After refills the parent's token.
+  clock.advance(Math.round(err.retryAfterSeconds * 1000));
   const boom = new Error("body failed");
   await assert.rejects(
     limiter.acquire({
@@ -389,15 +390,36 @@ Deno.test("Lease.adjust() can put the bucket into debt and the next acquire wait
   assert.equal(err.retryAfterSeconds, 36.601);
   assert.equal(err.violations[0]?.available, -60);
 
+  // A limiter without a refusal cache asks DynamoDB every time.
+  const probe = new RateLimiter(env.repo, { refusalCacheSize: 0 });
   clock.advance(36_599);
   await assert.rejects(
-    limiter.acquire({
+    probe.acquire({
       entityId: "u1",
       resource: "llm",
       consume: { tpm: 1 },
     }, () => {}),
     RateLimitExceeded,
   );
+  assert.deepEqual(
+    await limiter.available({ entityId: "u1", resource: "llm" }),
+    { tpm: 0 },
+  );
+  clock.advance(1);
+  assert.deepEqual(
+    await limiter.available({ entityId: "u1", resource: "llm" }),
+    { tpm: 1 },
+    "the debt is repaid exactly 36.6 s later",
+  );
+  assert.equal(
+    await limiter.timeUntilAvailable({
+      entityId: "u1",
+      resource: "llm",
+      needed: { tpm: 1 },
+    }),
+    0,
+  );
+  // Waiting the full Retry-After admits the request.
   clock.advance(1);
   await limiter.acquire({
     entityId: "u1",
@@ -405,7 +427,11 @@ Deno.test("Lease.adjust() can put the bucket into debt and the next acquire wait
     consume: { tpm: 1 },
   }, () => {});
   const after = await rawBucket(env.client, env.repo, "u1", "llm");
-  assert.equal(num(after, "b_tpm_tk"), 0);
+  assert.equal(
+    num(after, "b_tpm_tk"),
+    1,
+    "61 001 refilled, 61 000 owed, 1000 taken",
+  );
   assert.equal(num(after, "b_tpm_tc"), 161_000);
 });
 
@@ -797,7 +823,11 @@ Deno.test("acquire() gives entity-config buckets no TTL and setLimits() removes 
   assert.equal(num(synced, "b_rpm_cp"), 50_000);
   assert.equal(num(synced, "b_rpm_ra"), 50_000);
   assert.equal(num(synced, "b_rpm_rp"), 60_000);
-  assert.equal(num(synced, "b_rpm_tk"), 99_000, "tokens are not touched");
+  assert.equal(
+    num(synced, "b_rpm_tk"),
+    50_000,
+    "a lowered capacity clamps the stored balance at once",
+  );
 
   await limiter.acquire(
     { entityId: "plain", resource: "api", consume: { rpm: 1 } },
@@ -874,6 +904,36 @@ Deno.test("acquire() returns to the stored entity config after a call with a lim
     hasAttr(item, "ttl"),
     false,
     "entity-config buckets keep no TTL",
+  );
+});
+
+Deno.test("acquire() applies a limits override to a bucket that already exists", async () => {
+  const clock = manualClock(START);
+  await using env = await freshRepo({ clock });
+  const repo = env.repo;
+  const limiter = new RateLimiter(repo);
+  await repo.setLimits("e1", [Limit.perMinute("rpm", 5)], { resource: "api" });
+  await limiter.acquire(
+    { entityId: "e1", resource: "api", consume: { rpm: 1 } },
+    () => {},
+  );
+  const before = await rawBucket(env.client, repo, "e1", "api");
+  assert.equal(num(before, "b_rpm_tk"), 4000);
+
+  // The override allows 1 per minute: asking 2 must be refused although 4 are stored.
+  const err = await rejection(limiter.acquire({
+    entityId: "e1",
+    resource: "api",
+    consume: { rpm: 2 },
+    limits: [Limit.perMinute("rpm", 1)],
+  }, () => assert.fail("body must not run")));
+  assert.ok(err instanceof RateLimitExceeded, String(err));
+  assert.equal(err.violations[0]?.limit.capacity, 1);
+  assert.equal(err.violations[0]?.available, 1);
+  assert.deepEqual(
+    await rawBucket(env.client, repo, "e1", "api"),
+    before,
+    "nothing written",
   );
 });
 
