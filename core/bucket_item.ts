@@ -151,10 +151,17 @@ export function speculativeUpdate(
   ttl: number | null,
   refresh = true,
 ): UpdateItemCommandInput {
+  if (charges.length === 0) {
+    throw new RangeError(
+      "Cannot build a speculative write: no limit is charged",
+    );
+  }
   const e = new Expr();
   const set: string[] = [];
   const add: string[] = [];
-  const cond: string[] = ["attribute_exists(PK)"];
+  // `b_x_tk >= :c` is false on a missing item or attribute, so it also stands
+  // for `attribute_exists(PK)`: an ADD can never create a partial item.
+  const cond: string[] = [];
   for (const c of charges) {
     const tk = e.n(bucketAttr(c.name, "tk"));
     const amount = e.num(c.amount);
@@ -171,18 +178,23 @@ export function speculativeUpdate(
       );
     }
   }
+  // Every write is counted in `wcu`; its floor and the TTL are checked by the
+  // refresh write, which a warm write follows within one refresh interval
+  // (the TTL it sets outlives that interval, see RateLimiter).
   const wtk = e.n(bucketAttr(WCU_LIMIT_NAME, "tk"));
   const w = e.num(WCU_PER_WRITE);
   add.push(
     `${wtk} ${e.num(-WCU_PER_WRITE)}`,
     `${e.n(bucketAttr(WCU_LIMIT_NAME, "tc"))} ${w}`,
   );
-  cond.push(`${wtk} >= ${w}`);
-  const ttlName = e.n("ttl");
-  cond.push(
-    `(attribute_not_exists(${ttlName}) OR ${ttlName} > ${e.num(nowSeconds)})`,
-  );
-  if (ttl !== null) set.push(`${ttlName} = ${e.num(ttl)}`);
+  if (refresh) {
+    cond.push(`${wtk} >= ${w}`);
+    const ttlName = e.n("ttl");
+    cond.push(
+      `(attribute_not_exists(${ttlName}) OR ${ttlName} > ${e.num(nowSeconds)})`,
+    );
+    if (ttl !== null) set.push(`${ttlName} = ${e.num(ttl)}`);
+  }
   return {
     TableName: table,
     Key: bucketKey(ref),

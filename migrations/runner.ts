@@ -838,7 +838,7 @@ export function recoveryPlan(input: {
     description:
       `Restore the table as it was before ${names} into a new table (PITR keeps up to 35 days), then point clients at it (the table name is the stack name) or swap names. Everything written after ${time} is lost.`,
     commands: [
-      `zae-limiter pitr restore --name ${input.table} ${region} --restore-time ${time} --target-table ${restored}`,
+      `zae-limiter pitr restore --name ${input.table} ${region} --time ${time} --target-table ${restored}`,
       `zae-limiter check --name ${restored} ${region}`,
     ],
   });

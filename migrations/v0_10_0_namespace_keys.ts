@@ -360,6 +360,8 @@ async function putIfAbsent(
   budget: CapacityBudget,
 ): Promise<boolean> {
   const estimate = estimateWriteUnits(item);
+  // A throttled page can outlast the lock: renew between writes too (a no-op until due).
+  await ctx.keepAlive();
   await budget.take(estimate, ctx.signal);
   try {
     const res = await retryThrottled(ctx, () =>

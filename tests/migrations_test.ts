@@ -660,7 +660,7 @@ Deno.test("recoveryPlan() gives exact PITR and backup commands, and the downgrad
     "backup",
   ]);
   assert.deepEqual(kept.options[1]?.commands, [
-    "zae-limiter pitr restore --name my-app --region us-east-1 --restore-time 2026-01-15T11:59:00Z --target-table my-app-restored",
+    "zae-limiter pitr restore --name my-app --region us-east-1 --time 2026-01-15T11:59:00Z --target-table my-app-restored",
     "zae-limiter check --name my-app-restored --region us-east-1",
   ]);
   assert.ok(

@@ -468,7 +468,7 @@ Deno.test("applyMigrations() brings a 0.9.0 table to namespaced keys the library
       assert.ok(
         r.recovery.options.some((o) =>
           o.commands.includes(
-            `zae-limiter pitr restore --name ${env.table} --region us-east-1 --restore-time ${r.recovery.restoreBefore} --target-table ${env.table}-restored`,
+            `zae-limiter pitr restore --name ${env.table} --region us-east-1 --time ${r.recovery.restoreBefore} --target-table ${env.table}-restored`,
           )
         ),
       );
