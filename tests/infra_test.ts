@@ -981,3 +981,19 @@ Deno.test("renderTemplate() outputs table, stream, policy and bucket identifiers
     }, name);
   }
 });
+
+Deno.test("main() cfn-template prints exactly the template the structural tests check", async () => {
+  const { main } = await import("../cli.ts");
+  let out = "";
+  const code = await main(["cfn-template"], {
+    out: (t: string) => {
+      out += t + "\n";
+    },
+    err: () => {},
+  });
+  assert.equal(code, 0);
+  assert.deepEqual(
+    JSON.parse(out),
+    JSON.parse(JSON.stringify(renderTemplate())),
+  );
+});

@@ -141,3 +141,53 @@ Deno.test("acquire() sends no write when validation fails", async () => {
     );
   }
 });
+
+Deno.test("acquire() issues only commands the acquire IAM policies grant (every path)", async () => {
+  const { ACQUIRE_ACTIONS } = await import("../../infra/iam_actions.ts");
+  const clock = manualClock();
+  await using env = await freshRepo({ clock });
+  await env.repo.setSystemDefaults([
+    Limit.perMinute("rpm", 5),
+    Limit.perMinute("tpm", 1000),
+  ]);
+  await env.repo.createEntity("proj");
+  await env.repo.createEntity("key", { parentId: "proj", cascade: true });
+  env.calls.reset();
+  const fast = new RateLimiter(env.repo);
+  const slow = new RateLimiter(env.repo, {
+    speculativeWrites: false,
+    refusalCacheSize: 0,
+  });
+  const req = {
+    entityId: "key",
+    resource: "api",
+    consume: { rpm: 1, tpm: 100 },
+  };
+  // Cold and warm fast path, lease adjust, consume, rollback, slow path, refusals.
+  await fast.acquire(req, (lease) => lease.adjust({ tpm: 50 }));
+  await fast.acquire(req, async (lease) => {
+    await lease.consume({ tpm: 10 });
+  });
+  await assert.rejects(fast.acquire(req, () => {
+    throw new Error("body failed");
+  }));
+  await slow.acquire(req, () => {});
+  for (let i = 0; i < 6; i++) await fast.acquire(req, () => {}).catch(() => {});
+  await slow.acquire(req, () => {}).catch(() => {});
+  clock.advance(30_000);
+  await fast.acquire(req, () => {});
+  await fast.available({ entityId: "key", resource: "api" });
+  const used = [...env.calls.counts.keys()].map((c) =>
+    `dynamodb:${c.replace(/Command$/, "")}`
+  );
+  assert.ok(
+    used.includes("dynamodb:UpdateItem") &&
+      used.includes("dynamodb:BatchGetItem"),
+  );
+  for (const action of used) {
+    assert.ok(
+      (ACQUIRE_ACTIONS as readonly string[]).includes(action),
+      `${action} is not granted to acquire`,
+    );
+  }
+});
