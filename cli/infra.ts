@@ -25,7 +25,11 @@ import {
 } from "@aws-sdk/client-dynamodb";
 import { Command, Option } from "commander";
 import { CLIENT_VERSION, Repository, SCHEMA_VERSION } from "../mod.ts";
-import { renderTemplate, renderTemplateJson } from "../infra/template.ts";
+import {
+  LOG_RETENTION_DAYS,
+  renderTemplate,
+  renderTemplateJson,
+} from "../infra/template.ts";
 import {
   action,
   type CliContext,
@@ -427,30 +431,7 @@ function makeDeployCommand(ctx: CliContext): Command {
         "--log-retention-days <n>",
         "worker log retention in days (default 30)",
       )
-        .choices([
-          "1",
-          "3",
-          "5",
-          "7",
-          "14",
-          "30",
-          "60",
-          "90",
-          "120",
-          "150",
-          "180",
-          "365",
-          "400",
-          "545",
-          "731",
-          "1096",
-          "1827",
-          "2192",
-          "2557",
-          "2922",
-          "3288",
-          "3653",
-        ]),
+        .choices(LOG_RETENTION_DAYS),
     )
     .option("--no-alarms", "do not create CloudWatch alarms")
     .option("--alarm-sns-topic <arn>", "SNS topic for alarm notifications")

@@ -172,7 +172,8 @@ export const TABLE_LOGICAL_ID = "RateLimitsTable";
 const TABLE = TABLE_LOGICAL_ID;
 const NO_VALUE: JsonObject = { Ref: "AWS::NoValue" };
 const NAMESPACE_TAG = `\${aws:PrincipalTag/${NAMESPACE_TAG_KEY}}`;
-const LOG_RETENTION_DAYS = [
+/** Log retention periods CloudWatch accepts, in days (the `LogRetentionDays` parameter). */
+export const LOG_RETENTION_DAYS: readonly string[] = [
   "1",
   "3",
   "5",
