@@ -46,6 +46,7 @@ import { makeAuditCommand } from "./cli/audit.ts";
 import { makeUsageCommand } from "./cli/usage.ts";
 import { makeBucketCommand } from "./cli/bucket.ts";
 import { makeBackupCommand, makePitrCommand } from "./cli/backup.ts";
+import { makeMigrateCommand } from "./cli/migrate.ts";
 
 export type { CliIo } from "./cli/_context.ts";
 
@@ -67,10 +68,9 @@ export const COMMANDS: Readonly<Record<string, CommandFactory>> = {
   backup: makeBackupCommand,
   pitr: makePitrCommand,
   // ---------------------------------------------------------------- migrate
-  // Register the `migrate plan|apply|status|verify|rollback` group here once
-  // the migrations/ library is available, as `migrate: makeMigrateCommand`
-  // from `./cli/migrate.ts`. It is the only command allowed to change
-  // `schema_version` (upgrade never does; weakness 11).
+  // The only command allowed to change `schema_version` (upgrade never
+  // does; weakness 11).
+  migrate: makeMigrateCommand,
 };
 
 const EXIT_CODES_HELP = `
@@ -238,9 +238,29 @@ function writeAll(
 }
 
 if (import.meta.main) {
+  let interrupt: AbortController | null = null;
+  const onSigint = (): void => {
+    if (interrupt === null || interrupt.signal.aborted) Deno.exit(130);
+    interrupt.abort(new Error("interrupted by Ctrl-C"));
+  };
   const code = await main(Deno.args, {
     out: (t) => writeAll(Deno.stdout, t),
     err: (t) => writeAll(Deno.stderr, t),
+    isTerminal: () => Deno.stderr.isTerminal(),
+    errRaw: (t) => {
+      const data = new TextEncoder().encode(t);
+      let offset = 0;
+      while (offset < data.length) {
+        offset += Deno.stderr.writeSync(data.subarray(offset));
+      }
+    },
+    interruptSignal: () => {
+      if (interrupt === null) {
+        interrupt = new AbortController();
+        Deno.addSignalListener("SIGINT", onSigint);
+      }
+      return interrupt.signal;
+    },
   }, Deno.env.toObject());
   Deno.exit(code);
 }

@@ -35,6 +35,16 @@ export interface CliIo {
   err(text: string): void;
   /** Waits between polls of long operations. @default a real timer */
   sleep?(ms: number): Promise<void>;
+  /** Whether diagnostics go to a terminal (progress bars are drawn in place). @default false */
+  isTerminal?(): boolean;
+  /** Writes raw diagnostic text (no newline added; may contain `\r`). @default line-buffered `err` */
+  errRaw?(text: string): void;
+  /**
+   * A signal that aborts on the first Ctrl-C. Calling it opts the command in:
+   * the first Ctrl-C then stops the work cleanly instead of ending the process.
+   * @default no signal (Ctrl-C ends the process)
+   */
+  interruptSignal?(): AbortSignal;
 }
 
 /** Accepted values of `--output`. */

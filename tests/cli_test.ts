@@ -291,3 +291,23 @@ Deno.test("stackTags() lets managed tags win over user tags", () => {
     "zae-limiter:schema-version": "0.10.0",
   });
 });
+
+Deno.test("main() migrate rejects a bad --to and a missing rollback --to with exit 2", async () => {
+  for (
+    const argv of [
+      ["migrate", "plan", "--to", "banana"],
+      ["migrate", "apply", "--to", "1.x", "--yes"],
+      ["migrate", "status", "--to", ""],
+      ["migrate", "rollback", "--yes"],
+      ["migrate", "apply", "--segments", "0", "--yes"],
+      ["migrate", "apply", "--max-wcu", "-5", "--yes"],
+    ]
+  ) {
+    const r = await run(argv);
+    assert.equal(r.code, 2, argv.join(" "));
+    assert.match(r.err, /--to|--segments|--max-wcu/, argv.join(" "));
+  }
+  const noYes = await run(["migrate", "apply"]);
+  assert.equal(noYes.code, 2);
+  assert.match(noYes.err, /--yes/);
+});

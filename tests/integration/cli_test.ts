@@ -1065,3 +1065,129 @@ Deno.test("backup and pitr commands send the recovery runbook's requests", async
     ddb.restore();
   }
 });
+
+Deno.test("migrate plan, apply, verify, status and apply --delete migrate a seeded legacy table", async () => {
+  const { createTable, seedLegacyTable } = await import(
+    "../../migrations/bench_support.ts"
+  );
+  const { DeleteTableCommand, ScanCommand } = await import(
+    "@aws-sdk/client-dynamodb"
+  );
+  const table = tableName("cli-migrate");
+  const ep = await endpoint();
+  const { client } = await localClient();
+  const run = (...argv: string[]) =>
+    cli(["--endpoint-url", ep, "--name", table, ...argv]);
+  const unprefixedPks = async (): Promise<string[]> => {
+    const pks: string[] = [];
+    let start:
+      | Record<string, import("@aws-sdk/client-dynamodb").AttributeValue>
+      | undefined;
+    do {
+      const page = await client.send(
+        new ScanCommand({
+          TableName: table,
+          ConsistentRead: true,
+          ...(start ? { ExclusiveStartKey: start } : {}),
+        }),
+      );
+      for (const it of page.Items ?? []) {
+        const pk = it["PK"]?.S ?? "";
+        const slash = pk.indexOf("/");
+        const hash = pk.indexOf("#");
+        if (slash < 0 || (hash >= 0 && slash > hash)) pks.push(pk);
+      }
+      start = page.LastEvaluatedKey;
+    } while (start);
+    return pks;
+  };
+  try {
+    await createTable(client, table);
+    const seeded = await seedLegacyTable(client, table, { items: 300 });
+    assert.equal(seeded, 300);
+
+    const before = await run("check");
+    assert.equal(before.code, 3, before.out);
+
+    const plan = await run("migrate", "plan");
+    assert.equal(plan.code, 0, plan.err);
+    assert.match(plan.out, /0\.10\.0-namespace-keys/);
+    assert.match(plan.out, /Scanned 300 items/);
+    assert.match(plan.out, /Record type\s+Unprefixed/);
+    assert.match(plan.out, /entity\s+\d+/);
+    assert.match(plan.out, /Total on-demand cost: \$/);
+    assert.match(plan.out, /Dry run: nothing was written/);
+    assert.equal((await unprefixedPks()).length, 300, "plan wrote nothing");
+
+    const noYes = await run("migrate", "apply");
+    assert.equal(noYes.code, 2);
+    assert.match(noYes.err, /--yes/);
+
+    const apply = await run("migrate", "apply", "--yes", "--segments", "2");
+    assert.equal(apply.code, 0, apply.err);
+    assert.match(apply.out, /schema 0\.9\.0 -> 0\.10\.0/);
+    assert.match(apply.out, /0\.10\.0-namespace-keys/);
+    assert.match(apply.out, /migrate apply --delete --yes/);
+    assert.match(apply.err, /applying 0\.10\.0-namespace-keys/);
+
+    const verify = await run("migrate", "verify");
+    assert.equal(verify.code, 0, verify.err);
+    assert.match(verify.out, /Verification passed/);
+    assert.match(verify.out, /Unprefixed left: 300/);
+
+    const strict = await run("migrate", "verify", "--expect-deleted");
+    assert.equal(strict.code, 1, strict.out);
+    assert.match(strict.err, /Verification failed/);
+    assert.match(strict.err, /unprefixed item\(s\) left/);
+
+    const status = await run("migrate", "status");
+    assert.equal(status.code, 0, status.err);
+    assert.match(status.out, /Schema version: 0\.10\.0/);
+    assert.match(status.out, /Pending:\s+none/);
+    assert.match(status.out, /Lock:\s+free/);
+    assert.match(status.out, /0\.10\.0-namespace-keys/);
+
+    const check = await run("check");
+    assert.ok(check.code === 0 || check.code === 4, check.out + check.err);
+    assert.match(check.out, /COMPATIBLE/);
+    assert.doesNotMatch(check.out, /INCOMPATIBLE/);
+
+    const again = await run("migrate", "apply", "--yes");
+    assert.equal(again.code, 0, again.err);
+    assert.match(again.out, /already at schema 0\.10\.0/);
+
+    const rollback = await run("migrate", "rollback", "--to", "0.9.0", "--yes");
+    assert.equal(rollback.code, 1, rollback.out);
+    assert.match(rollback.err, /Cannot roll back to 0\.9\.0/);
+    assert.match(rollback.out, /zae-limiter pitr restore --name /);
+
+    const del = await run("migrate", "apply", "--delete", "--yes");
+    assert.equal(del.code, 0, del.err);
+    assert.match(del.out, /deleted 300 unprefixed original/);
+    assert.deepEqual(await unprefixedPks(), []);
+
+    const after = await run("migrate", "verify", "--expect-deleted");
+    assert.equal(after.code, 0, after.err);
+    assert.match(after.out, /Unprefixed left: 0/);
+  } finally {
+    await client.send(new DeleteTableCommand({ TableName: table })).catch(
+      () => {},
+    );
+    client.destroy();
+  }
+});
+
+Deno.test("migrate on a missing table fails with exit 1 and creates nothing", async () => {
+  const ep = await endpoint();
+  const table = tableName("cli-migrate-missing");
+  const r = await cli([
+    "--endpoint-url",
+    ep,
+    "--name",
+    table,
+    "migrate",
+    "status",
+  ]);
+  assert.equal(r.code, 1, r.out);
+  assert.match(r.err, /does not exist/);
+});
