@@ -5,6 +5,7 @@
  *
  * @module
  */
+import { errorName } from "../core/_sdk_errors.ts";
 import {
   type AttributeValue,
   DynamoDBClient,
@@ -179,12 +180,6 @@ export function cloudFormationClient(
   const client = new CloudFormationClient(awsClientConfig(g, ctx.env));
   ctx.clients.push(client);
   return client;
-}
-
-function errorName(e: unknown): string {
-  return e && typeof e === "object" && "name" in e
-    ? String((e as { name: unknown }).name)
-    : "";
 }
 
 /** Whether an SDK error says the table does not exist. */

@@ -6,6 +6,7 @@
  *
  * @module
  */
+import { errorName } from "../core/_sdk_errors.ts";
 import {
   type CloudFormationClient,
   CreateChangeSetCommand,
@@ -157,12 +158,6 @@ export function stackTags(
     tags.set("zae-limiter:lambda-version", options.workerVersion);
   }
   return [...tags].map(([Key, Value]) => ({ Key, Value }));
-}
-
-function errorName(e: unknown): string {
-  return e && typeof e === "object" && "name" in e
-    ? String((e as { name: unknown }).name)
-    : "";
 }
 
 function errorMessage(e: unknown): string {

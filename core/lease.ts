@@ -20,11 +20,8 @@ import {
 import type { Item } from "./expr.ts";
 import type { Limit } from "./limit.ts";
 import type { LimitStatus } from "./models.ts";
-import {
-  cancellationCodes,
-  isConditionFailed,
-  type Repository,
-} from "./repository.ts";
+import type { Repository } from "./repository.ts";
+import { cancellationCodes, isConditionFailed } from "./_sdk_errors.ts";
 import { validateAmount } from "./validation.ts";
 
 /** One limit of one bucket item held by a lease. */

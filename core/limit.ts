@@ -159,3 +159,28 @@ export class Limit {
     );
   }
 }
+
+/**
+ * Checks a list of limits: every entry a {@linkcode Limit}, no name twice.
+ *
+ * @throws {ValidationError} `VALIDATION_FAILED` with field `limits`
+ */
+export function validateLimitList(limits: readonly Limit[]): void {
+  if (!Array.isArray(limits)) {
+    throw new ValidationError(
+      "limits",
+      String(limits),
+      "must be a list of Limit values",
+    );
+  }
+  const seen = new Set<string>();
+  for (const l of limits) {
+    if (!(l instanceof Limit)) {
+      throw new ValidationError("limits", String(l), "must be Limit values");
+    }
+    if (seen.has(l.name)) {
+      throw new ValidationError("limits", l.name, "limit name appears twice");
+    }
+    seen.add(l.name);
+  }
+}

@@ -18,7 +18,6 @@ import type { TransactWriteItem } from "@aws-sdk/client-dynamodb";
 import { UpdateItemCommand } from "@aws-sdk/client-dynamodb";
 import {
   type BucketParams,
-  bucketTtlSeconds,
   paramsOf,
   refill,
   retryAfterSeconds,
@@ -50,14 +49,15 @@ import {
 import { bool, type Item, str } from "./expr.ts";
 import { pkEntity, SK } from "./keys.ts";
 import { Lease, type LeaseEntry } from "./lease.ts";
-import { Limit } from "./limit.ts";
+import { type Limit, validateLimitList } from "./limit.ts";
 import type { ConfigSource, LimitStatus, OnUnavailable } from "./models.ts";
+import type { Repository, ResolvedLimits } from "./repository.ts";
 import {
   cancellationCodes,
+  errorName,
   isConditionFailed,
-  type Repository,
-  type ResolvedLimits,
-} from "./repository.ts";
+  isTransactionConflictOnly,
+} from "./_sdk_errors.ts";
 import {
   validateAmount,
   validateIdentifier,
@@ -130,6 +130,8 @@ type Plan = {
   readonly limits: PlannedLimit[];
   readonly statuses: LimitStatus[];
   readonly wcuShort: boolean;
+  /** The `rf` the write stores: the read `rf` plus the refill span claimed (now for a new item). */
+  readonly rfAfter: bigint;
   readonly cascade: boolean;
   readonly parentId: string | null;
 };
@@ -137,10 +139,9 @@ type Plan = {
 const MAX_SLOW_ATTEMPTS = 4;
 const MAX_CONFLICT_RETRIES = 6;
 
-function errorName(e: unknown): string {
-  return e && typeof e === "object" && "name" in e
-    ? String((e as { name: unknown }).name)
-    : "";
+/** A TTL to SET on a speculative write (a removal is left to the slow path). */
+function numericTtl(ttl: number | "remove" | null): number | null {
+  return typeof ttl === "number" ? ttl : null;
 }
 
 function oldImage(e: unknown): Item | undefined {
@@ -290,24 +291,7 @@ export class RateLimiter {
       consume.set(name, BigInt(amount) * 1000n);
     }
     if (o.limits !== undefined) {
-      const seen = new Set<string>();
-      for (const l of o.limits) {
-        if (!(l instanceof Limit)) {
-          throw new ValidationError(
-            "limits",
-            String(l),
-            "must be Limit values",
-          );
-        }
-        if (seen.has(l.name)) {
-          throw new ValidationError(
-            "limits",
-            l.name,
-            "limit name appears twice",
-          );
-        }
-        seen.add(l.name);
-      }
+      validateLimitList(o.limits);
       if (o.limits.length === 0) {
         throw new ValidationError(
           "limits",
@@ -373,15 +357,6 @@ export class RateLimiter {
     }
     const shard = shards > 1 ? Math.floor(this.#random() * shards) : 0;
     return { entityId, resolved, charge, shard, shards };
-  }
-
-  #ttl(resolved: ResolvedLimits, nowMs: number): number | "remove" | null {
-    if (resolved.source === "entity") return "remove";
-    const s = bucketTtlSeconds(resolved.limits, this.#repo.bucketTtlMultiplier);
-    if (s === null) return null;
-    // Warm writes do not refresh the TTL, so it must outlive the refresh interval with room to spare.
-    return Math.floor(nowMs / 1000) +
-      Math.max(s, 2 * this.#repo.refreshIntervalSeconds);
   }
 
   async #decide(
@@ -507,7 +482,6 @@ export class RateLimiter {
       old: BucketItem | null;
     }
   > {
-    const ttl = this.#ttl(side.resolved, nowMs);
     const info = this.#repo.entityInfo(side.entityId);
     const key = this.#verifiedKey(side.entityId, resource, shard);
     // A warm write is the bare conditional ADD; anything not yet verified gets the full write.
@@ -518,7 +492,7 @@ export class RateLimiter {
       { ns: this.#repo.namespaceId, entityId: side.entityId, resource, shard },
       this.#charges(side),
       Math.floor(nowMs / 1000),
-      full && typeof ttl === "number" ? ttl : null,
+      full ? numericTtl(this.#repo.bucketTtl(side.resolved, nowMs)) : null,
       full,
     );
     try {
@@ -922,6 +896,7 @@ export class RateLimiter {
       limits,
       statuses,
       wcuShort: wcuNow < WCU_PER_WRITE,
+      rfAfter: item ? claimed : now,
       cascade: meta.cascade,
       parentId: meta.parentId,
     };
@@ -929,24 +904,16 @@ export class RateLimiter {
 
   #write(plan: Plan, nowMs: number): TransactWriteItem {
     const item = plan.item;
-    const claimed = item
-      ? item.rf +
-        sharedRefillSpan(
-          item.rf,
-          BigInt(nowMs),
-          plan.side.resolved.limits.map((l) => paramsOf(l, plan.side.shards)),
-        )
-      : BigInt(nowMs);
     return slowPathWrite(this.#repo.tableName, {
       ref: plan.ref,
       create: item === null,
       expectedRf: item ? item.rf : 0n,
-      now: claimed,
+      now: plan.rfAfter,
       limits: plan.limits,
       cascade: plan.cascade,
       parentId: plan.parentId,
       shardCount: plan.side.shards,
-      ttl: this.#ttl(plan.side.resolved, nowMs),
+      ttl: this.#repo.bucketTtl(plan.side.resolved, nowMs),
     });
   }
 
@@ -1129,19 +1096,18 @@ export class RateLimiter {
         return "ok";
       } catch (e) {
         if (isConditionFailed(e)) return "conflict";
-        const codes = cancellationCodes(e);
-        if (codes.includes("ConditionalCheckFailed")) return "conflict";
-        const conflictOnly = codes.length > 0 &&
-          codes.every((c) => c === "TransactionConflict" || c === "None");
-        if (
-          (conflictOnly || errorName(e) === "TransactionConflictException") &&
-          attempt < MAX_CONFLICT_RETRIES
-        ) {
+        if (cancellationCodes(e).includes("ConditionalCheckFailed")) {
+          return "conflict";
+        }
+        // Other writers on the same items (a transaction, or a write racing one).
+        const conflict = isTransactionConflictOnly(e) ||
+          errorName(e) === "TransactionConflictException";
+        if (conflict && attempt < MAX_CONFLICT_RETRIES) {
           const base = 25 * 2 ** Math.min(attempt, 4);
           await this.#clock.sleep(base / 2 + this.#random() * base);
           continue;
         }
-        if (conflictOnly && plans) {
+        if (conflict && plans) {
           throw new RateLimitExceeded(this.#contended(plans));
         }
         throw e;

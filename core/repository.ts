@@ -26,7 +26,18 @@ import {
   UpdateTimeToLiveCommand,
   type WriteRequest,
 } from "@aws-sdk/client-dynamodb";
+import {
+  cancellationCodes,
+  errorName,
+  isConditionFailed,
+  isResourceNotFound,
+} from "./_sdk_errors.ts";
+import { bucketTtlSeconds } from "./bucket.ts";
 import { type BucketItem, bucketKey, decodeBucket } from "./bucket_item.ts";
+import {
+  getActiveNamespaceRecord,
+  registerNamespaceRecords,
+} from "./namespace_registry.ts";
 import { type Clock, isoSeconds, systemClock } from "./clock.ts";
 import { ConfigCache, type ConfigSlot } from "./config_cache.ts";
 import {
@@ -50,6 +61,7 @@ import {
   updateExpression,
 } from "./expr.ts";
 import {
+  bucketAttr,
   DEFAULT_NAMESPACE,
   DEFAULT_RESOURCE,
   gsi1PkParent,
@@ -71,7 +83,7 @@ import {
   skNamespace,
   skNsid,
 } from "./keys.ts";
-import { Limit } from "./limit.ts";
+import { Limit, validateLimitList } from "./limit.ts";
 import type {
   AuditActionName,
   AuditEvent,
@@ -192,43 +204,6 @@ interface Shared {
   readonly configCacheTtlSeconds: number;
 }
 
-function errorName(e: unknown): string {
-  return e && typeof e === "object" && "name" in e
-    ? String((e as { name: unknown }).name)
-    : "";
-}
-
-/** Whether an SDK error is a failed condition on a single-item write. */
-export function isConditionFailed(e: unknown): boolean {
-  return errorName(e) === "ConditionalCheckFailedException";
-}
-
-/** Cancellation reason codes of a cancelled transaction (`[]` for other errors). */
-export function cancellationCodes(e: unknown): string[] {
-  if (errorName(e) !== "TransactionCanceledException") return [];
-  const reasons =
-    (e as { CancellationReasons?: { Code?: string }[] }).CancellationReasons ??
-      [];
-  const codes = reasons.map((r) => r.Code ?? "None");
-  if (codes.length === 0) {
-    // Some SDK versions only put the reasons in the message.
-    const m = /\[(.*)\]/.exec(String((e as Error).message));
-    if (m) return (m[1] ?? "").split(",").map((s) => s.trim());
-  }
-  return codes;
-}
-
-function randomNamespaceId(): string {
-  for (;;) {
-    const bytes = crypto.getRandomValues(new Uint8Array(8));
-    const b64 = btoa(String.fromCharCode(...bytes)).replace(/\+/g, "-").replace(
-      /\//g,
-      "_",
-    ).replace(/=+$/, "");
-    if (!b64.startsWith("-")) return b64;
-  }
-}
-
 function limitsFromItem(item: Item | undefined): Limit[] {
   if (!item) return [];
   const out: Limit[] = [];
@@ -255,19 +230,6 @@ function limitAttrs(limits: readonly Limit[]): Item {
     out[limitAttr(l.name, "rp")] = { N: String(l.refillPeriodSeconds) };
   }
   return out;
-}
-
-function checkUniqueLimits(limits: readonly Limit[]): void {
-  const seen = new Set<string>();
-  for (const l of limits) {
-    if (!(l instanceof Limit)) {
-      throw new ValidationError("limits", String(l), "must be Limit values");
-    }
-    if (seen.has(l.name)) {
-      throw new ValidationError("limits", l.name, "limit name appears twice");
-    }
-    seen.add(l.name);
-  }
 }
 
 function slotKey(pk: string, sk: string): string {
@@ -366,7 +328,7 @@ export class Repository {
       forward = got.find((i) => str(i, "SK") === skNamespace(nsName));
       version = got.find((i) => str(i, "SK") === SK.VERSION);
     } catch (e) {
-      if (errorName(e) !== "ResourceNotFoundException") throw e;
+      if (!isResourceNotFound(e)) throw e;
       if (!options.provision) throw new InfrastructureNotFoundError(table);
       await system.createTable();
       created = true;
@@ -466,6 +428,20 @@ export class Repository {
   get clock(): Clock {
     return this.#s.clock;
   }
+  /**
+   * The bucket TTL policy (spec 02 §9): no TTL for entity-level limits
+   * (`"remove"`), none when the multiplier is ≤ 0 (`null`: leave as is), else
+   * now + time to fill × multiplier, but at least twice the refresh interval
+   * because warm writes do not refresh the TTL.
+   */
+  bucketTtl(resolved: ResolvedLimits, nowMs: number): number | "remove" | null {
+    if (resolved.source === "entity") return "remove";
+    const s = bucketTtlSeconds(resolved.limits, this.#s.bucketTtlMultiplier);
+    if (s === null) return null;
+    return Math.floor(nowMs / 1000) +
+      Math.max(s, 2 * this.refreshIntervalSeconds);
+  }
+
   /** How often cached entity and config data are re-checked, in seconds. */
   get refreshIntervalSeconds(): number {
     return Math.max(1, this.#s.configCacheTtlSeconds);
@@ -538,7 +514,7 @@ export class Repository {
         new DeleteTableCommand({ TableName: this.#s.table }),
       );
     } catch (e) {
-      if (errorName(e) !== "ResourceNotFoundException") throw e;
+      if (!isResourceNotFound(e)) throw e;
     }
   }
 
@@ -648,89 +624,21 @@ export class Repository {
    * @throws {ValidationError} for `_` or a malformed name
    */
   async registerNamespace(name: string): Promise<string> {
-    validateNamespaceName(name);
-    const now = isoSeconds(this.#s.clock.now());
-    const sys = pkSystem(RESERVED_NAMESPACE);
-    for (let attempt = 0; attempt < 5; attempt++) {
-      const id = randomNamespaceId();
-      const common = {
-        "namespace_id": { S: id },
-        "namespace_name": { S: name },
-        status: { S: "active" },
-        "created_at": { S: now },
-        GSI4PK: { S: RESERVED_NAMESPACE },
-        GSI4SK: { S: sys },
-      };
-      try {
-        await this.#s.client.send(
-          new TransactWriteItemsCommand({
-            TransactItems: [
-              {
-                Put: {
-                  TableName: this.#s.table,
-                  Item: {
-                    PK: { S: sys },
-                    SK: { S: skNamespace(name) },
-                    ...common,
-                  },
-                  ConditionExpression: "attribute_not_exists(PK)",
-                },
-              },
-              {
-                Put: {
-                  TableName: this.#s.table,
-                  Item: { PK: { S: sys }, SK: { S: skNsid(id) }, ...common },
-                  ConditionExpression: "attribute_not_exists(PK)",
-                },
-              },
-            ],
-          }),
-        );
-        this.#s.namespaceIds.set(name, id);
-        return id;
-      } catch (e) {
-        const codes = cancellationCodes(e);
-        if (codes[0] === "ConditionalCheckFailed") {
-          const existing = await this.getNamespace(name);
-          if (existing) {
-            this.#s.namespaceIds.set(name, existing.namespaceId);
-            return existing.namespaceId;
-          }
-          continue;
-        }
-        if (
-          codes.length > 0 &&
-          codes.every((c) => c === "TransactionConflict" || c === "None")
-        ) {
-          await this.#s.clock.sleep(25 * 2 ** attempt);
-          continue;
-        }
-        if (codes[1] === "ConditionalCheckFailed") continue; // id collision: draw another
-        throw e;
-      }
-    }
-    throw new NamespaceStateError(
-      `Cannot register namespace "${name}": too many concurrent attempts`,
-      {
-        namespaceName: name,
-      },
+    const id = await registerNamespaceRecords(
+      { client: this.#s.client, table: this.#s.table, clock: this.#s.clock },
+      name,
     );
+    this.#s.namespaceIds.set(name, id);
+    return id;
   }
 
   /** The active namespace of that name, or `null`. */
   async getNamespace(name: string): Promise<NamespaceInfo | null> {
-    const out = await this.#s.client.send(
-      new GetItemCommand({
-        TableName: this.#s.table,
-        Key: {
-          PK: { S: pkSystem(RESERVED_NAMESPACE) },
-          SK: { S: skNamespace(name) },
-        },
-        ConsistentRead: true,
-      }),
+    const item = await getActiveNamespaceRecord(
+      { client: this.#s.client, table: this.#s.table, clock: this.#s.clock },
+      name,
     );
-    if (!out.Item || str(out.Item, "status") !== "active") return null;
-    return this.#nsInfo(out.Item);
+    return item ? this.#nsInfo(item) : null;
   }
 
   #nsInfo(item: Item): NamespaceInfo {
@@ -1620,7 +1528,7 @@ export class Repository {
     validateIdentifier(entityId);
     const resource = options.resource ?? DEFAULT_RESOURCE;
     if (resource !== DEFAULT_RESOURCE) validateResource(resource);
-    checkUniqueLimits(limits);
+    validateLimitList(limits);
     if (limits.length === 0) {
       throw new ValidationError(
         "limits",
@@ -1706,16 +1614,20 @@ export class Repository {
     const remove: string[] = [];
     for (const l of limits) {
       set.push(
-        `${e.n(`b_${l.name}_cp`)} = ${e.num(BigInt(l.capacity) * 1000n)}`,
-        `${e.n(`b_${l.name}_ra`)} = ${e.num(BigInt(l.refillAmount) * 1000n)}`,
-        `${e.n(`b_${l.name}_rp`)} = ${
+        `${e.n(bucketAttr(l.name, "cp"))} = ${
+          e.num(BigInt(l.capacity) * 1000n)
+        }`,
+        `${e.n(bucketAttr(l.name, "ra"))} = ${
+          e.num(BigInt(l.refillAmount) * 1000n)
+        }`,
+        `${e.n(bucketAttr(l.name, "rp"))} = ${
           e.num(BigInt(l.refillPeriodSeconds) * 1000n)
         }`,
       );
     }
     for (const name of stale) {
-      for (const f of ["tk", "cp", "ra", "rp", "tc"]) {
-        remove.push(e.n(`b_${name}_${f}`));
+      for (const f of ["tk", "cp", "ra", "rp", "tc"] as const) {
+        remove.push(e.n(bucketAttr(name, f)));
       }
     }
     if (typeof ttl === "number") set.push(`${e.n("ttl")} = ${e.num(ttl)}`);
@@ -1734,7 +1646,7 @@ export class Repository {
     // A lowered capacity takes effect at once: clamp balances above it.
     for (const l of limits) {
       const c = new Expr();
-      const tk = c.n(`b_${l.name}_tk`);
+      const tk = c.n(bucketAttr(l.name, "tk"));
       const cp = c.num(BigInt(l.capacity) * 1000n);
       await this.#s.client.send(
         new UpdateItemCommand({
@@ -1817,21 +1729,11 @@ export class Repository {
     const effective = await this.resolveLimits(entityId, resource);
     if (!effective) return;
     const names = new Set(effective.limits.map((l) => l.name));
-    const ttlSeconds = this.#s.bucketTtlMultiplier > 0
-      ? Math.floor(
-        Math.max(...effective.limits.map((l) =>
-          (l.capacity / l.refillAmount) * l.refillPeriodSeconds
-        )) *
-          this.#s.bucketTtlMultiplier,
-      )
-      : null;
     await this.#syncBucket(
       entityId,
       resource,
       effective.limits,
-      ttlSeconds === null
-        ? "remove"
-        : Math.floor(this.#s.clock.now() / 1000) + ttlSeconds,
+      this.bucketTtl(effective, this.#s.clock.now()) ?? "remove",
       old.map((l) => l.name).filter((n) => !names.has(n)),
     );
   }
@@ -1874,7 +1776,7 @@ export class Repository {
     options: { principal?: string } = {},
   ): Promise<void> {
     validateResource(resource);
-    checkUniqueLimits(limits);
+    validateLimitList(limits);
     if (limits.length === 0) {
       throw new ValidationError(
         "limits",
@@ -1993,7 +1895,7 @@ export class Repository {
       principal?: string;
     } = {},
   ): Promise<void> {
-    checkUniqueLimits(limits);
+    validateLimitList(limits);
     if (
       options.onUnavailable !== undefined &&
       options.onUnavailable !== "allow" && options.onUnavailable !== "block"

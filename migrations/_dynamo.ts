@@ -6,6 +6,7 @@
  *
  * @module
  */
+import { errorName } from "../core/_sdk_errors.ts";
 import {
   type AttributeValue,
   BatchGetItemCommand,
@@ -133,12 +134,6 @@ export async function forEachConcurrent<T>(
   if (failed) throw failure;
 }
 
-function errorName(e: unknown): string {
-  return e && typeof e === "object" && "name" in e
-    ? String((e as { name: unknown }).name)
-    : "";
-}
-
 const THROTTLE_ERRORS = new Set([
   "ProvisionedThroughputExceededException",
   "ThrottlingException",
@@ -151,10 +146,7 @@ export function isThrottled(e: unknown): boolean {
   return THROTTLE_ERRORS.has(errorName(e));
 }
 
-/** Whether an SDK error is a failed write condition. */
-export function isConditionFailed(e: unknown): boolean {
-  return errorName(e) === "ConditionalCheckFailedException";
-}
+export { isConditionFailed } from "../core/_sdk_errors.ts";
 
 /** Backoff for attempt `n` (0-based): 50 ms doubling, capped at 5 s. */
 export function backoffMs(attempt: number): number {

@@ -45,12 +45,12 @@ export interface SegmentCheckpoint {
   readonly scanned: number;
 }
 
-/** Loads the checkpoints stored under an SK prefix. */
-export async function loadCheckpoints(
+/** Every item under `_/SYSTEM#` whose SK starts with `prefix` (all pages, strongly consistent). */
+export async function queryReservedPrefix(
   ctx: MigrationContext,
   prefix: string,
-): Promise<SegmentCheckpoint[]> {
-  const out: SegmentCheckpoint[] = [];
+): Promise<Item[]> {
+  const out: Item[] = [];
   let start: Item | undefined;
   do {
     const res = await ctx.client.send(
@@ -65,20 +65,28 @@ export async function loadCheckpoints(
         ...(start ? { ExclusiveStartKey: start } : {}),
       }),
     );
-    for (const it of res.Items ?? []) {
-      const last = it["last_key"];
-      out.push({
-        sk: it["SK"]?.S ?? "",
-        segment: num(it, "segment") ?? 0,
-        totalSegments: num(it, "total_segments") ?? 0,
-        lastKey: last && last.M ? last.M : null,
-        done: it["done"]?.BOOL === true,
-        scanned: num(it, "scanned") ?? 0,
-      });
-    }
+    out.push(...(res.Items ?? []));
     start = res.LastEvaluatedKey;
   } while (start);
-  return out.sort((a, b) => a.segment - b.segment);
+  return out;
+}
+
+/** Loads the checkpoints stored under an SK prefix. */
+export async function loadCheckpoints(
+  ctx: MigrationContext,
+  prefix: string,
+): Promise<SegmentCheckpoint[]> {
+  return (await queryReservedPrefix(ctx, prefix)).map((it) => {
+    const last = it["last_key"];
+    return {
+      sk: it["SK"]?.S ?? "",
+      segment: num(it, "segment") ?? 0,
+      totalSegments: num(it, "total_segments") ?? 0,
+      lastKey: last && last.M ? last.M : null,
+      done: it["done"]?.BOOL === true,
+      scanned: num(it, "scanned") ?? 0,
+    };
+  }).sort((a, b) => a.segment - b.segment);
 }
 
 async function saveCheckpoint(

@@ -36,7 +36,6 @@ import {
   DeleteItemCommand,
   GetItemCommand,
   PutItemCommand,
-  QueryCommand,
   UpdateItemCommand,
 } from "@aws-sdk/client-dynamodb";
 import { isoSeconds } from "../core/clock.ts";
@@ -45,7 +44,7 @@ import { RESERVED_NAMESPACE, SK } from "../core/keys.ts";
 import { SCHEMA_VERSION } from "../core/schema.ts";
 import { compareSemver, parseSemver } from "../core/version.ts";
 import { isConditionFailed } from "./_dynamo.ts";
-import { SYSTEM_PK } from "./_scan.ts";
+import { queryReservedPrefix, SYSTEM_PK } from "./_scan.ts";
 import {
   type Migration,
   type MigrationContext,
@@ -466,36 +465,11 @@ async function writeHistory(
   );
 }
 
-async function queryPrefix(
-  ctx: MigrationContext,
-  prefix: string,
-): Promise<Item[]> {
-  const out: Item[] = [];
-  let start: Item | undefined;
-  do {
-    const res = await ctx.client.send(
-      new QueryCommand({
-        TableName: ctx.tableName,
-        KeyConditionExpression: "PK = :pk AND begins_with(SK, :p)",
-        ExpressionAttributeValues: {
-          ":pk": { S: SYSTEM_PK },
-          ":p": { S: prefix },
-        },
-        ConsistentRead: true,
-        ...(start ? { ExclusiveStartKey: start } : {}),
-      }),
-    );
-    out.push(...(res.Items ?? []));
-    start = res.LastEvaluatedKey;
-  } while (start);
-  return out;
-}
-
 /** Applied migrations recorded in the table, in version order. */
 export async function readHistory(
   ctx: MigrationContext,
 ): Promise<HistoryEntry[]> {
-  return (await queryPrefix(ctx, HISTORY_SK)).map((it) => ({
+  return (await queryReservedPrefix(ctx, HISTORY_SK)).map((it) => ({
     id: str(it, "migration_id") ?? "",
     version: str(it, "version") ?? "0.0.0",
     startedAt: str(it, "started_at"),
@@ -710,7 +684,9 @@ export async function migrationStatus(
     options.registry ? { registry: options.registry } : {},
   );
   const lock = await readLock(ctx);
-  const checkpoints = (await queryPrefix(ctx, "#MIGRATION#")).map((it) => ({
+  const checkpoints = (await queryReservedPrefix(ctx, "#MIGRATION#")).map((
+    it,
+  ) => ({
     sk: str(it, "SK") ?? "",
     done: it["done"]?.BOOL === true,
   }));

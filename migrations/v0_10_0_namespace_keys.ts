@@ -52,10 +52,8 @@ import {
   GetItemCommand,
   PutItemCommand,
   QueryCommand,
-  TransactWriteItemsCommand,
 } from "@aws-sdk/client-dynamodb";
 import { decodeBucket } from "../core/bucket_item.ts";
-import { isoSeconds } from "../core/clock.ts";
 import { bool, fromAttr, type Item, num, str } from "../core/expr.ts";
 import {
   isUnprefixedKey,
@@ -64,9 +62,12 @@ import {
   RESERVED_NAMESPACE,
   safeParseNamespace,
   SK,
-  skNamespace,
-  skNsid,
 } from "../core/keys.ts";
+import {
+  getActiveNamespaceRecord,
+  registerNamespaceRecords,
+  type RegistryTarget,
+} from "../core/namespace_registry.ts";
 import { Repository } from "../core/repository.ts";
 import { validateNamespaceName } from "../core/validation.ts";
 import {
@@ -240,30 +241,22 @@ export function estimateWriteUnits(item: Item): number {
 
 // ------------------------------------------------------------------ namespace
 
-function randomNamespaceId(): string {
-  for (;;) {
-    const bytes = crypto.getRandomValues(new Uint8Array(8));
-    const b64 = btoa(String.fromCharCode(...bytes)).replace(/\+/g, "-")
-      .replace(/\//g, "_").replace(/=+$/, "");
-    if (!b64.startsWith("-")) return b64;
-  }
-}
-
 /** The active id of a namespace name, or `null`. Never writes. */
 export async function lookupNamespaceId(
   ctx: MigrationContext,
   name: string,
 ): Promise<string | null> {
-  const out = await ctx.client.send(
-    new GetItemCommand({
-      TableName: ctx.tableName,
-      Key: { PK: { S: SYSTEM_PK }, SK: { S: skNamespace(name) } },
-      ConsistentRead: true,
-    }),
-    { abortSignal: ctx.signal },
-  );
-  if (!out.Item || str(out.Item, "status") !== "active") return null;
-  return str(out.Item, "namespace_id");
+  const item = await getActiveNamespaceRecord(registryTarget(ctx), name);
+  return item ? str(item, "namespace_id") : null;
+}
+
+function registryTarget(ctx: MigrationContext): RegistryTarget {
+  return {
+    client: ctx.client,
+    table: ctx.tableName,
+    clock: ctx.clock,
+    signal: ctx.signal,
+  };
 }
 
 /**
@@ -288,68 +281,15 @@ export async function resolveTargetNamespace(
       { details: { namespace: name } },
     );
   }
-  for (let attempt = 0; attempt < 5; attempt++) {
-    const id = randomNamespaceId();
-    const common: Item = {
-      "namespace_id": { S: id },
-      "namespace_name": { S: name },
-      status: { S: "active" },
-      "created_at": { S: isoSeconds(ctx.clock.now()) },
-      GSI4PK: { S: RESERVED_NAMESPACE },
-      GSI4SK: { S: SYSTEM_PK },
-    };
-    try {
-      await ctx.client.send(
-        new TransactWriteItemsCommand({
-          TransactItems: [
-            {
-              Put: {
-                TableName: ctx.tableName,
-                Item: {
-                  PK: { S: SYSTEM_PK },
-                  SK: { S: skNamespace(name) },
-                  ...common,
-                },
-                ConditionExpression: "attribute_not_exists(PK)",
-              },
-            },
-            {
-              Put: {
-                TableName: ctx.tableName,
-                Item: {
-                  PK: { S: SYSTEM_PK },
-                  SK: { S: skNsid(id) },
-                  ...common,
-                },
-                ConditionExpression: "attribute_not_exists(PK)",
-              },
-            },
-          ],
-        }),
-        { abortSignal: ctx.signal },
-      );
-      ctx.report({
-        kind: "log",
-        level: "info",
-        migration: NAMESPACE_KEYS_ID,
-        message: `registered namespace "${name}" with id ${id}`,
-      });
-      return id;
-    } catch (e) {
-      if (
-        !(e && typeof e === "object" && "name" in e &&
-          e.name === "TransactionCanceledException")
-      ) throw e;
-      // Registered concurrently (forward exists) or an id collision: look again.
-      const again = await lookupNamespaceId(ctx, name);
-      if (again !== null) return again;
-    }
-  }
-  throw new MigrationError(
-    "MIGRATION_NAMESPACE_MISSING",
-    `Cannot register namespace "${name}": too many concurrent attempts`,
-    { retryable: true, details: { namespace: name } },
-  );
+  // The library's own registration write (both records, conditional, conflicts retried).
+  const id = await registerNamespaceRecords(registryTarget(ctx), name);
+  ctx.report({
+    kind: "log",
+    level: "info",
+    migration: NAMESPACE_KEYS_ID,
+    message: `registered namespace "${name}" with id ${id}`,
+  });
+  return id;
 }
 
 // ------------------------------------------------------------------ writes
