@@ -47,6 +47,7 @@ import { makeUsageCommand } from "./cli/usage.ts";
 import { makeBucketCommand } from "./cli/bucket.ts";
 import { makeBackupCommand, makePitrCommand } from "./cli/backup.ts";
 import { makeMigrateCommand } from "./cli/migrate.ts";
+import { makeWorkerCommand } from "./cli/worker.ts";
 
 export type { CliIo } from "./cli/_context.ts";
 
@@ -71,6 +72,7 @@ export const COMMANDS: Readonly<Record<string, CommandFactory>> = {
   // The only command allowed to change `schema_version` (upgrade never
   // does; weakness 11).
   migrate: makeMigrateCommand,
+  worker: makeWorkerCommand,
 };
 
 const EXIT_CODES_HELP = `
@@ -239,9 +241,10 @@ function writeAll(
 
 if (import.meta.main) {
   let interrupt: AbortController | null = null;
+  // First SIGINT/SIGTERM: the command stops cleanly (drain, checkpoint, release); a second one ends the process.
   const onSigint = (): void => {
     if (interrupt === null || interrupt.signal.aborted) Deno.exit(130);
-    interrupt.abort(new Error("interrupted by Ctrl-C"));
+    interrupt.abort(new Error("interrupted by a signal"));
   };
   const code = await main(Deno.args, {
     out: (t) => writeAll(Deno.stdout, t),
@@ -258,6 +261,7 @@ if (import.meta.main) {
       if (interrupt === null) {
         interrupt = new AbortController();
         Deno.addSignalListener("SIGINT", onSigint);
+        Deno.addSignalListener("SIGTERM", onSigint);
       }
       return interrupt.signal;
     },

@@ -13,6 +13,7 @@ import {
 import { Command, Option } from "commander";
 import type { Repository, UsageSnapshot } from "../mod.ts";
 import { gsi2PkResource, pkEntity, SK } from "../core/keys.ts";
+import { decodeSnapshot } from "../core/usage.ts";
 import {
   action,
   type CliContext,
@@ -26,56 +27,12 @@ import {
   thousands,
 } from "./_context.ts";
 
-/** Attributes of a snapshot item that are not counters. */
-const NON_COUNTERS = new Set([
-  "PK",
-  "SK",
-  "entity_id",
-  "resource",
-  "window",
-  "window_start",
-  "total_events",
-  "GSI2PK",
-  "GSI2SK",
-  "GSI4PK",
-  "GSI4SK",
-  "ttl",
-]);
-
 interface UsageFilter {
   readonly entityId?: string;
   readonly resource?: string;
   readonly window?: string;
   readonly start?: string;
   readonly end?: string;
-}
-
-function text(item: Record<string, AttributeValue>, k: string): string {
-  const a = item[k];
-  return a && "S" in a && typeof a.S === "string" ? a.S : "";
-}
-
-/** Decodes a snapshot item: every numeric attribute except the known ones is a counter. */
-export function decodeSnapshot(
-  item: Record<string, AttributeValue>,
-): UsageSnapshot {
-  const counters: Record<string, number> = {};
-  let total = 0;
-  for (const [k, a] of Object.entries(item)) {
-    if (!("N" in a) || typeof a.N !== "string") continue;
-    if (k === "total_events") total = Number(a.N);
-    else if (!NON_COUNTERS.has(k)) counters[k] = Number(a.N);
-  }
-  const start = text(item, "window_start");
-  return {
-    entityId: text(item, "entity_id"),
-    resource: text(item, "resource"),
-    windowType: text(item, "window"),
-    windowStart: start,
-    windowEnd: "",
-    counters,
-    totalEvents: total,
-  };
 }
 
 function queryInput(

@@ -6,6 +6,11 @@
  */
 import { Command } from "commander";
 import {
+  isAlive,
+  readHeartbeats,
+  type WorkerHeartbeat,
+} from "../workers/heartbeat.ts";
+import {
   checkCompatibility,
   CLIENT_VERSION,
   type Compatibility,
@@ -32,6 +37,8 @@ export type CheckResult =
     readonly kind: "checked";
     readonly state: VersionState;
     readonly compatibility: Compatibility;
+    /** Workers with a fresh heartbeat. */
+    readonly workers: readonly WorkerHeartbeat[];
   };
 
 /** Describes one compatibility issue in one line. */
@@ -52,7 +59,10 @@ export function describeIssue(issue: CompatibilityIssue): string {
   }
 }
 
-function compatibilityOf(state: VersionState): Compatibility | null {
+function compatibilityOf(
+  state: VersionState,
+  workers: readonly WorkerHeartbeat[],
+): Compatibility | null {
   switch (state.kind) {
     case "no-table":
     case "not-initialized":
@@ -71,10 +81,14 @@ function compatibilityOf(state: VersionState): Compatibility | null {
       };
     case "record":
       try {
-        return checkCompatibility({
-          clientVersion: CLIENT_VERSION,
-          schemaVersion: SCHEMA_VERSION,
-        }, state.record);
+        return checkCompatibility(
+          {
+            clientVersion: CLIENT_VERSION,
+            schemaVersion: SCHEMA_VERSION,
+          },
+          state.record,
+          workers.map((w) => w.version),
+        );
       } catch (e) {
         // An unparsable stored version is a blocking incompatibility.
         return {
@@ -100,13 +114,18 @@ export async function checkTable(
   ctx: CliContext,
   g: GlobalConfig,
 ): Promise<CheckResult> {
-  const state = await readVersionState(dynamoClient(ctx, g), g.name);
+  const client = dynamoClient(ctx, g);
+  const state = await readVersionState(client, g.name);
   if (state.kind === "no-table" || state.kind === "not-initialized") {
     return { kind: state.kind };
   }
-  const compatibility = compatibilityOf(state);
+  const now = ctx.now();
+  // Heartbeats are advisory: a read failure falls back to the recorded worker version.
+  const workers = (await readHeartbeats(client, g.name).catch(() => []))
+    .filter((w) => isAlive(w, now));
+  const compatibility = compatibilityOf(state, workers);
   return compatibility
-    ? { kind: "checked", state, compatibility }
+    ? { kind: "checked", state, compatibility, workers }
     : { kind: "not-initialized" };
 }
 
@@ -171,6 +190,14 @@ function toJson(g: GlobalConfig, result: CheckResult): Record<string, unknown> {
       ? (c.updateAvailable ? "UPDATE_AVAILABLE" : "COMPATIBLE")
       : "INCOMPATIBLE",
     issues: c.issues.map((i) => ({ ...i, message: describeIssue(i) })),
+    runningWorkers: result.workers.map((w) => ({
+      workerId: w.workerId,
+      version: w.version,
+      workloads: w.workloads,
+      leasesHeld: w.leasesHeld,
+      updatedAt: w.updatedAt,
+      draining: w.draining,
+    })),
   };
 }
 
@@ -190,6 +217,11 @@ function printMissing(
       `Table '${g.name}' has no version record. Run 'zae-limiter deploy --name ${g.name}'.`,
     );
   }
+}
+
+function runningWorkers(workers: readonly WorkerHeartbeat[]): string {
+  if (workers.length === 0) return "none (no fresh heartbeat)";
+  return workers.map((w) => `${w.workerId} ${w.version}`).join(", ");
 }
 
 /** `check`: compatibility of this client with the table; exit 0, 1, 3 or 4. */
@@ -219,6 +251,7 @@ Exit codes:
         const f = recordFields(result.state);
         ctx.io.out(`Schema:  ${f.tableSchema ?? "unknown"}`);
         ctx.io.out(`Workers: ${f.workers ?? "unknown"}`);
+        ctx.io.out(`Running: ${runningWorkers(result.workers)}`);
         ctx.io.out(`Result: ${verdict(result.compatibility)}`);
         for (const issue of result.compatibility.issues) {
           ctx.io.out(`  - ${describeIssue(issue)}`);
@@ -267,6 +300,7 @@ Exit codes: 0 shown (compatible, update available or not initialized),
         ctx.io.out(`Table Schema:       ${f.tableSchema ?? "unknown"}`);
         ctx.io.out(`Min Client Version: ${f.clientMin ?? "unknown"}`);
         ctx.io.out(`Worker Version:     ${f.workers ?? "unknown"}`);
+        ctx.io.out(`Running Workers:    ${runningWorkers(result.workers)}`);
         if (f.updatedBy) {
           ctx.io.out(
             `Updated By:         ${f.updatedBy} (${f.updatedAt ?? "?"})`,

@@ -32,6 +32,12 @@ export const WCU_PARAMS: BucketParams = {
   ra: 1_000_000n,
   rp: 1000n,
 };
+/**
+ * Attribute the namespace-keys migration puts on its copies of bucket items
+ * (the original key), so the usage aggregator does not count the copy's
+ * `INSERT` as new consumption. Other readers ignore it.
+ */
+export const MIGRATED_FROM_ATTRIBUTE = "migrated_from";
 /** Millitokens one write takes from `wcu`. */
 export const WCU_PER_WRITE = 1000n;
 
@@ -229,11 +235,17 @@ export function deltaUpdate(
   };
 }
 
-/** Conditional consume-only write (the reference's retry path and `lease.consume`). */
+/**
+ * Conditional consume-only write (the reference's retry path and
+ * `lease.consume`). `countWrite` charges the hidden `wcu` limit as every
+ * acquire write does (the retry path is an acquire; `lease.consume` is
+ * not), so the usage aggregator counts one event per acquire.
+ */
 export function consumeOnlyUpdate(
   table: string,
   ref: BucketRef,
   amounts: ReadonlyMap<string, bigint>,
+  countWrite = false,
 ): Update {
   const e = new Expr();
   const add: string[] = [];
@@ -244,6 +256,12 @@ export function consumeOnlyUpdate(
     const v = e.num(a);
     add.push(`${tk} ${e.num(-a)}`, `${e.n(bucketAttr(name, "tc"))} ${v}`);
     cond.push(`${tk} >= ${v}`);
+  }
+  if (countWrite) {
+    add.push(
+      `${e.n(bucketAttr(WCU_LIMIT_NAME, "tk"))} ${e.num(-WCU_PER_WRITE)}`,
+      `${e.n(bucketAttr(WCU_LIMIT_NAME, "tc"))} ${e.num(WCU_PER_WRITE)}`,
+    );
   }
   return {
     TableName: table,

@@ -1125,7 +1125,7 @@ export class RateLimiter {
         }
       }
       return {
-        Update: consumeOnlyUpdate(this.#repo.tableName, p.ref, amounts),
+        Update: consumeOnlyUpdate(this.#repo.tableName, p.ref, amounts, true),
       };
     });
     return await this.#send(writes, plans);

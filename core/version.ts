@@ -92,7 +92,9 @@ export interface Compatibility {
 /**
  * Checks a client against a version record. Blocking: a different schema
  * line (migration needed) or a client below `clientMinVersion`. Not
- * blocking: workers older than the client (`updateAvailable`).
+ * blocking: workers older than the client (`updateAvailable`); the oldest
+ * of `runningWorkerVersions` (live heartbeats) when any, else the recorded
+ * worker version.
  *
  * @example A client on the same schema line
  * ```ts
@@ -110,6 +112,7 @@ export interface Compatibility {
 export function checkCompatibility(
   client: { readonly clientVersion: string; readonly schemaVersion: string },
   record: VersionRecord,
+  runningWorkerVersions: readonly string[] = [],
 ): Compatibility {
   const issues: CompatibilityIssue[] = [];
   const cs = parseSemver(client.schemaVersion);
@@ -134,18 +137,22 @@ export function checkCompatibility(
     });
   }
   let updateAvailable = false;
-  if (record.lambdaVersion === null) {
+  // Live worker heartbeats are better evidence than the recorded version.
+  const workerVersion = runningWorkerVersions.length > 0
+    ? [...runningWorkerVersions].sort(compareSemver)[0] ?? null
+    : record.lambdaVersion;
+  if (workerVersion === null) {
     issues.push({
       kind: "workers_unknown",
       action:
         "no worker version is recorded; deploy workers to get usage snapshots",
     });
-  } else if (compareSemver(record.lambdaVersion, client.clientVersion) < 0) {
+  } else if (compareSemver(workerVersion, client.clientVersion) < 0) {
     updateAvailable = true;
     issues.push({
       kind: "workers_outdated",
       clientVersion: client.clientVersion,
-      workerVersion: record.lambdaVersion,
+      workerVersion,
       action: "run 'zae-limiter upgrade --workers-only'",
     });
   }

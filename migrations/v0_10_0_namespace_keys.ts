@@ -53,7 +53,7 @@ import {
   PutItemCommand,
   QueryCommand,
 } from "@aws-sdk/client-dynamodb";
-import { decodeBucket } from "../core/bucket_item.ts";
+import { decodeBucket, MIGRATED_FROM_ATTRIBUTE } from "../core/bucket_item.ts";
 import { bool, fromAttr, type Item, num, str } from "../core/expr.ts";
 import {
   isUnprefixedKey,
@@ -199,7 +199,9 @@ const GSI_HASH_KEYS = ["GSI1PK", "GSI2PK", "GSI3PK"] as const;
  * namespace `_`; everything else to `namespaceId`. `PK` and each present
  * `GSI1PK`/`GSI2PK`/`GSI3PK` get the prefix; `GSI4PK` is the namespace id
  * and `GSI4SK` the new PK — except buckets, whose `GSI4SK` is
- * `BUCKET#{id}#{r}#{shard}` (spec 01 §4.2). Sort keys are unchanged.
+ * `BUCKET#{id}#{r}#{shard}` (spec 01 §4.2); bucket copies also carry
+ * `migrated_from` (the usage aggregator does not count their `INSERT`).
+ * Sort keys are unchanged.
  */
 export function planItemCopy(item: Item, namespaceId: string): CopyDecision {
   const pk = str(item, "PK") ?? "";
@@ -220,6 +222,7 @@ export function planItemCopy(item: Item, namespaceId: string): CopyDecision {
   }
   copy["GSI4PK"] = { S: ns };
   copy["GSI4SK"] = { S: type === "bucket" ? pk : newPk };
+  if (type === "bucket") copy[MIGRATED_FROM_ATTRIBUTE] = { S: pk };
   return { kind: "copy", type, item: copy };
 }
 

@@ -130,6 +130,8 @@ export interface StreamWorkerOptions {
   readonly throttleBaseMs?: number;
   /** Throttle backoff cap. @default 10000 */
   readonly throttleMaxMs?: number;
+  /** On shutdown, in-flight batches may finish for this long; then handlers and commits are aborted (their records are re-read by the next owner). @default 20000 */
+  readonly shutdownGraceMs?: number;
   /** Trimmed data: stop the shard (default) or skip to the trim horizon. Both emit `data_loss`. @default "stall" */
   readonly onTrimmedData?: TrimmedDataPolicy;
   /** Most leases this worker holds. @default Infinity */
@@ -164,6 +166,8 @@ export interface ResolvedStreamWorkerConfig extends ProcessingConfig {
   readonly onTrimmedData: TrimmedDataPolicy;
   /** See {@linkcode StreamWorkerOptions}. */
   readonly maxLeases: number;
+  /** See {@linkcode StreamWorkerOptions.shutdownGraceMs}. */
+  readonly shutdownGraceMs: number;
 }
 
 function positive(
@@ -262,6 +266,11 @@ export function resolveStreamWorkerConfig(
     maxLeases: positive(
       "maxLeases",
       options.maxLeases ?? Number.POSITIVE_INFINITY,
+    ),
+    shutdownGraceMs: positive(
+      "shutdownGraceMs",
+      options.shutdownGraceMs ?? 20_000,
+      0,
     ),
   };
 }
@@ -914,7 +923,16 @@ export async function runStreamWorker(
   async function drainAndRelease(): Promise<void> {
     const all = [...held.values()];
     for (const h of all) h.stop.abort();
+    const deadline = new AbortController();
+    const timer = clock.sleep(cfg.shutdownGraceMs, deadline.signal).then(
+      () => {
+        for (const h of all) h.hard.abort();
+      },
+      () => {},
+    );
     await Promise.allSettled(all.map((h) => h.task));
+    deadline.abort();
+    await timer;
     const releaseSignal = new AbortController().signal;
     await Promise.all(all.map(async (h) => {
       if (h.lost || h.exit?.kind === "ended" || h.exit?.kind === "lost") return;

@@ -1,0 +1,354 @@
+import assert from "node:assert/strict";
+import type { AttributeValue, Update } from "@aws-sdk/client-dynamodb";
+import {
+  aggregateSnapshots,
+  type BucketChange,
+  createAggregatorWorkload,
+  isBucketWrite,
+  parseBucketChange,
+  refillUpdate,
+} from "./aggregator.ts";
+import type { StreamRecord } from "./stream_source.ts";
+import type { HandlerContext } from "./batch_processor.ts";
+
+type Image = Record<string, AttributeValue>;
+
+interface LimitState {
+  tk: number;
+  tc: number;
+  cp?: number;
+  ra?: number;
+  rp?: number;
+}
+
+function bucketImage(
+  limits: Record<string, LimitState>,
+  opts: { pk?: string; rf?: number; entity?: string; extra?: Image } = {},
+): Image {
+  const img: Image = {
+    PK: { S: opts.pk ?? "ns1/BUCKET#e1#gpt-4#0" },
+    SK: { S: "#STATE" },
+    "entity_id": { S: opts.entity ?? "e1" },
+    resource: { S: "gpt-4" },
+    rf: { N: String(opts.rf ?? 1_000) },
+    ...opts.extra,
+  };
+  for (const [name, l] of Object.entries(limits)) {
+    img[`b_${name}_tk`] = { N: String(l.tk) };
+    img[`b_${name}_tc`] = { N: String(l.tc) };
+    img[`b_${name}_cp`] = { N: String(l.cp ?? 100_000) };
+    img[`b_${name}_ra`] = { N: String(l.ra ?? 100_000) };
+    img[`b_${name}_rp`] = { N: String(l.rp ?? 60_000) };
+  }
+  return img;
+}
+
+let seq = 100;
+function record(
+  eventName: "INSERT" | "MODIFY" | "REMOVE",
+  newImage: Image | undefined,
+  oldImage?: Image,
+  at = Date.parse("2024-01-15T14:30:00Z"),
+): StreamRecord {
+  const img = newImage ?? oldImage ?? {};
+  seq++;
+  return {
+    eventId: `ev${seq}`,
+    eventName,
+    sequenceNumber: String(seq).padStart(21, "0"),
+    approximateCreationTime: at,
+    sizeBytes: 100,
+    keys: { PK: img["PK"] ?? { S: "" }, SK: img["SK"] ?? { S: "" } },
+    ...(newImage ? { newImage } : {}),
+    ...(oldImage ? { oldImage } : {}),
+  };
+}
+
+const ctx: HandlerContext = {
+  signal: new AbortController().signal,
+  shardId: "s1",
+  leaseEpoch: 1,
+  attempt: 1,
+};
+
+function change(r: StreamRecord, legacyNs?: string): BucketChange {
+  const p = parseBucketChange(r, legacyNs);
+  assert.equal(p.kind, "change", p.kind === "skip" ? p.reason : "");
+  if (p.kind !== "change") throw new Error("unreachable");
+  return p.change;
+}
+
+/** Decodes an effect back into (key, counters added, events added). */
+function decodeEffect(u: Update): {
+  pk: string;
+  sk: string;
+  added: Record<string, number>;
+} {
+  const names = u.ExpressionAttributeNames ?? {};
+  const values = u.ExpressionAttributeValues ?? {};
+  const addPart = (u.UpdateExpression ?? "").split(" ADD ")[1] ?? "";
+  const added: Record<string, number> = {};
+  for (const clause of addPart.split(", ")) {
+    const [n, v] = clause.split(" ");
+    added[names[n ?? ""] ?? "?"] = Number(values[v ?? ""]?.N);
+  }
+  return { pk: u.Key?.["PK"]?.S ?? "", sk: u.Key?.["SK"]?.S ?? "", added };
+}
+
+Deno.test("isBucketWrite: bucket inserts and modifications only; never the reserved namespace", () => {
+  const img = bucketImage({ rpm: { tk: 0, tc: 1000 } });
+  assert.equal(isBucketWrite(record("MODIFY", img, img)), true);
+  assert.equal(isBucketWrite(record("INSERT", img)), true);
+  assert.equal(isBucketWrite(record("REMOVE", undefined, img)), false);
+  const usage = { PK: { S: "ns1/ENTITY#e1" }, SK: { S: "#USAGE#r#k" } };
+  assert.equal(isBucketWrite(record("MODIFY", usage, usage)), false);
+  const lease = { PK: { S: "_/STREAM#agg#x" }, SK: { S: "#STATE" } };
+  assert.equal(isBucketWrite(record("MODIFY", lease, lease)), false);
+});
+
+Deno.test("parseBucketChange: the consumption of a modification, refunds negative, wcu marks the acquire", () => {
+  const before = bucketImage({
+    rpm: { tk: 9_000, tc: 1_000 },
+    tpm: { tk: 90_000, tc: 10_000 },
+    wcu: { tk: 999_000, tc: 1_000 },
+  });
+  const acquire = bucketImage({
+    rpm: { tk: 8_000, tc: 2_000 },
+    tpm: { tk: 80_000, tc: 20_000 },
+    wcu: { tk: 998_000, tc: 2_000 },
+  });
+  const c = change(record("MODIFY", acquire, before));
+  assert.deepEqual([...c.deltas], [["rpm", 1_000n], ["tpm", 10_000n]]);
+  assert.equal(c.acquire, true);
+  assert.deepEqual([c.ns, c.entityId, c.resource, c.shard], [
+    "ns1",
+    "e1",
+    "gpt-4",
+    0,
+  ]);
+
+  const refund = bucketImage({
+    rpm: { tk: 8_000, tc: 2_000 },
+    tpm: { tk: 85_000, tc: 15_000 },
+    wcu: { tk: 998_000, tc: 2_000 },
+  });
+  const r = change(record("MODIFY", refund, acquire));
+  assert.deepEqual([...r.deltas], [["tpm", -5_000n]]);
+  assert.equal(r.acquire, false, "an adjustment is not an acquire");
+});
+
+Deno.test("parseBucketChange: a bucket's INSERT is counted from zero; a migration copy is not", () => {
+  const created = bucketImage({
+    rpm: { tk: 99_000, tc: 1_000 },
+    wcu: { tk: 999_000, tc: 1_000 },
+  });
+  const c = change(record("INSERT", created));
+  assert.deepEqual([...c.deltas], [["rpm", 1_000n]]);
+  assert.equal(c.acquire, true);
+
+  const copy = bucketImage({ rpm: { tk: 1, tc: 5_000_000 } }, {
+    extra: { "migrated_from": { S: "BUCKET#e1#gpt-4#0" } },
+  });
+  assert.deepEqual(parseBucketChange(record("INSERT", copy)), {
+    kind: "skip",
+    reason: "migration_copy",
+  });
+});
+
+Deno.test("parseBucketChange: unprefixed keys are skipped, or attributed to the legacy namespace; bad keys never throw", () => {
+  const legacy = bucketImage({ rpm: { tk: 1, tc: 3_000 } }, {
+    pk: "BUCKET#e1#gpt-4#0",
+  });
+  const old = bucketImage({ rpm: { tk: 2, tc: 2_000 } }, {
+    pk: "BUCKET#e1#gpt-4#0",
+  });
+  assert.deepEqual(parseBucketChange(record("MODIFY", legacy, old)), {
+    kind: "skip",
+    reason: "unprefixed_key",
+  });
+  const c = change(record("MODIFY", legacy, old), "nsDefault");
+  assert.equal(c.ns, "nsDefault");
+  assert.equal(c.legacy, true);
+  assert.deepEqual([...c.deltas], [["rpm", 1_000n]]);
+
+  for (
+    const pk of ["ns1/BUCKET#", "ns1/BUCKET#e1#r#x", "bad ns!/BUCKET#e#r#0"]
+  ) {
+    const img = bucketImage({ rpm: { tk: 1, tc: 1 } }, { pk });
+    const p = parseBucketChange(record("MODIFY", img, img));
+    assert.equal(p.kind, "skip", pk);
+  }
+  const noEntity = bucketImage({ rpm: { tk: 1, tc: 1 } }, { entity: "" });
+  assert.deepEqual(parseBucketChange(record("MODIFY", noEntity, noEntity)), {
+    kind: "skip",
+    reason: "no_entity",
+  });
+});
+
+Deno.test("parseBucketChange: the pre-0.9 layout (#BUCKET# sort key) parses as shard 0", () => {
+  const img = bucketImage({ rpm: { tk: 1, tc: 2_000 } }, {
+    pk: "ns1/ENTITY#e1",
+  });
+  img["SK"] = { S: "#BUCKET#gpt-4" };
+  const old = { ...img, "b_rpm_tc": { N: "1000" } };
+  const c = change(record("MODIFY", img, old));
+  assert.deepEqual([c.entityId, c.resource, c.shard], ["e1", "gpt-4", 0]);
+});
+
+Deno.test("aggregateSnapshots: event time picks the window; one increment per snapshot item", () => {
+  const img = (tc: number, w: number) =>
+    bucketImage({ rpm: { tk: 0, tc }, wcu: { tk: 0, tc: w } });
+  const a = change(
+    record(
+      "MODIFY",
+      img(2_000, 2_000),
+      img(1_000, 1_000),
+      Date.parse("2024-01-15T14:59:59Z"),
+    ),
+  );
+  const b = change(
+    record(
+      "MODIFY",
+      img(3_000, 3_000),
+      img(2_000, 2_000),
+      Date.parse("2024-01-15T15:00:00Z"),
+    ),
+  );
+  const c = change(
+    record(
+      "MODIFY",
+      img(5_000, 4_000),
+      img(3_000, 3_000),
+      Date.parse("2024-01-15T15:10:00Z"),
+    ),
+  );
+  const out = aggregateSnapshots([a, b, c], ["hourly", "daily"]);
+  const byKey = new Map(
+    out.map((s) => [`${s.window}@${s.windowKey}`, s]),
+  );
+  assert.equal(out.length, 3);
+  assert.equal(
+    byKey.get("hourly@2024-01-15T14:00:00Z")?.milli.get("rpm"),
+    1_000n,
+  );
+  assert.equal(
+    byKey.get("hourly@2024-01-15T15:00:00Z")?.milli.get("rpm"),
+    3_000n,
+  );
+  assert.equal(byKey.get("hourly@2024-01-15T15:00:00Z")?.events, 2);
+  assert.equal(
+    byKey.get("daily@2024-01-15T00:00:00Z")?.milli.get("rpm"),
+    4_000n,
+  );
+  assert.equal(byKey.get("daily@2024-01-15T00:00:00Z")?.events, 3);
+});
+
+Deno.test("aggregator handler: two limits, one acquire -> total_events 1; whole tokens; only bucket writes count", async () => {
+  const agg = createAggregatorWorkload({
+    tableName: "t",
+    windows: ["hourly"],
+  });
+  const before = bucketImage({
+    rpm: { tk: 0, tc: 0 },
+    tpm: { tk: 0, tc: 0 },
+    wcu: { tk: 0, tc: 0 },
+  });
+  const after = bucketImage({
+    rpm: { tk: 0, tc: 1_000 },
+    tpm: { tk: 0, tc: 250_000 },
+    wcu: { tk: 0, tc: 1_000 },
+  });
+  const out = await agg.handle([record("MODIFY", after, before)], ctx);
+  const effects = out?.effects ?? [];
+  assert.equal(effects.length, 1);
+  const e = decodeEffect(effects[0]?.Update as Update);
+  assert.equal(e.pk, "ns1/ENTITY#e1");
+  assert.equal(e.sk, "#USAGE#gpt-4#2024-01-15T14:00:00Z");
+  assert.deepEqual(e.added, { rpm: 1, tpm: 250, "total_events": 1 });
+  assert.equal(agg.counters().aggregator_acquires_total, 1);
+});
+
+Deno.test("aggregator handler: a limit called ttl is counted under limit#ttl", async () => {
+  const agg = createAggregatorWorkload({ tableName: "t", windows: ["daily"] });
+  const before = bucketImage({ ttl: { tk: 0, tc: 0 }, wcu: { tk: 0, tc: 0 } });
+  const after = bucketImage({
+    ttl: { tk: 0, tc: 4_000 },
+    wcu: { tk: 0, tc: 1_000 },
+  });
+  const out = await agg.handle([record("MODIFY", after, before)], ctx);
+  const e = decodeEffect(out?.effects?.[0]?.Update as Update);
+  assert.deepEqual(e.added, { "limit#ttl": 4, "total_events": 1 });
+});
+
+Deno.test("aggregator handler: skipped records produce no effect and are counted", async () => {
+  const agg = createAggregatorWorkload({ tableName: "t" });
+  const legacy = bucketImage({ rpm: { tk: 1, tc: 3_000 } }, {
+    pk: "BUCKET#e1#gpt-4#0",
+  });
+  const out = await agg.handle([record("MODIFY", legacy, legacy)], ctx);
+  assert.deepEqual(out?.effects, []);
+  assert.equal(agg.counters().aggregator_records_skipped_total, 1);
+});
+
+Deno.test("refillUpdate: adds the accrued tokens when the balance does not cover recent use; rf advanced by the time used", () => {
+  // rpm: 100 tokens per 60 s -> 1 token (1000 milli) per 600 ms.
+  const img = bucketImage({ rpm: { tk: 500, tc: 10_000 } }, { rf: 1_000 });
+  const c = change(record("MODIFY", img, {
+    ...img,
+    "b_rpm_tc": { N: "0" },
+  }));
+  const u = refillUpdate("t", c, c.item, new Map([["rpm", 10_000n]]), 1_700);
+  assert.ok(u !== null);
+  const values = u.ExpressionAttributeValues ?? {};
+  // 700 ms -> 1166 milli; time used for 1166 milli = ceil(1166*60000/100000) = 700 ms.
+  assert.ok(Object.values(values).some((v) => v.N === "1166"));
+  assert.ok(Object.values(values).some((v) => v.N === "1700"));
+  assert.match(u.ConditionExpression ?? "", /= :v\d+$/);
+  assert.equal(
+    Object.entries(values).find(([k]) =>
+      (u.ConditionExpression ?? "").endsWith(k)
+    )?.[1]?.N,
+    "1000",
+  );
+
+  // No time elapsed, or a balance that covers recent consumption: nothing to write.
+  assert.equal(
+    refillUpdate("t", c, c.item, new Map([["rpm", 10_000n]]), 1_000),
+    null,
+  );
+  assert.equal(
+    refillUpdate("t", c, c.item, new Map([["rpm", 0n]]), 1_700),
+    null,
+  );
+});
+
+Deno.test("aggregator handler: a refill race is skipped and counted, other refill errors never fail the batch", async () => {
+  const sent: unknown[] = [];
+  let mode: "race" | "boom" = "race";
+  const agg = createAggregatorWorkload({
+    tableName: "t",
+    windows: ["hourly"],
+    clock: { now: () => 2_000, sleep: () => Promise.resolve() },
+    client: {
+      send(command) {
+        sent.push(command.input);
+        const e = mode === "race"
+          ? Object.assign(new Error("cond"), {
+            name: "ConditionalCheckFailedException",
+          })
+          : new Error("boom");
+        return Promise.reject(e);
+      },
+    },
+  });
+  const before = bucketImage({ rpm: { tk: 0, tc: 0 } }, { rf: 1_000 });
+  const after = bucketImage({ rpm: { tk: 0, tc: 50_000 } }, { rf: 1_000 });
+  const out = await agg.handle([record("MODIFY", after, before)], ctx);
+  assert.equal(out?.effects?.length, 1);
+  assert.equal(sent.length, 1);
+  assert.equal(agg.counters().aggregator_refills_raced_total, 1);
+  mode = "boom";
+  const again = await agg.handle([record("MODIFY", after, before)], ctx);
+  assert.equal(again?.effects?.length, 1);
+  assert.equal(agg.counters().aggregator_refill_errors_total, 1);
+});
