@@ -604,6 +604,8 @@ export class RateLimiter {
   ): Promise<BucketItem | null> {
     const deltas = new Map<string, bigint>();
     for (const [n, a] of side.charge) deltas.set(n, -a);
+    // The write is given back too, so usage snapshots do not count a refused acquire as an event.
+    deltas.set(WCU_LIMIT_NAME, -WCU_PER_WRITE);
     const ref = {
       ns: this.#repo.namespaceId,
       entityId: side.entityId,

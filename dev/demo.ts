@@ -4,9 +4,19 @@
  * `ZAEL_ENDPOINT_URL`), creates the table, registers a namespace, creates a
  * parent project with stored limits and two API keys that cascade to it,
  * runs about 1,000 concurrent acquires with `rpm` + `tpm` limits and lease
- * adjustments, and prints what happened.
+ * adjustments, and prints what happened. A stream worker (usage
+ * aggregator) runs alongside, reading the table's stream; at the end the
+ * demo prints the usage snapshots it built, which match the admitted
+ * acquires exactly.
  */
-import { DynamoDBClient } from "@aws-sdk/client-dynamodb";
+import { DynamoDBClient, QueryCommand } from "@aws-sdk/client-dynamodb";
+import { DynamoDBStreamsClient } from "@aws-sdk/client-dynamodb-streams";
+import { pkEntity } from "../core/keys.ts";
+import { decodeSnapshot } from "../core/usage.ts";
+import type { UsageSnapshot } from "../mod.ts";
+import { createStreamWorkerMetrics } from "../workers/metrics.ts";
+import { createJsonLogger } from "../workers/observability.ts";
+import { runWorkerProcess } from "../workers/runtime.ts";
 import { DynamoDbLocalError, startDynamoDbLocal } from "./dynamodb_local.ts";
 import { Limit, RateLimiter, RateLimitExceeded, Repository } from "../mod.ts";
 
@@ -86,6 +96,40 @@ async function main(): Promise<number> {
     console.log(
       "Limits: proj-acme rpm 600/min, tpm 60000/min; each key rpm 400/min, tpm 40000/min (cascade)",
     );
+
+    // The stream worker, on its own clients (so the call counts below are the limiter's alone).
+    const workerClient = new DynamoDBClient({
+      endpoint: endpoint ?? "",
+      region: "us-east-1",
+      credentials: { accessKeyId: "local", secretAccessKey: "local" },
+    });
+    const streams = new DynamoDBStreamsClient({
+      endpoint: endpoint ?? "",
+      region: "us-east-1",
+      credentials: { accessKeyId: "local", secretAccessKey: "local" },
+    });
+    const stopWorker = new AbortController();
+    const workerMetrics = createStreamWorkerMetrics();
+    const workerLogs: string[] = [];
+    const worker = runWorkerProcess({
+      client: workerClient,
+      streamsClient: streams,
+      tableName: repo.tableName,
+      workloads: ["aggregator"],
+      windows: ["hourly", "daily"],
+      signal: stopWorker.signal,
+      port: null,
+      metrics: workerMetrics,
+      logger: createJsonLogger({
+        level: "warn",
+        write: (l) => workerLogs.push(l),
+      }),
+      tuning: { batchWindowMs: 500, pollIntervalMs: 100, idlePollMaxMs: 500 },
+    }).finally(() => {
+      workerClient.destroy();
+      streams.destroy();
+    });
+    console.log("Stream worker started (usage aggregator)");
 
     const limiter = new RateLimiter(repo);
     const counts = new Map<string, number>();
@@ -191,7 +235,77 @@ async function main(): Promise<number> {
     console.log(
       `Audit events for key-acme-1: ${events.map((e) => e.action).join(", ")}`,
     );
-    return stats.errors === 0 && admitted > 0 && rejected > 0 ? 0 : 1;
+
+    // Usage snapshots: wait until the worker has counted every admitted acquire.
+    const entities = ["proj-acme", "key-acme-1", "key-acme-2"];
+    const wanted = new Map<string, number>([
+      ["key-acme-1", stats.admitted.get("key-acme-1") ?? 0],
+      ["key-acme-2", stats.admitted.get("key-acme-2") ?? 0],
+      ["proj-acme", admitted],
+    ]);
+    const readSnapshots = async (): Promise<UsageSnapshot[]> => {
+      const out: UsageSnapshot[] = [];
+      for (const entityId of entities) {
+        const page = await client.send(
+          new QueryCommand({
+            TableName: repo.tableName,
+            KeyConditionExpression: "PK = :pk AND begins_with(SK, :sk)",
+            ExpressionAttributeValues: {
+              ":pk": { S: pkEntity(repo.namespaceId, entityId) },
+              ":sk": { S: "#USAGE#" },
+            },
+            ConsistentRead: true,
+          }),
+        );
+        out.push(...(page.Items ?? []).map(decodeSnapshot));
+      }
+      return out;
+    };
+    const counted = (snaps: UsageSnapshot[], id: string): number =>
+      snaps.filter((s) => s.entityId === id && s.windowType === "hourly")
+        .reduce((a, s) => a + s.totalEvents, 0);
+    let snapshots: UsageSnapshot[] = [];
+    const waitStart = performance.now();
+    while (performance.now() - waitStart < 30_000) {
+      snapshots = await readSnapshots();
+      if (entities.every((id) => counted(snapshots, id) === wanted.get(id))) {
+        break;
+      }
+      await new Promise((r) => setTimeout(r, 250));
+    }
+    stopWorker.abort();
+    await worker;
+    console.log("");
+    console.log(
+      `Usage snapshots built by the stream worker (${workerMetrics.recordsRead} stream records read, ${workerMetrics.commits} commits, ${workerMetrics.deadLetters} dead letters):`,
+    );
+    for (
+      const s of snapshots.sort((a, b) =>
+        a.entityId.localeCompare(b.entityId) ||
+        a.windowType.localeCompare(b.windowType) ||
+        a.windowStart.localeCompare(b.windowStart)
+      )
+    ) {
+      console.log(
+        `  ${s.entityId.padEnd(11)} ${
+          s.windowType.padEnd(7)
+        } ${s.windowStart}  events ${String(s.totalEvents).padStart(4)}  rpm ${
+          String(s.counters["rpm"] ?? 0).padStart(4)
+        }  tpm ${String(s.counters["tpm"] ?? 0).padStart(6)}`,
+      );
+    }
+    const exact = entities.every((id) =>
+      counted(snapshots, id) === wanted.get(id)
+    );
+    console.log(
+      exact
+        ? "  = every admitted acquire counted exactly once (tpm includes the adjustments)"
+        : `  MISMATCH: expected events ${
+          JSON.stringify(Object.fromEntries(wanted))
+        }`,
+    );
+    for (const l of workerLogs) console.error(l);
+    return stats.errors === 0 && admitted > 0 && rejected > 0 && exact ? 0 : 1;
   } finally {
     Deno.removeSignalListener("SIGINT", onSignal);
     Deno.removeSignalListener("SIGTERM", onSignal);

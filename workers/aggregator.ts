@@ -76,8 +76,11 @@ export interface BucketChange {
   readonly shard: number;
   /** Millitokens consumed per limit by this write (negative: refund); `wcu` excluded. */
   readonly deltas: ReadonlyMap<string, bigint>;
-  /** Whether this write was an acquire (counted in `total_events`). */
-  readonly acquire: boolean;
+  /**
+   * Acquires this write adds to `total_events`: 1 for an acquire, -1 for
+   * the compensation of a refused cascade (it gives the write back), else 0.
+   */
+  readonly events: number;
   /** Event time, epoch ms. */
   readonly at: number;
   /** The bucket after the write. */
@@ -202,9 +205,9 @@ export function parseBucketChange(
     if (name === WCU_LIMIT_NAME) wcuDelta = delta;
     else if (delta !== 0n) deltas.set(name, delta);
   }
-  const acquire = wcuDelta !== null
-    ? wcuDelta > 0n
-    : [...deltas.values()].some((d) => d > 0n);
+  const events = wcuDelta !== null
+    ? (wcuDelta > 0n ? 1 : wcuDelta < 0n ? -1 : 0)
+    : ([...deltas.values()].some((d) => d > 0n) ? 1 : 0);
   return {
     kind: "change",
     change: {
@@ -213,7 +216,7 @@ export function parseBucketChange(
       resource,
       shard,
       deltas,
-      acquire,
+      events,
       at: record.approximateCreationTime,
       item,
       legacy,
@@ -292,7 +295,7 @@ export function aggregateSnapshots(
 ): SnapshotAggregate[] {
   const out = new Map<string, SnapshotAggregate>();
   for (const c of changes) {
-    if (c.deltas.size === 0 && !c.acquire) continue;
+    if (c.deltas.size === 0 && c.events === 0) continue;
     for (const window of windows) {
       const key = windowKey(window, c.at);
       const id = [c.ns, c.entityId, c.resource, window, key].join("\u0000");
@@ -312,7 +315,7 @@ export function aggregateSnapshots(
       for (const [name, d] of c.deltas) {
         agg.milli.set(name, (agg.milli.get(name) ?? 0n) + d);
       }
-      if (c.acquire) agg.events++;
+      agg.events += c.events;
     }
   }
   return [...out.values()];
@@ -510,7 +513,7 @@ export function createAggregatorWorkload(
       // Counters of what this invocation produced; a replay after a crash counts again here, never in the table.
       counters.aggregator_bucket_writes_total += changes.length;
       counters.aggregator_acquires_total +=
-        changes.filter((c) => c.acquire).length;
+        changes.filter((c) => c.events > 0).length;
       counters.aggregator_legacy_records_total +=
         changes.filter((c) => c.legacy).length;
       counters.aggregator_snapshot_updates_total += effects.length;

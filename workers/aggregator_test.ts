@@ -119,7 +119,7 @@ Deno.test("parseBucketChange: the consumption of a modification, refunds negativ
   });
   const c = change(record("MODIFY", acquire, before));
   assert.deepEqual([...c.deltas], [["rpm", 1_000n], ["tpm", 10_000n]]);
-  assert.equal(c.acquire, true);
+  assert.equal(c.events, 1);
   assert.deepEqual([c.ns, c.entityId, c.resource, c.shard], [
     "ns1",
     "e1",
@@ -134,7 +134,7 @@ Deno.test("parseBucketChange: the consumption of a modification, refunds negativ
   });
   const r = change(record("MODIFY", refund, acquire));
   assert.deepEqual([...r.deltas], [["tpm", -5_000n]]);
-  assert.equal(r.acquire, false, "an adjustment is not an acquire");
+  assert.equal(r.events, 0, "an adjustment is not an acquire");
 });
 
 Deno.test("parseBucketChange: a bucket's INSERT is counted from zero; a migration copy is not", () => {
@@ -144,7 +144,7 @@ Deno.test("parseBucketChange: a bucket's INSERT is counted from zero; a migratio
   });
   const c = change(record("INSERT", created));
   assert.deepEqual([...c.deltas], [["rpm", 1_000n]]);
-  assert.equal(c.acquire, true);
+  assert.equal(c.events, 1);
 
   const copy = bucketImage({ rpm: { tk: 1, tc: 5_000_000 } }, {
     extra: { "migrated_from": { S: "BUCKET#e1#gpt-4#0" } },
@@ -351,4 +351,29 @@ Deno.test("aggregator handler: a refill race is skipped and counted, other refil
   const again = await agg.handle([record("MODIFY", after, before)], ctx);
   assert.equal(again?.effects?.length, 1);
   assert.equal(agg.counters().aggregator_refill_errors_total, 1);
+});
+
+Deno.test("parseBucketChange: a refused cascade's compensation gives the write back (-1 event, tokens refunded)", async () => {
+  const charged = bucketImage({
+    rpm: { tk: 0, tc: 2_000 },
+    wcu: { tk: 0, tc: 2_000 },
+  });
+  const refunded = bucketImage({
+    rpm: { tk: 0, tc: 1_000 },
+    wcu: { tk: 0, tc: 1_000 },
+  });
+  const c = change(record("MODIFY", refunded, charged));
+  assert.equal(c.events, -1);
+  assert.deepEqual([...c.deltas], [["rpm", -1_000n]]);
+  // Charge + compensation in one batch: nothing counted.
+  const before = bucketImage({
+    rpm: { tk: 0, tc: 1_000 },
+    wcu: { tk: 0, tc: 1_000 },
+  });
+  const agg = createAggregatorWorkload({ tableName: "t", windows: ["hourly"] });
+  const out = await agg.handle([
+    record("MODIFY", charged, before),
+    record("MODIFY", refunded, charged),
+  ], ctx);
+  assert.deepEqual(out?.effects, []);
 });

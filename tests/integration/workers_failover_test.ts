@@ -1,0 +1,168 @@
+/**
+ * Two real worker processes (`zae-limiter worker run`) on DynamoDB Local
+ * with the default lease timing: the lease holder is killed (SIGKILL,
+ * mid-stream, while acquires keep flowing); the other worker owns every
+ * shard within 15 s and the snapshot totals still equal the consumed totals
+ * exactly. Then SIGTERM drains the survivor: exit 0, lease released,
+ * heartbeat removed.
+ */
+import assert from "node:assert/strict";
+import { fileURLToPath } from "node:url";
+import { createDynamoDbCoordinationStore } from "../../workers/coordination_store_dynamodb.ts";
+import {
+  isAlive,
+  readHeartbeats,
+  WORKER_CONSUMER_NAME,
+} from "../../workers/heartbeat.ts";
+import { tableStreamArn } from "../../workers/runtime.ts";
+import { endpoint, freshRepo } from "./_harness.ts";
+import {
+  assertTotals,
+  generousLimits,
+  runLoad,
+  sameTotals,
+  snapshotTotals,
+  waitFor,
+} from "./_workers.ts";
+
+const CLI = fileURLToPath(new URL("../../cli.ts", import.meta.url));
+
+interface WorkerProc {
+  readonly id: string;
+  readonly child: Deno.ChildProcess;
+  readonly log: string[];
+  readonly drained: Promise<void>;
+}
+
+function spawnWorker(id: string, table: string, url: string): WorkerProc {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "--allow-net",
+      "--allow-env",
+      "--allow-read",
+      "--allow-sys",
+      CLI,
+      "worker",
+      "run",
+      "--name",
+      table,
+      "--endpoint-url",
+      url,
+      "--port",
+      "0",
+      "--host",
+      "127.0.0.1",
+      "--worker-id",
+      id,
+    ],
+    stdin: "null",
+    stdout: "null",
+    stderr: "piped",
+    env: { AWS_REGION: "us-east-1" },
+  }).spawn();
+  const log: string[] = [];
+  const drained = (async () => {
+    const decoder = new TextDecoder();
+    for await (const chunk of child.stderr) {
+      log.push(...decoder.decode(chunk).split("\n").filter((l) => l !== ""));
+    }
+  })();
+  return { id, child, log, drained };
+}
+
+Deno.test("two worker processes: the holder is killed mid-stream; the other owns every shard within 15 s and totals stay exact", async () => {
+  await using env = await freshRepo();
+  await generousLimits(env.repo);
+  const table = env.repo.tableName;
+  const ns = env.repo.namespaceId;
+  const url = await endpoint();
+  const entities = ["a1", "a2", "a3", "a4"];
+  const streamArn = await tableStreamArn(env.client, table);
+  const leases = createDynamoDbCoordinationStore(env.client, {
+    tableName: table,
+    consumerName: WORKER_CONSUMER_NAME,
+    streamArn,
+  });
+  const procs: WorkerProc[] = [];
+  try {
+    // Acquires keep flowing for ~12 s while workers start, crash and take over.
+    const load = runLoad(env.repo, {
+      count: 480,
+      entities,
+      perSecond: 40,
+      concurrency: 4,
+    });
+    procs.push(spawnWorker("w-a", table, url));
+    await waitFor("the first worker to take the leases", async () => {
+      const all = await leases.listLeases();
+      return all.length > 0 &&
+        all.every((l) => l.ended || l.owner === "w-a");
+    }, 30_000);
+    procs.push(spawnWorker("w-b", table, url));
+    await waitFor("both heartbeats", async () => {
+      const beats = await readHeartbeats(env.client, table);
+      return beats.filter((b) => isAlive(b, Date.now())).length === 2;
+    }, 30_000);
+    await waitFor("some usage counted", async () => {
+      const t = await snapshotTotals(env.client, table, ns, entities);
+      return [...t.events.values()].some((v) => v > 0);
+    }, 30_000);
+
+    // Kill whichever worker holds the open leases (both may hold some).
+    const open = (await leases.listLeases()).filter((l) => !l.ended);
+    const holder = open[0]?.owner;
+    assert.ok(holder === "w-a" || holder === "w-b", `holder ${holder}`);
+    const victim = procs.find((p) => p.id === holder);
+    const survivor = procs.find((p) => p.id !== holder);
+    assert.ok(victim && survivor);
+    victim.child.kill("SIGKILL");
+    await victim.child.status;
+    const takeoverMs = await waitFor(
+      "the survivor to own every shard",
+      async () => {
+        const all = await leases.listLeases();
+        return all.every((l) => l.ended || l.owner === survivor.id);
+      },
+      30_000,
+    );
+    assert.ok(takeoverMs <= 15_000, `takeover took ${takeoverMs} ms`);
+
+    const want = await load;
+    await waitFor("exact totals", async () =>
+      sameTotals(
+        await snapshotTotals(env.client, table, ns, entities),
+        want,
+      ));
+    await new Promise((r) => setTimeout(r, 1_500));
+    assertTotals(await snapshotTotals(env.client, table, ns, entities), want);
+    assertTotals(
+      await snapshotTotals(env.client, table, ns, entities, "daily"),
+      want,
+    );
+
+    // SIGTERM: drain, release, remove the heartbeat, exit 0.
+    survivor.child.kill("SIGTERM");
+    const status = await survivor.child.status;
+    await survivor.drained;
+    assert.equal(status.code, 0, survivor.log.slice(-5).join("\n"));
+    const after = await leases.listLeases();
+    assert.ok(after.every((l) => l.owner === undefined), JSON.stringify(after));
+    const beats = await readHeartbeats(env.client, table);
+    assert.deepEqual(beats.map((b) => b.workerId), [victim.id]);
+    assert.ok(
+      survivor.log.some((l) => l.includes("Released shard lease")),
+      survivor.log.join("\n"),
+    );
+  } finally {
+    for (const p of procs) {
+      try {
+        p.child.kill("SIGKILL");
+      } catch {
+        // already exited
+      }
+      await p.child.status;
+      await p.drained;
+    }
+  }
+});
