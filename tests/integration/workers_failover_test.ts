@@ -15,6 +15,7 @@ import {
   WORKER_CONSUMER_NAME,
 } from "../../workers/heartbeat.ts";
 import { tableStreamArn } from "../../workers/runtime.ts";
+import { main } from "../../cli.ts";
 import { endpoint, freshRepo } from "./_harness.ts";
 import {
   assertTotals,
@@ -71,6 +72,34 @@ function spawnWorker(id: string, table: string, url: string): WorkerProc {
   return { id, child, log, drained };
 }
 
+async function cliJson(
+  argv: string[],
+  table: string,
+  url: string,
+): Promise<Record<string, unknown>> {
+  const out: string[] = [];
+  const err: string[] = [];
+  const code = await main(
+    ["--endpoint-url", url, "--name", table, "--output", "json", ...argv],
+    { out: (t) => out.push(t), err: (t) => err.push(t) },
+    {},
+  );
+  assert.equal(code, 0, err.join("\n"));
+  return JSON.parse(out.join("\n"));
+}
+
+function listeningPort(p: WorkerProc | undefined): number {
+  for (const line of p?.log ?? []) {
+    try {
+      const entry = JSON.parse(line);
+      if (entry.message === "Health server listening") return entry.port;
+    } catch {
+      // not a JSON line
+    }
+  }
+  throw new Error(`No health server port in the log of ${p?.id}`);
+}
+
 Deno.test("two worker processes: the holder is killed mid-stream; the other owns every shard within 15 s and totals stay exact", async () => {
   await using env = await freshRepo();
   await generousLimits(env.repo);
@@ -104,6 +133,25 @@ Deno.test("two worker processes: the holder is killed mid-stream; the other owns
       const beats = await readHeartbeats(env.client, table);
       return beats.filter((b) => isAlive(b, Date.now())).length === 2;
     }, 30_000);
+    // Operators see both workers and their version; /metrics and /readyz answer.
+    const version = await cliJson(["version"], table, url);
+    assert.deepEqual(
+      (version["runningWorkers"] as { workerId: string; version: string }[])
+        .map((w) => `${w.workerId}@${w.version}`).sort(),
+      ["w-a@0.10.0", "w-b@0.10.0"],
+    );
+    const status = await cliJson(["worker", "status"], table, url);
+    assert.equal((status as unknown as unknown[]).length, 2);
+    const port = listeningPort(procs[0]);
+    const metrics = await fetch(`http://127.0.0.1:${port}/metrics`);
+    const text = await metrics.text();
+    assert.equal(metrics.status, 200);
+    assert.match(text, /^zae_stream_leases_held(\{[^}]*\})? 1$/m);
+    assert.match(text, /zae_worker_info\{[^}]*worker_id="w-a"/);
+    const ready = await fetch(`http://127.0.0.1:${port}/readyz`);
+    await ready.body?.cancel();
+    assert.equal(ready.status, 200);
+
     await waitFor("some usage counted", async () => {
       const t = await snapshotTotals(env.client, table, ns, entities);
       return [...t.events.values()].some((v) => v > 0);
@@ -143,9 +191,9 @@ Deno.test("two worker processes: the holder is killed mid-stream; the other owns
 
     // SIGTERM: drain, release, remove the heartbeat, exit 0.
     survivor.child.kill("SIGTERM");
-    const status = await survivor.child.status;
+    const exit = await survivor.child.status;
     await survivor.drained;
-    assert.equal(status.code, 0, survivor.log.slice(-5).join("\n"));
+    assert.equal(exit.code, 0, survivor.log.slice(-5).join("\n"));
     const after = await leases.listLeases();
     assert.ok(after.every((l) => l.owner === undefined), JSON.stringify(after));
     const beats = await readHeartbeats(env.client, table);
