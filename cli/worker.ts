@@ -79,6 +79,44 @@ function s3Client(ctx: CliContext, g: GlobalConfig): S3Client {
   return client;
 }
 
+/**
+ * Environment variables `worker run` takes as the defaults of its flags
+ * (the ECS task definition of the stack sets them); a flag given on the
+ * command line wins.
+ */
+export const WORKER_RUN_ENV = {
+  "ZAEL_WORKLOADS": "workloads",
+  "ZAEL_SNAPSHOT_WINDOWS": "windows",
+  "ZAEL_SNAPSHOT_RETENTION_DAYS": "snapshotRetentionDays",
+  "ZAEL_ARCHIVE_BUCKET": "archiveBucket",
+  "ZAEL_ARCHIVE_PREFIX": "archivePrefix",
+} as const;
+
+/** Applies {@linkcode WORKER_RUN_ENV} to options left at their defaults. */
+function applyEnvDefaults(ctx: CliContext, cmd: Command): void {
+  for (const [name, key] of Object.entries(WORKER_RUN_ENV)) {
+    const raw = ctx.env[name];
+    if (raw === undefined || raw === "") continue;
+    const source = cmd.getOptionValueSource(key);
+    if (source !== undefined && source !== "default") continue;
+    const option = cmd.options.find((o) => o.attributeName() === key);
+    try {
+      const parse = option?.parseArg;
+      cmd.setOptionValueWithSource(
+        key,
+        parse ? parse(raw, undefined) : raw,
+        "env",
+      );
+    } catch (e) {
+      throw new CliUsageError(
+        `Invalid ${name}="${raw}": ${
+          e instanceof Error ? e.message : String(e)
+        }`,
+      );
+    }
+  }
+}
+
 interface RunFlags {
   workloads: WorkloadName[];
   port: number;
@@ -164,12 +202,17 @@ failing go to dead letters: see 'zae-limiter worker dead-letters --help'.
 
 Logs are JSON lines on stderr. Exit code 0 after a clean drain.
 
+Environment (defaults of the flags; the stack's ECS task sets them):
+  ZAEL_STACK (--name), ZAEL_WORKLOADS, ZAEL_SNAPSHOT_WINDOWS,
+  ZAEL_SNAPSHOT_RETENTION_DAYS, ZAEL_ARCHIVE_BUCKET, ZAEL_ARCHIVE_PREFIX
+
 Example:
   zae-limiter worker run --name prod --workloads aggregator,archiver \\
     --archive-bucket my-audit-archive`,
     )
     .action(action(ctx, async (cmd) => {
       const g = resolveGlobals(cmd);
+      applyEnvDefaults(ctx, cmd);
       const f = cmd.opts<RunFlags>();
       let sink: ArchiveSink | undefined;
       if (f.workloads.includes("archiver")) {

@@ -107,7 +107,8 @@ export const WORKER_STREAM_ACTIONS = [
 
 /**
  * Table actions of the stream worker (snapshots, refills, shard creation,
- * worker leases), granted on the table and its indexes.
+ * worker leases, heartbeats, dead letters; `DescribeTable` finds the
+ * stream), granted on the table and its indexes.
  *
  * @example
  * ```ts
@@ -119,6 +120,7 @@ export const WORKER_STREAM_ACTIONS = [
  * ```
  */
 export const WORKER_TABLE_ACTIONS = [
+  "dynamodb:DescribeTable",
   "dynamodb:GetItem",
   "dynamodb:PutItem",
   "dynamodb:UpdateItem",
@@ -137,7 +139,7 @@ export const WORKER_TABLE_ACTIONS = [
  * import assert from "node:assert/strict";
  * import { WORKER_ACTIONS } from "./iam_actions.ts";
  *
- * assert.equal(WORKER_ACTIONS.length, 11);
+ * assert.equal(WORKER_ACTIONS.length, 12);
  * ```
  */
 export const WORKER_ACTIONS = [

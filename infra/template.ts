@@ -973,18 +973,21 @@ function renderWorker(): Record<string, CloudFormationResource> {
           Image: ref("WorkerImage"),
           Essential: true,
           StopTimeout: 60,
+          // Read by `zae-limiter worker run` as the defaults of its flags.
           Environment: environment({
-            TABLE_NAME: ref(TABLE),
-            STREAM_ARN: getAtt(TABLE, "StreamArn"),
-            SNAPSHOT_WINDOWS: ref("SnapshotWindows"),
-            SNAPSHOT_TTL_DAYS: ref("SnapshotRetentionDays"),
-            ENABLE_ARCHIVAL: fnIf("DeployAuditArchive", "true", "false"),
-            ARCHIVE_BUCKET_NAME: fnIf(
+            ZAEL_STACK: ref(TABLE),
+            ZAEL_WORKLOADS: fnIf(
+              "DeployAuditArchive",
+              "aggregator,archiver",
+              "aggregator",
+            ),
+            ZAEL_SNAPSHOT_WINDOWS: ref("SnapshotWindows"),
+            ZAEL_SNAPSHOT_RETENTION_DAYS: ref("SnapshotRetentionDays"),
+            ZAEL_ARCHIVE_BUCKET: fnIf(
               "DeployAuditArchive",
               ref("AuditArchiveBucket"),
               "",
             ),
-            ZAE_LIMITER_SCHEMA_VERSION: ref("SchemaVersion"),
           }),
           LogConfiguration: {
             LogDriver: "awslogs",

@@ -311,3 +311,39 @@ Deno.test("main() migrate rejects a bad --to and a missing rollback --to with ex
   assert.equal(noYes.code, 2);
   assert.match(noYes.err, /--yes/);
 });
+
+Deno.test("worker run: a bad env default names the variable; the archiver without a destination is a usage error", async () => {
+  const bad = await run(["worker", "run"], {
+    ZAEL_WORKLOADS: "aggregator,bogus",
+  });
+  assert.equal(bad.code, 2);
+  assert.match(bad.err, /ZAEL_WORKLOADS="aggregator,bogus"/);
+  assert.match(bad.err, /bogus/);
+
+  const windows = await run(["worker", "run"], {
+    ZAEL_SNAPSHOT_WINDOWS: "hourly,weekly",
+  });
+  assert.equal(windows.code, 2);
+  assert.match(windows.err, /ZAEL_SNAPSHOT_WINDOWS/);
+
+  const noSink = await run(["worker", "run"], { ZAEL_WORKLOADS: "archiver" });
+  assert.equal(noSink.code, 2);
+  assert.match(noSink.err, /--archive-bucket <bucket> or --archive-dir <dir>/);
+
+  // A flag on the command line wins over the environment.
+  const flagWins = await run(
+    [
+      "worker",
+      "run",
+      "--workloads",
+      "archiver",
+      "--archive-dir",
+      "/x",
+      "--archive-bucket",
+      "b",
+    ],
+    { ZAEL_WORKLOADS: "bogus" },
+  );
+  assert.equal(flagWins.code, 2);
+  assert.match(flagWins.err, /only one of --archive-bucket and --archive-dir/);
+});

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { WORKER_RUN_ENV } from "../cli/worker.ts";
 import {
   GSIS,
   KEY_ATTRIBUTES,
@@ -933,7 +934,7 @@ Deno.test("renderTemplate() grants the worker task role exactly the stream, tabl
   assert.equal(role.ManagedPolicyArns, undefined);
 });
 
-Deno.test("renderTemplate() passes the table, stream and archive settings to the worker container", () => {
+Deno.test("renderTemplate() passes the table, workloads, windows and archive to the worker container as the CLI's env defaults", () => {
   const template = renderTemplate();
   const [container] = arr(
     resource(template, "WorkerTaskDefinition").Properties.ContainerDefinitions,
@@ -945,14 +946,24 @@ Deno.test("renderTemplate() passes the table, stream and archive settings to the
       return [str(entry.Name, "Name"), entry.Value] as const;
     }),
   );
-  assert.deepEqual(env.get("TABLE_NAME"), { Ref: "RateLimitsTable" });
-  assert.deepEqual(env.get("STREAM_ARN"), {
-    "Fn::GetAtt": ["RateLimitsTable", "StreamArn"],
+  assert.deepEqual(env.get("ZAEL_STACK"), { Ref: "RateLimitsTable" });
+  assert.deepEqual(env.get("ZAEL_WORKLOADS"), {
+    "Fn::If": ["DeployAuditArchive", "aggregator,archiver", "aggregator"],
   });
-  assert.deepEqual(env.get("ARCHIVE_BUCKET_NAME"), {
+  assert.deepEqual(env.get("ZAEL_ARCHIVE_BUCKET"), {
     "Fn::If": ["DeployAuditArchive", { Ref: "AuditArchiveBucket" }, ""],
   });
-  assert.deepEqual(env.get("SNAPSHOT_WINDOWS"), { Ref: "SnapshotWindows" });
+  assert.deepEqual(env.get("ZAEL_SNAPSHOT_WINDOWS"), {
+    Ref: "SnapshotWindows",
+  });
+  assert.deepEqual(env.get("ZAEL_SNAPSHOT_RETENTION_DAYS"), {
+    Ref: "SnapshotRetentionDays",
+  });
+  // Every variable is one `worker run` reads (ZAEL_STACK is --name, read by cli.ts).
+  for (const name of env.keys()) {
+    if (name === "ZAEL_STACK") continue;
+    assert.ok(name in WORKER_RUN_ENV, `worker run ignores ${name}`);
+  }
 });
 
 // ---------------------------------------------------------------------------
