@@ -130,6 +130,7 @@ interface RunFlags {
   archiveDir?: string;
   ttlOnly?: boolean;
   shutdownGraceSeconds: number;
+  maxRecordAgeSeconds: number;
   logLevel: "debug" | "info" | "warn" | "error";
 }
 
@@ -179,6 +180,12 @@ export function makeWorkerCommand(ctx: CliContext): Command {
     .option(
       "--ttl-only",
       "archive only TTL expiries (default: every audit deletion)",
+    )
+    .option(
+      "--max-record-age-seconds <s>",
+      "records older than this when read go to the dead letters (default: the stream's 24 h retention, so a backlog after an outage is still counted)",
+      intInRange(60, 86_400),
+      86_400,
     )
     .option(
       "--shutdown-grace-seconds <s>",
@@ -259,7 +266,10 @@ Example:
           level: f.logLevel,
           write: (line) => ctx.io.err(line),
         }),
-        tuning: { shutdownGraceMs: f.shutdownGraceSeconds * 1000 },
+        tuning: {
+          shutdownGraceMs: f.shutdownGraceSeconds * 1000,
+          maxRecordAgeMs: f.maxRecordAgeSeconds * 1000,
+        },
         onListen: (port) =>
           ctx.io.err(JSON.stringify({
             timestamp: new Date(ctx.now()).toISOString(),
@@ -380,7 +390,12 @@ Example:
           prefix: f.archivePrefix,
         });
       } else if (f.archiveDir) sink = createDirectoryArchiveSink(f.archiveDir);
-      const { handler } = combineWorkloads(buildWorkloads({
+      if (f.workloads.includes("archiver") && sink === undefined) {
+        throw new CliUsageError(
+          "Redriving archiver letters needs a destination: --archive-bucket <bucket> or --archive-dir <dir>",
+        );
+      }
+      const { handler, filter } = combineWorkloads(buildWorkloads({
         client,
         tableName: g.name,
         workloads: f.workloads,
@@ -391,9 +406,14 @@ Example:
         tableName: g.name,
         consumerName: WORKER_CONSUMER_NAME,
       });
-      const r = await store.redrive(handler, { days: f.days });
+      const r = await store.redrive(handler, {
+        days: f.days,
+        accepts: filter,
+      });
       emit(ctx, g, r, () => {
-        ctx.io.out(`Redriven: ${r.redriven}, still failing: ${r.failed}`);
+        ctx.io.out(
+          `Redriven: ${r.redriven}, still failing: ${r.failed}, kept for other workloads: ${r.skipped}`,
+        );
         for (const e of r.errors) ctx.io.out(`  ${e.sk}: ${e.error}`);
       });
       return r.failed > 0 ? EXIT.FAILURE : EXIT.OK;

@@ -100,6 +100,8 @@ export interface StoredDeadLetter {
 export interface RedriveResult {
   /** Letters handled and deleted. */
   readonly redriven: number;
+  /** Letters no selected workload accepts: kept, untouched. */
+  readonly skipped: number;
   /** Letters whose handler failed again (kept, `redrive_attempts` + 1). */
   readonly failed: number;
   /** Errors of the failed ones, by sort key. */
@@ -120,7 +122,13 @@ export interface DynamoDbDeadLetterStore extends DeadLetterSink {
    */
   redrive(
     handler: StreamHandler,
-    options?: { days?: number; signal?: AbortSignal; limit?: number },
+    options?: {
+      days?: number;
+      signal?: AbortSignal;
+      limit?: number;
+      /** Letters this rejects are kept untouched (e.g. audit records when the archiver is not run). */
+      accepts?: (record: StreamRecord) => boolean;
+    },
   ): Promise<RedriveResult>;
   /** Deletes letters of the last `days` days; returns how many. */
   purge(options?: { days?: number; signal?: AbortSignal }): Promise<number>;
@@ -137,8 +145,28 @@ function imageSize(image: StreamImage | undefined): number {
       v instanceof Uint8Array ? "x".repeat(v.length) : v).length;
 }
 
+const TYPES = ["S", "N", "B", "SS", "NS", "BS", "M", "L", "NULL", "BOOL"];
+
+/** A value DynamoDB accepts: a type-less value (DynamoDB Local shows an empty map as `{}`) becomes NULL. */
+function clean(a: AttributeValue): AttributeValue {
+  const key = Object.keys(a).find((k) =>
+    TYPES.includes(k) &&
+    (a as unknown as Record<string, unknown>)[k] !== undefined
+  );
+  if (key === undefined) return { NULL: true };
+  if (key === "M" && a.M) {
+    return {
+      M: Object.fromEntries(
+        Object.entries(a.M).map(([k, v]) => [k, clean(v)]),
+      ),
+    };
+  }
+  if (key === "L" && a.L) return { L: a.L.map(clean) };
+  return a;
+}
+
 function m(image: StreamImage): AttributeValue {
-  return { M: { ...image } };
+  return clean({ M: { ...image } });
 }
 
 /** The partition key of one day's dead letters. */
@@ -201,8 +229,23 @@ export function deadLetterFromItem(
 ): StoredDeadLetter {
   const text = (k: string): string => item[k]?.S ?? "";
   const n = (k: string): number => Number(item[k]?.N ?? "0");
-  const newImage = map(item["new_image"]);
-  const oldImage = map(item["old_image"]);
+  let newImage = map(item["new_image"]);
+  let oldImage = map(item["old_image"]);
+  let truncated = item["truncated"]?.BOOL ?? false;
+  const json = item["images_json"]?.S;
+  if (json !== undefined) {
+    try {
+      const images = JSON.parse(json) as {
+        newImage?: StreamImage;
+        oldImage?: StreamImage;
+      };
+      newImage = images.newImage;
+      oldImage = images.oldImage;
+      truncated = false;
+    } catch {
+      truncated = true; // cut at the size limit
+    }
+  }
   const identity = map(item["user_identity"]);
   const eventName = text("event_name");
   const record: StreamRecord = {
@@ -235,7 +278,7 @@ export function deadLetterFromItem(
     attempts: n("attempts"),
     deadLetteredAt: text("dead_lettered_at"),
     redriveAttempts: n("redrive_attempts"),
-    truncated: item["truncated"]?.BOOL ?? false,
+    truncated,
   };
 }
 
@@ -307,22 +350,54 @@ export function createDynamoDbDeadLetterStore(
   return {
     async send(letters, signal) {
       const now = clock.now();
-      await Promise.all(letters.map((l) =>
-        client.send(
-          new PutItemCommand({
-            TableName: table,
-            Item: deadLetterItem(l, consumer, now, retention),
-          }),
-          signal ? { abortSignal: signal } : {},
-        )
-      ));
+      const opts = signal ? { abortSignal: signal } : {};
+      await Promise.all(letters.map(async (l) => {
+        const item = deadLetterItem(l, consumer, now, retention);
+        try {
+          await client.send(
+            new PutItemCommand({ TableName: table, Item: item }),
+            opts,
+          );
+        } catch (error) {
+          if (
+            !(error instanceof Error && error.name === "ValidationException")
+          ) {
+            throw error;
+          }
+          // The images cannot be stored as maps: keep the letter with its images as JSON text, never lose it.
+          const { "new_image": _n, "old_image": _o, ...rest } = item;
+          const text = JSON.stringify({
+            newImage: l.record.newImage,
+            oldImage: l.record.oldImage,
+          });
+          await client.send(
+            new PutItemCommand({
+              TableName: table,
+              Item: {
+                ...rest,
+                truncated: { BOOL: true },
+                "images_json": {
+                  S: text.slice(0, MAX_DEAD_LETTER_IMAGE_BYTES),
+                },
+                "store_error": { S: error.message.slice(0, 500) },
+              },
+            }),
+            opts,
+          );
+        }
+      }));
     },
     list,
     async redrive(handler, o = {}) {
       const letters = await list(o);
       let redriven = 0;
+      let skipped = 0;
       const errors: { sk: string; error: string }[] = [];
       for (const letter of letters.slice(0, o.limit ?? letters.length)) {
+        if (o.accepts && !o.accepts(letter.record)) {
+          skipped++;
+          continue;
+        }
         const key = { PK: { S: letter.pk }, SK: { S: letter.sk } };
         try {
           if (letter.truncated) {
@@ -374,7 +449,7 @@ export function createDynamoDbDeadLetterStore(
           ).catch(() => {});
         }
       }
-      return { redriven, failed: errors.length, errors };
+      return { redriven, skipped, failed: errors.length, errors };
     },
     async purge(o = {}) {
       let n = 0;

@@ -100,14 +100,16 @@ export interface WorkerProcessOptions {
   readonly metrics?: StreamWorkerMetrics;
 }
 
-function defaultWorkerId(): string {
-  let host = "worker";
+function hostName(): string {
   try {
-    host = Deno.hostname();
+    return Deno.hostname();
   } catch {
-    // no --allow-sys: keep the generic name
+    return "worker"; // no --allow-sys: a generic name
   }
-  return `${host}-${Deno.pid}-${crypto.randomUUID().slice(0, 8)}`;
+}
+
+function defaultWorkerId(): string {
+  return `${hostName()}-${Deno.pid}-${crypto.randomUUID().slice(0, 8)}`;
 }
 
 /**
@@ -239,7 +241,7 @@ export async function runWorkerProcess(
     version: CLIENT_VERSION,
     schemaVersion: SCHEMA_VERSION,
     workloads: options.workloads,
-    host: workerId.split("-")[0] ?? "",
+    host: hostName(),
     clock,
   });
   const leaseDurationMs = options.tuning?.leaseDurationMs ?? 10_000;
@@ -323,6 +325,8 @@ export async function runWorkerProcess(
       ...options.tuning,
       // Up to a second of records per transaction: fewer, larger commits; lag stays ~1 s.
       batchWindowMs: options.tuning?.batchWindowMs ?? 1_000,
+      // A late count beats a dead letter: by default only records the stream is about to trim are given up.
+      maxRecordAgeMs: options.tuning?.maxRecordAgeMs ?? 86_400_000,
       source: createAwsStreamSource(options.streamsClient, streamArn),
       store: createDynamoDbCoordinationStore(options.client, {
         tableName: options.tableName,
