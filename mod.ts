@@ -61,6 +61,7 @@ export type {
   NamespaceInfo,
   OnUnavailable,
   UsageSnapshot,
+  UsageSnapshotFilter,
 } from "./core/models.ts";
 export { RateLimiter } from "./core/limiter.ts";
 export type {

@@ -5,15 +5,8 @@
  *
  * @module
  */
-import {
-  type AttributeValue,
-  QueryCommand,
-  type QueryCommandInput,
-} from "@aws-sdk/client-dynamodb";
 import { Command, Option } from "commander";
-import type { Repository, UsageSnapshot } from "../mod.ts";
-import { gsi2PkResource, pkEntity, SK } from "../core/keys.ts";
-import { decodeSnapshot } from "../core/usage.ts";
+import type { UsageSnapshotFilter } from "../mod.ts";
 import {
   action,
   type CliContext,
@@ -27,83 +20,7 @@ import {
   thousands,
 } from "./_context.ts";
 
-interface UsageFilter {
-  readonly entityId?: string;
-  readonly resource?: string;
-  readonly window?: string;
-  readonly start?: string;
-  readonly end?: string;
-}
-
-function queryInput(
-  repo: Repository,
-  f: UsageFilter,
-): Omit<QueryCommandInput, "TableName"> {
-  if (f.entityId !== undefined) {
-    return {
-      KeyConditionExpression: "PK = :pk AND begins_with(SK, :sk)",
-      ExpressionAttributeValues: {
-        ":pk": { S: pkEntity(repo.namespaceId, f.entityId) },
-        ":sk": {
-          S: f.resource !== undefined ? `${SK.USAGE}${f.resource}#` : SK.USAGE,
-        },
-      },
-    };
-  }
-  return {
-    IndexName: "GSI2",
-    KeyConditionExpression: "GSI2PK = :pk AND begins_with(GSI2SK, :sk)",
-    ExpressionAttributeValues: {
-      ":pk": { S: gsi2PkResource(repo.namespaceId, f.resource ?? "") },
-      ":sk": { S: "USAGE#" },
-    },
-  };
-}
-
-function matches(s: UsageSnapshot, f: UsageFilter): boolean {
-  return (f.window === undefined || s.windowType === f.window) &&
-    (f.start === undefined || s.windowStart >= f.start) &&
-    (f.end === undefined || s.windowStart <= f.end);
-}
-
-/** Reads snapshots page by page until `max` matched (or all when `max` is absent). */
-async function readSnapshots(
-  repo: Repository,
-  f: UsageFilter,
-  max?: number,
-): Promise<{ snapshots: UsageSnapshot[]; more: boolean }> {
-  const out: UsageSnapshot[] = [];
-  let start: Record<string, AttributeValue> | undefined;
-  do {
-    const res = await repo.send<
-      {
-        Items?: Record<string, AttributeValue>[];
-        LastEvaluatedKey?: Record<string, AttributeValue>;
-      }
-    >(
-      new QueryCommand({
-        ...queryInput(repo, f),
-        TableName: repo.tableName,
-        ...(max !== undefined ? { Limit: max } : {}),
-        ...(start ? { ExclusiveStartKey: start } : {}),
-      }),
-    );
-    for (const item of res.Items ?? []) {
-      const s = decodeSnapshot(item);
-      if (matches(s, f)) out.push(s);
-    }
-    start = res.LastEvaluatedKey;
-    if (max !== undefined && out.length >= max) {
-      return {
-        snapshots: out.slice(0, max),
-        more: start !== undefined || out.length > max,
-      };
-    }
-  } while (start);
-  return { snapshots: out, more: false };
-}
-
-function filterFrom(cmd: Command): UsageFilter {
+function filterFrom(cmd: Command): UsageSnapshotFilter {
   const o = cmd.opts<{
     entityId?: string;
     resource?: string;
@@ -119,7 +36,7 @@ function filterFrom(cmd: Command): UsageFilter {
   return {
     ...(o.entityId !== undefined ? { entityId: o.entityId } : {}),
     ...(o.resource !== undefined ? { resource: o.resource } : {}),
-    ...(o.window !== undefined ? { window: o.window } : {}),
+    ...(o.window !== undefined ? { windowType: o.window } : {}),
     ...(o.start !== undefined ? { start: o.start } : {}),
     ...(o.end !== undefined ? { end: o.end } : {}),
   };
@@ -159,7 +76,10 @@ export function makeUsageCommand(ctx: CliContext): Command {
       const f = filterFrom(cmd);
       const { limit } = cmd.opts<{ limit: number }>();
       const repo = await connect(ctx, cmd);
-      const { snapshots, more } = await readSnapshots(repo, f, limit);
+      const { snapshots, more } = await repo.getUsageSnapshots({
+        ...f,
+        limit,
+      });
       emit(ctx, g, { snapshots, more }, () => {
         if (snapshots.length === 0) {
           return ctx.io.out("No usage snapshots found");
@@ -189,7 +109,7 @@ export function makeUsageCommand(ctx: CliContext): Command {
       const g = resolveGlobals(cmd);
       const f = filterFrom(cmd);
       const repo = await connect(ctx, cmd);
-      const { snapshots } = await readSnapshots(repo, f);
+      const { snapshots } = await repo.getUsageSnapshots(f);
       const totals: Record<string, number> = {};
       for (const s of snapshots) {
         for (const [k, v] of Object.entries(s.counters)) {
@@ -200,7 +120,7 @@ export function makeUsageCommand(ctx: CliContext): Command {
       const summary = {
         entityId: f.entityId ?? null,
         resource: f.resource ?? null,
-        window: f.window ?? null,
+        window: f.windowType ?? null,
         snapshots: snapshots.length,
         from: starts[0] ?? null,
         to: starts.at(-1) ?? null,
@@ -218,7 +138,7 @@ export function makeUsageCommand(ctx: CliContext): Command {
         ctx.io.out("Usage Summary");
         ctx.io.out(`Entity:     ${summary.entityId ?? "(all)"}`);
         ctx.io.out(`Resource:   ${summary.resource ?? "(all)"}`);
-        if (f.window) ctx.io.out(`Window:     ${f.window}`);
+        if (f.windowType) ctx.io.out(`Window:     ${f.windowType}`);
         ctx.io.out(`Snapshots:  ${snapshots.length}`);
         ctx.io.out(`Time Range: ${summary.from} to ${summary.to}`);
         ctx.io.out(renderTable(

@@ -59,6 +59,20 @@ export function describeIssue(issue: CompatibilityIssue): string {
   }
 }
 
+/** A blocking schema incompatibility with the given remedy. */
+function schemaBlocked(tableSchema: string, action: string): Compatibility {
+  return {
+    compatible: false,
+    updateAvailable: false,
+    issues: [{
+      kind: "schema_incompatible",
+      clientSchema: SCHEMA_VERSION,
+      tableSchema,
+      action,
+    }],
+  };
+}
+
 function compatibilityOf(
   state: VersionState,
   workers: readonly WorkerHeartbeat[],
@@ -68,17 +82,10 @@ function compatibilityOf(
     case "not-initialized":
       return null;
     case "legacy":
-      return {
-        compatible: false,
-        updateAvailable: false,
-        issues: [{
-          kind: "schema_incompatible",
-          clientSchema: SCHEMA_VERSION,
-          tableSchema: state.schemaVersion,
-          action:
-            `the table uses the pre-0.10 key layout; back it up ('zae-limiter backup create') and run the namespace-keys migration to ${SCHEMA_VERSION}`,
-        }],
-      };
+      return schemaBlocked(
+        state.schemaVersion,
+        `the table uses the pre-0.10 key layout; back it up ('zae-limiter backup create') and run the namespace-keys migration to ${SCHEMA_VERSION}`,
+      );
     case "record":
       try {
         return checkCompatibility(
@@ -91,16 +98,10 @@ function compatibilityOf(
         );
       } catch (e) {
         // An unparsable stored version is a blocking incompatibility.
-        return {
-          compatible: false,
-          updateAvailable: false,
-          issues: [{
-            kind: "schema_incompatible",
-            clientSchema: SCHEMA_VERSION,
-            tableSchema: state.record.schemaVersion,
-            action: e instanceof Error ? e.message : String(e),
-          }],
-        };
+        return schemaBlocked(
+          state.record.schemaVersion,
+          e instanceof Error ? e.message : String(e),
+        );
       }
     default: {
       const _exhaustive: never = state;

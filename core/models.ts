@@ -107,7 +107,25 @@ export interface CacheStats {
   readonly ttlSeconds: number;
 }
 
-/** A usage snapshot written by the aggregator. */
+/** Which usage snapshots {@linkcode Repository.getUsageSnapshots} reads. */
+export interface UsageSnapshotFilter {
+  /** Entity (reads its partition); give this or `resource`. */
+  readonly entityId?: string;
+  /** Resource (with `entityId`: narrows it; alone: reads GSI2). */
+  readonly resource?: string;
+  /** `hourly`, `daily` or `monthly`. */
+  readonly windowType?: string;
+  /** First window start (inclusive), `YYYY-MM-DDTHH:MM:SSZ`. */
+  readonly start?: string;
+  /** Last window start (inclusive). */
+  readonly end?: string;
+  /** At most this many snapshots; `more` tells whether others match. */
+  readonly limit?: number;
+  /** Strongly consistent read (entity reads only; GSI2 is always eventual). @default false */
+  readonly consistent?: boolean;
+}
+
+/** A usage snapshot written by the aggregator (spec 01 §4.8). */
 export interface UsageSnapshot {
   /** Entity. */
   readonly entityId: string;

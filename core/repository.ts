@@ -66,6 +66,7 @@ import {
   DEFAULT_RESOURCE,
   gsi1PkParent,
   gsi1SkChild,
+  gsi2PkResource,
   gsi3PkEntity,
   gsi3PkEntityConfig,
   isUnprefixedKey,
@@ -92,6 +93,8 @@ import type {
   Entity,
   NamespaceInfo,
   OnUnavailable,
+  UsageSnapshot,
+  UsageSnapshotFilter,
 } from "./models.ts";
 import {
   CLIENT_VERSION,
@@ -100,6 +103,8 @@ import {
   TTL_ATTRIBUTE,
 } from "./schema.ts";
 import { createUlid } from "./ulid.ts";
+import { queryAllItems, queryPages } from "./query.ts";
+import { decodeSnapshot } from "./usage.ts";
 import {
   validateIdentifier,
   validateNamespaceName,
@@ -574,21 +579,11 @@ export class Repository {
   /** All pages of a query. *
    * @ignore Low-level helper for the CLI, workers and migrations.
    */
-  async queryAll(input: Omit<QueryCommandInput, "TableName">): Promise<Item[]> {
-    const items: Item[] = [];
-    let start: Record<string, AttributeValue> | undefined;
-    do {
-      const res = await this.#s.client.send(
-        new QueryCommand({
-          ...input,
-          TableName: this.#s.table,
-          ...(start ? { ExclusiveStartKey: start } : {}),
-        }),
-      );
-      items.push(...(res.Items ?? []));
-      start = res.LastEvaluatedKey;
-    } while (start);
-    return items;
+  queryAll(input: Omit<QueryCommandInput, "TableName">): Promise<Item[]> {
+    return queryAllItems(this.#s.client, {
+      ...input,
+      TableName: this.#s.table,
+    });
   }
 
   /** Deletes keys in batches of 25, retrying unprocessed items until none are left. *
@@ -1213,6 +1208,72 @@ export class Repository {
       }),
     );
     return event;
+  }
+
+  /**
+   * Usage snapshots of an entity (its partition) or of a resource (GSI2),
+   * in key order, optionally of one window type and a range of window
+   * starts; at most `limit`, with `more` when others match.
+   *
+   * @throws {ValidationError} when neither `entityId` nor `resource` is given
+   */
+  async getUsageSnapshots(
+    filter: UsageSnapshotFilter,
+  ): Promise<{ snapshots: UsageSnapshot[]; more: boolean }> {
+    const ns = this.namespaceId;
+    let input: Omit<QueryCommandInput, "TableName">;
+    if (filter.entityId !== undefined) {
+      input = {
+        ...(filter.consistent ? { ConsistentRead: true } : {}),
+        KeyConditionExpression: "PK = :pk AND begins_with(SK, :sk)",
+        ExpressionAttributeValues: {
+          ":pk": { S: pkEntity(ns, filter.entityId) },
+          ":sk": {
+            S: filter.resource !== undefined
+              ? `${SK.USAGE}${filter.resource}#`
+              : SK.USAGE,
+          },
+        },
+      };
+    } else if (filter.resource !== undefined) {
+      input = {
+        IndexName: "GSI2",
+        KeyConditionExpression: "GSI2PK = :pk AND begins_with(GSI2SK, :sk)",
+        ExpressionAttributeValues: {
+          ":pk": { S: gsi2PkResource(ns, filter.resource) },
+          ":sk": { S: "USAGE#" },
+        },
+      };
+    } else {
+      throw new ValidationError(
+        "filter",
+        "{}",
+        "give entityId or resource (or both)",
+      );
+    }
+    const max = filter.limit;
+    const matches = (s: UsageSnapshot): boolean =>
+      (filter.windowType === undefined || s.windowType === filter.windowType) &&
+      (filter.start === undefined || s.windowStart >= filter.start) &&
+      (filter.end === undefined || s.windowStart <= filter.end);
+    const out: UsageSnapshot[] = [];
+    const pages = queryPages(this.#s.client, {
+      ...input,
+      TableName: this.#s.table,
+      ...(max !== undefined ? { Limit: max + 1 } : {}),
+    });
+    for await (const page of pages) {
+      for (const item of page) {
+        const s = decodeSnapshot(item);
+        if (matches(s)) out.push(s);
+      }
+      // One match past the limit proves there are more (DynamoDB reports a
+      // LastEvaluatedKey when a page ends exactly at its Limit).
+      if (max !== undefined && out.length > max) {
+        return { snapshots: out.slice(0, max), more: true };
+      }
+    }
+    return { snapshots: out, more: false };
   }
 
   /** Audit events of an entity, newest first; `startEventId` is exclusive. */

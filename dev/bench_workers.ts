@@ -21,14 +21,8 @@
  * DynamoDB Local.
  */
 import { parseArgs } from "node:util";
-import {
-  DynamoDBClient,
-  QueryCommand,
-  type QueryCommandOutput,
-} from "@aws-sdk/client-dynamodb";
+import { DynamoDBClient } from "@aws-sdk/client-dynamodb";
 import { DynamoDBStreamsClient } from "@aws-sdk/client-dynamodb-streams";
-import { pkEntity } from "../core/keys.ts";
-import { decodeSnapshot } from "../core/usage.ts";
 import { Limit, RateLimiter, Repository } from "../mod.ts";
 import {
   createStreamWorkerMetrics,
@@ -168,36 +162,22 @@ async function freshTable(env: Env, label: string): Promise<Repository> {
 
 /** Hourly snapshot totals per `entity|limit` and `entity|#events`, summed over windows. */
 async function snapshotTotals(
-  client: DynamoDBClient,
   repo: Repository,
   entities: readonly string[],
 ): Promise<Map<string, number>> {
   const out = new Map<string, number>();
-  await Promise.all(entities.map(async (entity) => {
-    let start: QueryCommandOutput["LastEvaluatedKey"];
-    do {
-      const page = await client.send(
-        new QueryCommand({
-          TableName: repo.tableName,
-          KeyConditionExpression: "PK = :pk AND begins_with(SK, :sk)",
-          ExpressionAttributeValues: {
-            ":pk": { S: pkEntity(repo.namespaceId, entity) },
-            ":sk": { S: "#USAGE#" },
-          },
-          ConsistentRead: true,
-          ...(start ? { ExclusiveStartKey: start } : {}),
-        }),
-      );
-      for (const item of page.Items ?? []) {
-        const s = decodeSnapshot(item);
-        if (s.windowType !== "hourly") continue;
-        for (const [limit, v] of Object.entries(s.counters)) {
-          add(out, `${s.entityId}|${limit}`, v);
-        }
-        add(out, `${s.entityId}|#events`, s.totalEvents);
+  await Promise.all(entities.map(async (entityId) => {
+    const { snapshots } = await repo.getUsageSnapshots({
+      entityId,
+      windowType: "hourly",
+      consistent: true,
+    });
+    for (const s of snapshots) {
+      for (const [limit, v] of Object.entries(s.counters)) {
+        add(out, `${s.entityId}|${limit}`, v);
       }
-      start = page.LastEvaluatedKey;
-    } while (start !== undefined);
+      add(out, `${s.entityId}|#events`, s.totalEvents);
+    }
   }));
   return out;
 }
@@ -381,7 +361,7 @@ async function catchUp(env: Env, records: number): Promise<CatchUpResult> {
       // handler, so the polling does not compete with the worker for DynamoDB.
       if (
         worker.metrics.recordsDelivered >= records &&
-        sameTotals(await snapshotTotals(env.client, repo, entities), want)
+        sameTotals(await snapshotTotals(repo, entities), want)
       ) {
         seconds = (performance.now() - t0) / 1000;
         break;
@@ -427,11 +407,10 @@ interface Sample {
 
 /** Sum of `total_events` over the entity's hourly snapshots. */
 async function hourlyEvents(
-  client: DynamoDBClient,
   repo: Repository,
   entity: string,
 ): Promise<number> {
-  const totals = await snapshotTotals(client, repo, [entity]);
+  const totals = await snapshotTotals(repo, [entity]);
   return totals.get(`${entity}|#events`) ?? 0;
 }
 
@@ -472,7 +451,7 @@ async function endToEndLag(env: Env, opts: BenchOptions): Promise<LagResult> {
         }
         const polled = [...new Set(pending.map((s) => s.entity))];
         await Promise.all(polled.map(async (entity) => {
-          const events = await hourlyEvents(env.client, repo, entity);
+          const events = await hourlyEvents(repo, entity);
           const seenAt = performance.now();
           for (let k = pending.length - 1; k >= 0; k--) {
             const s = pending[k] as Sample;

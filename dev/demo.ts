@@ -9,10 +9,8 @@
  * demo prints the usage snapshots it built, which match the admitted
  * acquires exactly.
  */
-import { DynamoDBClient, QueryCommand } from "@aws-sdk/client-dynamodb";
+import { DynamoDBClient } from "@aws-sdk/client-dynamodb";
 import { DynamoDBStreamsClient } from "@aws-sdk/client-dynamodb-streams";
-import { pkEntity } from "../core/keys.ts";
-import { decodeSnapshot } from "../core/usage.ts";
 import type { UsageSnapshot } from "../mod.ts";
 import { createStreamWorkerMetrics } from "../workers/metrics.ts";
 import { createJsonLogger } from "../workers/observability.ts";
@@ -246,18 +244,11 @@ async function main(): Promise<number> {
     const readSnapshots = async (): Promise<UsageSnapshot[]> => {
       const out: UsageSnapshot[] = [];
       for (const entityId of entities) {
-        const page = await client.send(
-          new QueryCommand({
-            TableName: repo.tableName,
-            KeyConditionExpression: "PK = :pk AND begins_with(SK, :sk)",
-            ExpressionAttributeValues: {
-              ":pk": { S: pkEntity(repo.namespaceId, entityId) },
-              ":sk": { S: "#USAGE#" },
-            },
-            ConsistentRead: true,
-          }),
-        );
-        out.push(...(page.Items ?? []).map(decodeSnapshot));
+        const { snapshots } = await repo.getUsageSnapshots({
+          entityId,
+          consistent: true,
+        });
+        out.push(...snapshots);
       }
       return out;
     };

@@ -22,14 +22,14 @@
 import {
   type AttributeValue,
   PutItemCommand,
-  QueryCommand,
-  type QueryCommandOutput,
+  type QueryCommand,
   type TransactWriteItem,
   TransactWriteItemsCommand,
   UpdateItemCommand,
   type UpdateItemCommandOutput,
 } from "@aws-sdk/client-dynamodb";
 import { type Clock, systemClock } from "../core/clock.ts";
+import { queryAllItems } from "../core/query.ts";
 import {
   assertCommitSize,
   type CommitResult,
@@ -210,30 +210,16 @@ export function createDynamoDbCoordinationStore(
 
   return {
     async listLeases(signal?: AbortSignal): Promise<LeaseItem[]> {
-      const out: LeaseItem[] = [];
-      let start: Record<string, AttributeValue> | undefined;
-      do {
-        signal?.throwIfAborted();
-        const page = await client.send(
-          new QueryCommand({
-            TableName: tableName,
-            KeyConditionExpression: "PK = :pk AND begins_with(SK, :sk)",
-            ExpressionAttributeValues: {
-              ":pk": { S: pk },
-              ":sk": { S: LEASE_SK_PREFIX },
-            },
-            ConsistentRead: true,
-            ...(start ? { ExclusiveStartKey: start } : {}),
-          }),
-          opts(signal),
-        ) as QueryCommandOutput;
-        for (const item of page.Items ?? []) {
-          const lease = leaseFromItem(item);
-          if (lease) out.push(lease);
-        }
-        start = page.LastEvaluatedKey;
-      } while (start !== undefined);
-      return out;
+      const items = await queryAllItems(client, {
+        TableName: tableName,
+        KeyConditionExpression: "PK = :pk AND begins_with(SK, :sk)",
+        ExpressionAttributeValues: {
+          ":pk": { S: pk },
+          ":sk": { S: LEASE_SK_PREFIX },
+        },
+        ConsistentRead: true,
+      }, signal);
+      return items.flatMap((item) => leaseFromItem(item) ?? []);
     },
 
     async createLease(lease: NewLease, signal?: AbortSignal): Promise<boolean> {

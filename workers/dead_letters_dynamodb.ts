@@ -20,13 +20,13 @@ import {
   type AttributeValue,
   DeleteItemCommand,
   PutItemCommand,
-  QueryCommand,
-  type QueryCommandOutput,
+  type QueryCommand,
   type TransactWriteItem,
   TransactWriteItemsCommand,
   UpdateItemCommand,
 } from "@aws-sdk/client-dynamodb";
 import type { Clock } from "../core/clock.ts";
+import { queryAllItems } from "../core/query.ts";
 import { systemClock } from "../core/clock.ts";
 import type {
   DeadLetter,
@@ -310,29 +310,18 @@ export function createDynamoDbDeadLetterStore(
     return out;
   }
 
-  async function listDay(
+  function listDay(
     d: string,
     signal: AbortSignal | undefined,
   ): Promise<Record<string, AttributeValue>[]> {
-    const items: Record<string, AttributeValue>[] = [];
-    let start: Record<string, AttributeValue> | undefined;
-    do {
-      const out = await client.send(
-        new QueryCommand({
-          TableName: table,
-          KeyConditionExpression: "PK = :pk",
-          ExpressionAttributeValues: {
-            ":pk": { S: deadLetterPartitionKey(consumer, d) },
-          },
-          ConsistentRead: true,
-          ...(start ? { ExclusiveStartKey: start } : {}),
-        }),
-        signal ? { abortSignal: signal } : {},
-      ) as QueryCommandOutput;
-      items.push(...(out.Items ?? []));
-      start = out.LastEvaluatedKey;
-    } while (start !== undefined);
-    return items;
+    return queryAllItems(client, {
+      TableName: table,
+      KeyConditionExpression: "PK = :pk",
+      ExpressionAttributeValues: {
+        ":pk": { S: deadLetterPartitionKey(consumer, d) },
+      },
+      ConsistentRead: true,
+    }, signal);
   }
 
   async function list(

@@ -20,9 +20,9 @@ import {
   type AttributeValue,
   DeleteItemCommand,
   PutItemCommand,
-  QueryCommand,
-  type QueryCommandOutput,
+  type QueryCommand,
 } from "@aws-sdk/client-dynamodb";
+import { queryAllItems } from "../core/query.ts";
 import { type Clock, systemClock } from "../core/clock.ts";
 import { COORDINATION_PK_PREFIX } from "./coordination_store.ts";
 
@@ -168,24 +168,16 @@ export async function readHeartbeats(
   tableName: string,
   options: { consumerName?: string; signal?: AbortSignal } = {},
 ): Promise<WorkerHeartbeat[]> {
-  const out: WorkerHeartbeat[] = [];
-  let start: Record<string, AttributeValue> | undefined;
-  do {
-    const page = await client.send(
-      new QueryCommand({
-        TableName: tableName,
-        KeyConditionExpression: "PK = :pk",
-        ExpressionAttributeValues: {
-          ":pk": { S: heartbeatPartitionKey(options.consumerName) },
-        },
-        ...(start ? { ExclusiveStartKey: start } : {}),
-      }),
-      options.signal ? { abortSignal: options.signal } : {},
-    ) as QueryCommandOutput | undefined;
-    for (const item of page?.Items ?? []) out.push(fromItem(item));
-    start = page?.LastEvaluatedKey;
-  } while (start !== undefined);
-  return out.sort((a, b) => a.workerId.localeCompare(b.workerId));
+  const items = await queryAllItems(client, {
+    TableName: tableName,
+    KeyConditionExpression: "PK = :pk",
+    ExpressionAttributeValues: {
+      ":pk": { S: heartbeatPartitionKey(options.consumerName) },
+    },
+  }, options.signal);
+  return items.map(fromItem).sort((a, b) =>
+    a.workerId.localeCompare(b.workerId)
+  );
 }
 
 /** Whether a heartbeat is recent enough to count the worker as alive. */

@@ -4,14 +4,7 @@
  * and polling.
  */
 import assert from "node:assert/strict";
-import {
-  type DynamoDBClient,
-  QueryCommand,
-  type QueryCommandOutput,
-} from "@aws-sdk/client-dynamodb";
 import { DynamoDBStreamsClient } from "@aws-sdk/client-dynamodb-streams";
-import { pkEntity } from "../../core/keys.ts";
-import { decodeSnapshot } from "../../core/usage.ts";
 import { Limit, RateLimiter, type Repository } from "../../mod.ts";
 import { endpoint } from "./_harness.ts";
 
@@ -104,38 +97,23 @@ export async function runLoad(
 
 /** Snapshot totals of one window type, summed over windows, in the same keys as {@linkcode Expected}. */
 export async function snapshotTotals(
-  client: DynamoDBClient,
-  table: string,
-  ns: string,
+  repo: Repository,
   entities: readonly string[],
   window = "hourly",
 ): Promise<Expected> {
   const out = expected();
-  for (const entity of entities) {
-    let start: QueryCommandOutput["LastEvaluatedKey"];
-    do {
-      const page = await client.send(
-        new QueryCommand({
-          TableName: table,
-          KeyConditionExpression: "PK = :pk AND begins_with(SK, :sk)",
-          ExpressionAttributeValues: {
-            ":pk": { S: pkEntity(ns, entity) },
-            ":sk": { S: "#USAGE#" },
-          },
-          ConsistentRead: true,
-          ...(start ? { ExclusiveStartKey: start } : {}),
-        }),
-      );
-      for (const item of page.Items ?? []) {
-        const s = decodeSnapshot(item);
-        if (s.windowType !== window) continue;
-        for (const [limit, v] of Object.entries(s.counters)) {
-          add(out.tokens, `${s.entityId}|${s.resource}|${limit}`, v);
-        }
-        add(out.events, `${s.entityId}|${s.resource}`, s.totalEvents);
+  for (const entityId of entities) {
+    const { snapshots } = await repo.getUsageSnapshots({
+      entityId,
+      windowType: window,
+      consistent: true,
+    });
+    for (const s of snapshots) {
+      for (const [limit, v] of Object.entries(s.counters)) {
+        add(out.tokens, `${s.entityId}|${s.resource}|${limit}`, v);
       }
-      start = page.LastEvaluatedKey;
-    } while (start !== undefined);
+      add(out.events, `${s.entityId}|${s.resource}`, s.totalEvents);
+    }
   }
   return out;
 }

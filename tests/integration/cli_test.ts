@@ -568,6 +568,34 @@ Deno.test("usage list and summary read snapshots by entity and by resource", asy
   );
   const s = JSON.parse(summary.out);
   assert.deepEqual([s.snapshots, s.totals.rpm, s.averages.rpm], [2, 12, 6]);
+  const page = JSON.parse(
+    (await env.run(
+      "--output",
+      "json",
+      "usage",
+      "list",
+      "-e",
+      "k1",
+      "--limit",
+      "1",
+    ))
+      .out,
+  );
+  assert.deepEqual([page.snapshots.length, page.more], [1, true]);
+  const all = JSON.parse(
+    (await env.run(
+      "--output",
+      "json",
+      "usage",
+      "list",
+      "-e",
+      "k1",
+      "--limit",
+      "2",
+    ))
+      .out,
+  );
+  assert.deepEqual([all.snapshots.length, all.more], [2, false]);
 });
 
 // ------------------------------------------------------------------ mocked AWS

@@ -105,26 +105,19 @@ Deno.test("aggregator: after N acquires (creations, adjustments, 4 entities, 8 c
   const worker = await startWorker(env.repo);
   try {
     await runLoad(env.repo, { count: 120, entities, into: want });
-    const ns = env.repo.namespaceId;
     await waitFor("hourly totals to match", async () =>
       sameTotals(
-        await snapshotTotals(env.client, env.repo.tableName, ns, entities),
+        await snapshotTotals(env.repo, entities),
         want,
       ));
     // Nothing more arrives later (no double count), and daily agrees with hourly.
     await new Promise((r) => setTimeout(r, 1_000));
     assertTotals(
-      await snapshotTotals(env.client, env.repo.tableName, ns, entities),
+      await snapshotTotals(env.repo, entities),
       want,
     );
     assertTotals(
-      await snapshotTotals(
-        env.client,
-        env.repo.tableName,
-        ns,
-        entities,
-        "daily",
-      ),
+      await snapshotTotals(env.repo, entities, "daily"),
       want,
     );
     assert.equal(want.events.get("alice|gpt-4"), 60);
@@ -180,11 +173,11 @@ Deno.test("aggregator: a poison record lands in the dead-letter store after the 
   try {
     await waitFor("the good entities' totals", async () =>
       sameTotals(
-        await snapshotTotals(env.client, table, ns, ["good1", "good2"]),
+        await snapshotTotals(env.repo, ["good1", "good2"]),
         good,
       )).catch(async (e) => {
         assertTotals(
-          await snapshotTotals(env.client, table, ns, ["good1", "good2"]),
+          await snapshotTotals(env.repo, ["good1", "good2"]),
           good,
         );
         throw e;
@@ -225,10 +218,10 @@ Deno.test("aggregator: a poison record lands in the dead-letter store after the 
   assert.equal(r.failed, 0, JSON.stringify(r.errors));
   assert.ok(r.redriven >= 1);
   assert.deepEqual(await dlq.list(), []);
-  assertTotals(await snapshotTotals(env.client, table, ns, ["poison"]), want);
+  assertTotals(await snapshotTotals(env.repo, ["poison"]), want);
   // A second redrive has nothing to do.
   assert.equal((await dlq.redrive(handler)).redriven, 0);
-  assertTotals(await snapshotTotals(env.client, table, ns, ["poison"]), want);
+  assertTotals(await snapshotTotals(env.repo, ["poison"]), want);
 });
 
 Deno.test("workers: unprefixed (pre-0.10) and prefixed records in one stream are both handled, nothing lost, no crash", async () => {
@@ -308,7 +301,7 @@ Deno.test("workers: unprefixed (pre-0.10) and prefixed records in one stream are
         "totals including the legacy bucket",
         async () =>
           sameTotals(
-            await snapshotTotals(env.client, table, ns, ["modern", "legacy"]),
+            await snapshotTotals(env.repo, ["modern", "legacy"]),
             want,
           ),
       );

@@ -104,7 +104,6 @@ Deno.test("two worker processes: the holder is killed mid-stream; the other owns
   await using env = await freshRepo();
   await generousLimits(env.repo);
   const table = env.repo.tableName;
-  const ns = env.repo.namespaceId;
   const url = await endpoint();
   const entities = ["a1", "a2", "a3", "a4"];
   const streamArn = await tableStreamArn(env.client, table);
@@ -153,7 +152,7 @@ Deno.test("two worker processes: the holder is killed mid-stream; the other owns
     assert.equal(ready.status, 200);
 
     await waitFor("some usage counted", async () => {
-      const t = await snapshotTotals(env.client, table, ns, entities);
+      const t = await snapshotTotals(env.repo, entities);
       return [...t.events.values()].some((v) => v > 0);
     }, 30_000);
 
@@ -179,13 +178,13 @@ Deno.test("two worker processes: the holder is killed mid-stream; the other owns
     const want = await load;
     await waitFor("exact totals", async () =>
       sameTotals(
-        await snapshotTotals(env.client, table, ns, entities),
+        await snapshotTotals(env.repo, entities),
         want,
       ));
     await new Promise((r) => setTimeout(r, 1_500));
-    assertTotals(await snapshotTotals(env.client, table, ns, entities), want);
+    assertTotals(await snapshotTotals(env.repo, entities), want);
     assertTotals(
-      await snapshotTotals(env.client, table, ns, entities, "daily"),
+      await snapshotTotals(env.repo, entities, "daily"),
       want,
     );
 
