@@ -63,8 +63,9 @@ export class ZAELimiterError extends Error {
       fault?: "client" | "server";
     } = {},
   ) {
+    // A safety net: no message carries a raw control character.
     super(
-      message,
+      escapeText(message),
       options.cause === undefined ? undefined : { cause: options.cause },
     );
     this.name = "ZAELimiterError";
@@ -128,8 +129,10 @@ export class RateLimitExceeded extends RateLimitError {
     }
     super(
       "RATE_LIMIT_EXCEEDED",
-      `Rate limit exceeded for ${primary.entityId}/${primary.resource}: [${
-        violations.map((v) => v.limitName).join(", ")
+      `Rate limit exceeded for ${echo(primary.entityId)}/${
+        echo(primary.resource)
+      }: [${
+        violations.map((v) => echo(v.limitName)).join(", ")
       }]. Retry after ${formatSeconds(primary.retryAfterSeconds)}s`,
       { retryable: true },
     );
@@ -219,9 +222,9 @@ export class RateLimiterUnavailable extends InfrastructureError {
     options: ErrorOptions & UnavailableContext = {},
   ) {
     const parts: string[] = [];
-    if (options.stackName) parts.push(`stack=${options.stackName}`);
-    if (options.entityId) parts.push(`entity=${options.entityId}`);
-    if (options.resource) parts.push(`resource=${options.resource}`);
+    if (options.stackName) parts.push(`stack=${echo(options.stackName)}`);
+    if (options.entityId) parts.push(`entity=${echo(options.entityId)}`);
+    if (options.resource) parts.push(`resource=${echo(options.resource)}`);
     super(
       "RATE_LIMITER_UNAVAILABLE",
       parts.length ? `${message} [${parts.join(", ")}]` : message,
@@ -250,7 +253,7 @@ export class StackOperationError extends InfrastructureError {
   ) {
     super(
       "STACK_OPERATION_FAILED",
-      `Stack '${stackName}' operation failed: ${reason}`,
+      `Stack '${echo(stackName)}' operation failed: ${reason}`,
     );
     this.name = "StackOperationError";
     this.stackName = stackName;
@@ -265,7 +268,7 @@ export class StackAlreadyExistsError extends InfrastructureError {
   readonly stackName: string;
   /** Creates the error. */
   constructor(stackName: string) {
-    super("STACK_ALREADY_EXISTS", `Stack '${stackName}' already exists`, {
+    super("STACK_ALREADY_EXISTS", `Stack '${echo(stackName)}' already exists`, {
       fault: "client",
     });
     this.name = "StackAlreadyExistsError";
@@ -281,7 +284,9 @@ export class InfrastructureNotFoundError extends InfrastructureError {
   constructor(stackName: string) {
     super(
       "INFRASTRUCTURE_NOT_FOUND",
-      `Infrastructure not found for stack '${stackName}'. Run 'zae-limiter deploy --name ${stackName}' ` +
+      `Infrastructure not found for stack '${
+        echo(stackName)
+      }'. Run 'zae-limiter deploy --name ${echo(stackName)}' ` +
         "or open the repository with { provision: true }.",
     );
     this.name = "InfrastructureNotFoundError";
@@ -297,8 +302,10 @@ export class NamespaceNotFoundError extends InfrastructureError {
   constructor(namespaceName: string) {
     super(
       "NAMESPACE_NOT_FOUND",
-      `Namespace '${namespaceName}' not found. Register it first ` +
-        `('zae-limiter namespace register ${namespaceName}') or check for typos.`,
+      `Namespace '${echo(namespaceName)}' not found. Register it first ` +
+        `('zae-limiter namespace register ${
+          echo(namespaceName)
+        }') or check for typos.`,
       { fault: "client" },
     );
     this.name = "NamespaceNotFoundError";
@@ -340,7 +347,7 @@ export class EntityError extends ZAELimiterError {
 export class EntityNotFoundError extends EntityError {
   /** Creates the error. */
   constructor(entityId: string) {
-    super("ENTITY_NOT_FOUND", `Entity not found: ${entityId}`, entityId);
+    super("ENTITY_NOT_FOUND", `Entity not found: ${echo(entityId)}`, entityId);
     this.name = "EntityNotFoundError";
   }
 }
@@ -349,7 +356,11 @@ export class EntityNotFoundError extends EntityError {
 export class EntityExistsError extends EntityError {
   /** Creates the error. */
   constructor(entityId: string) {
-    super("ENTITY_EXISTS", `Entity already exists: ${entityId}`, entityId);
+    super(
+      "ENTITY_EXISTS",
+      `Entity already exists: ${echo(entityId)}`,
+      entityId,
+    );
     this.name = "EntityExistsError";
   }
 }
@@ -383,8 +394,10 @@ export class VersionMismatchError extends VersionError {
   ) {
     super(
       "VERSION_MISMATCH",
-      `Version mismatch: client=${clientVersion}, schema=${schemaVersion}, lambda=${
-        lambdaVersion ?? "unknown"
+      `Version mismatch: client=${echo(clientVersion)}, schema=${
+        echo(schemaVersion)
+      }, lambda=${
+        lambdaVersion === null ? "unknown" : echo(lambdaVersion)
       }. ${message}`,
     );
     this.name = "VersionMismatchError";
@@ -412,7 +425,9 @@ export class IncompatibleSchemaError extends VersionError {
   ) {
     super(
       "INCOMPATIBLE_SCHEMA",
-      `Incompatible schema: client ${clientVersion} is not compatible with schema ${schemaVersion}. ${message}` +
+      `Incompatible schema: client ${
+        echo(clientVersion)
+      } is not compatible with schema ${echo(schemaVersion)}. ${message}` +
         (migrationGuideUrl ? ` See: ${migrationGuideUrl}` : ""),
     );
     this.name = "IncompatibleSchemaError";
@@ -432,8 +447,10 @@ export class MinimumClientVersionError extends VersionError {
   constructor(clientVersion: string, minimumVersion: string) {
     super(
       "MINIMUM_CLIENT_VERSION",
-      `Client version ${clientVersion} is below the minimum ${minimumVersion} recorded in the table. ` +
-        `Install zae-limiter ${minimumVersion} or newer.`,
+      `Client version ${echo(clientVersion)} is below the minimum ${
+        echo(minimumVersion)
+      } recorded in the table. ` +
+        `Install zae-limiter ${echo(minimumVersion)} or newer.`,
     );
     this.name = "MinimumClientVersionError";
     this.clientVersion = clientVersion;
@@ -441,27 +458,234 @@ export class MinimumClientVersionError extends VersionError {
   }
 }
 
-function truncate(value: unknown): string {
-  const s = typeof value === "string" ? value : show(value);
-  return s.length > 50 ? `${s.slice(0, 50)}...` : s;
+/**
+ * Longest echo of an input value, field or identifier in a message, in
+ * characters after escaping. A longer one is cut at a character boundary,
+ * marked with `...`, and (for a string or an array) followed by its length.
+ */
+export const MAX_SHOWN_LENGTH = 200;
+
+/** Longest {@linkcode ValidationError.reason} kept in the message, after escaping. */
+export const MAX_REASON_LENGTH = 1000;
+
+/**
+ * Characters never echoed raw (log and terminal injection): C0 and C1
+ * controls, DEL, line and paragraph separators, bidirectional marks,
+ * embeddings, overrides and isolates, and the byte order mark. Lone
+ * surrogates are escaped too.
+ */
+function isUnsafe(cp: number): boolean {
+  return cp < 0x20 || (cp >= 0x7f && cp <= 0x9f) || cp === 0x061c ||
+    cp === 0x200e || cp === 0x200f || (cp >= 0x2028 && cp <= 0x202e) ||
+    (cp >= 0x2066 && cp <= 0x2069) || (cp >= 0xd800 && cp <= 0xdfff) ||
+    cp === 0xfeff;
 }
 
-function show(value: unknown): string {
-  try {
-    return JSON.stringify(value) ?? String(value);
-  } catch {
-    // A bigint or a circular structure: JSON cannot encode it.
-    return String(value);
+function escapePoint(cp: number, ch: string, quotes: boolean): string {
+  if (quotes && (ch === "\\" || ch === '"')) return `\\${ch}`;
+  if (!isUnsafe(cp)) return ch;
+  switch (cp) {
+    case 0x08:
+      return "\\b";
+    case 0x09:
+      return "\\t";
+    case 0x0a:
+      return "\\n";
+    case 0x0c:
+      return "\\f";
+    case 0x0d:
+      return "\\r";
+  }
+  return `\\u${cp.toString(16).padStart(4, "0")}`;
+}
+
+/** Text built from atomic pieces (an escape is never split) up to a cap. */
+class Echo {
+  text = "";
+  cut = false;
+  readonly cap: number;
+  constructor(cap: number) {
+    this.cap = cap;
+  }
+
+  add(piece: string): boolean {
+    if (this.cut) return false;
+    if (this.text.length + piece.length > this.cap) {
+      this.cut = true;
+      return false;
+    }
+    this.text += piece;
+    return true;
+  }
+
+  /** Adds a string's code points, escaped; `quotes` also escapes `\` and `"`. */
+  addString(s: string, quotes: boolean): boolean {
+    for (let i = 0; i < s.length;) {
+      const cp = s.codePointAt(i) as number;
+      const n = cp > 0xffff ? 2 : 1;
+      if (!this.add(escapePoint(cp, s.slice(i, i + n), quotes))) return false;
+      i += n;
+    }
+    return true;
+  }
+
+  get shown(): string {
+    return this.cut ? `${this.text}...` : this.text;
   }
 }
 
-/** An input value is invalid. Nothing was written. */
+/**
+ * Escapes the characters of `text` that must not reach a log or a terminal
+ * raw (`\n`, `\r`, `\t`, `\b`, `\f` or `\uXXXX`, as in JSON), and cuts it
+ * to `max` characters plus `...`. `quotes` also escapes `\` and `"`, so the
+ * result is the body of a JSON string literal and cannot fake a closing quote.
+ */
+export function escapeText(
+  text: string,
+  options: { max?: number; quotes?: boolean } = {},
+): string {
+  const out = new Echo(options.max ?? Infinity);
+  out.addString(text, options.quotes ?? false);
+  return out.shown;
+}
+
+function formatInto(
+  out: Echo,
+  value: unknown,
+  top: boolean,
+  path: Set<object>,
+): void {
+  switch (typeof value) {
+    case "string":
+      if (top) out.addString(value, true);
+      else if (out.add('"') && out.addString(value, true)) out.add('"');
+      return;
+    case "number": // NaN, Infinity and -Infinity as themselves, not JSON's null
+    case "bigint":
+    case "boolean":
+    case "undefined":
+      out.add(String(value));
+      return;
+    case "symbol":
+      out.addString(String(value), true);
+      return;
+    case "function":
+      out.add("[Function]");
+      return;
+  }
+  if (value === null) {
+    out.add("null");
+    return;
+  }
+  const obj = value as object;
+  if (path.has(obj)) {
+    out.add("[Circular]");
+    return;
+  }
+  path.add(obj);
+  try {
+    const toJSON = (obj as { toJSON?: unknown }).toJSON;
+    const json = typeof toJSON === "function" ? toJSON.call(obj) : obj;
+    if (json !== obj) {
+      formatInto(out, json, false, path);
+    } else if (Array.isArray(obj)) {
+      out.add("[");
+      for (let i = 0; i < obj.length; i++) {
+        if (i > 0 && !out.add(",")) return;
+        formatInto(out, obj[i], false, path);
+        if (out.cut) return;
+      }
+      out.add("]");
+    } else if (obj instanceof Map || obj instanceof Set) {
+      out.add(`${obj instanceof Map ? "Map" : "Set"}(${obj.size})`);
+    } else {
+      out.add("{");
+      let first = true;
+      for (const k of Object.keys(obj)) {
+        if (!first && !out.add(",")) return;
+        first = false;
+        if (!out.add('"') || !out.addString(k, true) || !out.add('":')) return;
+        formatInto(out, (obj as Record<string, unknown>)[k], false, path);
+        if (out.cut) return;
+      }
+      out.add("}");
+    }
+  } finally {
+    path.delete(obj);
+  }
+}
+
+/**
+ * How a value of any type is echoed in a message: a string as the body of a
+ * JSON string literal (control characters escaped), anything else in a
+ * JSON-like form that shows `NaN`, `Infinity`, `-Infinity`, `undefined` and
+ * bigints as themselves; cut to {@linkcode MAX_SHOWN_LENGTH} characters plus
+ * `...`. `note` gives the full length when it was cut.
+ */
+export function describeValue(
+  value: unknown,
+): { shown: string; note: string | null } {
+  const out = new Echo(MAX_SHOWN_LENGTH);
+  try {
+    formatInto(out, value, true, new Set());
+  } catch {
+    // A throwing getter, toJSON or proxy trap.
+    return {
+      shown: escapeText(Object.prototype.toString.call(value)),
+      note: null,
+    };
+  }
+  if (!out.cut) return { shown: out.text, note: null };
+  let note: string | null = null;
+  if (typeof value === "string") note = `${value.length} characters`;
+  else if (Array.isArray(value)) note = `${value.length} items`;
+  return { shown: out.shown, note };
+}
+
+/** An identifier or name from input, for a message. */
+function echo(text: string): string {
+  return escapeText(String(text), { max: MAX_SHOWN_LENGTH, quotes: true });
+}
+
+/**
+ * An input value is invalid. Nothing was written.
+ *
+ * The message is `Invalid {field} "{shown}": {reason}`, with ` ({n}
+ * characters)` after the closing quote when the value was cut. Nothing from
+ * the input reaches the message raw: control characters are escaped (`\n`,
+ * `\u001b`, …) in the field, the value and the reason, and each is cut to a
+ * bounded length ({@linkcode MAX_SHOWN_LENGTH}, {@linkcode MAX_REASON_LENGTH}).
+ *
+ * @example The raw value for programs, an escaped one in the message
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { ValidationError } from "./errors.ts";
+ *
+ * const e = new ValidationError("entity_id", "a\nb", "bad");
+ * assert.equal(e.value, "a\nb");
+ * assert.equal(e.shownValue, "a\\nb");
+ * assert.equal(e.message, 'Invalid entity_id "a\\nb": bad');
+ * assert.equal(new ValidationError("consume.rpm", NaN, "bad").shownValue, "NaN");
+ * ```
+ */
 export class ValidationError extends ZAELimiterError {
-  /** The field (`entity_id`, `resource`, `name`, `limits`, `consume`, …). */
+  /** The field (`entity_id`, `resource`, `name`, `limits`, `consume`, …), as given. */
   readonly field: string;
-  /** The offending value, truncated to 50 characters. */
-  readonly value: string;
-  /** Why it is invalid. */
+  /**
+   * The offending value exactly as given (any type, not cut or escaped), for
+   * programs. Not enumerable, so loggers that serialize an error's own
+   * properties do not copy a huge or hostile value; they get
+   * {@linkcode ValidationError.shownValue}.
+   */
+  declare readonly value: unknown;
+  /**
+   * The value as the message shows it: a string as the body of a JSON string
+   * literal, anything else JSON-like with `NaN`, `Infinity`, `-Infinity`,
+   * `undefined` and bigints as themselves; cut to
+   * {@linkcode MAX_SHOWN_LENGTH} characters plus `...`.
+   */
+  readonly shownValue: string;
+  /** Why it is invalid, as given. */
   readonly reason: string;
   /** Creates the error: message `Invalid {field} "{value}": {reason}`. */
   constructor(
@@ -470,11 +694,22 @@ export class ValidationError extends ZAELimiterError {
     reason: string,
     code: ZaeLimiterErrorCode = "VALIDATION_FAILED",
   ) {
-    const shown = truncate(value);
-    super(code, `Invalid ${field} "${shown}": ${reason}`);
+    const { shown, note } = describeValue(value);
+    super(
+      code,
+      `Invalid ${echo(field)} "${shown}"${note === null ? "" : ` (${note})`}: ${
+        escapeText(String(reason), { max: MAX_REASON_LENGTH })
+      }`,
+    );
     this.name = "ValidationError";
     this.field = field;
-    this.value = shown;
+    Object.defineProperty(this, "value", {
+      value,
+      enumerable: false,
+      writable: false,
+      configurable: false,
+    });
+    this.shownValue = shown;
     this.reason = reason;
   }
 }

@@ -106,7 +106,9 @@ import { createUlid } from "./ulid.ts";
 import { queryAllItems, queryPages } from "./query.ts";
 import { decodeSnapshot } from "./usage.ts";
 import {
+  validateDisplayName,
   validateIdentifier,
+  validateMetadata,
   validateNamespaceName,
   validatePrincipal,
   validateResource,
@@ -183,13 +185,16 @@ export interface ResolvedLimits {
 
 /** Options of {@linkcode Repository.createEntity}. */
 export interface CreateEntityOptions {
-  /** Display name. @default the id */
+  /** Display name, at most 256 characters (`MAX_DISPLAY_NAME_LENGTH`). @default the id */
   readonly name?: string;
   /** Parent id. */
   readonly parentId?: string;
   /** Also consume from the parent on every acquire. Requires `parentId`. @default false */
   readonly cascade?: boolean;
-  /** String metadata. */
+  /**
+   * String metadata: at most 50 entries, keys of 1 to 128 characters, values
+   * of at most 512 (`MAX_METADATA_*` in `core/validation.ts`).
+   */
   readonly metadata?: Readonly<Record<string, string>>;
   /** Who is acting, for the audit event. */
   readonly principal?: string;
@@ -1317,8 +1322,10 @@ export class Repository {
    * Creates an entity, refreshes the cascade flags of buckets that already
    * exist for it (reference weakness 30), and writes an `entity_created` event.
    *
-   * @throws {InvalidIdentifierError} bad id or parent id
-   * @throws {ValidationError} `cascade` without a parent, or a parent equal to the entity
+   * @throws {InvalidIdentifierError} bad id, parent id or principal
+   * @throws {ValidationError} `cascade` without a parent, a parent equal to
+   * the entity, or a display name or metadata over the size limits (checked
+   * before anything is written)
    * @throws {EntityExistsError} the entity exists
    */
   async createEntity(
@@ -1347,17 +1354,10 @@ export class Repository {
         "an entity cannot be its own parent",
       );
     }
-    const metadata: Record<string, string> = {};
-    for (const [k, v] of Object.entries(options.metadata ?? {})) {
-      if (typeof v !== "string") {
-        throw new ValidationError(
-          `metadata.${k}`,
-          v,
-          "metadata values must be strings",
-        );
-      }
-      metadata[k] = v;
-    }
+    const name = options.name === undefined
+      ? entityId
+      : validateDisplayName(options.name);
+    const metadata = validateMetadata(options.metadata ?? {});
     const principal = options.principal === undefined
       ? undefined
       : validatePrincipal(options.principal);
@@ -1367,7 +1367,7 @@ export class Repository {
       PK: { S: pkEntity(ns, entityId) },
       SK: { S: SK.META },
       "entity_id": { S: entityId },
-      name: { S: options.name ?? entityId },
+      name: { S: name },
       "parent_id": parentId === null ? { NULL: true } : { S: parentId },
       cascade: { BOOL: cascade },
       metadata: toAttr(metadata),
@@ -1420,7 +1420,7 @@ export class Repository {
     this.rememberEntity(entityId, { cascade, parentId });
     await this.audit("entity_created", entityId, {
       details: {
-        name: options.name ?? entityId,
+        name,
         "parent_id": parentId,
         cascade,
         metadata,
@@ -1429,7 +1429,7 @@ export class Repository {
     });
     return {
       id: entityId,
-      name: options.name ?? entityId,
+      name,
       parentId,
       cascade,
       metadata,
@@ -1947,6 +1947,10 @@ export class Repository {
   /**
    * Replaces the system defaults (limits and `onUnavailable`), keeping the
    * stored `audit_retention_days` (reference weakness 19).
+   *
+   * @throws {ValidationError} bad limits, `onUnavailable` or
+   * `auditRetentionDays`; an empty list (call
+   * {@linkcode Repository.deleteSystemDefaults} to remove the system defaults)
    */
   async setSystemDefaults(
     limits: readonly Limit[],
@@ -1957,6 +1961,13 @@ export class Repository {
     } = {},
   ): Promise<void> {
     validateLimitList(limits);
+    if (limits.length === 0) {
+      throw new ValidationError(
+        "limits",
+        "[]",
+        "give at least one limit, or use deleteSystemDefaults to remove the system defaults",
+      );
+    }
     if (
       options.onUnavailable !== undefined &&
       options.onUnavailable !== "allow" && options.onUnavailable !== "block"

@@ -188,12 +188,183 @@ export function validateAmount(
   allowNegative = false,
 ): number {
   if (typeof value !== "number" || !Number.isSafeInteger(value)) {
-    throw new ValidationError(field, value, "must be a whole number of tokens");
+    throw new ValidationError(
+      field,
+      value,
+      allowNegative
+        ? "must be a whole number of tokens; give a safe integer such as -100, 0 or 500"
+        : "must be a whole number of tokens; give a safe integer of 0 or more, such as 1 or 500",
+    );
   }
   if (!allowNegative && value < 0) {
-    throw new ValidationError(field, value, "cannot be negative");
+    throw new ValidationError(
+      field,
+      value,
+      "cannot be negative; give 0 or more tokens",
+    );
   }
   return value;
+}
+
+/**
+ * Validates that an options argument is an object (not `null`, an array or
+ * a primitive), so a bad call fails with a `ValidationError` rather than a
+ * `TypeError` on a missing property.
+ *
+ * @throws {ValidationError} `VALIDATION_FAILED` with field `options`
+ */
+export function validateOptions<T extends object>(
+  value: T | null | undefined,
+  field = "options",
+  example = "",
+): T {
+  if (value === null || typeof value !== "object" || Array.isArray(value)) {
+    throw new ValidationError(
+      field,
+      value,
+      `must be an object${example ? `, e.g. ${example}` : ""}`,
+    );
+  }
+  return value;
+}
+
+/**
+ * Validates a map of whole-token amounts per limit name (`consume`,
+ * `needed`): an object whose keys are limit names and whose values are
+ * whole numbers of tokens, 0 or more.
+ *
+ * @throws {ValidationError} `VALIDATION_FAILED` with `field` (not an object) or `field.name` (bad amount)
+ * @throws {InvalidNameError} `INVALID_NAME` with `field` (bad name)
+ */
+export function validateAmounts(
+  value: unknown,
+  field: string,
+): Map<string, number> {
+  if (value === null || typeof value !== "object" || Array.isArray(value)) {
+    throw new ValidationError(
+      field,
+      value,
+      "must map limit names to whole token amounts, e.g. { rpm: 1, tpm: 500 }",
+    );
+  }
+  const out = new Map<string, number>();
+  for (const [name, amount] of Object.entries(value)) {
+    validateLimitName(name, field);
+    out.set(name, validateAmount(amount, `${field}.${name}`));
+  }
+  return out;
+}
+
+/**
+ * Refuses names that no configured limit has, listing the configured ones.
+ *
+ * @throws {ValidationError} `VALIDATION_FAILED` with `field`
+ */
+export function validateConfiguredNames(
+  names: Iterable<string>,
+  configured: Iterable<string>,
+  field: string,
+  where: string,
+): void {
+  const known = new Set(configured);
+  for (const name of names) {
+    if (!known.has(name)) {
+      throw new ValidationError(
+        field,
+        name,
+        `no limit "${name}" is configured for ${where} (configured: ${
+          [...known].sort().join(", ") || "none"
+        }); ask only for configured limits`,
+      );
+    }
+  }
+}
+
+/** Maximum length of an entity's display name (`name`), in UTF-16 code units. */
+export const MAX_DISPLAY_NAME_LENGTH = 256;
+/** Maximum number of metadata entries of an entity. */
+export const MAX_METADATA_ENTRIES = 50;
+/** Maximum length of a metadata key, in UTF-16 code units. */
+export const MAX_METADATA_KEY_LENGTH = 128;
+/** Maximum length of a metadata value, in UTF-16 code units. */
+export const MAX_METADATA_VALUE_LENGTH = 512;
+
+/**
+ * Validates an entity's display name: a string of at most
+ * {@linkcode MAX_DISPLAY_NAME_LENGTH} characters. With the metadata limits,
+ * an entity item (and its audit event) stays below about 100 KB of UTF-8
+ * even in the worst case, well under DynamoDB's 400 KB item limit, so an
+ * oversized input fails here rather than as an SDK `ValidationException`.
+ *
+ * @throws {ValidationError} `VALIDATION_FAILED` with field `name`
+ */
+export function validateDisplayName(value: unknown, field = "name"): string {
+  if (typeof value !== "string") {
+    throw new ValidationError(field, value, "display name must be a string");
+  }
+  if (value.length > MAX_DISPLAY_NAME_LENGTH) {
+    throw new ValidationError(
+      field,
+      value,
+      `display name is ${value.length} characters long; the maximum is ${MAX_DISPLAY_NAME_LENGTH}`,
+    );
+  }
+  return value;
+}
+
+/**
+ * Validates entity metadata: an object of at most
+ * {@linkcode MAX_METADATA_ENTRIES} string entries, keys of 1 to
+ * {@linkcode MAX_METADATA_KEY_LENGTH} characters and values of at most
+ * {@linkcode MAX_METADATA_VALUE_LENGTH}. Returns a plain copy.
+ *
+ * @throws {ValidationError} `VALIDATION_FAILED` with field `metadata` (the
+ * object, its size or a key) or `metadata.{key}` (a value)
+ */
+export function validateMetadata(value: unknown): Record<string, string> {
+  if (value === null || typeof value !== "object" || Array.isArray(value)) {
+    throw new ValidationError(
+      "metadata",
+      value,
+      'must map keys to string values, e.g. { tier: "gold" }',
+    );
+  }
+  const entries = Object.entries(value);
+  if (entries.length > MAX_METADATA_ENTRIES) {
+    throw new ValidationError(
+      "metadata",
+      value,
+      `has ${entries.length} entries; the maximum is ${MAX_METADATA_ENTRIES}`,
+    );
+  }
+  for (const [k, v] of entries) {
+    if (k.length === 0) {
+      throw new ValidationError("metadata", k, "keys cannot be empty");
+    }
+    if (k.length > MAX_METADATA_KEY_LENGTH) {
+      throw new ValidationError(
+        "metadata",
+        k,
+        `key is ${k.length} characters long; the maximum is ${MAX_METADATA_KEY_LENGTH}`,
+      );
+    }
+    if (typeof v !== "string") {
+      throw new ValidationError(
+        `metadata.${k}`,
+        v,
+        "metadata values must be strings",
+      );
+    }
+    if (v.length > MAX_METADATA_VALUE_LENGTH) {
+      throw new ValidationError(
+        `metadata.${k}`,
+        v,
+        `value is ${v.length} characters long; the maximum is ${MAX_METADATA_VALUE_LENGTH}`,
+      );
+    }
+  }
+  // fromEntries defines own properties, so even a "__proto__" key is kept as data.
+  return Object.fromEntries(entries) as Record<string, string>;
 }
 
 /**

@@ -6,14 +6,23 @@ import {
   ZAELimiterError,
 } from "./errors.ts";
 import {
+  MAX_DISPLAY_NAME_LENGTH,
   MAX_IDENTIFIER_LENGTH,
+  MAX_METADATA_ENTRIES,
+  MAX_METADATA_KEY_LENGTH,
+  MAX_METADATA_VALUE_LENGTH,
   MAX_NAME_LENGTH,
   MAX_NAMESPACE_LENGTH,
   MAX_STACK_NAME_LENGTH,
   validateAmount,
+  validateAmounts,
+  validateConfiguredNames,
+  validateDisplayName,
   validateIdentifier,
   validateLimitName,
+  validateMetadata,
   validateNamespaceName,
+  validateOptions,
   validatePrincipal,
   validateResource,
   validateStackName,
@@ -422,18 +431,231 @@ Deno.test("validatePrincipal() does not accept an over-long ARN as is", () => {
 // ---------------------------------------------------------------------------
 // ValidationError.value
 
-Deno.test("validateIdentifier() truncates the offending value to 50 characters plus ...", () => {
-  const long = "#" + "b".repeat(99);
+Deno.test("validateIdentifier() keeps the raw value and cuts the shown one to 200 characters plus ...", () => {
+  const long = "#" + "b".repeat(299);
   assert.throws(() => validateIdentifier(long), {
     ...INVALID_IDENTIFIER,
-    value: long.slice(0, 50) + "...",
+    value: long,
+    shownValue: long.slice(0, 200) + "...",
+    message: new RegExp(
+      `^Invalid entity_id "#b{199}\\.\\.\\." \\(300 characters\\): `,
+    ),
   });
 });
 
-Deno.test("validateIdentifier() keeps a value of exactly 50 characters untruncated", () => {
-  const v = "#".padEnd(50, "x");
+Deno.test("validateIdentifier() shows a value of exactly 200 characters uncut", () => {
+  const v = "#".padEnd(200, "x");
   assert.throws(() => validateIdentifier(v), {
     ...INVALID_IDENTIFIER,
     value: v,
+    shownValue: v,
   });
+});
+
+/** Every raw control character a message must never carry. */
+// deno-lint-ignore no-control-regex
+const RAW_CONTROL = /[\u0000-\u001f\u007f-\u009f]/;
+
+function thrown(fn: () => unknown): ValidationError {
+  try {
+    fn();
+  } catch (e) {
+    assert.ok(e instanceof ValidationError, String(e));
+    return e;
+  }
+  assert.fail("expected a ValidationError");
+}
+
+Deno.test("validators escape control characters of the input in their messages", () => {
+  const id = thrown(() => validateIdentifier("user-1\nERROR forged line"));
+  assert.equal(id.code, "INVALID_IDENTIFIER");
+  assert.equal(id.value, "user-1\nERROR forged line");
+  assert.ok(id.message.includes('"user-1\\nERROR forged line"'), id.message);
+  assert.ok(!RAW_CONTROL.test(id.message), id.message);
+
+  const name = thrown(() => validateLimitName("\u001b[31mrpm"));
+  assert.equal(name.code, "INVALID_NAME");
+  assert.ok(name.message.includes('"\\u001b[31mrpm"'), name.message);
+  assert.ok(!RAW_CONTROL.test(name.message), name.message);
+
+  const res = thrown(() => validateResource("gpt\r\n4"));
+  assert.ok(res.message.includes('"gpt\\r\\n4"'), res.message);
+  const ns = thrown(() => validateNamespaceName("ns\u0007"));
+  assert.ok(ns.message.includes('"ns\\u0007"'), ns.message);
+  const amount = thrown(() => validateAmount(-1, "consume.\u001b[2J"));
+  assert.equal(amount.field, "consume.\u001b[2J");
+  assert.ok(!RAW_CONTROL.test(amount.message), amount.message);
+});
+
+// ---------------------------------------------------------------------------
+// Non-finite amounts, options objects and amount maps
+
+Deno.test("validateAmount() names NaN, Infinity and -Infinity as such (not null)", () => {
+  for (
+    const [v, shown] of [[NaN, "NaN"], [Infinity, "Infinity"], [
+      -Infinity,
+      "-Infinity",
+    ]] as const
+  ) {
+    const e = thrown(() => validateAmount(v, "consume.rpm"));
+    assert.equal(e.code, "VALIDATION_FAILED");
+    assert.equal(e.field, "consume.rpm");
+    assert.equal(e.shownValue, shown);
+    assert.ok(
+      e.message.startsWith(`Invalid consume.rpm "${shown}": `),
+      e.message,
+    );
+    assert.ok(!e.message.includes("null"), e.message);
+  }
+});
+
+Deno.test("validateAmount() says what to give", () => {
+  assert.match(
+    thrown(() => validateAmount(-1, "needed.rpm")).message,
+    /cannot be negative; give 0 or more tokens/,
+  );
+  assert.match(
+    thrown(() => validateAmount(1.5, "needed.rpm")).message,
+    /0 or more, such as 1 or 500/,
+  );
+  assert.match(
+    thrown(() => validateAmount(1.5, "adjust.rpm", true)).message,
+    /such as -100, 0 or 500/,
+  );
+});
+
+Deno.test("validateOptions() refuses null, undefined, primitives and arrays", () => {
+  for (const v of [null, undefined, "x", 1, [], true]) {
+    const e = thrown(() => validateOptions(v as unknown as object));
+    assert.equal(e.code, "VALIDATION_FAILED");
+    assert.equal(e.field, "options");
+    assert.equal(e.value, v);
+  }
+  assert.match(
+    thrown(() =>
+      validateOptions(null as unknown as object, "options", "{ entityId }")
+    ).message,
+    /^Invalid options "null": must be an object, e\.g\. \{ entityId \}$/,
+  );
+  const o = { entityId: "a" };
+  assert.equal(validateOptions(o), o);
+});
+
+Deno.test("validateAmounts() returns the amounts and refuses bad maps, names and amounts", () => {
+  assert.deepEqual(
+    validateAmounts({ rpm: 1, tpm: 0 }, "needed"),
+    new Map([["rpm", 1], ["tpm", 0]]),
+  );
+  for (const v of [undefined, null, "rpm", 5, [1]]) {
+    const e = thrown(() => validateAmounts(v, "needed"));
+    assert.equal(e.code, "VALIDATION_FAILED");
+    assert.equal(e.field, "needed");
+    assert.match(e.message, /e\.g\. \{ rpm: 1, tpm: 500 \}/);
+  }
+  for (
+    const [v, shown] of [
+      [-1, "-1"],
+      [1.5, "1.5"],
+      [NaN, "NaN"],
+      [
+        Infinity,
+        "Infinity",
+      ],
+      [-Infinity, "-Infinity"],
+      ["1", "1"],
+    ] as const
+  ) {
+    const e = thrown(() => validateAmounts({ rpm: v }, "needed"));
+    assert.equal(e.code, "VALIDATION_FAILED");
+    assert.equal(e.field, "needed.rpm");
+    assert.equal(e.shownValue, shown);
+  }
+  const bad = thrown(() => validateAmounts({ "r\npm": 1 }, "needed"));
+  assert.equal(bad.code, "INVALID_NAME");
+  assert.equal(bad.field, "needed");
+  assert.ok(bad.message.includes('"r\\npm"'), bad.message);
+});
+
+Deno.test("validateConfiguredNames() refuses unknown names and lists the configured ones", () => {
+  validateConfiguredNames(["rpm"], ["tpm", "rpm"], "needed", "x");
+  const e = thrown(() =>
+    validateConfiguredNames(
+      ["rpm", "rph"],
+      ["tpm", "rpm"],
+      "needed",
+      'entity "e"',
+    )
+  );
+  assert.equal(e.code, "VALIDATION_FAILED");
+  assert.equal(e.field, "needed");
+  assert.equal(e.value, "rph");
+  assert.match(
+    e.message,
+    /^Invalid needed "rph": no limit "rph" is configured for entity "e" \(configured: rpm, tpm\); ask only for configured limits$/,
+  );
+  assert.match(
+    thrown(() => validateConfiguredNames(["a"], [], "needed", "x")).message,
+    /configured: none/,
+  );
+});
+
+// ---------------------------------------------------------------------------
+// Entity display name and metadata sizes
+
+Deno.test("validateDisplayName() accepts up to MAX_DISPLAY_NAME_LENGTH characters", () => {
+  assert.equal(MAX_DISPLAY_NAME_LENGTH, 256);
+  const ok = "n".repeat(MAX_DISPLAY_NAME_LENGTH);
+  assert.equal(validateDisplayName(ok), ok);
+  assert.equal(validateDisplayName(""), "");
+  const e = thrown(() => validateDisplayName(ok + "n"));
+  assert.equal(e.code, "VALIDATION_FAILED");
+  assert.equal(e.field, "name");
+  assert.equal(e.value, ok + "n");
+  assert.match(
+    e.message,
+    /\(257 characters\): display name is 257 characters long; the maximum is 256$/,
+  );
+  assert.equal(thrown(() => validateDisplayName(42)).field, "name");
+});
+
+Deno.test("validateMetadata() enforces the entry count, key and value sizes and types", () => {
+  assert.equal(MAX_METADATA_ENTRIES, 50);
+  assert.equal(MAX_METADATA_KEY_LENGTH, 128);
+  assert.equal(MAX_METADATA_VALUE_LENGTH, 512);
+  const full = Object.fromEntries(
+    Array.from({ length: 50 }, (_, i) => [
+      `k${i}`.padEnd(128, "k"),
+      "v".repeat(512),
+    ]),
+  );
+  assert.deepEqual(validateMetadata(full), full);
+
+  const many = thrown(() => validateMetadata({ ...full, extra: "x" }));
+  assert.equal(many.field, "metadata");
+  assert.match(many.message, /has 51 entries; the maximum is 50$/);
+
+  const key = thrown(() => validateMetadata({ ["k".repeat(129)]: "v" }));
+  assert.equal(key.field, "metadata");
+  assert.match(key.message, /key is 129 characters long; the maximum is 128$/);
+
+  const value = thrown(() => validateMetadata({ tier: "v".repeat(513) }));
+  assert.equal(value.field, "metadata.tier");
+  assert.match(
+    value.message,
+    /value is 513 characters long; the maximum is 512$/,
+  );
+
+  assert.match(
+    thrown(() => validateMetadata({ "": "v" })).message,
+    /keys cannot be empty/,
+  );
+  assert.equal(
+    thrown(() => validateMetadata({ tier: 1 })).field,
+    "metadata.tier",
+  );
+  for (const v of [null, [], "x"]) {
+    assert.equal(thrown(() => validateMetadata(v)).field, "metadata");
+  }
+  const proto = validateMetadata(JSON.parse('{"__proto__":"x"}'));
+  assert.equal(Object.getOwnPropertyDescriptor(proto, "__proto__")?.value, "x");
 });
