@@ -25,6 +25,7 @@
  * @module
  */
 export {
+  CommitFailedError,
   EntityError,
   EntityExistsError,
   EntityNotFoundError,
@@ -40,6 +41,7 @@ export {
   RateLimitError,
   RateLimiterUnavailable,
   RateLimitExceeded,
+  RequestExceedsCapacity,
   StackAlreadyExistsError,
   StackOperationError,
   ValidationError,
@@ -70,7 +72,12 @@ export type {
   RateLimiterOptions,
 } from "./core/limiter.ts";
 export { Lease } from "./core/lease.ts";
-export type { LeaseEntry, LeaseState } from "./core/lease.ts";
+export type { LeaseEntry, LeaseState, StrandedCharge } from "./core/lease.ts";
+export {
+  AmbiguousWriteError,
+  DeadlineExceededError,
+  type DeadlineOptions,
+} from "./core/transport.ts";
 export { Repository } from "./core/repository.ts";
 export type {
   CreateEntityOptions,

@@ -190,3 +190,109 @@ export function sharedRefillSpan(
   }
   return span ?? 0n;
 }
+
+/**
+ * The refill the stored pair credits for `elapsed` ms: whole millitokens,
+ * floored, as {@linkcode refill} credits them (0 for a negative time). The
+ * stored pair never stands for more than the ideal balance plus this
+ * rounding, under one millitoken.
+ */
+export function refillOf(elapsed: bigint, p: BucketParams): bigint {
+  return elapsed > 0n ? (elapsed * p.ra) / p.rp : 0n;
+}
+
+/**
+ * The most tokens a write may leave in a limit whose stored `rf` is at
+ * least `rfMin`, so that refill accrued up to `now` cannot be absorbed by
+ * the capacity clamp: `cp − ⌊(now − rfMin) × ra / rp⌋`.
+ *
+ * Why: the stored pair `(tk, rf)` stands for the balance
+ * `min(cp, tk + refill(now − rf))`. A write that only ADDs to `tk` is exact
+ * while `tk + refill(now − rf) ≤ cp`; past that point (a bucket idle long
+ * enough to be full again) a debit would vanish into the clamp and a later
+ * refill would credit it back — the reference's over-admission after an
+ * idle period. Writes that only ADD carry `tk ≤ ceiling` as a condition;
+ * a bucket over its ceiling is refilled first, under the `rf` lock.
+ */
+export function saturationCeiling(
+  rfMin: bigint,
+  now: bigint,
+  p: BucketParams,
+): bigint {
+  return p.cp - refillOf(now - rfMin, p);
+}
+
+/** What a refill under the `rf` lock claims for the limits of one item. */
+export interface RefillPlan {
+  /** The new `rf` (in the future when a balance was clamped: see {@linkcode planRefill}). */
+  readonly rf: bigint;
+  /** Per limit (same order as given): millitokens after the refill, before any consumption. */
+  readonly tk: readonly bigint[];
+}
+
+/** The share of a limit's capacity a clamped refill may hold back (see {@linkcode planRefill}). */
+export const HOLDBACK_DIVISOR = 100n;
+/** The longest window a clamped refill opens for plain writes, in ms. */
+export const HOLDBACK_MAX_MS = 1000n;
+
+/**
+ * The window a clamped refill opens: the longest time, at most
+ * {@linkcode HOLDBACK_MAX_MS}, in which no limit refills more than
+ * 1/{@linkcode HOLDBACK_DIVISOR} of its capacity.
+ */
+export function holdbackMs(params: readonly BucketParams[]): bigint {
+  let ms = HOLDBACK_MAX_MS;
+  for (const p of params) {
+    const w = (p.cp * p.rp) / (p.ra * HOLDBACK_DIVISOR);
+    if (w < ms) ms = w;
+  }
+  return ms > 0n ? ms : 0n;
+}
+
+/**
+ * Refills every limit of one item (they share `rf`) to `now`.
+ *
+ * - No balance reaches its capacity: the span claimed is
+ *   {@linkcode sharedRefillSpan} (drift compensation), and each limit is
+ *   capped at its capacity minus the refill of the time the span leaves
+ *   unclaimed (`now − rf'`), which the stored pair credits again later.
+ * - Some balance reaches its capacity (a full bucket): the ideal bucket is
+ *   full now, so the refill up to `now` is claimed whole, balances are set to
+ *   at most the capacity, and `rf'` is put {@linkcode holdbackMs} *ahead* of
+ *   `now`. Until then the stored pair credits no refill, so plain writes
+ *   (which must not run on a saturated bucket) stay exact for that window;
+ *   the price is the refill of the window, at most 1% of each capacity,
+ *   held back from the next burst.
+ *
+ * A balance above capacity (capacity lowered by another writer) is brought
+ * down to it. A future `rf` (a clamped refill, or a writer whose clock is
+ * ahead) credits nothing until it passes.
+ */
+export function planRefill(
+  rf: bigint,
+  now: bigint,
+  limits: readonly { readonly tk: bigint; readonly p: BucketParams }[],
+): RefillPlan {
+  const span = sharedRefillSpan(rf, now, limits.map((l) => l.p));
+  const rfNext = rf + span;
+  let clamped = false;
+  const capped = limits.map(({ tk, p }) => {
+    const gained = span > 0n ? (span * p.ra) / p.rp : 0n;
+    const cap = p.cp - refillOf(now - rfNext, p);
+    const base = tk > p.cp ? p.cp : tk;
+    const next = base + gained;
+    if (next >= cap) clamped = true;
+    return next < cap ? next : cap;
+  });
+  if (!clamped) return { rf: rfNext, tk: capped };
+  const elapsed = now > rf ? now - rf : 0n;
+  const ahead = now + holdbackMs(limits.map((l) => l.p));
+  return {
+    rf: rf > ahead ? rf : ahead,
+    tk: limits.map(({ tk, p }) => {
+      const base = tk > p.cp ? p.cp : tk;
+      const next = base + (elapsed * p.ra) / p.rp;
+      return next < p.cp ? next : p.cp;
+    }),
+  };
+}

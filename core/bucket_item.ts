@@ -285,6 +285,20 @@ export interface PlannedLimit {
   readonly tkAfter: bigint;
   /** Millitokens consumed by this write. */
   readonly consumed: bigint;
+  /**
+   * Stored parameters as read: the write is conditioned on them still being
+   * there (a writer with a stale config must not overwrite a newer one, nor
+   * compute with the wrong capacity). `null`/absent: no condition.
+   */
+  readonly paramsBefore?: BucketParams | null;
+  /**
+   * Condition the write on `tk ≤ tkBefore`: the refill was computed from
+   * `tkBefore`, and a balance raised meanwhile (a give-back) would push the
+   * result over the clamp. Off for the hidden `wcu` limit.
+   */
+  readonly capped?: boolean;
+  /** Refuse the write when the balance no longer covers `consumed` (false for debt). @default true */
+  readonly check?: boolean;
 }
 
 /** Everything a slow-path write of one bucket item needs. */
@@ -377,10 +391,18 @@ export function slowPathWrite(table: string, w: SlowWrite): TransactWriteItem {
       const delta = l.tkAfter - l.tkBefore; // refill − consumed
       if (delta !== 0n) add.push(`${tk()} ${e.num(delta)}`);
       if (l.consumed !== 0n) add.push(`${tc()} ${e.num(l.consumed)}`);
-      // Concurrent speculative writes do not move rf; the floor keeps them from being overdrawn.
-      if (l.consumed > 0n && -delta > 0n) {
+      // Concurrent plain writes do not move rf; the floor keeps them from being overdrawn.
+      if ((l.check ?? true) && l.consumed > 0n && -delta > 0n) {
         cond.push(`${tk()} >= ${e.num(-delta)}`);
       }
+      if (l.capped) cond.push(`${tk()} <= ${e.num(l.tkBefore)}`);
+    }
+    if (l.paramsBefore) {
+      cond.push(
+        `${e.n(bucketAttr(l.name, "cp"))} = ${e.num(l.paramsBefore.cp)}`,
+        `${e.n(bucketAttr(l.name, "ra"))} = ${e.num(l.paramsBefore.ra)}`,
+        `${e.n(bucketAttr(l.name, "rp"))} = ${e.num(l.paramsBefore.rp)}`,
+      );
     }
   }
   return {
@@ -392,5 +414,99 @@ export function slowPathWrite(table: string, w: SlowWrite): TransactWriteItem {
       ...e.attrs(),
       ReturnValuesOnConditionCheckFailure: "ALL_OLD",
     },
+  };
+}
+
+/** One limit's part of a {@linkcode plainUpdate}. */
+export interface PlainLimit {
+  /** Limit name. */
+  readonly name: string;
+  /** Millitokens taken from `tk` (negative: given back). */
+  readonly take: bigint;
+  /** Millitokens added to `tc` (the net consumption counter). */
+  readonly count: bigint;
+  /** Stored (undivided) parameters the write expects, or `null` for no check. */
+  readonly params: BucketParams | null;
+  /** Condition `tk ≥ min` (an admission), or `null`. */
+  readonly min: bigint | null;
+  /** Condition `tk ≤ max` (the saturation ceiling), or `null`. */
+  readonly max: bigint | null;
+}
+
+/** A write that only ADDs: admission charges, lease deltas, give-backs. */
+export interface PlainWrite {
+  /** The item. */
+  readonly ref: BucketRef;
+  /** Limits written. */
+  readonly limits: readonly PlainLimit[];
+  /** Condition `rf ≥ rfMin` (the ceilings were computed from it), or `null`. */
+  readonly rfMin: bigint | null;
+  /** Millitokens taken from the hidden `wcu` limit: one write's worth for an acquire, minus that to give it back, else 0. */
+  readonly wcu: bigint;
+  /** Condition: the item is not TTL-expired at this epoch second (`null`: none). */
+  readonly notExpiredAt: number | null;
+  /** `ttl` to SET, or `null`. */
+  readonly ttl: number | null;
+}
+
+/**
+ * The conditional ADD that every write outside the refill path uses (spec
+ * 02 §5.1, made exact): conditioned on every written limit's parameters,
+ * its admission floor and its saturation ceiling, and on `rf` not being
+ * older than the one the ceilings were computed from. A missing item or
+ * attribute fails every comparison, so an ADD can never create a partial
+ * item. Answers `ALL_NEW` (the caller learns the bucket's state for free)
+ * and `ALL_OLD` on a failed condition.
+ */
+export function plainUpdate(
+  table: string,
+  w: PlainWrite,
+): UpdateItemCommandInput {
+  const e = new Expr();
+  const add: string[] = [];
+  const set: string[] = [];
+  const cond: string[] = [];
+  for (const l of w.limits) {
+    const tk = e.n(bucketAttr(l.name, "tk"));
+    if (l.take !== 0n) add.push(`${tk} ${e.num(-l.take)}`);
+    if (l.count !== 0n) {
+      add.push(`${e.n(bucketAttr(l.name, "tc"))} ${e.num(l.count)}`);
+    }
+    if (l.min !== null) cond.push(`${tk} >= ${e.num(l.min)}`);
+    if (l.max !== null) cond.push(`${tk} <= ${e.num(l.max)}`);
+    if (l.params) {
+      cond.push(
+        `${e.n(bucketAttr(l.name, "cp"))} = ${e.num(l.params.cp)}`,
+        `${e.n(bucketAttr(l.name, "ra"))} = ${e.num(l.params.ra)}`,
+        `${e.n(bucketAttr(l.name, "rp"))} = ${e.num(l.params.rp)}`,
+      );
+    }
+  }
+  if (w.wcu !== 0n) {
+    add.push(
+      `${e.n(bucketAttr(WCU_LIMIT_NAME, "tk"))} ${e.num(-w.wcu)}`,
+      `${e.n(bucketAttr(WCU_LIMIT_NAME, "tc"))} ${e.num(w.wcu)}`,
+    );
+  }
+  if (w.rfMin !== null) cond.push(`${e.n("rf")} >= ${e.num(w.rfMin)}`);
+  else cond.push(`attribute_exists(${e.n("rf")})`);
+  if (w.notExpiredAt !== null) {
+    const ttl = e.n("ttl");
+    cond.push(
+      `(attribute_not_exists(${ttl}) OR ${ttl} > ${e.num(w.notExpiredAt)})`,
+    );
+  }
+  if (w.ttl !== null) set.push(`${e.n("ttl")} = ${e.num(w.ttl)}`);
+  if (add.length === 0 && set.length === 0) {
+    throw new RangeError("Cannot build a plain write that changes nothing");
+  }
+  return {
+    TableName: table,
+    Key: bucketKey(w.ref),
+    UpdateExpression: updateExpression({ set, add }),
+    ConditionExpression: cond.join(" AND "),
+    ...e.attrs(),
+    ReturnValues: "ALL_NEW",
+    ReturnValuesOnConditionCheckFailure: "ALL_OLD",
   };
 }

@@ -5,6 +5,7 @@
  * | code | class | meaning |
  * |------|-------|---------|
  * | `RATE_LIMIT_EXCEEDED` | {@linkcode RateLimitExceeded} | one or more limits refused the request |
+ * | `REQUEST_EXCEEDS_CAPACITY` | {@linkcode RequestExceedsCapacity} | the request is larger than a limit's capacity: it can never be admitted |
  * | `LEASE_EXPIRED` | {@linkcode LeaseExpiredError} | the lease was already committed or rolled back |
  * | `RATE_LIMITER_UNAVAILABLE` | {@linkcode RateLimiterUnavailable} | DynamoDB failed and `onUnavailable` is `block` |
  * | `STACK_OPERATION_FAILED` | {@linkcode StackOperationError} | a CloudFormation operation failed |
@@ -43,7 +44,8 @@ export type ZaeLimiterErrorCode =
   | "MINIMUM_CLIENT_VERSION"
   | "VALIDATION_FAILED"
   | "INVALID_IDENTIFIER"
-  | "INVALID_NAME";
+  | "INVALID_NAME"
+  | "REQUEST_EXCEEDS_CAPACITY";
 
 /** Base class of every error this library throws on purpose. */
 export class ZAELimiterError extends Error {
@@ -729,5 +731,68 @@ export class InvalidNameError extends ValidationError {
   constructor(field: string, value: unknown, reason: string) {
     super(field, value, reason, "INVALID_NAME");
     this.name = "InvalidNameError";
+  }
+}
+
+/**
+ * A request no bucket can ever admit: it asks more of a limit than the
+ * limit's capacity (per shard). Not retryable: waiting does not help, so
+ * there is no Retry-After; answer HTTP 400/413, or raise the limit.
+ */
+export class RequestExceedsCapacity extends RateLimitError {
+  /** The limits whose capacity is below the request (`available` is the capacity). */
+  readonly statuses: readonly LimitStatus[];
+
+  /** Creates the error from the statuses of the limits too small for the request. */
+  constructor(statuses: readonly LimitStatus[]) {
+    const first = statuses[0];
+    super(
+      "REQUEST_EXCEEDS_CAPACITY",
+      first
+        ? `Request can never be admitted for ${echo(first.entityId)}/${
+          echo(first.resource)
+        }: ${
+          statuses.map((s) =>
+            `${
+              echo(s.limitName)
+            } asks ${s.requested} but its capacity is ${s.available}`
+          ).join("; ")
+        }. Lower the request or raise the limit's capacity`
+        : "Request can never be admitted",
+      { retryable: false },
+    );
+    this.name = "RequestExceedsCapacity";
+    this.statuses = statuses;
+  }
+}
+
+/**
+ * The body of an `acquire` callback succeeded but the lease could not be
+ * committed (block mode). The body's `result` is not lost, and the `lease`
+ * is still open: call `lease.commit()` again, or `lease.rollback()`.
+ */
+export class CommitFailedError<T = unknown> extends RateLimiterUnavailable {
+  /** What the body returned. */
+  readonly result: T;
+  /** The open lease. */
+  readonly lease: { commit(): Promise<void>; rollback(): Promise<void> };
+
+  /** Creates the error. */
+  constructor(
+    result: T,
+    lease: { commit(): Promise<void>; rollback(): Promise<void> },
+    options: ErrorOptions & UnavailableContext = {},
+  ) {
+    super(
+      `The work succeeded but its lease could not be committed: ${
+        options.cause instanceof Error
+          ? options.cause.message
+          : String(options.cause)
+      }; the result is on error.result and error.lease is open (commit again or roll back)`,
+      options,
+    );
+    this.name = "CommitFailedError";
+    this.result = result;
+    this.lease = lease;
   }
 }

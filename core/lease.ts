@@ -1,27 +1,34 @@
 /**
  * A lease: tokens consumed on acquire, adjustable while open, committed on
- * success and compensated on failure (spec 02 §11).
+ * success and given back on failure (spec 02 §11).
+ *
+ * Writes go through the {@linkcode BucketWriter}: a give-back never lifts a
+ * bucket above its capacity, and a delta is written at most once. A write
+ * that fails *before* applying leaves the lease open so the same call can
+ * be retried; one that may have applied (a 500, a reset connection, a
+ * deadline after sending) is not resent for a give-back (under-admission at
+ * worst) and is reported as stranded.
  *
  * @module
  */
-import type { TransactWriteItem } from "@aws-sdk/client-dynamodb";
-import { type BucketParams, retryAfterSeconds, wholeTokens } from "./bucket.ts";
-import {
-  type BucketRef,
-  consumeOnlyUpdate,
-  decodeBucket,
-  deltaUpdate,
-} from "./bucket_item.ts";
+import { type BucketParams, paramsOf } from "./bucket.ts";
+import type { BucketRef } from "./bucket_item.ts";
+import type { BucketWriter, ChargeOutcome, Target } from "./bucket_writer.ts";
 import {
   LeaseExpiredError,
+  RateLimiterUnavailable,
   RateLimitExceeded,
   ValidationError,
+  ZAELimiterError,
 } from "./errors.ts";
-import type { Item } from "./expr.ts";
 import type { Limit } from "./limit.ts";
 import type { LimitStatus } from "./models.ts";
-import type { Repository } from "./repository.ts";
-import { cancellationCodes, isConditionFailed } from "./_sdk_errors.ts";
+import {
+  certainlyNotApplied,
+  type DeadlineOptions,
+  withDeadline,
+  withGrace,
+} from "./transport.ts";
 import { validateAmount } from "./validation.ts";
 
 /** One limit of one bucket item held by a lease. */
@@ -32,6 +39,8 @@ export interface LeaseEntry {
   readonly limit: Limit;
   /** Effective parameters on this shard. */
   readonly params: BucketParams;
+  /** Shard count the parameters were divided by. */
+  readonly shards: number;
   /** Millitokens the lease stands for now. */
   consumed: bigint;
   /** Millitokens already written to DynamoDB. */
@@ -40,6 +49,42 @@ export interface LeaseEntry {
 
 /** Lease life cycle. */
 export type LeaseState = "open" | "committed" | "rolled_back";
+
+/** A charge that may stand in a bucket without a lease to account for it. */
+export interface StrandedCharge {
+  /** Entity of the bucket. */
+  readonly entityId: string;
+  /** Resource of the bucket. */
+  readonly resource: string;
+  /** Shard of the bucket. */
+  readonly shard: number;
+  /**
+   * `debit`: tokens that may have been taken (a write failed in a way that
+   * may have applied it); `giveback`: tokens that may not have been given
+   * back. Both err towards under-admission.
+   */
+  readonly kind: "debit" | "giveback";
+  /** Tokens per limit name. */
+  readonly amounts: Readonly<Record<string, number>>;
+  /** The failure, when there was one. */
+  readonly cause: unknown;
+}
+
+/** @internal What the limiter hands every lease. */
+export interface LeaseOptions {
+  /** Default deadline of lease calls. */
+  readonly timeoutMs: number;
+  /** Reports stranded charges. */
+  readonly onStranded: (charge: StrandedCharge) => void;
+  /** The table, for error messages. */
+  readonly stackName: string;
+}
+
+const DEFAULT_OPTIONS: LeaseOptions = {
+  timeoutMs: 3000,
+  onStranded: () => {},
+  stackName: "",
+};
 
 function groupKey(ref: BucketRef): string {
   return `${ref.entityId}\u0000${ref.resource}\u0000${ref.shard}`;
@@ -51,8 +96,9 @@ function groupKey(ref: BucketRef): string {
  * when the work succeeded; disposal without a commit rolls back).
  */
 export class Lease implements AsyncDisposable {
-  readonly #repo: Repository | null;
+  readonly #writer: BucketWriter | null;
   readonly #entries: LeaseEntry[];
+  readonly #options: LeaseOptions;
   #state: LeaseState = "open";
   /** Entity of the acquire. */
   readonly entityId: string;
@@ -66,17 +112,19 @@ export class Lease implements AsyncDisposable {
 
   /** @internal Created by the limiter. */
   constructor(
-    repo: Repository | null,
+    writer: BucketWriter | null,
     entityId: string,
     resource: string,
     entries: LeaseEntry[],
     unchecked = false,
+    options: LeaseOptions = DEFAULT_OPTIONS,
   ) {
-    this.#repo = repo;
+    this.#writer = writer;
     this.entityId = entityId;
     this.resource = resource;
     this.#entries = entries;
     this.unchecked = unchecked;
+    this.#options = options;
   }
 
   /** `open`, `committed` or `rolled_back`. */
@@ -106,6 +154,13 @@ export class Lease implements AsyncDisposable {
     amounts: Readonly<Record<string, number>>,
     allowNegative: boolean,
   ): Map<string, bigint> {
+    if (!amounts || typeof amounts !== "object" || Array.isArray(amounts)) {
+      throw new ValidationError(
+        "amounts",
+        amounts,
+        "must map limit names to whole token amounts, such as { tpm: 250 }",
+      );
+    }
     const out = new Map<string, bigint>();
     const names = new Set(this.#entries.map((e) => e.limit.name));
     for (const [name, value] of Object.entries(amounts)) {
@@ -124,7 +179,7 @@ export class Lease implements AsyncDisposable {
     return out;
   }
 
-  #groups(filter: (e: LeaseEntry) => boolean): Map<string, LeaseEntry[]> {
+  #groups(filter: (e: LeaseEntry) => boolean): LeaseEntry[][] {
     const groups = new Map<string, LeaseEntry[]>();
     for (const e of this.#entries) {
       if (!filter(e)) continue;
@@ -133,7 +188,20 @@ export class Lease implements AsyncDisposable {
       if (g) g.push(e);
       else groups.set(k, [e]);
     }
-    return groups;
+    return [...groups.values()];
+  }
+
+  #unavailable(e: unknown, what: string): ZAELimiterError {
+    if (e instanceof ZAELimiterError) return e;
+    return new RateLimiterUnavailable(
+      `${what} failed: ${e instanceof Error ? e.message : String(e)}`,
+      {
+        cause: e,
+        stackName: this.#options.stackName,
+        entityId: this.entityId,
+        resource: this.resource,
+      },
+    );
   }
 
   /**
@@ -142,84 +210,103 @@ export class Lease implements AsyncDisposable {
    *
    * @throws {RateLimitExceeded} nothing was consumed
    * @throws {LeaseExpiredError} the lease is closed
+   * @throws {RateLimiterUnavailable} DynamoDB failed or the deadline passed; nothing was consumed unless reported stranded
    */
-  async consume(amounts: Readonly<Record<string, number>>): Promise<void> {
+  async consume(
+    amounts: Readonly<Record<string, number>>,
+    options: DeadlineOptions = {},
+  ): Promise<void> {
     this.#checkOpen();
     const want = this.#amounts(amounts, false);
-    if (want.size === 0 || this.unchecked || !this.#repo) return;
-    const repo = this.#repo;
+    if (want.size === 0 || this.unchecked || !this.#writer) return;
+    const writer = this.#writer;
     const groups = this.#groups((e) => want.has(e.limit.name));
-    const items: TransactWriteItem[] = [];
-    for (const entries of groups.values()) {
-      const first = entries[0] as LeaseEntry;
-      const map = new Map(
-        entries.map((e) => [e.limit.name, want.get(e.limit.name) ?? 0n]),
-      );
-      items.push({ Update: consumeOnlyUpdate(repo.tableName, first.ref, map) });
-    }
+    const targets: Target[] = groups.map((g) => {
+      const first = g[0] as LeaseEntry;
+      return {
+        ref: first.ref,
+        limits: g.map((e) => ({
+          limit: e.limit,
+          stored: paramsOf(e.limit),
+          eff: e.params,
+        })),
+        shards: first.shards,
+        ttl: null,
+      };
+    });
+    const amountsOf = (g: LeaseEntry[]): Map<string, bigint> =>
+      new Map(g.map((e) => [e.limit.name, want.get(e.limit.name) ?? 0n]));
+    let results: PromiseSettledResult<ChargeOutcome>[];
     try {
-      await repo.writeItems(items);
+      results = await withDeadline(
+        options,
+        this.#options.timeoutMs,
+        () =>
+          Promise.allSettled(
+            groups.map((g, i) =>
+              writer.charge(targets[i] as Target, amountsOf(g), 0n)
+            ),
+          ),
+      );
     } catch (e) {
-      if (
-        isConditionFailed(e) ||
-        cancellationCodes(e).includes("ConditionalCheckFailed")
-      ) {
-        throw new RateLimitExceeded(
-          this.#statusesAfterFailure(e, want, [...groups.values()]),
-        );
+      throw this.#unavailable(e, "lease.consume");
+    }
+    const ok = results.map((r) =>
+      r.status === "fulfilled" && r.value.kind === "ok"
+    );
+    if (ok.every(Boolean)) {
+      for (const e of this.#entries) {
+        const a = want.get(e.limit.name);
+        if (a === undefined) continue;
+        e.consumed += a;
+        e.written += a;
       }
-      throw e;
+      return;
     }
-    for (const e of this.#entries) {
-      const a = want.get(e.limit.name);
-      if (a === undefined) continue;
-      e.consumed += a;
-      e.written += a;
-    }
-  }
-
-  #statusesAfterFailure(
-    err: unknown,
-    want: Map<string, bigint>,
-    groups: LeaseEntry[][],
-  ): LimitStatus[] {
-    const olds: (Item | undefined)[] = [];
-    const single = (err as { Item?: Item }).Item;
-    const reasons =
-      (err as { CancellationReasons?: { Item?: Item }[] }).CancellationReasons;
-    if (reasons) { for (const r of reasons) olds.push(r.Item); }
-    else olds.push(single);
+    // All or nothing: give back the groups that were charged.
+    await Promise.all(groups.map(async (g, i) => {
+      if (!ok[i]) return;
+      const first = g[0] as LeaseEntry;
+      const deltas = new Map([...amountsOf(g)].map(([n, a]) => [n, -a]));
+      try {
+        await withGrace(
+          this.#options.timeoutMs,
+          () => writer.apply(first.ref, first.shards, deltas),
+        );
+      } catch (e) {
+        this.#report(first.ref, deltas, "giveback", e);
+      }
+    }));
     const statuses: LimitStatus[] = [];
-    groups.forEach((entries, i) => {
-      const old = olds[i];
-      const bucket = old ? decodeBucket(old, entries[0]?.ref.shard ?? 0) : null;
-      for (const e of entries) {
-        const need = want.get(e.limit.name) ?? 0n;
-        const tk = bucket?.limits.get(e.limit.name)?.tk ?? 0n;
-        const exceeded = tk < need;
-        statuses.push({
+    for (let i = 0; i < groups.length; i++) {
+      const r = results[i] as PromiseSettledResult<ChargeOutcome>;
+      const g = groups[i] as LeaseEntry[];
+      if (r.status === "rejected") {
+        const first = g[0] as LeaseEntry;
+        if (!certainlyNotApplied(r.reason)) {
+          writer.remember(first.ref, null);
+          this.#report(first.ref, amountsOf(g), "debit", r.reason);
+        }
+        throw this.#unavailable(r.reason, "lease.consume");
+      }
+      const o = r.value;
+      if (o.kind === "refused" || o.kind === "contended") {
+        statuses.push(...o.statuses);
+      } else if (o.kind !== "ok") {
+        // The item expired or its limits changed under the lease: nothing can be checked.
+        statuses.push(...g.map((e) => ({
           entityId: e.ref.entityId,
           resource: e.ref.resource,
           limitName: e.limit.name,
           limit: e.limit,
-          available: wholeTokens(tk),
-          requested: Number(need / 1000n),
-          exceeded,
-          retryAfterSeconds: exceeded
-            ? retryAfterSeconds(need - tk, e.params)
-            : 0,
-        });
+          available: 0,
+          requested: Number((want.get(e.limit.name) ?? 0n) / 1000n),
+          exceeded: want.has(e.limit.name),
+          retryAfterSeconds: 1,
+        })));
       }
-    });
-    if (!statuses.some((s) => s.exceeded)) {
-      // The old image was not returned: report every requested limit as the refusal.
-      return statuses.map((s) => ({
-        ...s,
-        exceeded: true,
-        retryAfterSeconds: Math.max(s.retryAfterSeconds, 0.001),
-      }));
     }
-    return statuses;
+    throw new RateLimitExceeded(statuses);
   }
 
   /**
@@ -239,53 +326,120 @@ export class Lease implements AsyncDisposable {
 
   /** Gives tokens back: `adjust` with negated amounts. */
   release(amounts: Readonly<Record<string, number>>): void {
-    const neg: Record<string, number> = {};
-    for (const [k, v] of Object.entries(amounts)) {
-      validateAmount(v, `consume.${k}`);
-      neg[k] = -v;
-    }
-    this.adjust(neg);
+    this.#checkOpen();
+    const want = this.#amounts(amounts, false);
+    this.adjust(
+      Object.fromEntries([...want].map(([k, v]) => [k, -Number(v / 1000n)])),
+    );
   }
 
   /**
-   * Writes the adjustments (one unconditional write per bucket item) and
-   * closes the lease. Idempotent once committed.
+   * Writes the adjustments (one write per bucket item) and closes the
+   * lease. Idempotent once committed. When a write fails before applying,
+   * the lease stays open and `commit` can be called again (nothing is lost).
    *
    * @throws {LeaseExpiredError} after a rollback
+   * @throws {RateLimiterUnavailable} a write failed or the deadline passed; the lease stays open
    */
-  async commit(): Promise<void> {
+  async commit(options: DeadlineOptions = {}): Promise<void> {
     if (this.#state === "committed") return;
     this.#checkOpen();
-    this.#state = "committed";
-    if (!this.#repo) return;
-    await this.#writeDeltas((e) => e.consumed - e.written);
-  }
-
-  /** Gives back everything written and closes the lease. Idempotent; a closed lease is left as is. */
-  async rollback(): Promise<void> {
-    if (this.#state !== "open") return;
-    this.#state = "rolled_back";
-    if (!this.#repo) return;
-    await this.#writeDeltas((e) => -e.written);
-  }
-
-  async #writeDeltas(delta: (e: LeaseEntry) => bigint): Promise<void> {
-    const repo = this.#repo as Repository;
-    const writes: Promise<void>[] = [];
-    for (const entries of this.#groups((e) => delta(e) !== 0n).values()) {
-      const map = new Map(entries.map((e) => [e.limit.name, delta(e)]));
-      const first = entries[0] as LeaseEntry;
-      writes.push(
-        repo.writeItems([{
-          Update: deltaUpdate(repo.tableName, first.ref, map),
-        }]).then(() => {
-          for (const e of entries) e.written += delta(e);
-        }),
-      );
+    if (this.#writer) {
+      await this.#writeDeltas((e) => e.consumed - e.written, options, "commit");
     }
-    const results = await Promise.allSettled(writes);
-    const failed = results.find((r) => r.status === "rejected");
-    if (failed) throw (failed as PromiseRejectedResult).reason;
+    this.#state = "committed";
+  }
+
+  /**
+   * Gives back everything written and closes the lease. Idempotent; a closed
+   * lease is left as is. When a write fails before applying, the lease stays
+   * open and `rollback` can be called again.
+   *
+   * @throws {RateLimiterUnavailable} a write failed or the deadline passed
+   */
+  async rollback(options: DeadlineOptions = {}): Promise<void> {
+    if (this.#state !== "open") return;
+    for (const e of this.#entries) e.consumed = 0n;
+    if (this.#writer) {
+      await this.#writeDeltas((e) => -e.written, options, "rollback");
+    }
+    this.#state = "rolled_back";
+  }
+
+  #report(
+    ref: BucketRef,
+    amounts: ReadonlyMap<string, bigint>,
+    kind: "debit" | "giveback",
+    cause: unknown,
+  ): void {
+    const tokens: Record<string, number> = {};
+    for (const [n, a] of amounts) tokens[n] = Math.abs(Number(a)) / 1000;
+    this.#options.onStranded({
+      entityId: ref.entityId,
+      resource: ref.resource,
+      shard: ref.shard,
+      kind,
+      amounts: tokens,
+      cause,
+    });
+  }
+
+  async #writeDeltas(
+    delta: (e: LeaseEntry) => bigint,
+    options: DeadlineOptions,
+    what: "commit" | "rollback",
+  ): Promise<void> {
+    const writer = this.#writer as BucketWriter;
+    const groups = this.#groups((e) => delta(e) !== 0n);
+    if (groups.length === 0) return;
+    let failure: unknown = null;
+    try {
+      await withDeadline(options, this.#options.timeoutMs, async () => {
+        await Promise.all(groups.map(async (entries) => {
+          const first = entries[0] as LeaseEntry;
+          const map = new Map(entries.map((e) => [e.limit.name, delta(e)]));
+          try {
+            const left = await writer.apply(first.ref, first.shards, map);
+            for (const e of entries) e.written += delta(e);
+            if (left > 0n) {
+              this.#report(first.ref, new Map([["*", left]]), "giveback", null);
+            }
+          } catch (e) {
+            failure ??= e;
+            if (certainlyNotApplied(e)) return; // resent by the next call
+            writer.remember(first.ref, null);
+            // May have applied. A give-back is not resent (at worst the tokens
+            // stay taken); a debit is resent by the next call (at worst taken twice).
+            const gives = entries.filter((x) => delta(x) < 0n);
+            if (gives.length > 0) {
+              this.#report(
+                first.ref,
+                new Map(gives.map((x) => [x.limit.name, delta(x)])),
+                "giveback",
+                e,
+              );
+              for (const x of gives) x.written += delta(x);
+            }
+            const takes = entries.filter((x) => delta(x) > 0n);
+            if (takes.length > 0) {
+              this.#report(
+                first.ref,
+                new Map(takes.map((x) => [x.limit.name, delta(x)])),
+                "debit",
+                e,
+              );
+            }
+          }
+        }));
+      });
+    } catch (e) {
+      failure ??= e;
+    }
+    if (
+      failure !== null && groups.some((g) => g.some((e) => delta(e) !== 0n))
+    ) {
+      throw this.#unavailable(failure, `lease.${what}`);
+    }
   }
 
   /** Rolls back a lease that was not committed (for `await using`). */

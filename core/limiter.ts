@@ -19,39 +19,52 @@ import { UpdateItemCommand } from "@aws-sdk/client-dynamodb";
 import {
   type BucketParams,
   paramsOf,
+  planRefill,
   refill,
   retryAfterSeconds,
-  sharedRefillSpan,
-  tryConsume,
   wholeTokens,
 } from "./bucket.ts";
 import {
   type BucketItem,
   bucketKey,
   type BucketRef,
-  consumeOnlyUpdate,
   decodeBucket,
-  deltaUpdate,
   type PlannedLimit,
   slowPathWrite,
-  type SpeculativeCharge,
-  speculativeUpdate,
   WCU_PARAMS,
   WCU_PER_WRITE,
 } from "./bucket_item.ts";
+import {
+  BucketWriter,
+  type ChargeOutcome,
+  type Target,
+} from "./bucket_writer.ts";
 import type { Clock } from "./clock.ts";
 import {
+  CommitFailedError,
   RateLimiterUnavailable,
   RateLimitExceeded,
+  RequestExceedsCapacity,
   ValidationError,
   ZAELimiterError,
 } from "./errors.ts";
 import { bool, type Item, str } from "./expr.ts";
 import { pkEntity, SK } from "./keys.ts";
-import { Lease, type LeaseEntry } from "./lease.ts";
+import {
+  Lease,
+  type LeaseEntry,
+  type LeaseOptions,
+  type StrandedCharge,
+} from "./lease.ts";
 import { type Limit, validateLimitList } from "./limit.ts";
 import type { ConfigSource, LimitStatus, OnUnavailable } from "./models.ts";
 import type { Repository, ResolvedLimits } from "./repository.ts";
+import {
+  certainlyNotApplied,
+  checkDeadline,
+  withDeadline,
+  withGrace,
+} from "./transport.ts";
 import {
   cancellationCodes,
   errorName,
@@ -60,8 +73,11 @@ import {
 } from "./_sdk_errors.ts";
 import {
   validateAmount,
+  validateAmounts,
+  validateConfiguredNames,
   validateIdentifier,
   validateLimitName,
+  validateOptions,
   validateResource,
   WCU_LIMIT_NAME,
 } from "./validation.ts";
@@ -82,6 +98,20 @@ export interface RateLimiterOptions {
    * @default 10000 (entries)
    */
   readonly refusalCacheSize?: number;
+  /**
+   * Deadline in milliseconds of each call that reaches DynamoDB (acquire,
+   * available, timeUntilAvailable, lease consume/commit/rollback), retries
+   * included; a call can shorten it with its own `timeoutMs` or `signal`.
+   * When it passes, `onUnavailable` applies. @default 3000
+   */
+  readonly timeoutMs?: number;
+  /**
+   * Called with each charge that may stand in a bucket without a lease to
+   * account for it (a write that failed in a way that may have applied it,
+   * a give-back that could not be placed): under-admission, never
+   * over-admission. @default reports to `onError` with context "stranded"
+   */
+  readonly onStranded?: (charge: StrandedCharge) => void;
 }
 
 interface Refusal {
@@ -102,6 +132,10 @@ export interface AcquireOptions {
   readonly limits?: readonly Limit[];
   /** Behaviour when DynamoDB fails; overrides the stored system setting. */
   readonly onUnavailable?: OnUnavailable;
+  /** Aborts the acquire (then `onUnavailable` applies). */
+  readonly signal?: AbortSignal;
+  /** Deadline of the admission in milliseconds (the callback body is not included). */
+  readonly timeoutMs?: number;
 }
 
 /** Options of {@linkcode RateLimiter.available} and {@linkcode RateLimiter.timeUntilAvailable}. */
@@ -112,6 +146,10 @@ export interface CapacityOptions {
   readonly resource: string;
   /** Limits to use instead of the stored ones. */
   readonly limits?: readonly Limit[];
+  /** Aborts the call. */
+  readonly signal?: AbortSignal;
+  /** Deadline in milliseconds. */
+  readonly timeoutMs?: number;
 }
 
 type Side = {
@@ -138,18 +176,19 @@ type Plan = {
 
 const MAX_SLOW_ATTEMPTS = 4;
 const MAX_CONFLICT_RETRIES = 6;
+/** Time a compensating give-back may take after the caller's deadline passed. */
+const COMPENSATION_GRACE_MS = 1000;
+/** Time to read the stored `on_unavailable` once the deadline passed (usually cached: no I/O). */
+const ON_UNAVAILABLE_GRACE_MS = 250;
 
-/** A TTL to SET on a speculative write (a removal is left to the slow path). */
-function numericTtl(ttl: number | "remove" | null): number | null {
-  return typeof ttl === "number" ? ttl : null;
-}
-
-function oldImage(e: unknown): Item | undefined {
-  return (e as { Item?: Item }).Item;
-}
-
-function sameParams(a: BucketParams, b: BucketParams): boolean {
-  return a.cp === b.cp && a.ra === b.ra && a.rp === b.rp;
+/** The default `onError`: a warning on the console (a rollback that failed must not go unseen). */
+function reportToConsole(error: unknown, context: string): void {
+  // deno-lint-ignore no-console -- the library's only default report; pass onError to route it
+  console.warn(
+    `zae-limiter: ${context}: ${
+      error instanceof Error ? error.message : String(error)
+    }`,
+  );
 }
 
 /**
@@ -175,22 +214,38 @@ export class RateLimiter {
   readonly #random: () => number;
   readonly #clock: Clock;
   readonly #refusals = new Map<string, Refusal>();
-  /**
-   * The limit set (by identity: the config cache hands out the same array
-   * until it refetches) that a full write last verified against each bucket's
-   * stored parameters. Only then may a write skip that check.
-   */
-  readonly #verified = new Map<string, readonly Limit[]>();
   readonly #refusalCacheSize: number;
+  readonly #writer: BucketWriter;
+  readonly #timeoutMs: number;
+  readonly #onStranded: (charge: StrandedCharge) => void;
+  readonly #leaseOptions: LeaseOptions;
 
   /** Creates a limiter over a repository. */
   constructor(repository: Repository, options: RateLimiterOptions = {}) {
     this.#repo = repository;
     this.#speculative = options.speculativeWrites ?? true;
-    this.#onError = options.onError ?? (() => {});
+    this.#onError = options.onError ?? reportToConsole;
     this.#random = options.random ?? Math.random;
     this.#clock = repository.clock;
     this.#refusalCacheSize = options.refusalCacheSize ?? 10_000;
+    this.#writer = new BucketWriter(repository, this.#random);
+    this.#timeoutMs = options.timeoutMs ?? 3000;
+    this.#onStranded = options.onStranded ??
+      ((c) =>
+        this.#onError(
+          new Error(
+            `Stranded ${c.kind} on ${c.entityId}/${c.resource}: ${
+              JSON.stringify(c.amounts)
+            }`,
+            { cause: c.cause },
+          ),
+          "stranded",
+        ));
+    this.#leaseOptions = {
+      timeoutMs: this.#timeoutMs,
+      onStranded: this.#onStranded,
+      stackName: repository.tableName,
+    };
   }
 
   /** The repository. */
@@ -243,7 +298,13 @@ export class RateLimiter {
       ) {
         this.#onError(e, "commit");
       } else {
-        throw this.#unavailable(e, options);
+        // The body's work was paid for: hand it back with the open lease.
+        throw new CommitFailedError(result, lease, {
+          cause: e instanceof RateLimiterUnavailable ? e.cause : e,
+          stackName: this.#repo.tableName,
+          entityId: lease.entityId,
+          resource: lease.resource,
+        });
       }
     }
     return result;
@@ -265,6 +326,7 @@ export class RateLimiter {
   }
 
   async #admit(o: AcquireOptions): Promise<Lease> {
+    validateOptions(o, "options", "{ entityId, resource, consume }");
     const entityId = validateIdentifier(o.entityId);
     const resource = validateResource(o.resource);
     if (
@@ -301,13 +363,27 @@ export class RateLimiter {
       }
     }
     try {
-      return await this.#decide(entityId, resource, consume, o.limits ?? null);
+      return await withDeadline(
+        o,
+        this.#timeoutMs,
+        () => this.#decide(entityId, resource, consume, o.limits ?? null),
+      );
     } catch (e) {
       if (e instanceof ZAELimiterError) throw e;
-      const mode = o.onUnavailable ?? await this.#repo.resolveOnUnavailable();
+      const mode = o.onUnavailable ?? await withGrace(
+        ON_UNAVAILABLE_GRACE_MS,
+        () => this.#repo.resolveOnUnavailable(),
+      ).catch(() => this.#repo.cachedOnUnavailable() ?? "block");
       if (mode === "allow") {
         this.#onError(e, "acquire");
-        return new Lease(null, entityId, resource, [], true);
+        return new Lease(
+          null,
+          entityId,
+          resource,
+          [],
+          true,
+          this.#leaseOptions,
+        );
       }
       throw this.#unavailable(e, { entityId, resource });
     }
@@ -366,6 +442,12 @@ export class RateLimiter {
     override: readonly Limit[] | null,
   ): Promise<Lease> {
     const key = `${this.#repo.namespaceId}\u0000${entityId}\u0000${resource}`;
+    // A request that can never fit is told so even while refusals are cached.
+    const resolved = await this.#resolve(entityId, resource, override);
+    this.#checkSatisfiable(
+      this.#side(entityId, resolved, consume, 1, true),
+      resource,
+    );
     if (override === null) this.#checkRefusal(key, consume);
     try {
       return await this.#decideRemote(entityId, resource, consume, override);
@@ -375,18 +457,6 @@ export class RateLimiter {
       }
       throw e;
     }
-  }
-
-  #verifiedKey(entityId: string, resource: string, shard: number): string {
-    return `${this.#repo.namespaceId}\u0000${entityId}\u0000${resource}\u0000${shard}`;
-  }
-
-  #markVerified(key: string, limits: readonly Limit[]): void {
-    if (!this.#verified.has(key) && this.#verified.size >= 100_000) {
-      const oldest = this.#verified.keys().next();
-      if (!oldest.done) this.#verified.delete(oldest.value);
-    }
-    this.#verified.set(key, limits);
   }
 
   #checkRefusal(key: string, consume: Map<string, bigint>): void {
@@ -444,116 +514,284 @@ export class RateLimiter {
   ): Promise<Lease> {
     const resolved = await this.#resolve(entityId, resource, override);
     const info = this.#repo.entityInfo(entityId);
-    const child = this.#side(
+    let child = this.#side(
       entityId,
       resolved,
       consume,
       info?.shards.get(resource) ?? 1,
       true,
     );
+    this.#checkSatisfiable(child, resource);
     if (this.#speculative && child.charge.size > 0) {
-      const lease = await this.#fast(child, resource, consume, override);
-      if (lease) return lease;
+      let lease = await this.#fast(child, resource, consume, override);
+      if (lease === "params") {
+        // The stored parameters differ from the cached config: read it again.
+        child = await this.#refreshed(child, resource, consume, override);
+        lease = await this.#fast(child, resource, consume, override);
+      }
+      if (lease && lease !== "params") return lease;
     }
     return await this.#slow(child, resource, consume, override);
   }
 
-  // ------------------------------------------------------------------ fast path
-
-  #charges(side: Side): SpeculativeCharge[] {
-    const out: SpeculativeCharge[] = [];
-    for (const l of side.resolved.limits) {
-      const amount = side.charge.get(l.name);
-      if (amount !== undefined) {
-        out.push({ name: l.name, amount, params: paramsOf(l) });
-      }
-    }
-    return out;
-  }
-
-  async #specWrite(
+  /**
+   * The side again with its config read fresh (and its cascade parent's):
+   * another writer changed the stored limits, or this process's cache is
+   * stale. Overrides are what the caller passed and are kept.
+   */
+  async #refreshed(
     side: Side,
     resource: string,
-    shard: number,
-    nowMs: number,
-  ): Promise<
-    { ok: true; item: BucketItem | null } | {
-      ok: false;
-      old: BucketItem | null;
+    consume: Map<string, bigint>,
+    override: readonly Limit[] | null,
+  ): Promise<Side> {
+    if (override !== null) return side;
+    const fresh = await this.#repo.resolveLimits(side.entityId, resource, {
+      fresh: true,
+    });
+    const parentId = this.#repo.entityInfo(side.entityId)?.parentId;
+    if (parentId) {
+      await this.#repo.resolveLimits(parentId, resource, { fresh: true });
     }
-  > {
-    const info = this.#repo.entityInfo(side.entityId);
-    const key = this.#verifiedKey(side.entityId, resource, shard);
-    // A warm write is the bare conditional ADD; anything not yet verified gets the full write.
-    const full = info === undefined || info.refreshAt <= nowMs ||
-      this.#verified.get(key) !== side.resolved.limits;
-    const update = speculativeUpdate(
-      this.#repo.tableName,
-      { ns: this.#repo.namespaceId, entityId: side.entityId, resource, shard },
-      this.#charges(side),
-      Math.floor(nowMs / 1000),
-      full ? numericTtl(this.#repo.bucketTtl(side.resolved, nowMs)) : null,
-      full,
-    );
-    try {
-      const out = await this.#repo.send<{ Attributes?: Item }>(
-        new UpdateItemCommand(update),
+    if (!fresh) return await this.#resolveSide(side, resource, consume);
+    const next = this.#side(side.entityId, fresh, consume, side.shards, true);
+    this.#checkSatisfiable(next, resource);
+    return { ...next, shard: side.shard };
+  }
+
+  async #resolveSide(
+    side: Side,
+    resource: string,
+    consume: Map<string, bigint>,
+  ): Promise<Side> {
+    const r = await this.#resolve(side.entityId, resource, null);
+    return this.#side(side.entityId, r, consume, side.shards, true);
+  }
+
+  // ------------------------------------------------------------------ fast path
+
+  #target(side: Side, resource: string, nowMs: number): Target {
+    return {
+      ref: {
+        ns: this.#repo.namespaceId,
+        entityId: side.entityId,
+        resource,
+        shard: side.shard,
+      },
+      limits: side.resolved.limits.map((l) => ({
+        limit: l,
+        stored: paramsOf(l),
+        eff: paramsOf(l, side.shards),
+      })),
+      shards: side.shards,
+      ttl: this.#repo.bucketTtl(side.resolved, nowMs),
+    };
+  }
+
+  /**
+   * Refuses a request no bucket could ever admit (more than a limit's
+   * capacity), before any write: a Retry-After would have the caller loop.
+   */
+  #checkSatisfiable(side: Side, resource: string): void {
+    const over: LimitStatus[] = [];
+    for (const l of side.resolved.limits) {
+      const a = side.charge.get(l.name) ?? 0n;
+      const cp = paramsOf(l, side.shards).cp;
+      if (a > cp) {
+        over.push(
+          this.#status(
+            side.entityId,
+            resource,
+            l,
+            wholeTokens(cp),
+            a,
+            false,
+            0,
+          ),
+        );
+      }
+    }
+    if (over.length > 0) throw new RequestExceedsCapacity(over);
+  }
+
+  /** Passing statuses of a side from what the writer knows of its item. */
+  #passing(side: Side, resource: string): LimitStatus[] {
+    const k = this.#writer.known({
+      ns: this.#repo.namespaceId,
+      entityId: side.entityId,
+      resource,
+      shard: side.shard,
+    });
+    return side.resolved.limits.map((l) => {
+      const eff = paramsOf(l, side.shards);
+      const tk = k?.limits.get(l.name)?.tk ?? eff.cp;
+      return this.#status(
+        side.entityId,
+        resource,
+        l,
+        wholeTokens(tk > eff.cp ? eff.cp : tk),
+        side.charge.get(l.name) ?? 0n,
+        true,
+        0,
       );
-      return {
-        ok: true,
-        item: full ? decodeBucket(out.Attributes ?? {}, shard) : null,
-      };
+    });
+  }
+
+  /**
+   * Gives a side's charge back (and its `wcu` write, so usage snapshots do
+   * not count a refused acquire). Runs with its own short grace when the
+   * caller's deadline has passed; a failure is reported as stranded.
+   */
+  async #compensate(side: Side, resource: string): Promise<void> {
+    const deltas = new Map<string, bigint>();
+    for (const [n, a] of side.charge) deltas.set(n, -a);
+    const ref: BucketRef = {
+      ns: this.#repo.namespaceId,
+      entityId: side.entityId,
+      resource,
+      shard: side.shard,
+    };
+    try {
+      const left = await withGrace(
+        COMPENSATION_GRACE_MS,
+        () => this.#writer.apply(ref, side.shards, deltas, -WCU_PER_WRITE),
+      );
+      if (left > 0n) {
+        this.#stranded(ref, new Map([["*", left]]), "giveback", null);
+      }
     } catch (e) {
-      if (!isConditionFailed(e)) throw e;
-      const old = oldImage(e);
-      return { ok: false, old: old ? decodeBucket(old, shard) : null };
+      this.#stranded(ref, side.charge, "debit", e);
     }
   }
 
-  /** Why a failed speculative write failed: `refuse` (refill cannot help) or `slow`. */
-  #classify(
-    side: Side,
-    old: BucketItem | null,
-    nowMs: number,
-  ): { kind: "slow" } | {
-    kind: "refuse";
-    statuses: LimitStatus[];
-  } {
-    if (!old) return { kind: "slow" };
-    if (old.ttl !== null && old.ttl <= Math.floor(nowMs / 1000)) {
-      return { kind: "slow" };
+  /** Reports a charge that may stand in the bucket without a lease (under-admission). */
+  #stranded(
+    ref: BucketRef,
+    amounts: ReadonlyMap<string, bigint>,
+    kind: "debit" | "giveback",
+    cause: unknown,
+  ): void {
+    const tokens: Record<string, number> = {};
+    for (const [n, a] of amounts) tokens[n] = Number(a) / 1000;
+    this.#onStranded({
+      entityId: ref.entityId,
+      resource: ref.resource,
+      shard: ref.shard,
+      kind,
+      amounts: tokens,
+      cause,
+    });
+  }
+
+  async #parentSide(
+    parentId: string,
+    resource: string,
+    consume: Map<string, bigint>,
+    override: readonly Limit[] | null,
+  ): Promise<Side | null> {
+    let resolved: ResolvedLimits;
+    try {
+      resolved = await this.#resolve(parentId, resource, override);
+    } catch (e) {
+      if (e instanceof ValidationError) return null; // a parent without limits is not charged
+      throw e;
     }
-    const statuses: LimitStatus[] = [];
-    let refuse = false;
-    const now = BigInt(nowMs);
-    for (const l of side.resolved.limits) {
-      const stored = old.limits.get(l.name);
-      const amount = side.charge.get(l.name) ?? 0n;
-      if (!stored) {
-        if (amount > 0n) return { kind: "slow" };
-        continue;
+    const info = this.#repo.entityInfo(parentId);
+    return this.#side(
+      parentId,
+      resolved,
+      consume,
+      info?.shards.get(resource) ?? 1,
+      false,
+    );
+  }
+
+  /**
+   * The fast path: one write per side (entity and, with cascade, parent,
+   * sent together) from the state the last answers showed. `null` sends the
+   * caller to the slow path (nothing known, item or limit missing);
+   * `"params"` asks it to re-read the config.
+   */
+  async #fast(
+    child: Side,
+    resource: string,
+    consume: Map<string, bigint>,
+    override: readonly Limit[] | null,
+  ): Promise<Lease | "params" | null> {
+    const nowMs = this.#clock.now();
+    const info = this.#repo.entityInfo(child.entityId);
+    // Unknown entity, or its cascade flags are due for a re-read: the slow path reads META.
+    if (info === undefined || info.refreshAt <= nowMs) return null;
+    const sides: Side[] = [child];
+    if (info.cascade && info.parentId) {
+      const parent = await this.#parentSide(
+        info.parentId,
+        resource,
+        consume,
+        override,
+      );
+      if (parent && parent.charge.size > 0) {
+        this.#checkSatisfiable(parent, resource);
+        sides.push(parent);
       }
-      if (amount > 0n && !sameParams(stored.params, paramsOf(l))) {
-        return { kind: "slow" };
-      }
-      const eff = paramsOf(l, side.shards);
-      const c = tryConsume(stored.tk, old.rf, now, eff, amount);
-      if (!c.ok) refuse = true;
-      statuses.push(
-        this.#status(
-          side.entityId,
-          old.resource,
-          l,
-          c.available,
-          amount,
-          c.ok,
-          c.retryAfterSeconds,
-        ),
+    }
+    const targets = sides.map((s) => this.#target(s, resource, nowMs));
+    if (targets.some((t) => this.#writer.known(t.ref) === undefined)) {
+      return null;
+    }
+    const results = await Promise.allSettled(
+      sides.map((s, i) => this.#writer.charge(targets[i] as Target, s.charge)),
+    );
+    const ok = results.map((r) =>
+      r.status === "fulfilled" && r.value.kind === "ok"
+    );
+    if (ok.every(Boolean)) {
+      return new Lease(
+        this.#writer,
+        child.entityId,
+        resource,
+        sides.flatMap((s) => this.#entries(s, resource, s.shard)),
+        false,
+        this.#leaseOptions,
       );
     }
-    const wcu = old.limits.get(WCU_LIMIT_NAME);
-    if (!refuse && wcu && wcu.tk < WCU_PER_WRITE) return { kind: "slow" };
-    return refuse ? { kind: "refuse", statuses } : { kind: "slow" };
+    // All or nothing: give back what was charged, then answer for the rest.
+    await Promise.all(
+      sides.map((s, i) => ok[i] ? this.#compensate(s, resource) : null),
+    );
+    let statuses: LimitStatus[] | null = null;
+    let next: "params" | null | undefined = undefined;
+    for (let i = 0; i < sides.length; i++) {
+      const r = results[i] as PromiseSettledResult<ChargeOutcome>;
+      const side = sides[i] as Side;
+      if (r.status === "rejected") {
+        this.#maybeStranded(targets[i] as Target, side, r.reason);
+        throw r.reason;
+      }
+      const o = r.value;
+      if (o.kind === "refused" || o.kind === "contended") {
+        statuses ??= [];
+        statuses.push(...o.statuses);
+      } else if (o.kind === "params") next = "params";
+      else if (o.kind === "missing" && next === undefined) next = null;
+    }
+    if (statuses) {
+      const refusedIds = new Set(statuses.map((s) => s.entityId));
+      for (const s of sides) {
+        if (!refusedIds.has(s.entityId)) {
+          statuses.push(...this.#passing(s, resource));
+        }
+      }
+      throw new RateLimitExceeded(statuses);
+    }
+    return next ?? null;
+  }
+
+  /** A write that failed without a verdict may have applied: report it. */
+  #maybeStranded(target: Target, side: Side, e: unknown): void {
+    if (certainlyNotApplied(e)) return;
+    this.#writer.remember(target.ref, null);
+    this.#stranded(target.ref, side.charge, "debit", e);
   }
 
   #status(
@@ -590,228 +828,11 @@ export class RateLimiter {
         ref,
         limit: l,
         params: paramsOf(l, side.shards),
+        shards: side.shards,
         consumed: amount,
         written: amount,
       };
     });
-  }
-
-  /** Gives a side's charge back (unconditional); returns the item afterwards. */
-  async #compensate(
-    side: Side,
-    resource: string,
-    shard: number,
-  ): Promise<BucketItem | null> {
-    const deltas = new Map<string, bigint>();
-    for (const [n, a] of side.charge) deltas.set(n, -a);
-    // The write is given back too, so usage snapshots do not count a refused acquire as an event.
-    deltas.set(WCU_LIMIT_NAME, -WCU_PER_WRITE);
-    const ref = {
-      ns: this.#repo.namespaceId,
-      entityId: side.entityId,
-      resource,
-      shard,
-    };
-    try {
-      const out = await this.#repo.send<{ Attributes?: Item }>(
-        new UpdateItemCommand({
-          ...deltaUpdate(this.#repo.tableName, ref, deltas),
-          ReturnValues: "ALL_NEW",
-        }),
-      );
-      return out.Attributes ? decodeBucket(out.Attributes, shard) : null;
-    } catch (e) {
-      this.#onError(e, "compensate");
-      throw e;
-    }
-  }
-
-  async #parentSide(
-    parentId: string,
-    resource: string,
-    consume: Map<string, bigint>,
-    override: readonly Limit[] | null,
-  ): Promise<Side | null> {
-    let resolved: ResolvedLimits;
-    try {
-      resolved = await this.#resolve(parentId, resource, override);
-    } catch (e) {
-      if (e instanceof ValidationError) return null; // a parent without limits is not charged
-      throw e;
-    }
-    const info = this.#repo.entityInfo(parentId);
-    return this.#side(
-      parentId,
-      resolved,
-      consume,
-      info?.shards.get(resource) ?? 1,
-      false,
-    );
-  }
-
-  async #fast(
-    child: Side,
-    resource: string,
-    consume: Map<string, bigint>,
-    override: readonly Limit[] | null,
-  ): Promise<Lease | null> {
-    const nowMs = this.#clock.now();
-    const info = this.#repo.entityInfo(child.entityId);
-    let parent: Side | null = null;
-    if (info?.cascade && info.parentId) {
-      parent = await this.#parentSide(
-        info.parentId,
-        resource,
-        consume,
-        override,
-      );
-    }
-    const parentCharged = parent !== null && parent.charge.size > 0;
-    const [c, p] = await Promise.all([
-      this.#specWrite(child, resource, child.shard, nowMs),
-      parentCharged && parent
-        ? this.#specWrite(parent, resource, parent.shard, nowMs)
-        : Promise.resolve(null),
-    ]);
-
-    if (!c.ok) {
-      if (p?.ok && parent) {
-        await this.#compensate(parent, resource, parent.shard);
-      }
-      const verdict = this.#classify(child, c.old, nowMs);
-      if (verdict.kind === "refuse" && child.shards > 1) {
-        // Another shard may still hold tokens.
-        for (let i = 1; i < Math.min(child.shards, 3); i++) {
-          const other = (child.shard + i) % child.shards;
-          const r = await this.#specWrite(child, resource, other, nowMs);
-          if (r.ok) {
-            this.#learn(child.entityId, resource, r.item);
-            return await this.#withParent(
-              child,
-              resource,
-              other,
-              r.item,
-              consume,
-              override,
-              nowMs,
-              info !== undefined,
-            );
-          }
-        }
-      }
-      if (verdict.kind === "refuse") {
-        throw new RateLimitExceeded(verdict.statuses);
-      }
-      return null;
-    }
-    this.#learn(child.entityId, resource, c.item);
-    if (p === null) {
-      return await this.#withParent(
-        child,
-        resource,
-        child.shard,
-        c.item,
-        consume,
-        override,
-        nowMs,
-        info !== undefined,
-      );
-    }
-    const charged = parent as Side;
-    if (p.ok) {
-      this.#learn(charged.entityId, resource, p.item);
-      return new Lease(this.#repo, child.entityId, resource, [
-        ...this.#entries(child, resource, child.shard),
-        ...this.#entries(charged, resource, charged.shard),
-      ]);
-    }
-    return await this.#parentFailed(
-      child,
-      charged,
-      resource,
-      child.shard,
-      p.old,
-      nowMs,
-    );
-  }
-
-  /** After the child's write: charge the parent when the item says so and the cache did not know. */
-  async #withParent(
-    child: Side,
-    resource: string,
-    shard: number,
-    item: BucketItem | null,
-    consume: Map<string, bigint>,
-    override: readonly Limit[] | null,
-    nowMs: number,
-    cacheKnew: boolean,
-  ): Promise<Lease> {
-    const entries = this.#entries(child, resource, shard);
-    if (cacheKnew || !item || !item.cascade || !item.parentId) {
-      return new Lease(this.#repo, child.entityId, resource, entries);
-    }
-    const parent = await this.#parentSide(
-      item.parentId,
-      resource,
-      consume,
-      override,
-    );
-    if (!parent || parent.charge.size === 0) {
-      return new Lease(this.#repo, child.entityId, resource, entries);
-    }
-    const p = await this.#specWrite(parent, resource, parent.shard, nowMs);
-    if (p.ok) {
-      this.#learn(parent.entityId, resource, p.item);
-      return new Lease(this.#repo, child.entityId, resource, [
-        ...entries,
-        ...this.#entries(parent, resource, parent.shard),
-      ]);
-    }
-    const lease = await this.#parentFailed(
-      child,
-      parent,
-      resource,
-      shard,
-      p.old,
-      nowMs,
-    );
-    if (lease) return lease;
-    return await this.#slow(child, resource, consume, override);
-  }
-
-  async #parentFailed(
-    child: Side,
-    parent: Side,
-    resource: string,
-    childShard: number,
-    old: BucketItem | null,
-    nowMs: number,
-  ): Promise<Lease | null> {
-    const after = await this.#compensate(child, resource, childShard);
-    const verdict = this.#classify(parent, old, nowMs);
-    if (verdict.kind === "refuse") {
-      // The child's own view, from its item as it is after the compensation.
-      const now = BigInt(nowMs);
-      const childStatuses = child.resolved.limits.map((l) => {
-        const a = child.charge.get(l.name) ?? 0n;
-        const stored = after?.limits.get(l.name);
-        const eff = paramsOf(l, child.shards);
-        const c = stored && after
-          ? tryConsume(stored.tk, after.rf, now, eff, a)
-          : null;
-        return this.#status(
-          child.entityId,
-          resource,
-          l,
-          c ? c.available : wholeTokens(eff.cp),
-          a,
-          true,
-          0,
-        );
-      });
-      throw new RateLimitExceeded([...childStatuses, ...verdict.statuses]);
-    }
-    return null;
   }
 
   #learn(entityId: string, resource: string, item: BucketItem | null): void {
@@ -846,43 +867,47 @@ export class RateLimiter {
     };
     const rf = item ? item.rf : now;
     const effective = side.resolved.limits.map((l) => paramsOf(l, side.shards));
-    const span = item ? sharedRefillSpan(rf, now, effective) : 0n;
-    const claimed = rf + span;
+    // A limit new to the item starts full (its balance is clamped like the others).
+    const refilled = planRefill(
+      rf,
+      now,
+      side.resolved.limits.map((l, i) => ({
+        tk: item?.limits.get(l.name)?.tk ?? (effective[i] as BucketParams).cp,
+        p: effective[i] as BucketParams,
+      })),
+    );
     const limits: PlannedLimit[] = [];
     const statuses: LimitStatus[] = [];
     side.resolved.limits.forEach((l, i) => {
       const eff = effective[i] as BucketParams;
       const stored = item?.limits.get(l.name);
       const amount = side.charge.get(l.name) ?? 0n;
-      const start = stored ? stored.tk : eff.cp;
-      // Clamp a balance above a lowered capacity even when no refill is due.
-      const base = start > eff.cp ? eff.cp : start;
-      const c = tryConsume(base, rf, claimed, eff, amount);
+      const tk = refilled.tk[i] as bigint;
+      const ok = amount <= 0n || tk >= amount;
       statuses.push(
         this.#status(
           side.entityId,
           resource,
           l,
-          c.available,
+          wholeTokens(tk),
           amount,
-          c.ok,
-          c.ok ? 0 : (
-            // The wait is measured from now, not from the claimed refill time.
-            retryAfterSeconds(amount - refill(base, rf, now, eff).tk, eff)
-          ),
+          ok,
+          ok ? 0 : retryAfterSeconds(amount - tk, eff),
         ),
       );
       limits.push({
         name: l.name,
         params: paramsOf(l),
+        paramsBefore: stored ? stored.params : null,
         tkBefore: stored ? stored.tk : null,
-        tkAfter: c.tk,
-        consumed: c.ok ? amount : 0n,
+        tkAfter: ok ? tk - amount : tk,
+        consumed: ok ? amount : 0n,
+        capped: stored !== undefined,
       });
     });
     const wcu = item?.limits.get(WCU_LIMIT_NAME);
     const wcuNow = wcu
-      ? refill(wcu.tk, rf, claimed, WCU_PARAMS).tk
+      ? refill(wcu.tk, rf, refilled.rf, WCU_PARAMS).tk
       : WCU_PARAMS.cp;
     limits.push({
       name: WCU_LIMIT_NAME,
@@ -890,6 +915,7 @@ export class RateLimiter {
       tkBefore: wcu ? wcu.tk : null,
       tkAfter: wcuNow - WCU_PER_WRITE,
       consumed: WCU_PER_WRITE,
+      check: false,
     });
     return {
       side,
@@ -898,7 +924,7 @@ export class RateLimiter {
       limits,
       statuses,
       wcuShort: wcuNow < WCU_PER_WRITE,
-      rfAfter: item ? claimed : now,
+      rfAfter: item ? refilled.rf : now,
       cascade: meta.cascade,
       parentId: meta.parentId,
     };
@@ -919,6 +945,47 @@ export class RateLimiter {
     });
   }
 
+  /** The item as a successful slow-path write left it (balances are upper bounds under concurrency). */
+  #after(plan: Plan, nowMs: number): BucketItem {
+    const limits = new Map(plan.item?.limits ?? []);
+    for (const l of plan.limits) {
+      const old = plan.item?.limits.get(l.name);
+      limits.set(l.name, {
+        tk: l.tkAfter,
+        params: l.params,
+        tc: old ? (old.tc ?? 0n) + l.consumed : l.consumed,
+      });
+    }
+    const ttl = this.#repo.bucketTtl(plan.side.resolved, nowMs);
+    return {
+      entityId: plan.side.entityId,
+      resource: plan.ref.resource,
+      shard: plan.ref.shard,
+      rf: plan.rfAfter,
+      shardCount: plan.item?.shardCount ?? plan.side.shards,
+      cascade: plan.cascade,
+      parentId: plan.parentId,
+      ttl: typeof ttl === "number"
+        ? ttl
+        : ttl === "remove"
+        ? null
+        : (plan.item?.ttl ?? null),
+      limits,
+    };
+  }
+
+  /** Whether a read item stores other parameters than the side resolved (a config changed somewhere). */
+  #staleParams(side: Side, item: BucketItem | null): boolean {
+    if (!item) return false;
+    return side.resolved.limits.some((l) => {
+      const st = item.limits.get(l.name);
+      if (!st) return false;
+      const p = paramsOf(l);
+      return st.params.cp !== p.cp || st.params.ra !== p.ra ||
+        st.params.rp !== p.rp;
+    });
+  }
+
   async #slow(
     child0: Side,
     resource: string,
@@ -926,7 +993,9 @@ export class RateLimiter {
     override: readonly Limit[] | null,
   ): Promise<Lease> {
     let child = child0;
+    let refreshed = false;
     for (let attempt = 0;; attempt++) {
+      checkDeadline();
       const nowMs = this.#clock.now();
       const ns = this.#repo.namespaceId;
       const known = this.#repo.entityInfo(child.entityId);
@@ -977,6 +1046,7 @@ export class RateLimiter {
       const plans: Plan[] = [
         this.#plan(child, resource, childItem, nowMs, { cascade, parentId }),
       ];
+      let parentStale = false;
       if (cascade && parentId) {
         const parent = await this.#parentSide(
           parentId,
@@ -985,6 +1055,7 @@ export class RateLimiter {
           override,
         );
         if (parent && parent.charge.size > 0) {
+          this.#checkSatisfiable(parent, resource);
           // The parent's bucket was read in the same batch when the cache knew the parent.
           const shard = parentId === guessParent ? parentShard : parent.shard;
           const raw = parentId === guessParent
@@ -993,10 +1064,24 @@ export class RateLimiter {
           const pItem = parentId === guessParent
             ? (raw ? decodeBucket(raw, shard) : null)
             : await this.#repo.getBucketItem(parentId, resource, shard);
+          parentStale = this.#staleParams(parent, pItem);
           plans.push(
             this.#parentPlan({ ...parent, shard }, resource, pItem, nowMs),
           );
         }
+      }
+      if (
+        override === null && !refreshed &&
+        (parentStale || this.#staleParams(child, childItem))
+      ) {
+        // Never write a cached config over a newer one: read it again first.
+        refreshed = true;
+        child = await this.#refreshed(child, resource, consume, override);
+        continue;
+      }
+      for (const p of plans) {
+        const ref = p.ref;
+        this.#writer.remember(ref, p.item);
       }
       const statuses = plans.flatMap((p) => p.statuses);
       if (statuses.some((s) => s.exceeded)) {
@@ -1011,38 +1096,27 @@ export class RateLimiter {
       const outcome = await this.#send(writes, plans);
       if (outcome === "ok") {
         for (const p of plans) {
-          this.#markVerified(
-            this.#verifiedKey(p.side.entityId, resource, p.ref.shard),
-            p.side.resolved.limits,
-          );
+          this.#writer.remember(p.ref, this.#after(p, nowMs));
         }
         return new Lease(
-          this.#repo,
+          this.#writer,
           child.entityId,
           resource,
           plans.flatMap((p) => this.#entries(p.side, resource, p.ref.shard)),
+          false,
+          this.#leaseOptions,
         );
       }
-      // Lost the optimistic lock or a create race. When every charged limit
-      // existed, a consume-only write (no refill claimed) usually still fits.
-      const canRetryPath = plans.every((p) =>
-        p.item !== null &&
-        p.limits.every((l) => l.tkBefore !== null || l.consumed === 0n)
-      );
-      if (canRetryPath && await this.#retryPath(plans) === "ok") {
-        return new Lease(
-          this.#repo,
-          child.entityId,
-          resource,
-          plans.flatMap((p) => this.#entries(p.side, resource, p.ref.shard)),
-        );
+      // Lost the `rf` lock or a create race. The failed write brought the
+      // items back: the fast path decides again from them without a read.
+      if (plans.every((p) => this.#writer.known(p.ref) !== undefined)) {
+        const lease = await this.#fast(child, resource, consume, override);
+        if (lease && lease !== "params") return lease;
       }
-      // Otherwise read again: the next decision reports true balances if it refuses.
       if (attempt + 1 >= MAX_SLOW_ATTEMPTS) {
         throw new RateLimitExceeded(this.#contended(plans));
       }
-      const base = 10 * 2 ** attempt;
-      await this.#clock.sleep(this.#random() * base);
+      await this.#writer.backoff(attempt);
     }
   }
 
@@ -1087,50 +1161,58 @@ export class RateLimiter {
     });
   }
 
-  /** Sends the writes; `conflict` when a condition failed. Retries pure transaction conflicts. */
+  /**
+   * Sends the slow-path writes; `conflict` when a condition failed (the old
+   * images it brings back are remembered). Retries pure transaction
+   * conflicts, which DynamoDB refused before applying anything.
+   */
   async #send(
     writes: TransactWriteItem[],
-    plans?: Plan[],
+    plans: Plan[],
   ): Promise<"ok" | "conflict"> {
     for (let attempt = 0;; attempt++) {
       try {
         await this.#repo.writeItems(writes);
         return "ok";
       } catch (e) {
-        if (isConditionFailed(e)) return "conflict";
+        if (isConditionFailed(e)) {
+          const old = (e as { Item?: Item }).Item;
+          const p = plans[0] as Plan;
+          this.#writer.remember(
+            p.ref,
+            old ? decodeBucket(old, p.ref.shard) : null,
+          );
+          return "conflict";
+        }
         if (cancellationCodes(e).includes("ConditionalCheckFailed")) {
+          const reasons = (e as { CancellationReasons?: { Item?: Item }[] })
+            .CancellationReasons ?? [];
+          plans.forEach((p, i) => {
+            const old = reasons[i]?.Item;
+            this.#writer.remember(
+              p.ref,
+              old ? decodeBucket(old, p.ref.shard) : null,
+            );
+          });
           return "conflict";
         }
         // Other writers on the same items (a transaction, or a write racing one).
         const conflict = isTransactionConflictOnly(e) ||
           errorName(e) === "TransactionConflictException";
         if (conflict && attempt < MAX_CONFLICT_RETRIES) {
-          const base = 25 * 2 ** Math.min(attempt, 4);
-          await this.#clock.sleep(base / 2 + this.#random() * base);
+          await this.#writer.backoff(attempt);
           continue;
         }
-        if (conflict && plans) {
-          throw new RateLimitExceeded(this.#contended(plans));
+        if (conflict) throw new RateLimitExceeded(this.#contended(plans));
+        if (!certainlyNotApplied(e)) {
+          for (const p of plans) {
+            this.#writer.remember(p.ref, null);
+            this.#stranded(p.ref, p.side.charge, "debit", e);
+          }
         }
         throw e;
       }
     }
-  }
-
-  /** Consume-only writes that claim no refill (spec 02 §4.2 retry path). */
-  async #retryPath(plans: Plan[]): Promise<"ok" | "conflict"> {
-    const writes: TransactWriteItem[] = plans.map((p) => {
-      const amounts = new Map<string, bigint>();
-      for (const l of p.limits) {
-        if (l.name !== WCU_LIMIT_NAME && l.consumed > 0n) {
-          amounts.set(l.name, l.consumed);
-        }
-      }
-      return {
-        Update: consumeOnlyUpdate(this.#repo.tableName, p.ref, amounts, true),
-      };
-    });
-    return await this.#send(writes, plans);
   }
 
   async #bumpShards(
@@ -1177,8 +1259,33 @@ export class RateLimiter {
       shards: number;
     }[]
   > {
+    validateOptions(o, "options", "{ entityId, resource }");
     const entityId = validateIdentifier(o.entityId);
     const resource = validateResource(o.resource);
+    try {
+      return await withDeadline(
+        o,
+        this.#timeoutMs,
+        () => this.#loadCapacity(o, entityId, resource),
+      );
+    } catch (e) {
+      if (e instanceof ZAELimiterError) throw e;
+      throw this.#unavailable(e, { entityId, resource });
+    }
+  }
+
+  async #loadCapacity(
+    o: CapacityOptions,
+    entityId: string,
+    resource: string,
+  ): Promise<
+    {
+      side: ResolvedLimits;
+      entityId: string;
+      items: BucketItem[];
+      shards: number;
+    }[]
+  > {
     const resolved = await this.#resolve(entityId, resource, o.limits ?? null);
     const entity = await this.#repo.getEntity(entityId);
     const out: {
@@ -1240,9 +1347,18 @@ export class RateLimiter {
   async timeUntilAvailable(
     options: CapacityOptions & { needed: Readonly<Record<string, number>> },
   ): Promise<number> {
+    validateOptions(options, "options", "{ entityId, resource, needed }");
+    const needed = validateAmounts(options.needed, "needed");
     const now = BigInt(this.#clock.now());
     let wait = 0;
-    for (const { side, items, shards } of await this.#capacityItems(options)) {
+    const sides = await this.#capacityItems(options);
+    validateConfiguredNames(
+      needed.keys(),
+      sides.flatMap((x) => x.side.limits.map((l) => l.name)),
+      "needed",
+      `entity "${options.entityId}" and resource "${options.resource}"`,
+    );
+    for (const { side, items, shards } of sides) {
       for (const l of side.limits) {
         const need = options.needed[l.name];
         if (need === undefined || need <= 0) continue;

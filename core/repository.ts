@@ -115,6 +115,13 @@ import {
   validateStackName,
 } from "./validation.ts";
 import { checkCompatibility, type VersionRecord } from "./version.ts";
+import {
+  ClockSync,
+  type DeadlineOptions,
+  guardedSend,
+  type Send,
+  withDeadline,
+} from "./transport.ts";
 
 /**
  * The part of an AWS SDK v3 `DynamoDBClient` the library uses: `send`. A
@@ -161,6 +168,18 @@ export interface RepositoryOptions {
   readonly skipVersionCheck?: boolean;
   /** Maximum entity-cache entries. @default 100000 */
   readonly entityCacheSize?: number;
+  /**
+   * Deadline in milliseconds of each DynamoDB command sent outside a call
+   * that has its own (the limiter's calls carry theirs; see
+   * {@linkcode Repository.withDeadline}). @default 10000
+   */
+  readonly timeoutMs?: number;
+  /**
+   * Correct the clock by the offset the `Date` headers of DynamoDB's answers
+   * prove (bounds clock skew between clients; see the README).
+   * @default true unless a `clock` is given
+   */
+  readonly clockSync?: boolean;
 }
 
 /** What the limiter knows about an entity without reading it. */
@@ -204,6 +223,8 @@ interface Shared {
   readonly client: SdkClient;
   readonly table: string;
   readonly clock: Clock;
+  readonly clockSync: ClockSync | null;
+  readonly timeoutMs: number;
   readonly ulid: (now: number) => string;
   readonly entityCache: Map<string, EntityInfo>;
   readonly entityCacheSize: number;
@@ -305,10 +326,24 @@ export class Repository {
     const nsName = validateNamespaceName(
       options.namespace ?? DEFAULT_NAMESPACE,
     );
+    const localClock = options.clock ?? systemClock;
+    const sync = (options.clockSync ?? options.clock === undefined)
+      ? new ClockSync()
+      : undefined;
+    const timeoutMs = options.timeoutMs ?? 10_000;
+    const rawSend = options.client.send.bind(options.client) as Send;
     const shared: Shared = {
-      client: options.client as unknown as SdkClient,
+      client: {
+        send: guardedSend(rawSend, {
+          defaultTimeoutMs: timeoutMs,
+          clockSync: sync,
+          localClock,
+        }),
+      } as unknown as SdkClient,
       table,
-      clock: options.clock ?? systemClock,
+      clock: sync ? sync.clock(localClock) : localClock,
+      clockSync: sync ?? null,
+      timeoutMs,
       ulid: createUlid(),
       entityCache: new Map(),
       entityCacheSize: options.entityCacheSize ?? 100_000,
@@ -478,6 +513,23 @@ export class Repository {
       this.#s.namespaceIds.set(name, id);
     }
     return new Repository(this.#s, name, id);
+  }
+
+  /**
+   * Runs `fn` with a deadline: every DynamoDB command it sends carries the
+   * signal, and the call fails (with an abort error) once `timeoutMs` has
+   * passed or `signal` aborted.
+   */
+  withDeadline<T>(
+    options: DeadlineOptions,
+    fn: () => Promise<T>,
+  ): Promise<T> {
+    return withDeadline(options, this.#s.timeoutMs, () => fn());
+  }
+
+  /** The clock-sync bounds `[lo, hi]` in ms (local + offset = DynamoDB time), or `null` when off. */
+  get clockOffsetBounds(): readonly [number, number] | null {
+    return this.#s.clockSync?.bounds ?? null;
   }
 
   /** Sends any SDK command through this repository's client. *
@@ -1004,8 +1056,10 @@ export class Repository {
   async resolveLimits(
     entityId: string,
     resource: string,
+    options: { fresh?: boolean } = {},
   ): Promise<ResolvedLimits | null> {
     const levels = this.#levels(entityId, resource);
+    if (options.fresh) { for (const l of levels) this.#config.evict(l.slot); }
     const slots = await this.#fill(levels);
     for (const l of levels) {
       const s = slots.get(l.slot);

@@ -31,12 +31,7 @@ import type {
   UpdateItemCommandInput,
 } from "@aws-sdk/client-dynamodb";
 import { UpdateItemCommand } from "@aws-sdk/client-dynamodb";
-import {
-  type BucketParams,
-  floorDiv,
-  refill,
-  sharedRefillSpan,
-} from "../core/bucket.ts";
+import { type BucketParams, floorDiv, planRefill } from "../core/bucket.ts";
 import {
   type BucketItem,
   bucketKey,
@@ -335,32 +330,43 @@ export function refillUpdate(
   consumed: ReadonlyMap<string, bigint>,
   now: number,
 ): UpdateItemCommandInput | null {
-  const limits = [...item.limits.entries()].filter(([, l]) =>
+  // The hidden wcu limit is left to the limiter's own refills.
+  const limits = [...item.limits.entries()].filter(([name, l]) =>
+    name !== WCU_LIMIT_NAME &&
     l.params.ra > 0n && l.params.rp > 0n && l.params.cp > 0n
   );
   if (limits.length === 0) return null;
   const shards = BigInt(Math.max(1, item.shardCount));
-  const effective = limits.map(([name, l]): BucketParams =>
-    name === WCU_LIMIT_NAME ? l.params : {
-      cp: l.params.cp / shards || 1n,
-      ra: l.params.ra / shards || 1n,
-      rp: l.params.rp,
-    }
-  );
+  const effective = limits.map(([, l]): BucketParams => ({
+    cp: l.params.cp / shards || 1n,
+    ra: l.params.ra / shards || 1n,
+    rp: l.params.rp,
+  }));
   const nowMs = BigInt(Math.floor(now));
-  const span = sharedRefillSpan(item.rf, nowMs, effective);
-  if (span <= 0n) return null;
-  const claimed = item.rf + span;
+  const plan = planRefill(
+    item.rf,
+    nowMs,
+    limits.map(([, l], i) => ({ tk: l.tk, p: effective[i] as BucketParams })),
+  );
+  if (plan.rf <= item.rf) return null;
   const e = new Expr();
   const add: string[] = [];
-  limits.forEach(([name, l], i) => {
-    const p = effective[i] as BucketParams;
-    const next = refill(l.tk, item.rf, claimed, p).tk;
-    const delta = next - l.tk;
-    if (delta <= 0n) return;
+  const cond: string[] = [];
+  // Due when some limit's projected balance does not cover its recent
+  // consumption; then every limit gets its refill (rf moves for all of them).
+  const due = limits.some(([name], i) => {
     const recent = consumed.get(name) ?? 0n;
-    if (next >= (recent > 0n ? recent : 0n)) return;
-    add.push(`${e.n(bucketAttr(name, "tk"))} ${e.num(delta)}`);
+    return (plan.tk[i] as bigint) < (recent > 0n ? recent : 0n);
+  });
+  if (!due) return null;
+  limits.forEach(([name, l], i) => {
+    const delta = (plan.tk[i] as bigint) - l.tk;
+    if (delta === 0n) return;
+    const tk = e.n(bucketAttr(name, "tk"));
+    add.push(`${tk} ${e.num(delta)}`);
+    // The refill was computed from the image's balance: a balance raised
+    // since (a give-back) would be pushed over the clamp.
+    cond.push(`${tk} <= ${e.num(l.tk)}`);
   });
   if (add.length === 0) return null;
   const rf = e.n("rf");
@@ -373,10 +379,10 @@ export function refillUpdate(
       shard: change.shard,
     }),
     UpdateExpression: updateExpression({
-      set: [`${rf} = ${e.num(claimed)}`],
+      set: [`${rf} = ${e.num(plan.rf)}`],
       add,
     }),
-    ConditionExpression: `${rf} = ${e.num(item.rf)}`,
+    ConditionExpression: [`${rf} = ${e.num(item.rf)}`, ...cond].join(" AND "),
     ...e.attrs(),
   };
 }

@@ -303,13 +303,17 @@ Deno.test("refillUpdate: adds the accrued tokens when the balance does not cover
   // 700 ms -> 1166 milli; time used for 1166 milli = ceil(1166*60000/100000) = 700 ms.
   assert.ok(Object.values(values).some((v) => v.N === "1166"));
   assert.ok(Object.values(values).some((v) => v.N === "1700"));
-  assert.match(u.ConditionExpression ?? "", /= :v\d+$/);
-  assert.equal(
-    Object.entries(values).find(([k]) =>
-      (u.ConditionExpression ?? "").endsWith(k)
-    )?.[1]?.N,
-    "1000",
+  // Conditioned on rf as read and on the balance not having been raised
+  // since the image (a give-back would be pushed over the clamp).
+  const cond = u.ConditionExpression ?? "";
+  const names = u.ExpressionAttributeNames ?? {};
+  const clauses = cond.split(" AND ").map((c) =>
+    c.replace(/#n\d+/g, (k) => names[k] ?? k).replace(
+      /:v\d+/g,
+      (k) => values[k]?.N ?? k,
+    )
   );
+  assert.deepEqual(clauses, ["rf = 1000", "b_rpm_tk <= 500"]);
 
   // No time elapsed, or a balance that covers recent consumption: nothing to write.
   assert.equal(

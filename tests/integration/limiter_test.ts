@@ -17,6 +17,7 @@ import {
   RateLimiterUnavailable,
   RateLimitExceeded,
   Repository,
+  RequestExceedsCapacity,
   ValidationError,
 } from "../../mod.ts";
 import { freshRepo, manualClock } from "./_harness.ts";
@@ -920,16 +921,18 @@ Deno.test("acquire() applies a limits override to a bucket that already exists",
   const before = await rawBucket(env.client, repo, "e1", "api");
   assert.equal(num(before, "b_rpm_tk"), 4000);
 
-  // The override allows 1 per minute: asking 2 must be refused although 4 are stored.
+  // The override allows 1 per minute: asking 2 can never be admitted although 4
+  // are stored, so it is refused without a Retry-After (and without a write).
   const err = await rejection(limiter.acquire({
     entityId: "e1",
     resource: "api",
     consume: { rpm: 2 },
     limits: [Limit.perMinute("rpm", 1)],
   }, () => assert.fail("body must not run")));
-  assert.ok(err instanceof RateLimitExceeded, String(err));
-  assert.equal(err.violations[0]?.limit.capacity, 1);
-  assert.equal(err.violations[0]?.available, 1);
+  assert.ok(err instanceof RequestExceedsCapacity, String(err));
+  assert.equal(err.retryable, false);
+  assert.equal(err.statuses[0]?.limit.capacity, 1);
+  assert.equal(err.statuses[0]?.available, 1);
   assert.deepEqual(
     await rawBucket(env.client, repo, "e1", "api"),
     before,
@@ -1425,9 +1428,14 @@ Deno.test("available() and timeUntilAvailable() take the minimum with a cascadin
     await limiter.available({ entityId: "key1", resource: "api" }),
     { rpm: 0 },
   );
-  assert.equal(
-    num(await rawBucket(env.client, repo, "key1", "api"), "b_rpm_tk"),
-    6000,
+  // key1 holds 7 - 3 + 2 refilled = 6: the plain write took 3 from the stored 7
+  // and left the 2 refilled since rf to be claimed later (rf did not move).
+  const raw = await rawBucket(env.client, repo, "key1", "api");
+  assert.equal(num(raw, "b_rpm_tk"), 4000);
+  assert.equal(num(raw, "rf"), START);
+  assert.deepEqual(
+    await limiter.available({ entityId: "key2", resource: "api" }),
+    { rpm: 10 },
   );
 });
 

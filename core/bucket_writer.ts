@@ -1,0 +1,607 @@
+/**
+ * Writes to bucket items that are exact against the ideal token bucket
+ * (spec 02 §4-§5, with the over-admission the reference shares fixed), and
+ * what the client last learned about each item.
+ *
+ * The stored pair `(tk, rf)` of a limit stands for the balance
+ * `min(cp, tk + refill(now − rf))`. Two kinds of write keep it exact:
+ *
+ * - a **plain** write only ADDs (a charge, a give-back, a lease delta). It is
+ *   conditioned on `rf` not being older than the one the client knows and on
+ *   each written limit staying under its *saturation ceiling*
+ *   ({@linkcode saturationCeiling}): below it no refill has been lost to the
+ *   capacity clamp, so a debit is a debit and a give-back cannot lift the
+ *   bucket over capacity. Concurrent plain writes never conflict.
+ * - a **refill** write claims the refill since `rf` under the `rf` lock
+ *   (`rf = rf_read`), with every limit's balance bounded above by the value
+ *   the refill was computed from and below by the charge (the admission).
+ *
+ * Every write answers with the item (`ALL_NEW`, or `ALL_OLD` when a
+ * condition fails), so the next decision starts from a known state: a warm
+ * acquire is one plain write, an idle bucket one refill write, and a lost
+ * race costs one more write, not a read.
+ *
+ * @module
+ */
+import {
+  type BucketParams,
+  planRefill,
+  refill,
+  retryAfterSeconds,
+  saturationCeiling,
+  wholeTokens,
+} from "./bucket.ts";
+import {
+  type BucketItem,
+  bucketKey,
+  type BucketRef,
+  decodeBucket,
+  deltaUpdate,
+  type PlainLimit,
+  plainUpdate,
+  type PlannedLimit,
+  slowPathWrite,
+  WCU_PARAMS,
+  WCU_PER_WRITE,
+} from "./bucket_item.ts";
+import { UpdateItemCommand } from "@aws-sdk/client-dynamodb";
+import type { Clock } from "./clock.ts";
+import type { Item } from "./expr.ts";
+import type { Limit } from "./limit.ts";
+import type { LimitStatus } from "./models.ts";
+import type { Repository } from "./repository.ts";
+import { errorName, isConditionFailed } from "./_sdk_errors.ts";
+import { checkDeadline, currentSignal } from "./transport.ts";
+import { WCU_LIMIT_NAME } from "./validation.ts";
+
+/** One resolved limit on one side (entity or parent) of an acquire. */
+export interface LimitSpec {
+  /** The limit. */
+  readonly limit: Limit;
+  /** Stored (undivided) parameters. */
+  readonly stored: BucketParams;
+  /** Effective parameters on one shard. */
+  readonly eff: BucketParams;
+}
+
+/** One bucket item and the limits the caller resolved for it. */
+export interface Target {
+  /** The item. */
+  readonly ref: BucketRef;
+  /** Every resolved limit of the item (charged or not). */
+  readonly limits: readonly LimitSpec[];
+  /** Shard count the effective parameters were divided by. */
+  readonly shards: number;
+  /** `ttl` to store on a refill write. */
+  readonly ttl: number | "remove" | null;
+}
+
+/** The result of {@linkcode BucketWriter.charge}. */
+export type ChargeOutcome =
+  | { readonly kind: "ok" }
+  | { readonly kind: "refused"; readonly statuses: LimitStatus[] }
+  /** The item, a charged limit, or a live TTL is missing: the slow path creates it. */
+  | { readonly kind: "missing" }
+  /** The stored parameters differ from the resolved ones. */
+  | { readonly kind: "params"; readonly item: BucketItem }
+  /** Lost the race too many times within the attempt budget. */
+  | { readonly kind: "contended"; readonly statuses: LimitStatus[] };
+
+const MAX_ATTEMPTS = 16;
+const KNOWN_MAX = 100_000;
+
+function refKey(ref: BucketRef): string {
+  return `${ref.ns}\u0000${ref.entityId}\u0000${ref.resource}\u0000${ref.shard}`;
+}
+
+function sameParams(a: BucketParams, b: BucketParams): boolean {
+  return a.cp === b.cp && a.ra === b.ra && a.rp === b.rp;
+}
+
+/** Effective parameters of a stored limit on an item with `shards` shards. */
+export function effective(p: BucketParams, shards: number): BucketParams {
+  const n = BigInt(Math.max(1, shards));
+  const cp = p.cp / n;
+  const ra = p.ra / n;
+  return { cp: cp > 0n ? cp : 1n, ra: ra > 0n ? ra : 1n, rp: p.rp };
+}
+
+function oldImage(e: unknown): Item | undefined {
+  return (e as { Item?: Item }).Item;
+}
+
+/** Writes bucket items exactly and remembers what each answer showed. */
+export class BucketWriter {
+  readonly #repo: Repository;
+  readonly #random: () => number;
+  readonly #known = new Map<string, BucketItem>();
+
+  /** Creates a writer over a repository. */
+  constructor(repo: Repository, random: () => number = Math.random) {
+    this.#repo = repo;
+    this.#random = random;
+  }
+
+  /** The repository. */
+  get repository(): Repository {
+    return this.#repo;
+  }
+
+  get #clock(): Clock {
+    return this.#repo.clock;
+  }
+
+  /** The item as last seen, or `undefined`. */
+  known(ref: BucketRef): BucketItem | undefined {
+    return this.#known.get(refKey(ref));
+  }
+
+  /** Records an item as seen (an answer, a read, or the state a write left). */
+  remember(ref: BucketRef, item: BucketItem | null): void {
+    const k = refKey(ref);
+    this.#known.delete(k);
+    if (!item) return;
+    if (this.#known.size >= KNOWN_MAX) {
+      const oldest = this.#known.keys().next();
+      if (!oldest.done) this.#known.delete(oldest.value);
+    }
+    this.#known.set(k, item);
+  }
+
+  /**
+   * Charges `amounts` (millitokens per limit name, all > 0) on one item,
+   * all or nothing, plus one write's worth of `wcu`. Uses the known state:
+   * a plain write when the stored tokens cover the charge under the
+   * ceiling, else a refill write; a failed condition brings the item back
+   * and the decision is made again on fresh data. A refusal is only ever
+   * decided on state fresh from DynamoDB.
+   *
+   * @throws the SDK's error for anything but a failed condition or a
+   * transaction conflict (the caller decides whether it may have applied)
+   */
+  async charge(
+    target: Target,
+    amounts: ReadonlyMap<string, bigint>,
+    wcu: bigint = WCU_PER_WRITE,
+  ): Promise<ChargeOutcome> {
+    let fresh = false;
+    let last: BucketItem | undefined;
+    for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
+      checkDeadline();
+      const k = this.known(target.ref);
+      if (!k) return { kind: "missing" };
+      last = k;
+      const nowMs = this.#clock.now();
+      const now = BigInt(nowMs);
+      if (k.ttl !== null && k.ttl <= Math.floor(nowMs / 1000)) {
+        return { kind: "missing" };
+      }
+      for (const s of target.limits) {
+        if (!amounts.has(s.limit.name)) continue;
+        const st = k.limits.get(s.limit.name);
+        if (!st) return { kind: "missing" };
+        if (!sameParams(st.params, s.stored)) {
+          return { kind: "params", item: k };
+        }
+      }
+      const plainFits = target.limits.every((s) => {
+        const a = amounts.get(s.limit.name);
+        if (a === undefined) return true;
+        const tk = (k.limits.get(s.limit.name) as { tk: bigint }).tk;
+        return tk >= a && tk <= saturationCeiling(k.rf, now, s.eff);
+      });
+      let input;
+      let after: BucketItem | null = null;
+      if (plainFits) {
+        input = this.#plainCharge(target, amounts, k, now, wcu);
+      } else {
+        const plan = this.#refillPlan(target, k, now, amounts, wcu);
+        // A refusal is decided only on state fresh from DynamoDB; a stale
+        // view sends the write, whose failure brings the item back.
+        if (plan.refused && fresh) {
+          return { kind: "refused", statuses: plan.statuses(target, k) };
+        }
+        input = plan.write;
+        after = plan.after;
+      }
+      try {
+        const out = await this.#repo.send<{ Attributes?: Item }>(
+          new UpdateItemCommand(input),
+        );
+        this.remember(
+          target.ref,
+          out.Attributes
+            ? decodeBucket(out.Attributes, target.ref.shard)
+            : after,
+        );
+        return { kind: "ok" };
+      } catch (e) {
+        if (isConditionFailed(e)) {
+          const old = oldImage(e);
+          this.remember(
+            target.ref,
+            old ? decodeBucket(old, target.ref.shard) : null,
+          );
+          fresh = true;
+          // The answer carries the item: decide again at once, and back off
+          // only when the races keep being lost.
+          if (attempt >= 2) await this.backoff(attempt - 2);
+          continue;
+        }
+        if (errorName(e) === "TransactionConflictException") {
+          await this.backoff(attempt);
+          continue;
+        }
+        throw e;
+      }
+    }
+    return {
+      kind: "contended",
+      statuses: contendedStatuses(target, amounts, last),
+    };
+  }
+
+  /** Sleeps a jittered, growing time (lost races and transaction conflicts). */
+  async backoff(attempt: number): Promise<void> {
+    const base = 10 * 2 ** Math.min(attempt, 5);
+    await this.#clock.sleep(base / 2 + this.#random() * base, currentSignal());
+  }
+
+  #plainCharge(
+    target: Target,
+    amounts: ReadonlyMap<string, bigint>,
+    k: BucketItem,
+    now: bigint,
+    wcu: bigint,
+  ) {
+    const limits: PlainLimit[] = [];
+    for (const s of target.limits) {
+      const a = amounts.get(s.limit.name);
+      if (a === undefined) continue;
+      limits.push({
+        name: s.limit.name,
+        take: a,
+        count: a,
+        params: s.stored,
+        min: a,
+        max: saturationCeiling(k.rf, now, s.eff),
+      });
+    }
+    return plainUpdate(this.#repo.tableName, {
+      ref: target.ref,
+      limits,
+      rfMin: k.rf,
+      wcu,
+      notExpiredAt: Number(now / 1000n),
+      ttl: this.#ttlRefresh(target, k, Number(now)),
+    });
+  }
+
+  /** A `ttl` to set on a plain write when the stored one is due for refresh. */
+  #ttlRefresh(target: Target, k: BucketItem, nowMs: number): number | null {
+    if (typeof target.ttl !== "number" || k.ttl === null) return null;
+    const ahead = target.ttl - Math.floor(nowMs / 1000);
+    return k.ttl - Math.floor(nowMs / 1000) < ahead / 2 ? target.ttl : null;
+  }
+
+  /**
+   * The refill write for `k` with `amounts` consumed (checked when
+   * `check`), and the statuses it implies.
+   */
+  #refillPlan(
+    target: Target,
+    k: BucketItem,
+    now: bigint,
+    amounts: ReadonlyMap<string, bigint>,
+    wcuTake: bigint,
+  ) {
+    const present = target.limits.filter((s) => k.limits.has(s.limit.name));
+    const plan = planRefill(
+      k.rf,
+      now,
+      present.map((s) => ({
+        tk: (k.limits.get(s.limit.name) as { tk: bigint }).tk,
+        p: s.eff,
+      })),
+    );
+    const limits: PlannedLimit[] = [];
+    let refused = false;
+    const refilled = new Map<string, bigint>();
+    present.forEach((s, i) => {
+      const st = k.limits.get(s.limit.name) as { tk: bigint };
+      const tk = plan.tk[i] as bigint;
+      refilled.set(s.limit.name, tk);
+      const a = amounts.get(s.limit.name) ?? 0n;
+      if (a > 0n && tk < a) refused = true;
+      limits.push({
+        name: s.limit.name,
+        params: s.stored,
+        paramsBefore: s.stored,
+        tkBefore: st.tk,
+        tkAfter: tk - a,
+        consumed: a,
+        capped: true,
+      });
+    });
+    const wcu = k.limits.get(WCU_LIMIT_NAME);
+    const wcuNow = wcu ? refill(wcu.tk, k.rf, plan.rf, WCU_PARAMS).tk : null;
+    if (wcu && wcuNow !== null) {
+      limits.push({
+        name: WCU_LIMIT_NAME,
+        params: WCU_PARAMS,
+        tkBefore: wcu.tk,
+        tkAfter: wcuNow - wcuTake,
+        consumed: wcuTake,
+        check: false,
+      });
+    }
+    const ttl = target.ttl === "remove" ? "remove" : target.ttl;
+    const tx = slowPathWrite(this.#repo.tableName, {
+      ref: target.ref,
+      create: false,
+      expectedRf: k.rf,
+      now: plan.rf,
+      limits,
+      cascade: k.cascade,
+      parentId: k.parentId,
+      shardCount: k.shardCount,
+      ttl,
+    });
+    return {
+      refused,
+      write: tx.Update as NonNullable<typeof tx.Update>,
+      after: afterRefill(k, { rf: plan.rf, limits, ttl }),
+      statuses: (t: Target, item: BucketItem): LimitStatus[] =>
+        t.limits.map((s) => {
+          const a = amounts.get(s.limit.name) ?? 0n;
+          const tk = refilled.get(s.limit.name) ??
+            (item.limits.get(s.limit.name)?.tk ?? s.eff.cp);
+          const ok = a <= 0n || tk >= a;
+          return {
+            entityId: t.ref.entityId,
+            resource: t.ref.resource,
+            limitName: s.limit.name,
+            limit: s.limit,
+            available: wholeTokens(tk),
+            requested: Number(a / 1000n),
+            exceeded: !ok,
+            retryAfterSeconds: ok ? 0 : retryAfterSeconds(a - tk, s.eff),
+          };
+        }),
+    };
+  }
+
+  /**
+   * Applies lease deltas to one item: positive amounts are taken without a
+   * check (debt is allowed), negative amounts are given back, never above
+   * the ceiling (a give-back into a full bucket overflows, as in the ideal
+   * bucket); `tc` always records the full delta. `wcu` gives an acquire's
+   * write back (a compensated charge). Returns the millitokens of give-back
+   * that could not be placed (only after many lost races; under-admission).
+   *
+   * @throws the SDK's error for anything but a failed condition or a
+   * transaction conflict
+   */
+  async apply(
+    ref: BucketRef,
+    shards: number,
+    deltas: ReadonlyMap<string, bigint>,
+    wcu: bigint = 0n,
+  ): Promise<bigint> {
+    for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
+      checkDeadline();
+      let k = this.known(ref);
+      if (!k) {
+        k = await this.#repo.getBucketItem(
+          ref.entityId,
+          ref.resource,
+          ref.shard,
+        ) ??
+          undefined;
+        if (!k) return 0n; // the item expired: nothing to give back or charge
+        this.remember(ref, k);
+      }
+      const nowMs = this.#clock.now();
+      const now = BigInt(nowMs);
+      const names = [...deltas.keys()].filter((n) => k.limits.has(n));
+      if (names.length === 0 && wcu === 0n) return 0n;
+      const fits = names.every((n) => {
+        const st = k.limits.get(n) as { tk: bigint; params: BucketParams };
+        const d = deltas.get(n) as bigint;
+        const ceiling = saturationCeiling(
+          k.rf,
+          now,
+          effective(st.params, shards),
+        );
+        return st.tk <= ceiling + (d < 0n ? d : 0n);
+      });
+      let input;
+      if (fits) {
+        input = plainUpdate(this.#repo.tableName, {
+          ref,
+          limits: names.map((n) => {
+            const st = k.limits.get(n) as { tk: bigint; params: BucketParams };
+            const d = deltas.get(n) as bigint;
+            const ceiling = saturationCeiling(
+              k.rf,
+              now,
+              effective(st.params, shards),
+            );
+            return {
+              name: n,
+              take: d,
+              count: d,
+              params: st.params,
+              min: null,
+              max: ceiling + (d < 0n ? d : 0n),
+            };
+          }),
+          rfMin: k.rf,
+          wcu,
+          notExpiredAt: null,
+          ttl: null,
+        });
+      } else {
+        input = this.#refillDelta(ref, shards, k, now, names, deltas, wcu);
+      }
+      try {
+        const out = await this.#repo.send<{ Attributes?: Item }>(
+          new UpdateItemCommand(input),
+        );
+        if (out.Attributes) {
+          this.remember(ref, decodeBucket(out.Attributes, ref.shard));
+        }
+        return 0n;
+      } catch (e) {
+        if (isConditionFailed(e)) {
+          const old = oldImage(e);
+          this.remember(ref, old ? decodeBucket(old, ref.shard) : null);
+          if (!old) return 0n;
+          continue;
+        }
+        if (errorName(e) === "TransactionConflictException") {
+          await this.backoff(attempt);
+          continue;
+        }
+        throw e;
+      }
+    }
+    // Lost every race: take what must be taken (debt), give nothing back.
+    const takes = new Map<string, bigint>();
+    let stranded = 0n;
+    for (const [n, d] of deltas) {
+      if (d > 0n) takes.set(n, d);
+      else stranded -= d;
+    }
+    if (takes.size > 0) {
+      await this.#repo.send(
+        new UpdateItemCommand(deltaUpdate(this.#repo.tableName, ref, takes)),
+      );
+      this.remember(ref, null);
+    }
+    return stranded;
+  }
+
+  #refillDelta(
+    ref: BucketRef,
+    shards: number,
+    k: BucketItem,
+    now: bigint,
+    names: readonly string[],
+    deltas: ReadonlyMap<string, bigint>,
+    wcu: bigint,
+  ) {
+    const entries = [...k.limits.entries()].filter(([n]) =>
+      n !== WCU_LIMIT_NAME
+    );
+    const effs = entries.map(([, st]) => effective(st.params, shards));
+    const plan = planRefill(
+      k.rf,
+      now,
+      entries.map(([, st], i) => ({ tk: st.tk, p: effs[i] as BucketParams })),
+    );
+    const limits: PlannedLimit[] = entries.map(([n, st], i) => {
+      const p = effs[i] as BucketParams;
+      const refilled = plan.tk[i] as bigint;
+      const d = names.includes(n) ? deltas.get(n) as bigint : 0n;
+      let after = refilled - d;
+      if (d < 0n) {
+        // A give-back fills at most to the ceiling at `now` (the refilled
+        // balance is already at or under it).
+        const ceiling = saturationCeiling(plan.rf, now, p);
+        if (after > ceiling) after = refilled > ceiling ? refilled : ceiling;
+      }
+      return {
+        name: n,
+        params: st.params,
+        paramsBefore: st.params,
+        tkBefore: st.tk,
+        tkAfter: after,
+        consumed: d,
+        capped: true,
+        check: false,
+      };
+    });
+    const wst = k.limits.get(WCU_LIMIT_NAME);
+    if (wst) {
+      const w = refill(wst.tk, k.rf, plan.rf, WCU_PARAMS).tk;
+      limits.push({
+        name: WCU_LIMIT_NAME,
+        params: WCU_PARAMS,
+        tkBefore: wst.tk,
+        tkAfter: w - wcu,
+        consumed: wcu,
+        check: false,
+      });
+    }
+    const tx = slowPathWrite(this.#repo.tableName, {
+      ref,
+      create: false,
+      expectedRf: k.rf,
+      now: plan.rf,
+      limits,
+      cascade: k.cascade,
+      parentId: k.parentId,
+      shardCount: k.shardCount,
+      ttl: null,
+    });
+    return {
+      ...(tx.Update as NonNullable<typeof tx.Update>),
+      ReturnValues: "ALL_NEW" as const,
+    };
+  }
+
+  /** The key of a bucket item (re-exported for the limiter). */
+  static key(ref: BucketRef): Item {
+    return bucketKey(ref);
+  }
+}
+
+/** The item as a successful refill write left it (balances are upper bounds under concurrency). */
+function afterRefill(
+  k: BucketItem,
+  after: { rf: bigint; limits: PlannedLimit[]; ttl: number | "remove" | null },
+): BucketItem {
+  const limits = new Map(k.limits);
+  for (const l of after.limits) {
+    const old = k.limits.get(l.name);
+    limits.set(l.name, {
+      tk: l.tkAfter,
+      params: l.params,
+      tc: old?.tc === null || old === undefined ? null : old.tc + l.consumed,
+    });
+  }
+  return {
+    ...k,
+    rf: after.rf,
+    limits,
+    ttl: typeof after.ttl === "number"
+      ? after.ttl
+      : after.ttl === "remove"
+      ? null
+      : k.ttl,
+  };
+}
+
+function contendedStatuses(
+  target: Target,
+  amounts: ReadonlyMap<string, bigint>,
+  item: BucketItem | undefined,
+): LimitStatus[] {
+  return target.limits.map((s) => {
+    const a = amounts.get(s.limit.name) ?? 0n;
+    const tk = item?.limits.get(s.limit.name)?.tk ?? 0n;
+    return {
+      entityId: target.ref.entityId,
+      resource: target.ref.resource,
+      limitName: s.limit.name,
+      limit: s.limit,
+      available: wholeTokens(tk),
+      requested: Number(a / 1000n),
+      exceeded: a > 0n,
+      retryAfterSeconds: a > 0n
+        ? retryAfterSeconds(a > tk ? a - tk : 1000n, s.eff)
+        : 0,
+    };
+  });
+}

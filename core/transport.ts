@@ -1,0 +1,336 @@
+/**
+ * Everything between the library and the SDK client's `send`:
+ *
+ * - **Deadlines.** An operation (an acquire, a lease commit, a repository
+ *   call) runs in a deadline scope; every command sent inside it carries the
+ *   scope's abort signal, so nothing can outlive it. Commands sent outside a
+ *   scope get a per-command default deadline.
+ * - **At most once.** A write is not idempotent (`ADD tk -1000`), but the
+ *   SDK retries a 500, a reset connection or a timeout, which may have
+ *   applied: a blind retry charges twice. A per-attempt guard lets the SDK
+ *   retry a write only when the failed attempt certainly did not apply
+ *   (throttling, transaction conflicts, a refused connection); otherwise the
+ *   write fails with {@linkcode AmbiguousWriteError} and the library decides.
+ * - **Server time.** The `Date` header of every answer bounds the offset
+ *   between the local clock and DynamoDB's ({@linkcode ClockSync}).
+ *
+ * @module
+ */
+import { AsyncLocalStorage } from "node:async_hooks";
+import type { Clock } from "./clock.ts";
+import { errorName } from "./_sdk_errors.ts";
+
+const scope = new AsyncLocalStorage<AbortSignal>();
+
+/** Deadline options of every call that reaches DynamoDB. */
+export interface DeadlineOptions {
+  /** Aborts the call (it then fails as DynamoDB being unavailable). */
+  readonly signal?: AbortSignal;
+  /** Milliseconds the whole call may take, retries and backoff included. */
+  readonly timeoutMs?: number;
+}
+
+/** The reason of a signal aborted by a deadline. */
+export class DeadlineExceededError extends Error {
+  /** The deadline in milliseconds. */
+  readonly timeoutMs: number;
+  /** Creates the reason. */
+  constructor(timeoutMs: number) {
+    super(`The call did not finish within its deadline of ${timeoutMs} ms`);
+    this.name = "DeadlineExceededError";
+    this.timeoutMs = timeoutMs;
+  }
+}
+
+/**
+ * A write whose earlier attempt may have applied: the SDK was about to send
+ * it again and the guard stopped it. `cause` is the first attempt's error.
+ */
+export class AmbiguousWriteError extends Error {
+  /** Creates the error. */
+  constructor(cause: unknown) {
+    super(
+      `A write failed in a way that may have applied it (${
+        errorName(cause) || String(cause)
+      }); it was not sent again`,
+      { cause },
+    );
+    this.name = "AmbiguousWriteError";
+  }
+}
+
+/**
+ * Runs `fn` in a deadline scope: the signal aborts at `timeoutMs` (or when
+ * `options.signal` or an enclosing scope aborts). A nested scope can only
+ * shorten the deadline.
+ */
+export async function withDeadline<T>(
+  options: DeadlineOptions,
+  defaultTimeoutMs: number,
+  fn: (signal: AbortSignal) => Promise<T>,
+): Promise<T> {
+  const timeoutMs = options.timeoutMs ?? defaultTimeoutMs;
+  if (!(timeoutMs > 0) || !Number.isFinite(timeoutMs)) {
+    throw new RangeError(
+      `timeoutMs must be a positive number of milliseconds (got ${
+        String(timeoutMs)
+      })`,
+    );
+  }
+  const ac = new AbortController();
+  const parents = [options.signal, scope.getStore()].filter(
+    (s): s is AbortSignal => s !== undefined,
+  );
+  const onParent = (e: Event): void =>
+    ac.abort((e.target as AbortSignal).reason);
+  for (const p of parents) {
+    if (p.aborted) ac.abort(p.reason);
+    else p.addEventListener("abort", onParent, { once: true });
+  }
+  const timer = setTimeout(
+    () => ac.abort(new DeadlineExceededError(timeoutMs)),
+    timeoutMs,
+  );
+  try {
+    return await scope.run(ac.signal, () => fn(ac.signal));
+  } finally {
+    clearTimeout(timer);
+    for (const p of parents) p.removeEventListener("abort", onParent);
+  }
+}
+
+/** The signal of the enclosing deadline scope, if any. */
+export function currentSignal(): AbortSignal | undefined {
+  return scope.getStore();
+}
+
+/** Throws the abort reason when the enclosing deadline has passed. */
+export function checkDeadline(): void {
+  const s = scope.getStore();
+  if (s?.aborted) throw s.reason;
+}
+
+/** Whether an error is (or was caused by) an aborted deadline or signal. */
+export function isAbort(e: unknown): boolean {
+  const n = errorName(e);
+  return n === "AbortError" || n === "DeadlineExceededError" ||
+    n === "TimeoutError" && currentSignal()?.aborted === true;
+}
+
+const WRITES = new Set([
+  "UpdateItemCommand",
+  "PutItemCommand",
+  "DeleteItemCommand",
+  "TransactWriteItemsCommand",
+]);
+
+const NOT_APPLIED_NAMES = new Set([
+  "ThrottlingException",
+  "ProvisionedThroughputExceededException",
+  "RequestLimitExceeded",
+  "TransactionConflictException",
+  "TransactionInProgressException",
+  "LimitExceededException",
+]);
+
+const NOT_SENT_CODES = new Set([
+  "ECONNREFUSED",
+  "ENOTFOUND",
+  "EAI_AGAIN",
+  "EHOSTUNREACH",
+  "ENETUNREACH",
+]);
+
+/**
+ * Whether a failed write certainly did not apply: DynamoDB refused it
+ * before applying (throttling, conflicts, a failed condition, validation),
+ * or the request never left (connection refused). A 500, a reset or
+ * timed-out connection and an abort after sending are ambiguous.
+ */
+export function certainlyNotApplied(e: unknown): boolean {
+  if (e instanceof AmbiguousWriteError) return false;
+  const name = errorName(e);
+  if (NOT_APPLIED_NAMES.has(name)) return true;
+  if (
+    name === "ConditionalCheckFailedException" ||
+    name === "TransactionCanceledException" || name === "ValidationException"
+  ) return true;
+  const code = (e as { code?: unknown } | null)?.code;
+  if (typeof code === "string" && NOT_SENT_CODES.has(code)) return true;
+  const status = (e as { $metadata?: { httpStatusCode?: number } } | null)
+    ?.$metadata?.httpStatusCode;
+  return typeof status === "number" && status >= 400 && status < 500;
+}
+
+/**
+ * Bounds on the offset between the local clock and DynamoDB's, from the
+ * second-resolution `Date` header: an answer dated `D` was produced at some
+ * server time in `[D, D + 1 s)`, between the local send and receive times,
+ * so `offset ∈ [D − received, D + 1 s − sent]`. Intervals from successive
+ * answers are intersected (they narrow to about one round trip as answers
+ * land at different sub-second phases); a sample that contradicts the
+ * interval (a clock step) starts a new one.
+ */
+export class ClockSync {
+  #lo = -Infinity;
+  #hi = Infinity;
+  #samples = 0;
+
+  /** Records one answer. */
+  observe(sentMs: number, receivedMs: number, dateHeader: string): void {
+    const d = Date.parse(dateHeader);
+    if (!Number.isFinite(d)) return;
+    const lo = d - receivedMs;
+    const hi = d + 1000 - sentMs;
+    const nlo = Math.max(this.#lo, lo);
+    const nhi = Math.min(this.#hi, hi);
+    if (nlo > nhi) {
+      this.#lo = lo;
+      this.#hi = hi;
+    } else {
+      this.#lo = nlo;
+      this.#hi = nhi;
+    }
+    this.#samples++;
+  }
+
+  /** The bounds in milliseconds, `[lo, hi]` (infinite before any answer). */
+  get bounds(): readonly [number, number] {
+    return [this.#lo, this.#hi];
+  }
+
+  /** Answers seen. */
+  get samples(): number {
+    return this.#samples;
+  }
+
+  /**
+   * The smallest correction consistent with the evidence: 0 while the local
+   * clock may be right, else the nearest bound (a clock 60 s ahead is moved
+   * back to within the interval's width of the server's).
+   */
+  offset(): number {
+    if (this.#lo <= 0 && this.#hi >= 0) return 0;
+    return this.#lo > 0 ? this.#lo : this.#hi;
+  }
+
+  /** A clock that reads `base` corrected by {@linkcode ClockSync.offset}. */
+  clock(base: Clock): Clock {
+    return {
+      now: () => base.now() + this.offset(),
+      sleep: (ms, signal) => base.sleep(ms, signal),
+    };
+  }
+}
+
+/** The `send` of an SDK client (or a fake). */
+export type Send = (
+  command: unknown,
+  options?: { abortSignal?: AbortSignal },
+) => Promise<unknown>;
+
+interface MiddlewareStackLike {
+  add(
+    mw: (
+      next: (args: unknown) => Promise<unknown>,
+      context: unknown,
+    ) => (args: unknown) => Promise<unknown>,
+    options: { step: string; priority?: string; name?: string },
+  ): void;
+}
+
+const GUARDED = Symbol("zaelGuarded");
+
+/** Options of {@linkcode guardedSend}. */
+export interface TransportOptions {
+  /** Deadline of a command sent outside any deadline scope. */
+  readonly defaultTimeoutMs: number;
+  /** Learns the server time from answers, when given. */
+  readonly clockSync?: ClockSync | undefined;
+  /** The local clock the sync measures (the base clock). */
+  readonly localClock: Clock;
+}
+
+/**
+ * Wraps a client's `send` with deadlines, the at-most-once write guard and
+ * the server-time sampling. Commands without a middleware stack (fakes) get
+ * the deadline only.
+ */
+export function guardedSend(send: Send, options: TransportOptions): Send {
+  return async (command, sendOptions) => {
+    const stack = (command as { middlewareStack?: MiddlewareStackLike })
+      ?.middlewareStack;
+    const marked = command as { [GUARDED]?: boolean };
+    if (stack && !marked[GUARDED]) {
+      marked[GUARDED] = true;
+      const name = (command as { constructor?: { name?: string } }).constructor
+        ?.name ?? "";
+      if (WRITES.has(name)) addWriteGuard(stack);
+      if (options.clockSync) addClockSample(stack, options);
+    }
+    const outer = sendOptions?.abortSignal ?? currentSignal();
+    if (outer) {
+      if (outer.aborted) throw outer.reason;
+      return await send(command, { abortSignal: outer });
+    }
+    return await withDeadline(
+      {},
+      options.defaultTimeoutMs,
+      (signal) => send(command, { abortSignal: signal }),
+    );
+  };
+}
+
+function addWriteGuard(stack: MiddlewareStackLike): void {
+  let attempts = 0;
+  let last: unknown = undefined;
+  // finalizeRequest/low runs inside the SDK's retry middleware (finalizeRequest/high): once per attempt.
+  stack.add((next) => async (args) => {
+    if (attempts > 0 && !certainlyNotApplied(last)) {
+      throw new AmbiguousWriteError(last);
+    }
+    attempts++;
+    try {
+      return await next(args);
+    } catch (e) {
+      last = e;
+      throw e;
+    }
+  }, { step: "finalizeRequest", priority: "low", name: "zaelWriteGuard" });
+}
+
+function addClockSample(
+  stack: MiddlewareStackLike,
+  options: TransportOptions,
+): void {
+  const sync = options.clockSync as ClockSync;
+  const headerOf = (r: unknown): string | undefined => {
+    const h = (r as { headers?: Record<string, string> } | undefined)?.headers;
+    return h?.["date"] ?? h?.["Date"];
+  };
+  stack.add((next) => async (args) => {
+    const sent = options.localClock.now();
+    try {
+      const out = await next(args);
+      const date = headerOf((out as { response?: unknown }).response);
+      if (date) sync.observe(sent, options.localClock.now(), date);
+      return out;
+    } catch (e) {
+      const date = headerOf((e as { $response?: unknown }).$response);
+      if (date) sync.observe(sent, options.localClock.now(), date);
+      throw e;
+    }
+  }, { step: "deserialize", priority: "low", name: "zaelClockSample" });
+}
+
+/**
+ * Runs `fn` under a fresh deadline of `ms`, detached from the enclosing
+ * scope: clean-up (compensating a charge after the caller's deadline
+ * passed) gets its own short grace instead of failing at once.
+ */
+export function withGrace<T>(
+  ms: number,
+  fn: (signal: AbortSignal) => Promise<T>,
+): Promise<T> {
+  return scope.exit(() => withDeadline({}, ms, fn));
+}
