@@ -130,89 +130,7 @@ export function bucketKey(ref: BucketRef): Item {
   };
 }
 
-/** One limit's part of a speculative write. */
-export interface SpeculativeCharge {
-  /** Limit name. */
-  readonly name: string;
-  /** Millitokens to take (> 0). */
-  readonly amount: bigint;
-  /** Expected stored (undivided) parameters; a mismatch means the config changed. */
-  readonly params: BucketParams;
-}
-
-/**
- * The speculative single write (spec 02 §5.1, improved): ADD without a read,
- * conditioned on every charged limit covering its amount, on the stored
- * parameters still matching the resolved config (reference weakness 29), on
- * `wcu`, and on the item not being TTL-expired. Refreshes `ttl` when given
- * (weakness 36). Only a `refresh` write (cold or periodically re-checked
- * entity) carries the parameter conditions and asks for `ALL_NEW`; a warm
- * write is the bare conditional ADD.
- */
-export function speculativeUpdate(
-  table: string,
-  ref: BucketRef,
-  charges: readonly SpeculativeCharge[],
-  nowSeconds: number,
-  ttl: number | null,
-  refresh = true,
-): UpdateItemCommandInput {
-  if (charges.length === 0) {
-    throw new RangeError(
-      "Cannot build a speculative write: no limit is charged",
-    );
-  }
-  const e = new Expr();
-  const set: string[] = [];
-  const add: string[] = [];
-  // `b_x_tk >= :c` is false on a missing item or attribute, so it also stands
-  // for `attribute_exists(PK)`: an ADD can never create a partial item.
-  const cond: string[] = [];
-  for (const c of charges) {
-    const tk = e.n(bucketAttr(c.name, "tk"));
-    const amount = e.num(c.amount);
-    add.push(
-      `${tk} ${e.num(-c.amount)}`,
-      `${e.n(bucketAttr(c.name, "tc"))} ${amount}`,
-    );
-    cond.push(`${tk} >= ${amount}`);
-    if (refresh) {
-      cond.push(
-        `${e.n(bucketAttr(c.name, "cp"))} = ${e.num(c.params.cp)}`,
-        `${e.n(bucketAttr(c.name, "ra"))} = ${e.num(c.params.ra)}`,
-        `${e.n(bucketAttr(c.name, "rp"))} = ${e.num(c.params.rp)}`,
-      );
-    }
-  }
-  // Every write is counted in `wcu`; its floor and the TTL are checked by the
-  // refresh write, which a warm write follows within one refresh interval
-  // (the TTL it sets outlives that interval, see RateLimiter).
-  const wtk = e.n(bucketAttr(WCU_LIMIT_NAME, "tk"));
-  const w = e.num(WCU_PER_WRITE);
-  add.push(
-    `${wtk} ${e.num(-WCU_PER_WRITE)}`,
-    `${e.n(bucketAttr(WCU_LIMIT_NAME, "tc"))} ${w}`,
-  );
-  if (refresh) {
-    cond.push(`${wtk} >= ${w}`);
-    const ttlName = e.n("ttl");
-    cond.push(
-      `(attribute_not_exists(${ttlName}) OR ${ttlName} > ${e.num(nowSeconds)})`,
-    );
-    if (ttl !== null) set.push(`${ttlName} = ${e.num(ttl)}`);
-  }
-  return {
-    TableName: table,
-    Key: bucketKey(ref),
-    UpdateExpression: updateExpression({ set, add }),
-    ConditionExpression: cond.join(" AND "),
-    ...e.attrs(),
-    ReturnValues: refresh ? "ALL_NEW" : "NONE",
-    ReturnValuesOnConditionCheckFailure: "ALL_OLD",
-  };
-}
-
-/** Unconditional `ADD tk -delta, tc +delta` per limit: adjustments, rollbacks, compensation. */
+/** Unconditional `ADD tk -delta, tc +delta` per limit: only the last resort of a debt that lost every race (see BucketWriter.apply). */
 export function deltaUpdate(
   table: string,
   ref: BucketRef,
@@ -232,44 +150,6 @@ export function deltaUpdate(
     Key: bucketKey(ref),
     UpdateExpression: updateExpression({ add }),
     ...e.attrs(),
-  };
-}
-
-/**
- * Conditional consume-only write (the reference's retry path and
- * `lease.consume`). `countWrite` charges the hidden `wcu` limit as every
- * acquire write does (the retry path is an acquire; `lease.consume` is
- * not), so the usage aggregator counts one event per acquire.
- */
-export function consumeOnlyUpdate(
-  table: string,
-  ref: BucketRef,
-  amounts: ReadonlyMap<string, bigint>,
-  countWrite = false,
-): Update {
-  const e = new Expr();
-  const add: string[] = [];
-  const cond: string[] = [];
-  for (const [name, a] of amounts) {
-    if (a <= 0n) continue;
-    const tk = e.n(bucketAttr(name, "tk"));
-    const v = e.num(a);
-    add.push(`${tk} ${e.num(-a)}`, `${e.n(bucketAttr(name, "tc"))} ${v}`);
-    cond.push(`${tk} >= ${v}`);
-  }
-  if (countWrite) {
-    add.push(
-      `${e.n(bucketAttr(WCU_LIMIT_NAME, "tk"))} ${e.num(-WCU_PER_WRITE)}`,
-      `${e.n(bucketAttr(WCU_LIMIT_NAME, "tc"))} ${e.num(WCU_PER_WRITE)}`,
-    );
-  }
-  return {
-    TableName: table,
-    Key: bucketKey(ref),
-    UpdateExpression: updateExpression({ add }),
-    ...(cond.length ? { ConditionExpression: cond.join(" AND ") } : {}),
-    ...e.attrs(),
-    ReturnValuesOnConditionCheckFailure: "ALL_OLD",
   };
 }
 

@@ -1,16 +1,20 @@
 /**
  * The rate limiter: admission decisions over one DynamoDB round trip on the
- * hot path (spec 02 §3-§6, with the reference's weaknesses 24-37 fixed where
- * they apply).
+ * hot path (spec 02 §3-§6), exact against the ideal token bucket (see
+ * {@linkcode BucketWriter} for how the stored pair stays exact).
  *
  * Paths:
- * - **fast** (warm caches): one conditional `UpdateItem` per bucket item
- *   (the entity's and, with cascade, its parent's, sent together). A refusal
- *   that refill cannot fix is answered from the failed write's old image,
- *   with no second call and nothing written.
- * - **slow**: one consistent `BatchGetItem`, a decision with refill, and one
- *   write guarded by the `rf` optimistic lock and a token floor (a
- *   transaction when a parent is charged too).
+ * - **fast** (the bucket's state is known from an earlier answer): one
+ *   conditional write per bucket item (the entity's and, with cascade, its
+ *   parent's, sent together): a plain ADD under the saturation ceiling, or a
+ *   refill under the `rf` lock. A failed condition answers with the item, so
+ *   a lost race costs one more write and a refusal is decided on fresh data.
+ * - **slow** (cold, or the cascade flags are due for a re-read): one
+ *   consistent `BatchGetItem`, a decision with refill, and one write under
+ *   the `rf` lock (a transaction when a parent is charged too).
+ *
+ * Every call runs under a deadline; a request larger than a capacity is
+ * refused before any write.
  *
  * @module
  */

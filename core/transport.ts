@@ -110,13 +110,6 @@ export function checkDeadline(): void {
   if (s?.aborted) throw s.reason;
 }
 
-/** Whether an error is (or was caused by) an aborted deadline or signal. */
-export function isAbort(e: unknown): boolean {
-  const n = errorName(e);
-  return n === "AbortError" || n === "DeadlineExceededError" ||
-    n === "TimeoutError" && currentSignal()?.aborted === true;
-}
-
 const WRITES = new Set([
   "UpdateItemCommand",
   "PutItemCommand",

@@ -1,6 +1,11 @@
 import assert from "node:assert/strict";
 import { GetItemCommand } from "@aws-sdk/client-dynamodb";
-import { Limit, RateLimiter, RateLimitExceeded } from "../../mod.ts";
+import {
+  Limit,
+  RateLimiter,
+  RateLimitExceeded,
+  Repository,
+} from "../../mod.ts";
 import { freshRepo, manualClock } from "./_harness.ts";
 
 const WRITES = [
@@ -190,4 +195,58 @@ Deno.test("acquire() issues only commands the acquire IAM policies grant (every 
       `${action} is not granted to acquire`,
     );
   }
+});
+
+Deno.test("acquire() on a bucket that sat idle until full is still one call (a refill under the rf lock)", async () => {
+  const clock = manualClock();
+  await using env = await freshRepo({ clock });
+  await env.repo.setSystemDefaults([Limit.perMinute("rpm", 60)]);
+  const limiter = new RateLimiter(env.repo);
+  const req = { entityId: "key-1", resource: "api", consume: { rpm: 1 } };
+  await limiter.acquire(req, () => {});
+  // Within the config TTL (60 s) nothing is re-read; the bucket refilled to full.
+  clock.advance(59_000);
+  env.calls.reset();
+  await limiter.acquire(req, () => {});
+  assert.deepEqual(Object.fromEntries(env.calls.counts), {
+    UpdateItemCommand: 1,
+  });
+});
+
+Deno.test("a lost race costs one more write and no read: the failed write's answer carries the item", async () => {
+  const clock = manualClock();
+  await using env = await freshRepo({ clock });
+  await env.repo.setSystemDefaults([Limit.perMinute("rpm", 4)]);
+  const a = new RateLimiter(env.repo);
+  const other = await Repository.open({
+    client: env.client,
+    stack: env.repo.tableName,
+    clock,
+  });
+  const b = new RateLimiter(other);
+  const req = { entityId: "key-1", resource: "api", consume: { rpm: 1 } };
+  await a.acquire(req, () => {});
+  await b.acquire(req, () => {});
+  // b's plain write moved nothing a's plain write depends on: still one call.
+  env.calls.reset();
+  await a.acquire(req, () => {});
+  await a.acquire(req, () => {}); // the bucket is empty now
+  assert.deepEqual(Object.fromEntries(env.calls.counts), {
+    UpdateItemCommand: 2,
+  });
+  // 30 s later (2 tokens refilled) b refills the bucket: rf moves, a's view is stale.
+  clock.advance(30_000);
+  await b.acquire(req, () => {});
+  env.calls.reset();
+  await a.acquire(req, () => {});
+  // a's refill write fails on rf, its answer shows 1 token: a plain write takes it.
+  assert.deepEqual(Object.fromEntries(env.calls.counts), {
+    UpdateItemCommand: 2,
+  });
+  // And a refusal is decided from the failed write's answer: one call, no read.
+  env.calls.reset();
+  await assert.rejects(a.acquire(req, () => {}), RateLimitExceeded);
+  assert.deepEqual(Object.fromEntries(env.calls.counts), {
+    UpdateItemCommand: 1,
+  });
 });
