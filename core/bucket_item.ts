@@ -335,8 +335,8 @@ export interface PlainWrite {
  * its admission floor and its saturation ceiling, and on `rf` not being
  * older than the one the ceilings were computed from. A missing item or
  * attribute fails every comparison, so an ADD can never create a partial
- * item. Answers `ALL_NEW` (the caller learns the bucket's state for free)
- * and `ALL_OLD` on a failed condition.
+ * item. Answers `UPDATED_NEW` (the caller learns the new balances for free,
+ * see {@linkcode mergeUpdated}) and `ALL_OLD` on a failed condition.
  */
 export function plainUpdate(
   table: string,
@@ -386,7 +386,31 @@ export function plainUpdate(
     UpdateExpression: updateExpression({ set, add }),
     ConditionExpression: cond.join(" AND "),
     ...e.attrs(),
-    ReturnValues: "ALL_NEW",
+    ReturnValues: "UPDATED_NEW",
     ReturnValuesOnConditionCheckFailure: "ALL_OLD",
   };
+}
+
+/**
+ * The item after a successful {@linkcode plainUpdate}: `known` with the
+ * balances and counters the answer (`UPDATED_NEW`) carries. The write's
+ * conditions held, so the parameters are unchanged; `rf` is at least the
+ * known one (an older `rf` only makes the next ceiling more cautious).
+ */
+export function mergeUpdated(known: BucketItem, updated: Item): BucketItem {
+  const limits = new Map(known.limits);
+  for (const attr of Object.keys(updated)) {
+    const parsed = parseBucketAttr(attr);
+    if (!parsed) continue;
+    const old = limits.get(parsed.limitName);
+    if (!old) continue;
+    const v = bigAttr(updated[attr]);
+    if (v === null) continue;
+    if (parsed.field === "tk") limits.set(parsed.limitName, { ...old, tk: v });
+    else if (parsed.field === "tc") {
+      limits.set(parsed.limitName, { ...old, tc: v });
+    }
+  }
+  const ttl = bigAttr(updated["ttl"]);
+  return { ...known, limits, ttl: ttl === null ? known.ttl : Number(ttl) };
 }

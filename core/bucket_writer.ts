@@ -37,6 +37,7 @@ import {
   type BucketRef,
   decodeBucket,
   deltaUpdate,
+  mergeUpdated,
   type PlainLimit,
   plainUpdate,
   type PlannedLimit,
@@ -210,9 +211,7 @@ export class BucketWriter {
         );
         this.remember(
           target.ref,
-          out.Attributes
-            ? decodeBucket(out.Attributes, target.ref.shard)
-            : after,
+          after ?? (out.Attributes ? mergeUpdated(k, out.Attributes) : k),
         );
         return { kind: "ok" };
       } catch (e) {
@@ -449,7 +448,12 @@ export class BucketWriter {
           new UpdateItemCommand(input),
         );
         if (out.Attributes) {
-          this.remember(ref, decodeBucket(out.Attributes, ref.shard));
+          this.remember(
+            ref,
+            fits
+              ? mergeUpdated(k, out.Attributes)
+              : decodeBucket(out.Attributes, ref.shard),
+          );
         }
         return 0n;
       } catch (e) {

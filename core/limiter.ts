@@ -41,6 +41,7 @@ import {
 import {
   BucketWriter,
   type ChargeOutcome,
+  type LimitSpec,
   type Target,
 } from "./bucket_writer.ts";
 import type { Clock } from "./clock.ts";
@@ -223,6 +224,10 @@ export class RateLimiter {
   readonly #timeoutMs: number;
   readonly #onStranded: (charge: StrandedCharge) => void;
   readonly #leaseOptions: LeaseOptions;
+  readonly #specCache = new WeakMap<
+    readonly Limit[],
+    Map<number, readonly LimitSpec[]>
+  >();
 
   /** Creates a limiter over a repository. */
   constructor(repository: Repository, options: RateLimiterOptions = {}) {
@@ -448,13 +453,18 @@ export class RateLimiter {
     const key = `${this.#repo.namespaceId}\u0000${entityId}\u0000${resource}`;
     // A request that can never fit is told so even while refusals are cached.
     const resolved = await this.#resolve(entityId, resource, override);
-    this.#checkSatisfiable(
-      this.#side(entityId, resolved, consume, 1, true),
-      resource,
+    const info = this.#repo.entityInfo(entityId);
+    const child = this.#side(
+      entityId,
+      resolved,
+      consume,
+      info?.shards.get(resource) ?? 1,
+      true,
     );
+    this.#checkSatisfiable(child, resource);
     if (override === null) this.#checkRefusal(key, consume);
     try {
-      return await this.#decideRemote(entityId, resource, consume, override);
+      return await this.#decideRemote(child, resource, consume, override);
     } catch (e) {
       if (e instanceof RateLimitExceeded && override === null) {
         this.#rememberRefusal(key, consume, e);
@@ -511,21 +521,12 @@ export class RateLimiter {
   }
 
   async #decideRemote(
-    entityId: string,
+    side: Side,
     resource: string,
     consume: Map<string, bigint>,
     override: readonly Limit[] | null,
   ): Promise<Lease> {
-    const resolved = await this.#resolve(entityId, resource, override);
-    const info = this.#repo.entityInfo(entityId);
-    let child = this.#side(
-      entityId,
-      resolved,
-      consume,
-      info?.shards.get(resource) ?? 1,
-      true,
-    );
-    this.#checkSatisfiable(child, resource);
+    let child = side;
     if (this.#speculative && child.charge.size > 0) {
       let lease = await this.#fast(child, resource, consume, override);
       if (lease === "params") {
@@ -582,14 +583,29 @@ export class RateLimiter {
         resource,
         shard: side.shard,
       },
-      limits: side.resolved.limits.map((l) => ({
-        limit: l,
-        stored: paramsOf(l),
-        eff: paramsOf(l, side.shards),
-      })),
+      limits: this.#specs(side.resolved.limits, side.shards),
       shards: side.shards,
       ttl: this.#repo.bucketTtl(side.resolved, nowMs),
     };
+  }
+
+  /** Limit specs, computed once per limit set (the config cache hands out the same array until it refetches). */
+  #specs(limits: readonly Limit[], shards: number): readonly LimitSpec[] {
+    let byShards = this.#specCache.get(limits);
+    if (!byShards) {
+      byShards = new Map();
+      this.#specCache.set(limits, byShards);
+    }
+    let specs = byShards.get(shards);
+    if (!specs) {
+      specs = limits.map((l) => ({
+        limit: l,
+        stored: paramsOf(l),
+        eff: paramsOf(l, shards),
+      }));
+      byShards.set(shards, specs);
+    }
+    return specs;
   }
 
   /**

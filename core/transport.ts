@@ -198,6 +198,17 @@ export class ClockSync {
   }
 
   /**
+   * Whether the next answer is worth sampling: every one of the first 64,
+   * then one in 16 (a narrow interval stays narrow; a clock step is still
+   * seen within a few seconds of traffic).
+   */
+  wants(): boolean {
+    this.#asked++;
+    return this.#samples < 64 || this.#asked % 16 === 0;
+  }
+  #asked = 0;
+
+  /**
    * The smallest correction consistent with the evidence: 0 while the local
    * clock may be right, else the nearest bound (a clock 60 s ahead is moved
    * back to within the interval's width of the server's).
@@ -259,7 +270,7 @@ export function guardedSend(send: Send, options: TransportOptions): Send {
       const name = (command as { constructor?: { name?: string } }).constructor
         ?.name ?? "";
       if (WRITES.has(name)) addWriteGuard(stack);
-      if (options.clockSync) addClockSample(stack, options);
+      if (options.clockSync?.wants()) addClockSample(stack, options);
     }
     const outer = sendOptions?.abortSignal ?? currentSignal();
     if (outer) {
