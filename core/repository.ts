@@ -48,7 +48,9 @@ import {
   MinimumClientVersionError,
   NamespaceNotFoundError,
   NamespaceStateError,
+  RateLimiterUnavailable,
   ValidationError,
+  ZAELimiterError,
 } from "./errors.ts";
 import {
   bool,
@@ -322,6 +324,20 @@ export class Repository {
    * @throws {MinimumClientVersionError} the table requires a newer client
    */
   static async open(options: RepositoryOptions): Promise<Repository> {
+    try {
+      return await Repository.#open(options);
+    } catch (e) {
+      if (e instanceof ZAELimiterError) throw e;
+      throw new RateLimiterUnavailable(
+        `Could not open the table: ${
+          e instanceof Error ? e.message : String(e)
+        }`,
+        { cause: e, stackName: options.stack ?? "zae-limiter" },
+      );
+    }
+  }
+
+  static async #open(options: RepositoryOptions): Promise<Repository> {
     const table = validateStackName(options.stack ?? "zae-limiter", "stack");
     const nsName = validateNamespaceName(
       options.namespace ?? DEFAULT_NAMESPACE,

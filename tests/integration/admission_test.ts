@@ -6,10 +6,7 @@
  * allows.
  */
 import assert from "node:assert/strict";
-import {
-  type DynamoDBClient,
-  UpdateItemCommand,
-} from "@aws-sdk/client-dynamodb";
+import { DynamoDBClient, UpdateItemCommand } from "@aws-sdk/client-dynamodb";
 import {
   type Clock,
   CommitFailedError,
@@ -22,7 +19,7 @@ import {
   RequestExceedsCapacity,
   type StrandedCharge,
 } from "../../mod.ts";
-import { type FaultyClient, faultyClient } from "./_faults.ts";
+import { type FaultyClient, faultyClient, silentEndpoint } from "./_faults.ts";
 import { sleep } from "../../core/clock.ts";
 import { freshRepo, localClient } from "./_harness.ts";
 import { num, rawBucket } from "./_stored.ts";
@@ -574,4 +571,22 @@ Deno.test("a callback whose commit fails in block mode hands back its result and
   c.fc.faults.clear();
   await err.lease.commit();
   assert.equal(await tc(env, "rph"), 3000);
+});
+
+Deno.test("Repository.open on a silent endpoint fails as RateLimiterUnavailable within its deadline", async () => {
+  await using silent = silentEndpoint();
+  const client = new DynamoDBClient({
+    endpoint: silent.endpoint,
+    region: "us-east-1",
+    credentials: { accessKeyId: "local", secretAccessKey: "local" },
+  });
+  try {
+    const t = Date.now();
+    const err = await Repository.open({ client, stack: "t", timeoutMs: 300 })
+      .then(() => null, (e) => e);
+    assert.ok(err instanceof RateLimiterUnavailable, String(err));
+    assert.ok(Date.now() - t < 300 + 250, `took ${Date.now() - t} ms`);
+  } finally {
+    client.destroy();
+  }
 });
