@@ -185,6 +185,11 @@ export class BucketWriter {
           return { kind: "params", item: k };
         }
       }
+      // Past 1000 writes a second on this item: the slow path splits it into shards.
+      const writes = k.limits.get(WCU_LIMIT_NAME);
+      if (writes && refill(writes.tk, k.rf, now, WCU_PARAMS).tk < 0n) {
+        return { kind: "missing" };
+      }
       const plainFits = target.limits.every((s) => {
         const a = amounts.get(s.limit.name);
         if (a === undefined) return true;
