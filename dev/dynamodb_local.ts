@@ -18,6 +18,8 @@ export interface DynamoDbLocal extends AsyncDisposable {
   readonly endpoint: string;
   /** The loopback port it listens on. */
   readonly port: number;
+  /** The Java process id (tests pause it with SIGSTOP to play a hung DynamoDB). */
+  readonly pid: number;
   /** Stops the process and waits for it to exit. Safe to call twice. */
   stop(): Promise<void>;
 }
@@ -30,6 +32,8 @@ export interface StartDynamoDbLocalOptions {
   readonly startupTimeoutMs?: number;
   /** Java heap, passed as `-Xmx`. @default "1g" */
   readonly maxHeap?: string;
+  /** Keep the data in this directory (it survives a restart on the same port) instead of in memory. */
+  readonly dbPath?: string;
 }
 
 const JAVA_HELP =
@@ -123,7 +127,9 @@ export async function startDynamoDbLocal(
       `-Djava.library.path=${join(dir, "DynamoDBLocal_lib")}`,
       "-jar",
       join(dir, "DynamoDBLocal.jar"),
-      "-inMemory",
+      ...(options.dbPath === undefined
+        ? ["-inMemory"]
+        : ["-sharedDb", "-dbPath", options.dbPath]),
       "-disableTelemetry",
       "-port",
       String(port),
@@ -183,5 +189,11 @@ export async function startDynamoDbLocal(
     }
     await new Promise((r) => setTimeout(r, 100));
   }
-  return { endpoint, port, stop, [Symbol.asyncDispose]: stop };
+  return {
+    endpoint,
+    port,
+    pid: child.pid,
+    stop,
+    [Symbol.asyncDispose]: stop,
+  };
 }
