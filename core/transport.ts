@@ -110,11 +110,15 @@ export function checkDeadline(): void {
   if (s?.aborted) throw s.reason;
 }
 
+/**
+ * Writes the SDK must not resend blindly. `TransactWriteItems` is not one:
+ * the SDK serialises it once with a generated `ClientRequestToken`, so a
+ * retry is deduplicated by DynamoDB (for 10 minutes).
+ */
 const WRITES = new Set([
   "UpdateItemCommand",
   "PutItemCommand",
   "DeleteItemCommand",
-  "TransactWriteItemsCommand",
 ]);
 
 const NOT_APPLIED_NAMES = new Set([
