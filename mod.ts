@@ -89,15 +89,10 @@ export type {
 export type { BucketItem, BucketRef, StoredLimit } from "./core/bucket_item.ts";
 export type { BucketParams } from "./core/bucket.ts";
 export { type Clock, systemClock } from "./core/clock.ts";
-export {
-  checkCompatibility,
-  compareSemver,
-  parseSemver,
-} from "./core/version.ts";
+export { checkCompatibility } from "./core/version.ts";
 export type {
   Compatibility,
   CompatibilityIssue,
-  Semver,
   VersionRecord,
 } from "./core/version.ts";
 export { CLIENT_VERSION, SCHEMA_VERSION } from "./core/schema.ts";

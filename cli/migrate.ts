@@ -7,7 +7,7 @@
  */
 import { Command, InvalidArgumentError, Option } from "commander";
 import { SCHEMA_VERSION } from "../core/schema.ts";
-import { compareSemver, parseSemver } from "../core/version.ts";
+import { compareVersions, parseVersion } from "../core/version.ts";
 import {
   createMigrationContext,
   type MigrationContext,
@@ -51,7 +51,7 @@ import {
 
 function versionArg(value: string): string {
   try {
-    parseSemver(value);
+    parseVersion(value);
   } catch (e) {
     throw new InvalidArgumentError(e instanceof Error ? e.message : String(e));
   }
@@ -326,7 +326,7 @@ async function runApply(ctx: CliContext, cmd: Command): Promise<number> {
         return EXIT.OK;
       case "up_to_date": {
         const version = result.version;
-        if (!o.delete || compareSemver(version, "0.10.0") < 0) {
+        if (!o.delete || compareVersions(version, "0.10.0") < 0) {
           ctx.io.out(
             `Table '${g.name}' is already at schema ${version}; nothing to apply.`,
           );

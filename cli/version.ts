@@ -52,6 +52,8 @@ export function describeIssue(issue: CompatibilityIssue): string {
       return `Workers ${issue.workerVersion} are older than the client ${issue.clientVersion}: ${issue.action}`;
     case "workers_unknown":
       return `Workers: ${issue.action}`;
+    case "version_unreadable":
+      return `Version "${issue.value}" (${issue.field}) is not a version: ${issue.action}`;
     default: {
       const _exhaustive: never = issue;
       return String(_exhaustive);
@@ -87,22 +89,12 @@ function compatibilityOf(
         `the table uses the pre-0.10 key layout; back it up ('zae-limiter backup create') and run the namespace-keys migration to ${SCHEMA_VERSION}`,
       );
     case "record":
-      try {
-        return checkCompatibility(
-          {
-            clientVersion: CLIENT_VERSION,
-            schemaVersion: SCHEMA_VERSION,
-          },
-          state.record,
-          workers.map((w) => w.version),
-        );
-      } catch (e) {
-        // An unparsable stored version is a blocking incompatibility.
-        return schemaBlocked(
-          state.record.schemaVersion,
-          e instanceof Error ? e.message : String(e),
-        );
-      }
+      // Never throws: an unreadable stored version is an issue of the result.
+      return checkCompatibility(
+        { clientVersion: CLIENT_VERSION, schemaVersion: SCHEMA_VERSION },
+        state.record,
+        workers.map((w) => w.version),
+      );
     default: {
       const _exhaustive: never = state;
       return _exhaustive;

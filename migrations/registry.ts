@@ -17,7 +17,7 @@
  *
  * @module
  */
-import { compareSemver, parseSemver } from "../core/version.ts";
+import { compareVersions, parseVersion } from "../core/version.ts";
 import type { Migration } from "./migration.ts";
 import { compositeConfigsMigration } from "./v0_8_0_composite_configs.ts";
 import { bucketPksMigration } from "./v0_9_0_bucket_pks.ts";
@@ -37,14 +37,14 @@ export function createRegistry(
 ): readonly Migration[] {
   const ids = new Set<string>();
   for (const m of list) {
-    parseSemver(m.version);
+    parseVersion(m.version);
     if (ids.has(m.id)) {
       throw new TypeError(`Cannot register migration "${m.id}": duplicate id`);
     }
     ids.add(m.id);
   }
   return Object.freeze(
-    [...list].sort((a, b) => compareSemver(a.version, b.version)),
+    [...list].sort((a, b) => compareVersions(a.version, b.version)),
   );
 }
 
@@ -78,9 +78,9 @@ export function migrationsBetween(
   to: string,
   options: MigrationsBetweenOptions = {},
 ): Migration[] {
-  if (compareSemver(from, to) >= 0) return [];
+  if (compareVersions(from, to) >= 0) return [];
   return (options.registry ?? MIGRATIONS).filter((m) =>
-    compareSemver(m.version, from) > 0 && compareSemver(m.version, to) <= 0
+    compareVersions(m.version, from) > 0 && compareVersions(m.version, to) <= 0
   );
 }
 

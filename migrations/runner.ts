@@ -42,7 +42,7 @@ import { isoSeconds } from "../core/clock.ts";
 import { Expr, type Item, num, str } from "../core/expr.ts";
 import { RESERVED_NAMESPACE, SK } from "../core/keys.ts";
 import { SCHEMA_VERSION } from "../core/schema.ts";
-import { compareSemver, parseSemver } from "../core/version.ts";
+import { compareVersions, parseVersion } from "../core/version.ts";
 import { isConditionFailed } from "./_dynamo.ts";
 import { queryReservedPrefix, SYSTEM_PK } from "./_scan.ts";
 import {
@@ -132,8 +132,8 @@ export async function readStoredVersion(
   if (reserved === null) return legacy;
   if (
     legacy !== null &&
-    compareSemver(reserved.schemaVersion, NAMESPACED_SCHEMA) >= 0 &&
-    compareSemver(legacy.schemaVersion, NAMESPACED_SCHEMA) < 0
+    compareVersions(reserved.schemaVersion, NAMESPACED_SCHEMA) >= 0 &&
+    compareVersions(legacy.schemaVersion, NAMESPACED_SCHEMA) < 0
   ) {
     const migrated = await getItem(
       ctx,
@@ -154,7 +154,7 @@ async function writeStoredVersion(
   previous: StoredVersion,
 ): Promise<void> {
   const targets: string[] = [];
-  const namespaced = compareSemver(version, NAMESPACED_SCHEMA) >= 0;
+  const namespaced = compareVersions(version, NAMESPACED_SCHEMA) >= 0;
   if (namespaced || previous.location === "reserved") targets.push(SYSTEM_PK);
   if (!namespaced) targets.push(LEGACY_SYSTEM_PK);
   for (const pk of targets) {
@@ -475,7 +475,7 @@ export async function readHistory(
     startedAt: str(it, "started_at"),
     finishedAt: str(it, "finished_at"),
     owner: str(it, "owner"),
-  })).sort((a, b) => compareSemver(a.version, b.version));
+  })).sort((a, b) => compareVersions(a.version, b.version));
 }
 
 // ------------------------------------------------------------------ apply
@@ -558,7 +558,7 @@ export function applyMigrations(
   options: ApplyOptions = {},
 ): Promise<ApplyResult> {
   const to = options.to ?? SCHEMA_VERSION;
-  parseSemver(to);
+  parseVersion(to);
   const owner = options.owner ?? `migrate-${crypto.randomUUID()}`;
   return withMigrationLock(ctx, async (lctx): Promise<ApplyResult> => {
     const current = await readStoredVersion(lctx);
@@ -850,7 +850,7 @@ export function rollbackMigrations(
   options: RollbackOptions,
 ): Promise<RollbackResult> {
   const to = options.to;
-  parseSemver(to);
+  parseVersion(to);
   return withMigrationLock(ctx, async (lctx): Promise<RollbackResult> => {
     const current = await readStoredVersion(lctx);
     if (current === null) throw notInitialized(lctx);

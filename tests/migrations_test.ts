@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import type { Clock } from "../core/clock.ts";
 import type { Item } from "../core/expr.ts";
-import { compareSemver } from "../core/version.ts";
+import { compareVersions } from "../core/version.ts";
 import {
   createCapacityBudget,
   forEachConcurrent,
@@ -83,7 +83,7 @@ Deno.test("MIGRATIONS lists the built-ins in semver order", () => {
   for (let i = 1; i < MIGRATIONS.length; i++) {
     const a = MIGRATIONS[i - 1] as Migration;
     const b = MIGRATIONS[i] as Migration;
-    assert.ok(compareSemver(a.version, b.version) <= 0);
+    assert.ok(compareVersions(a.version, b.version) <= 0);
   }
   assert.ok(MIGRATIONS.every((m) => m.reversible === false));
   assert.ok(Object.isFrozen(MIGRATIONS));
