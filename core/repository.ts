@@ -106,10 +106,16 @@ import {
 } from "./schema.ts";
 import { createUlid } from "./ulid.ts";
 import { queryAllItems, queryPages } from "./query.ts";
+import {
+  type ResourceCapacity,
+  ResourceCapacityAccumulator,
+  type ResourceCapacityOptions,
+} from "./resource_capacity.ts";
 import { decodeSnapshot } from "./usage.ts";
 import {
   validateDisplayName,
   validateIdentifier,
+  validateLimitName,
   validateMetadata,
   validateNamespaceName,
   validatePrincipal,
@@ -328,6 +334,14 @@ export class Repository {
       return await Repository.#open(options);
     } catch (e) {
       if (e instanceof ZAELimiterError) throw e;
+      if (errorName(e) === "ValidationException") {
+        // DynamoDB refused the request itself (e.g. a table name it does not accept).
+        throw new ValidationError(
+          "stack",
+          options.stack ?? "zae-limiter",
+          `DynamoDB refused it: ${e instanceof Error ? e.message : String(e)}`,
+        );
+      }
       throw new RateLimiterUnavailable(
         `Could not open the table: ${
           e instanceof Error ? e.message : String(e)
@@ -1222,6 +1236,55 @@ export class Repository {
     );
     this.forgetEntity(entityId);
     return await this.batchDelete(keys);
+  }
+
+  /**
+   * Capacity of a resource summed across the entities holding a bucket for
+   * it: per limit, the entities, the total capacity and the tokens available
+   * now (refilled to the repository's clock, shards summed), read page by
+   * page from GSI2 with flat memory. GSI2 is eventually consistent, so a
+   * bucket written a moment ago may be missing; entities that never acquired
+   * the resource have no bucket and are not counted.
+   *
+   * @param resource The resource.
+   * @param options `limitName`, `parentsOnly`, `pageSize`, `signal`, and
+   * `onEntity` / `onPage` callbacks.
+   * @returns Totals per limit name.
+   * @throws {InvalidNameError} bad resource or limit name
+   */
+  async getResourceCapacity(
+    resource: string,
+    options: ResourceCapacityOptions = {},
+  ): Promise<ResourceCapacity> {
+    validateResource(resource);
+    if (options.limitName !== undefined) {
+      validateLimitName(options.limitName, "limitName");
+    }
+    const acc = new ResourceCapacityAccumulator(
+      resource,
+      this.#s.clock.now(),
+      options,
+    );
+    const pages = queryPages(this.#s.client, {
+      TableName: this.#s.table,
+      IndexName: "GSI2",
+      KeyConditionExpression: "GSI2PK = :pk AND begins_with(GSI2SK, :b)",
+      ExpressionAttributeValues: {
+        ":pk": { S: gsi2PkResource(this.namespaceId, resource) },
+        ":b": { S: "BUCKET#" },
+      },
+      ...(options.pageSize !== undefined ? { Limit: options.pageSize } : {}),
+    }, options.signal);
+    for await (const page of pages) {
+      for (const item of page) {
+        const sk = str(item, "GSI2SK") ?? "";
+        acc.add(
+          decodeBucket(item, Number(sk.slice(sk.lastIndexOf("#") + 1)) || 0),
+        );
+      }
+      options.onPage?.(acc.progress);
+    }
+    return acc.finish();
   }
 
   // ---------------------------------------------------------------- audit

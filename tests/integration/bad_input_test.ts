@@ -12,9 +12,10 @@ import {
   InvalidNameError,
   Limit,
   RateLimiter,
+  Repository,
   ValidationError,
 } from "../../mod.ts";
-import { freshRepo, manualClock } from "./_harness.ts";
+import { freshRepo, localClient, manualClock } from "./_harness.ts";
 import { rawGet, scanAll } from "./_stored.ts";
 
 const START = Date.UTC(2030, 0, 15, 12, 0, 0);
@@ -468,4 +469,19 @@ Deno.test("createEntity() refuses oversized metadata before any DynamoDB call an
   });
   assert.deepEqual(created.metadata, full);
   assert.deepEqual((await repo.getEntity("big"))?.metadata, full);
+});
+
+Deno.test("Repository.open with a table name DynamoDB refuses is a ValidationError, not an outage", async () => {
+  const { client } = await localClient();
+  try {
+    const err = await Repository.open({ client, stack: "ab" }).then(
+      () => null,
+      (e) => e,
+    );
+    assert.ok(err instanceof ValidationError, String(err));
+    assert.equal(err.field, "stack");
+    assert.equal(err.retryable, false);
+  } finally {
+    client.destroy();
+  }
 });
