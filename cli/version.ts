@@ -10,6 +10,7 @@ import {
   readHeartbeats,
   type WorkerHeartbeat,
 } from "../workers/heartbeat.ts";
+import { compareVersions } from "../core/version.ts";
 import {
   checkCompatibility,
   CLIENT_VERSION,
@@ -114,8 +115,9 @@ export async function checkTable(
   }
   const now = ctx.now();
   // Heartbeats are advisory: a read failure falls back to the recorded worker version.
-  const workers = (await readHeartbeats(client, g.name).catch(() => []))
-    .filter((w) => isAlive(w, now));
+  const workers = (await readHeartbeats(client, g.name, { nowMs: now }).catch(
+    () => [],
+  )).filter((w) => isAlive(w, now));
   const compatibility = compatibilityOf(state, workers);
   return compatibility
     ? { kind: "checked", state, compatibility, workers }
@@ -212,6 +214,40 @@ function printMissing(
   }
 }
 
+/** The oldest of some versions (unreadable ones last), or `null` for none. */
+function oldestVersion(versions: readonly string[]): string | null {
+  const order = (a: string, b: string): number => {
+    try {
+      return compareVersions(a, b);
+    } catch {
+      return a < b ? -1 : a > b ? 1 : 0;
+    }
+  };
+  return [...versions].sort(order)[0] ?? null;
+}
+
+/**
+ * The worker version the compatibility verdict used, and where it comes
+ * from: the oldest running worker (fresh heartbeats) when any runs, else the
+ * version recorded by the last deploy, else none.
+ */
+export function describeWorkerVersion(
+  recorded: string | null,
+  running: readonly WorkerHeartbeat[],
+): string {
+  const oldest = oldestVersion(running.map((w) => w.version));
+  if (oldest !== null) {
+    const n = running.length;
+    const from = `oldest of ${n} running worker${n === 1 ? "" : "s"}`;
+    return recorded === null || recorded === oldest
+      ? `${oldest} (${from})`
+      : `${oldest} (${from}; recorded ${recorded})`;
+  }
+  return recorded === null
+    ? "unknown (none recorded, none running)"
+    : `${recorded} (recorded; no worker running)`;
+}
+
 function runningWorkers(workers: readonly WorkerHeartbeat[]): string {
   if (workers.length === 0) return "none (no fresh heartbeat)";
   return workers.map((w) => `${w.workerId} ${w.version}`).join(", ");
@@ -243,7 +279,9 @@ Exit codes:
         if (result.kind !== "checked") return printMissing(ctx, g, result);
         const f = recordFields(result.state);
         ctx.io.out(`Schema:  ${f.tableSchema ?? "unknown"}`);
-        ctx.io.out(`Workers: ${f.workers ?? "unknown"}`);
+        ctx.io.out(
+          `Workers: ${describeWorkerVersion(f.workers, result.workers)}`,
+        );
         ctx.io.out(`Running: ${runningWorkers(result.workers)}`);
         ctx.io.out(`Result: ${verdict(result.compatibility)}`);
         for (const issue of result.compatibility.issues) {
@@ -292,7 +330,11 @@ Exit codes: 0 shown (compatible, update available or not initialized),
         const f = recordFields(result.state);
         ctx.io.out(`Table Schema:       ${f.tableSchema ?? "unknown"}`);
         ctx.io.out(`Min Client Version: ${f.clientMin ?? "unknown"}`);
-        ctx.io.out(`Worker Version:     ${f.workers ?? "unknown"}`);
+        ctx.io.out(
+          `Worker Version:     ${
+            describeWorkerVersion(f.workers, result.workers)
+          }`,
+        );
         ctx.io.out(`Running Workers:    ${runningWorkers(result.workers)}`);
         if (f.updatedBy) {
           ctx.io.out(

@@ -7,6 +7,9 @@
 import { DynamoDBStreamsClient } from "@aws-sdk/client-dynamodb-streams";
 import { S3Client } from "@aws-sdk/client-s3";
 import { Command, InvalidArgumentError, Option } from "commander";
+import { systemClock } from "../core/clock.ts";
+import { DEFAULT_NAMESPACE } from "../core/keys.ts";
+import { getActiveNamespaceRecord } from "../core/namespace_registry.ts";
 import { parseSnapshotWindows, type SnapshotWindow } from "../core/usage.ts";
 import {
   type ArchiveSink,
@@ -23,6 +26,7 @@ import { createJsonLogger } from "../workers/observability.ts";
 import {
   buildWorkloads,
   runWorkerProcess,
+  WorkerStoppedError,
   WORKLOAD_NAMES,
   type WorkloadName,
 } from "../workers/runtime.ts";
@@ -189,7 +193,7 @@ export function makeWorkerCommand(ctx: CliContext): Command {
     )
     .option(
       "--shutdown-grace-seconds <s>",
-      "time in-flight batches get to finish on shutdown",
+      "the whole drain on shutdown (finish batches, checkpoint, release leases, remove the heartbeat); the process exits within it whatever DynamoDB does",
       intInRange(0, 600),
       20,
     )
@@ -201,13 +205,23 @@ export function makeWorkerCommand(ctx: CliContext): Command {
     .addHelpText(
       "after",
       `
-One worker reads each shard (leases in the table under the reserved
-namespace); run several for failover: when one stops, the others take its
-shards over within ~15 s. Snapshot counts are committed in one transaction
-with the checkpoint, so a crash never counts twice. Records that keep
-failing go to dead letters: see 'zae-limiter worker dead-letters --help'.
+Each workload keeps its own leases and checkpoints in the table (reserved
+namespace), so workers with different --workloads never take records from
+each other, and a workload turned on later starts from the oldest record
+the stream holds (24 h). Run several workers for failover: when one stops,
+the others take its shards over within ~15 s. Snapshot counts are committed
+in one transaction with the checkpoint, so a crash never counts twice.
+Records that keep failing or cannot be used go to dead letters: see
+'zae-limiter worker dead-letters --help'.
 
-Logs are JSON lines on stderr. Exit code 0 after a clean drain.
+DynamoDB outages never end the worker: calls are retried with backoff,
+/readyz answers 503 while DynamoDB or its stream does not answer, and the
+outage is logged at error level when it starts and when it ends.
+
+Logs are JSON lines on stderr. Exit code 0 after a clean drain, 1 when a
+drain step did not finish within the grace (logged: "Shutdown incomplete")
+or on a failure no retry fixes (logged with the reason: no table, no
+stream, access denied), 130 on a second signal.
 
 Environment (defaults of the flags; the stack's ECS task sets them):
   ZAEL_STACK (--name), ZAEL_WORKLOADS, ZAEL_SNAPSHOT_WINDOWS,
@@ -247,47 +261,62 @@ Example:
       ctx.clients.push(streams);
       const signal = ctx.io.interruptSignal?.() ??
         new AbortController().signal;
-      await runWorkerProcess({
-        client,
-        streamsClient: streams,
-        tableName: g.name,
-        workloads: f.workloads,
-        signal,
-        ...(sink ? { archiveSink: sink } : {}),
-        ...(f.ttlOnly ? { archiveTtlOnly: true } : {}),
-        windows: f.windows,
-        snapshotRetentionDays: f.snapshotRetentionDays,
-        refill: f.refill,
-        ...(f.workerId ? { workerId: f.workerId } : {}),
-        port: f.port,
-        hostname: f.host,
-        logger: createJsonLogger({
-          logger: "zae-worker",
-          level: f.logLevel,
-          write: (line) => ctx.io.err(line),
-        }),
-        tuning: {
-          shutdownGraceMs: f.shutdownGraceSeconds * 1000,
-          maxRecordAgeMs: f.maxRecordAgeSeconds * 1000,
-        },
-        onListen: (port) =>
-          ctx.io.err(JSON.stringify({
-            timestamp: new Date(ctx.now()).toISOString(),
-            level: "info",
-            logger: "zae-worker",
-            message: "Health server listening",
-            port,
-          })),
+      const logger = createJsonLogger({
+        logger: "zae-worker",
+        level: f.logLevel,
+        write: (line) => ctx.io.err(line),
       });
-      return EXIT.OK;
+      let report;
+      try {
+        report = await runWorkerProcess({
+          client,
+          streamsClient: streams,
+          tableName: g.name,
+          workloads: f.workloads,
+          signal,
+          ...(sink ? { archiveSink: sink } : {}),
+          ...(f.ttlOnly ? { archiveTtlOnly: true } : {}),
+          windows: f.windows,
+          snapshotRetentionDays: f.snapshotRetentionDays,
+          refill: f.refill,
+          ...(f.workerId ? { workerId: f.workerId } : {}),
+          port: f.port,
+          hostname: f.host,
+          logger,
+          tuning: {
+            shutdownGraceMs: f.shutdownGraceSeconds * 1000,
+            maxRecordAgeMs: f.maxRecordAgeSeconds * 1000,
+          },
+          onListen: (port) => logger.info("Health server listening", { port }),
+        });
+      } catch (error) {
+        // Already logged as JSON with its reason; anything else is logged here, never as plain text.
+        if (!(error instanceof WorkerStoppedError)) {
+          logger.error(
+            `Worker stopped: ${
+              error instanceof Error ? error.message : String(error)
+            }`,
+            {
+              reason: error instanceof Error ? error.message : String(error),
+              error,
+            },
+          );
+        }
+        return EXIT.FAILURE;
+      }
+      return report.complete ? EXIT.OK : EXIT.FAILURE;
     }));
 
   worker.command("status")
-    .description("List running workers (heartbeats) and their versions")
+    .description(
+      "List running workers (heartbeats) and their versions; a worker that died without a goodbye shows as stale for 15 minutes",
+    )
     .action(action(ctx, async (cmd) => {
       const g = resolveGlobals(cmd);
-      const all = await readHeartbeats(dynamoClient(ctx, g), g.name);
       const now = ctx.now();
+      const all = await readHeartbeats(dynamoClient(ctx, g), g.name, {
+        nowMs: now,
+      });
       const rows = all.map((w) => ({
         ...w,
         alive: isAlive(w, now),
@@ -339,14 +368,16 @@ Example:
           return;
         }
         ctx.io.out(renderTable(
-          ["Shard", "Sequence", "Event", "Key", "Reason", "Error"],
+          ["Workload", "Shard", "Sequence", "Event", "Key", "Reason", "Error"],
           letters.map((l) => [
+            l.workload ?? "-",
             l.shardId,
             l.record.sequenceNumber,
             l.record.eventName,
-            l.record.keys["PK"]?.S ?? "?",
+            `${l.record.keys["PK"]?.S ?? "?"} ${l.record.keys["SK"]?.S ?? ""}`
+              .trim(),
             l.reason,
-            l.error.slice(0, 80),
+            l.error.slice(0, 120),
           ]),
         ));
       });
@@ -395,13 +426,23 @@ Example:
           "Redriving archiver letters needs a destination: --archive-bucket <bucket> or --archive-dir <dir>",
         );
       }
-      const { handler, filter } = combineWorkloads(buildWorkloads({
+      // Pre-0.10 unprefixed buckets count in the default namespace, as in 'worker run'.
+      const legacy = await getActiveNamespaceRecord(
+        { client, table: g.name, clock: systemClock },
+        DEFAULT_NAMESPACE,
+      );
+      const built = buildWorkloads({
         client,
         tableName: g.name,
         workloads: f.workloads,
         ...(sink ? { archiveSink: sink } : {}),
         refill: false,
-      }, undefined));
+      }, legacy?.["namespace_id"]?.S);
+      const { handler, filter } = combineWorkloads(built);
+      const byWorkload = Object.fromEntries(built.map((w) => {
+        const one = combineWorkloads([w]);
+        return [w.name, { handler: one.handler, accepts: one.filter }];
+      }));
       const store = createDynamoDbDeadLetterStore(client, {
         tableName: g.name,
         consumerName: WORKER_CONSUMER_NAME,
@@ -409,6 +450,7 @@ Example:
       const r = await store.redrive(handler, {
         days: f.days,
         accepts: filter,
+        workloads: byWorkload,
       });
       emit(ctx, g, r, () => {
         ctx.io.out(

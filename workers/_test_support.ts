@@ -25,7 +25,11 @@ import {
   type StreamWorkerMetrics,
 } from "./metrics.ts";
 import type { StreamRecord } from "./stream_source.ts";
-import { runStreamWorker, type StreamWorkerOptions } from "./stream_worker.ts";
+import {
+  runStreamWorker,
+  type StreamWorkerOptions,
+  type StreamWorkerStopReport,
+} from "./stream_worker.ts";
 
 /** One effect per record, on a distinct item keyed by the event id. */
 export function effectFor(record: StreamRecord): TransactWriteItem {
@@ -71,6 +75,11 @@ export function createWorld(
   };
 }
 
+/** How a worker ended: its drain report, or the error it failed with. */
+export type WorkerOutcome =
+  | { ok: true; report: StreamWorkerStopReport }
+  | { ok: false; error: unknown };
+
 /** A running worker. */
 export interface RunningWorker {
   readonly workerId: string;
@@ -80,9 +89,9 @@ export interface RunningWorker {
   /** Whether the worker promise settled. */
   readonly finished: () => boolean;
   /** The settled outcome (never rejects). */
-  readonly result: Promise<{ ok: true } | { ok: false; error: unknown }>;
+  readonly result: Promise<WorkerOutcome>;
   /** Aborts, runs the clock until the worker settles, and returns its outcome. */
-  stop(): Promise<{ ok: true } | { ok: false; error: unknown }>;
+  stop(): Promise<WorkerOutcome>;
 }
 
 /** Handler that records and returns one effect per record. */
@@ -123,8 +132,8 @@ export function startWorker(
     ...options,
     handler: options.handler ?? recordingHandler(world, workerId),
   }).then(
-    (): { ok: true } => ({ ok: true }),
-    (error: unknown): { ok: false; error: unknown } => ({ ok: false, error }),
+    (report): WorkerOutcome => ({ ok: true, report }),
+    (error: unknown): WorkerOutcome => ({ ok: false, error }),
   ).finally(() => {
     done = true;
   });

@@ -4,6 +4,7 @@
  * @module
  */
 import type { Clock } from "../core/clock.ts";
+import { StreamWorkerError } from "./errors.ts";
 
 /**
  * Compares two DynamoDB Streams sequence numbers (decimal strings of 21-40
@@ -70,4 +71,60 @@ export function chunk<T>(items: readonly T[], size: number): T[][] {
     out.push(items.slice(i, i + size));
   }
   return out;
+}
+
+/**
+ * Runs `fn` with a signal that aborts when `signal` aborts or `timeoutMs`
+ * of `clock` time pass, whichever comes first. A timeout rejects with a
+ * retryable `DEPENDENCY_TIMEOUT` error naming `action`, even if `fn`
+ * ignores its signal; an abort of `signal` rejects with its reason.
+ */
+export async function callWithDeadline<T>(
+  clock: Clock,
+  timeoutMs: number,
+  signal: AbortSignal | undefined,
+  action: string,
+  fn: (signal: AbortSignal) => Promise<T>,
+): Promise<T> {
+  signal?.throwIfAborted();
+  const inner = new AbortController();
+  const timer = new AbortController();
+  const onOuter = (): void => inner.abort(signal?.reason);
+  signal?.addEventListener("abort", onOuter, { once: true });
+  let timedOut = false;
+  const expiry = new Promise<never>((_resolve, reject) => {
+    clock.sleep(timeoutMs, timer.signal).then(() => {
+      timedOut = true;
+      const error = new StreamWorkerError(
+        "DEPENDENCY_TIMEOUT",
+        `Cannot ${action}: no answer within ${timeoutMs} ms`,
+        { retryable: true },
+      );
+      inner.abort(error);
+      reject(error);
+    }, () => {});
+  });
+  const aborted = new Promise<never>((_resolve, reject) => {
+    const fire = (): void => reject(inner.signal.reason);
+    if (inner.signal.aborted) fire();
+    else inner.signal.addEventListener("abort", fire, { once: true });
+  });
+  aborted.catch(() => {});
+  expiry.catch(() => {});
+  try {
+    return await Promise.race([fn(inner.signal), expiry, aborted]);
+  } catch (error) {
+    // The call's own abort error after our timeout is the timeout.
+    if (
+      timedOut && !(signal?.aborted ?? false) &&
+      (error as { name?: unknown } | null)?.name === "AbortError"
+    ) {
+      throw inner.signal.reason;
+    }
+    throw error;
+  } finally {
+    timer.abort();
+    signal?.removeEventListener("abort", onOuter);
+    if (!inner.signal.aborted) inner.abort();
+  }
 }

@@ -22,11 +22,19 @@
  * * **Colliding limit names** are escaped (`core/usage.ts`).
  * * **Tolerant keys.** A pre-0.10 unprefixed bucket key is attributed to
  *   `legacyNamespaceId` when given (the namespace the migration moves it
- *   to), otherwise skipped and counted; nothing throws on a bad key.
+ *   to); nothing throws on a bad key.
+ * * **No silent drops.** A record that cannot be counted (a bad or
+ *   unprefixed key without a legacy namespace, no entity, a typed
+ *   attribute that is not a whole number: a string, boolean, map or
+ *   fraction where millitokens belong) is returned as `rejected` with a
+ *   reason naming its key and the attribute, so the worker dead-letters it;
+ *   nothing is floored or guessed. Only the migration's copies are skipped
+ *   on purpose.
  *
  * @module
  */
 import type {
+  AttributeValue,
   TransactWriteItem,
   UpdateItemCommandInput,
 } from "@aws-sdk/client-dynamodb";
@@ -38,11 +46,12 @@ import {
   decodeBucket,
   MIGRATED_FROM_ATTRIBUTE,
 } from "../core/bucket_item.ts";
-import type { Clock } from "../core/clock.ts";
+import { type Clock, systemClock } from "../core/clock.ts";
 import { isConditionFailed } from "../core/_sdk_errors.ts";
 import { Expr, type Item, updateExpression } from "../core/expr.ts";
 import {
   bucketAttr,
+  parseBucketAttr,
   PREFIX,
   prefixKey,
   RESERVED_NAMESPACE,
@@ -56,7 +65,9 @@ import {
   windowKey,
 } from "../core/usage.ts";
 import { WCU_LIMIT_NAME } from "../core/validation.ts";
-import type { StreamRecord } from "./stream_source.ts";
+import { callWithDeadline } from "./_util.ts";
+import type { RejectedRecord } from "./batch_processor.ts";
+import type { StreamImage, StreamRecord } from "./stream_source.ts";
 import type { Workload } from "./workload.ts";
 
 /** A bucket write decoded from a stream record. */
@@ -91,12 +102,97 @@ export type BucketSkip =
   | "bad_key"
   | "no_entity"
   | "migration_copy"
-  | "no_image";
+  | "no_image"
+  | "invalid_attribute";
 
 /** Result of {@linkcode parseBucketChange}. */
 export type BucketParse =
   | { readonly kind: "change"; readonly change: BucketChange }
-  | { readonly kind: "skip"; readonly reason: BucketSkip };
+  | {
+    readonly kind: "skip";
+    readonly reason: BucketSkip;
+    /** What is wrong, for `invalid_attribute`. */
+    readonly detail?: string;
+  };
+
+/** The fields of a limit stored on a bucket, and whether they may be negative. */
+const LIMIT_FIELDS: Readonly<Record<string, boolean>> = {
+  tk: true,
+  tc: true,
+  cp: false,
+  ra: false,
+  rp: false,
+};
+
+function typeName(a: AttributeValue): string {
+  const type = Object.keys(a).find((k) =>
+    (a as unknown as Record<string, unknown>)[k] !== undefined
+  );
+  switch (type) {
+    case "S":
+      return `a string (${JSON.stringify(String(a.S).slice(0, 40))})`;
+    case "BOOL":
+      return `a boolean (${String(a.BOOL)})`;
+    case "M":
+      return "a map";
+    case "L":
+      return "a list";
+    case "NULL":
+      return "null";
+    case "B":
+      return "binary";
+    case "SS":
+    case "NS":
+    case "BS":
+      return "a set";
+    default:
+      return "untyped";
+  }
+}
+
+/** What is wrong with one numeric attribute, or `undefined`. */
+function badNumber(
+  name: string,
+  a: AttributeValue,
+  negativeAllowed: boolean,
+): string | undefined {
+  if (!("N" in a) || typeof a.N !== "string") {
+    return `attribute "${name}" is ${typeName(a)}, expected a whole number`;
+  }
+  if (!/^-?\d+$/.test(a.N)) {
+    return `attribute "${name}" is ${a.N}, expected a whole number (never rounded)`;
+  }
+  if (!negativeAllowed && a.N.startsWith("-")) {
+    return `attribute "${name}" is ${a.N}, expected zero or more`;
+  }
+  return undefined;
+}
+
+/**
+ * The first typed attribute of a bucket image that is not what the limiter
+ * writes (`rf`, `shard_count` and every `b_{limit}_{tk|tc|cp|ra|rp}` are
+ * whole numbers), or `undefined` when all are.
+ */
+export function invalidBucketAttribute(
+  image: StreamImage,
+): string | undefined {
+  for (const [name, a] of Object.entries(image)) {
+    let problem: string | undefined;
+    if (name === "rf") problem = badNumber(name, a, false);
+    else if (name === "shard_count") {
+      problem = badNumber(name, a, false) ??
+        (a.N === "0"
+          ? `attribute "${name}" is 0, expected 1 or more`
+          : undefined);
+    } else if (name.startsWith("b_")) {
+      const parsed = parseBucketAttr(name);
+      const negative = parsed ? LIMIT_FIELDS[parsed.field] : undefined;
+      if (negative !== undefined) problem = badNumber(name, a, negative);
+    }
+    if (problem !== undefined) return problem;
+  }
+  return undefined;
+}
 
 function s(image: Item | undefined, name: string): string | undefined {
   const a = image?.[name];
@@ -181,6 +277,12 @@ export function parseBucketChange(
   if (isInsert && image[MIGRATED_FROM_ATTRIBUTE] !== undefined) {
     return { kind: "skip", reason: "migration_copy" };
   }
+  const bad = invalidBucketAttribute(image) ??
+    (isInsert ? undefined : invalidBucketAttribute(record.oldImage ?? {})
+      ?.replace(/^attribute/, "old attribute"));
+  if (bad !== undefined) {
+    return { kind: "skip", reason: "invalid_attribute", detail: bad };
+  }
   const item = decodeBucket(image, shard);
   const before = isInsert
     ? undefined
@@ -242,6 +344,34 @@ export interface AggregatorOptions {
   readonly clock?: Clock;
   /** Called when a refill write fails for another reason than a lost race (the batch goes on). */
   readonly onRefillError?: (error: unknown) => void;
+  /** Deadline of one refill write; a refill is an optimisation and never holds a batch up longer. @default 2000 */
+  readonly refillTimeoutMs?: number;
+}
+
+const SKIP_REASONS: Readonly<Record<BucketSkip, string>> = {
+  "not_a_bucket": "the key is not a bucket key",
+  "unprefixed_key":
+    "the key has no namespace prefix (pre-0.10) and the table has no default namespace to attribute it to",
+  "bad_key": "the key does not parse as a bucket key",
+  "no_entity": "the item has no entity_id",
+  "migration_copy": "the item is a copy made by the namespace-keys migration",
+  "no_image": "the record has no new image",
+  "invalid_attribute": "an attribute has the wrong type",
+};
+
+/**
+ * Why a bucket record cannot be counted, in words that name its key: the
+ * reason of its dead letter and of the log line about it.
+ */
+export function describeBucketSkip(
+  record: StreamRecord,
+  skip: Extract<BucketParse, { kind: "skip" }>,
+): string {
+  const pk = s(record.keys, "PK") ?? "?";
+  const sk = s(record.keys, "SK") ?? "?";
+  return `Cannot count bucket write PK=${JSON.stringify(pk)} SK=${
+    JSON.stringify(sk)
+  }: ${skip.detail ?? SKIP_REASONS[skip.reason]}`;
 }
 
 /** Counters of the aggregator, as exported on `/metrics`. */
@@ -252,8 +382,10 @@ export type AggregatorCounters = {
   "aggregator_acquires_total": number;
   /** Snapshot updates returned for commit. */
   "aggregator_snapshot_updates_total": number;
-  /** Bucket records skipped (unprefixed without a legacy namespace, bad keys, migration copies). */
+  /** Bucket records not counted on purpose (copies made by the namespace-keys migration). */
   "aggregator_records_skipped_total": number;
+  /** Bucket records that cannot be counted (bad keys, no entity, mistyped attributes): dead-lettered. */
+  "aggregator_records_rejected_total": number;
   /** Unprefixed (pre-0.10) bucket records attributed to the legacy namespace. */
   "aggregator_legacy_records_total": number;
   /** Proactive refill writes that landed. */
@@ -415,12 +547,15 @@ export function createAggregatorWorkload(
   }
   const client = options.client;
   const doRefill = client !== undefined && (options.refill ?? true);
-  const now = (): number => options.clock?.now() ?? Date.now();
+  const clock = options.clock ?? systemClock;
+  const now = (): number => clock.now();
+  const refillTimeoutMs = options.refillTimeoutMs ?? 2_000;
   const counters: AggregatorCounters = {
     "aggregator_bucket_writes_total": 0,
     "aggregator_acquires_total": 0,
     "aggregator_snapshot_updates_total": 0,
     "aggregator_records_skipped_total": 0,
+    "aggregator_records_rejected_total": 0,
     "aggregator_legacy_records_total": 0,
     "aggregator_refills_written_total": 0,
     "aggregator_refills_raced_total": 0,
@@ -443,9 +578,14 @@ export function createAggregatorWorkload(
       );
       if (input === null) return;
       try {
-        await client.send(new UpdateItemCommand(input), {
-          abortSignal: signal,
-        });
+        await callWithDeadline(
+          clock,
+          refillTimeoutMs,
+          signal,
+          "refill a bucket",
+          (abortSignal) =>
+            client.send(new UpdateItemCommand(input), { abortSignal }),
+        );
         counters.aggregator_refills_written_total++;
       } catch (error) {
         if (isConditionFailed(error)) {
@@ -466,12 +606,15 @@ export function createAggregatorWorkload(
     counters: () => ({ ...counters }),
     async handle(records, ctx) {
       const changes: BucketChange[] = [];
+      const rejected: RejectedRecord[] = [];
       const buckets = new Map<string, BucketAggregate>();
       for (const r of records) {
         const parsed = parseBucketChange(r, options.legacyNamespaceId);
         if (parsed.kind === "skip") {
-          if (parsed.reason !== "not_a_bucket") {
+          if (parsed.reason === "migration_copy") {
             counters.aggregator_records_skipped_total++;
+          } else {
+            rejected.push({ record: r, reason: describeBucketSkip(r, parsed) });
           }
           continue;
         }
@@ -523,7 +666,8 @@ export function createAggregatorWorkload(
       counters.aggregator_legacy_records_total +=
         changes.filter((c) => c.legacy).length;
       counters.aggregator_snapshot_updates_total += effects.length;
-      return { effects };
+      counters.aggregator_records_rejected_total += rejected.length;
+      return rejected.length > 0 ? { effects, rejected } : { effects };
     },
   };
 }

@@ -280,14 +280,22 @@ Deno.test("aggregator handler: a limit called ttl is counted under limit#ttl", a
   assert.deepEqual(e.added, { "limit#ttl": 4, "total_events": 1 });
 });
 
-Deno.test("aggregator handler: skipped records produce no effect and are counted", async () => {
+Deno.test("aggregator handler: a record it cannot attribute is rejected with its key and produces no effect", async () => {
   const agg = createAggregatorWorkload({ tableName: "t" });
   const legacy = bucketImage({ rpm: { tk: 1, tc: 3_000 } }, {
     pk: "BUCKET#e1#gpt-4#0",
   });
-  const out = await agg.handle([record("MODIFY", legacy, legacy)], ctx);
+  const r = record("MODIFY", legacy, legacy);
+  const out = await agg.handle([r], ctx);
   assert.deepEqual(out?.effects, []);
-  assert.equal(agg.counters().aggregator_records_skipped_total, 1);
+  assert.equal(out?.rejected?.length, 1);
+  assert.equal(out?.rejected?.[0]?.record, r);
+  assert.match(
+    out?.rejected?.[0]?.reason ?? "",
+    /PK="BUCKET#e1#gpt-4#0" SK="#STATE": .*no namespace prefix/,
+  );
+  assert.equal(agg.counters().aggregator_records_rejected_total, 1);
+  assert.equal(agg.counters().aggregator_records_skipped_total, 0);
 });
 
 Deno.test("refillUpdate: adds the accrued tokens when the balance does not cover recent use; rf advanced by the time used", () => {
@@ -380,4 +388,106 @@ Deno.test("parseBucketChange: a refused cascade's compensation gives the write b
     record("MODIFY", refunded, charged),
   ], ctx);
   assert.deepEqual(out?.effects, []);
+});
+
+Deno.test("aggregator handler: every kind of garbage bucket item is rejected with its key and the reason, never counted, floored or dropped", async () => {
+  const agg = createAggregatorWorkload({ tableName: "t", windows: ["hourly"] });
+  const good = bucketImage({ rpm: { tk: 0, tc: 5_000 } });
+  const before = bucketImage({ rpm: { tk: 0, tc: 1_000 } });
+  const typed = (attr: string, value: AttributeValue): Image => ({
+    ...good,
+    [attr]: value,
+  });
+  const garbage: [string, StreamRecord, RegExp][] = [
+    [
+      "string tc",
+      record("MODIFY", typed("b_rpm_tc", { S: "5000" }), before),
+      /"b_rpm_tc" is a string \("5000"\)/,
+    ],
+    [
+      "boolean tc",
+      record("MODIFY", typed("b_rpm_tc", { BOOL: true }), before),
+      /"b_rpm_tc" is a boolean/,
+    ],
+    [
+      "map tc",
+      record("MODIFY", typed("b_rpm_tc", { M: { n: { N: "1" } } }), before),
+      /"b_rpm_tc" is a map/,
+    ],
+    [
+      "fractional tc",
+      record("MODIFY", typed("b_rpm_tc", { N: "5000.5" }), before),
+      /"b_rpm_tc" is 5000\.5, expected a whole number/,
+    ],
+    [
+      "string tk",
+      record("MODIFY", typed("b_rpm_tk", { S: "x" }), before),
+      /"b_rpm_tk" is a string/,
+    ],
+    [
+      "negative capacity",
+      record("MODIFY", typed("b_rpm_cp", { N: "-1" }), before),
+      /"b_rpm_cp" is -1, expected zero or more/,
+    ],
+    [
+      "string rf",
+      record("MODIFY", typed("rf", { S: "now" }), before),
+      /"rf" is a string/,
+    ],
+    [
+      "fraction in the old image",
+      record("MODIFY", good, { ...before, "b_rpm_tc": { N: "0.5" } }),
+      /old attribute "b_rpm_tc" is 0\.5/,
+    ],
+    [
+      "empty bucket key",
+      record("MODIFY", { ...good, PK: { S: "ns1/BUCKET#" } }, before),
+      /PK="ns1\/BUCKET#" SK="#STATE": the key (does not parse as|is not) a bucket key/,
+    ],
+    [
+      "no entity",
+      record(
+        "MODIFY",
+        bucketImage({ rpm: { tk: 0, tc: 5_000 } }, { entity: "" }),
+        before,
+      ),
+      /no entity_id/,
+    ],
+    [
+      "not a bucket under #STATE",
+      record("MODIFY", { ...good, PK: { S: "ns1/ENTITY#e1" } }, before),
+      /PK="ns1\/ENTITY#e1" SK="#STATE": the key is not a bucket key/,
+    ],
+    [
+      "unprefixed without a legacy namespace",
+      record("MODIFY", { ...good, PK: { S: "BUCKET#e1#gpt-4#0" } }, before),
+      /no namespace prefix/,
+    ],
+  ];
+  const records = garbage.map(([, r]) => r);
+  const valid = record("MODIFY", good, before);
+  const out = await agg.handle([...records, valid], ctx);
+  const reasons = new Map(
+    (out?.rejected ?? []).map((r) => [r.record, r.reason]),
+  );
+  for (const [what, r, pattern] of garbage) {
+    const reason = reasons.get(r);
+    assert.ok(reason, `${what} is rejected`);
+    assert.match(reason, pattern, what);
+    assert.match(
+      reason,
+      new RegExp(
+        `PK=${JSON.stringify(r.keys["PK"]?.S ?? "")}`.replace(/[/]/g, "\\/"),
+      ),
+      `${what} names its key`,
+    );
+  }
+  assert.equal(reasons.size, garbage.length, "the valid write is not rejected");
+  // Only the valid write is counted: 4 tokens, one event.
+  assert.equal(out?.effects?.length, 1);
+  assert.equal(
+    agg.counters().aggregator_records_rejected_total,
+    garbage.length,
+  );
+  assert.equal(agg.counters().aggregator_bucket_writes_total, 1);
 });

@@ -20,7 +20,7 @@ import {
   COORDINATION_PK_PREFIX,
   MAX_EFFECTS_PER_COMMIT,
 } from "./coordination_store.ts";
-import { toError } from "./errors.ts";
+import { classifyFailure, toError } from "./errors.ts";
 import type { StreamWorkerEvent, StreamWorkerMetrics } from "./metrics.ts";
 import type { StreamImage, StreamRecord } from "./stream_source.ts";
 
@@ -36,6 +36,14 @@ export interface HandlerContext {
   readonly attempt: number;
 }
 
+/** A record a handler cannot use, and why (in words that name what is wrong). */
+export interface RejectedRecord {
+  /** One of the records the handler was given. */
+  readonly record: StreamRecord;
+  /** Why it cannot be used, e.g. `attribute "b_rpm_tc" is a string, expected a whole number`. */
+  readonly reason: string;
+}
+
 /** What a handler may return. */
 export interface HandlerResult {
   /**
@@ -43,6 +51,21 @@ export interface HandlerResult {
    * action per item across a batch; at most 99 per record.
    */
   readonly effects?: readonly TransactWriteItem[];
+  /**
+   * Records the handler cannot use (malformed items): they go to the
+   * dead-letter sink with reason `invalid_record`, in the same commit as
+   * the other records' effects, so none is dropped without a trace.
+   */
+  readonly rejected?: readonly RejectedRecord[];
+}
+
+/** The error of an `invalid_record` dead letter. */
+export class InvalidRecordError extends Error {
+  /** Creates the error. */
+  constructor(message: string) {
+    super(message);
+    this.name = "InvalidRecordError";
+  }
 }
 
 /**
@@ -63,7 +86,8 @@ export type DeadLetterReason =
   | "non_retryable"
   | "max_record_age"
   | "effects_rejected"
-  | "too_many_effects";
+  | "too_many_effects"
+  | "invalid_record";
 
 /** A record given up on, with everything needed to redrive it. */
 export interface DeadLetter {
@@ -77,6 +101,8 @@ export interface DeadLetter {
   readonly error: Error;
   /** Handler attempts made on the record in its last segment. */
   readonly attempts: number;
+  /** The workload that gave up on it, when the sink serves one workload. */
+  readonly workload?: string;
 }
 
 /**
@@ -142,8 +168,6 @@ export interface ProcessingConfig {
   readonly retryBaseMs: number;
   /** Retry backoff cap. */
   readonly retryMaxMs: number;
-  /** Commit attempts on retryable store errors. */
-  readonly commitMaxAttempts: number;
   /** Dead-letter sink. */
   readonly deadLetterSink: DeadLetterSink;
   /** Clock. */
@@ -160,7 +184,11 @@ export interface BatchEnvironment {
   readonly epoch: number;
   /** Stops new attempts (shutdown or lease loss); abandons the batch without committing. */
   readonly stopSignal: AbortSignal;
-  /** Aborts handlers and commits (lease loss or shutdown deadline). */
+  /**
+   * Aborts handlers, commits and their retries (lease loss or shutdown
+   * deadline). Until it aborts, a commit or dead-letter write that fails
+   * transiently is retried with backoff.
+   */
   readonly hardSignal: AbortSignal;
   /** Commits effects + checkpoint under the lease fence. */
   commit(
@@ -259,16 +287,17 @@ function lastSequence(records: readonly StreamRecord[]): string {
   return last.sequenceNumber;
 }
 
-function isRetryableStoreError(error: unknown): boolean {
-  if (typeof error !== "object" || error === null) return false;
-  const e = error as {
-    retryable?: unknown;
-    $retryable?: unknown;
-    name?: unknown;
-  };
-  return e.retryable === true ||
-    (e.$retryable !== undefined && e.$retryable !== null);
+/** The key attributes of a record as text, for logs. */
+export function recordKey(record: StreamRecord): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [name, value] of Object.entries(record.keys)) {
+    out[name] = value.S ?? value.N ?? JSON.stringify(value);
+  }
+  return out;
 }
+
+/** Most a commit or dead-letter write waits between two attempts. */
+const WRITE_RETRY_CAP_MS = 5_000;
 
 /**
  * Processes one batch read from a shard and commits it.
@@ -277,7 +306,9 @@ function isRetryableStoreError(error: unknown): boolean {
  * @param config Resolved processing settings.
  * @param env The shard's lease fence, signals and counters.
  * @returns How the batch ended.
- * @throws {Error} a non-retryable store failure (the worker then fails loudly)
+ * @throws {Error} a store failure that no retry can fix (`classifyFailure()`
+ * says `fatal`: access denied, a missing table); transient failures are
+ * retried until `env.hardSignal` aborts
  */
 export async function processBatch(
   batch: readonly StreamRecord[],
@@ -349,7 +380,11 @@ export async function processBatch(
     }
     for (;;) {
       if (deadLetters.length > 0) {
-        await config.deadLetterSink.send(deadLetters, env.hardSignal);
+        const letters = deadLetters;
+        const sent = await writeWithRetry(() =>
+          config.deadLetterSink.send(letters, env.hardSignal)
+        );
+        if (sent === undefined) return { kind: "lease_lost" };
         m.deadLetters += deadLetters.length;
         for (const d of deadLetters) {
           env.emit({
@@ -357,6 +392,8 @@ export async function processBatch(
             shardId: env.shardId,
             sequenceNumber: d.record.sequenceNumber,
             reason: d.reason,
+            key: recordKey(d.record),
+            error: d.error,
           });
         }
       }
@@ -411,30 +448,43 @@ export async function processBatch(
     return processChunk(raw.slice(at));
   }
 
+  /**
+   * Runs a write until it succeeds, retrying transient failures with
+   * backoff; `undefined` when `env.hardSignal` aborted first. A failure no
+   * retry can fix is thrown.
+   */
+  async function writeWithRetry<T>(
+    write: () => Promise<T>,
+  ): Promise<{ readonly value: T } | undefined> {
+    for (let attempt = 0;; attempt++) {
+      if (env.hardSignal.aborted) return undefined;
+      try {
+        return { value: await write() };
+      } catch (error) {
+        if (env.hardSignal.aborted) return undefined;
+        if (classifyFailure(error) === "fatal") throw error;
+        m.commitRetries++;
+        const delay = fullJitter(
+          attempt,
+          Math.max(1, config.retryBaseMs),
+          Math.min(config.retryMaxMs, WRITE_RETRY_CAP_MS),
+          config.random,
+        );
+        if (!(await sleepUnlessAborted(config.clock, delay, env.hardSignal))) {
+          return undefined;
+        }
+      }
+    }
+  }
+
   async function commitWithRetry(
     checkpoint: string,
     effects: readonly TransactWriteItem[],
   ): Promise<CommitResult> {
-    for (let attempt = 1;; attempt++) {
-      if (env.hardSignal.aborted) return { kind: "lease_lost" };
-      try {
-        return await env.commit(checkpoint, effects, env.hardSignal);
-      } catch (error) {
-        if (env.hardSignal.aborted) return { kind: "lease_lost" };
-        if (
-          !isRetryableStoreError(error) || attempt >= config.commitMaxAttempts
-        ) throw error;
-        const delay = fullJitter(
-          attempt,
-          config.retryBaseMs,
-          config.retryMaxMs,
-          config.random,
-        );
-        if (!(await sleepUnlessAborted(config.clock, delay, env.hardSignal))) {
-          return { kind: "lease_lost" };
-        }
-      }
-    }
+    const out = await writeWithRetry(() =>
+      env.commit(checkpoint, effects, env.hardSignal)
+    );
+    return out?.value ?? { kind: "lease_lost" };
   }
 
   function deadLetter(
@@ -512,7 +562,8 @@ export async function processBatch(
     records: readonly StreamRecord[],
     attempt: number,
   ): Promise<
-    { ok: true; effects: TransactWriteItem[] } | { ok: false; error: Error }
+    | { ok: true; effects: TransactWriteItem[]; rejected: DeadLetter[] }
+    | { ok: false; error: Error }
   > {
     m.recordsDelivered += attempt === 1 ? records.length : 0;
     try {
@@ -522,7 +573,24 @@ export async function processBatch(
         leaseEpoch: env.epoch,
         attempt,
       });
-      return { ok: true, effects: [...(out?.effects ?? [])] };
+      const given = new Set(records);
+      const rejected: DeadLetter[] = [];
+      for (const r of out?.rejected ?? []) {
+        if (!given.has(r.record)) {
+          throw new TypeError(
+            "Cannot reject a record the handler was not given",
+          );
+        }
+        rejected.push(
+          deadLetter(
+            r.record,
+            "invalid_record",
+            new InvalidRecordError(r.reason),
+            attempt,
+          ),
+        );
+      }
+      return { ok: true, effects: [...(out?.effects ?? [])], rejected };
     } catch (error) {
       m.handlerErrors++;
       return { ok: false, error: toError(error) };
@@ -536,7 +604,7 @@ export async function processBatch(
     if (env.stopSignal.aborted) throw new Abandoned();
     if (config.bisectOnError && records.length > 1) {
       const r = await invoke(records, firstAttempt);
-      if (r.ok) return { effects: r.effects, deadLetters: [] };
+      if (r.ok) return { effects: r.effects, deadLetters: r.rejected };
       m.bisects++;
       const mid = Math.ceil(records.length / 2);
       const left = await runSegment(records.slice(0, mid), firstAttempt + 1);
@@ -559,7 +627,7 @@ export async function processBatch(
         };
       }
       const r = await invoke(records, firstAttempt + attempt - 1);
-      if (r.ok) return { effects: r.effects, deadLetters: [] };
+      if (r.ok) return { effects: r.effects, deadLetters: r.rejected };
       lastError = r.error;
       const nonRetryable =
         (r.error as { retryable?: unknown }).retryable === false;

@@ -50,7 +50,6 @@ async function fixture(
     keyAttributes: ["PK", "SK"],
     retryBaseMs: 10,
     retryMaxMs: 100,
-    commitMaxAttempts: 3,
     deadLetterSink: sink,
     clock,
     random: () => 0,
@@ -215,6 +214,69 @@ Deno.test("processBatch() reports a lost lease instead of committing", async () 
   await f.store.takeLease("s0", "thief", { epoch: 1, counter: 1 });
   assert.deepEqual(await processBatch(f.records, f.config, f.env), {
     kind: "lease_lost",
+    owner: "thief",
   });
   assert.equal(f.store.committed.length, 0);
+});
+
+Deno.test("processBatch() dead-letters the records a handler rejects (invalid_record, with the reason) and commits the others' effects", async () => {
+  const f = await fixture((records) =>
+    Promise.resolve({
+      effects: records.slice(1).flatMap((r) => effects(r, 1)),
+      rejected: records[0] === undefined
+        ? []
+        : [{ record: records[0], reason: 'attribute "b_rpm_tc" is a map' }],
+    })
+  );
+  const seen: unknown[] = [];
+  const outcome = await processBatch(f.records, f.config, {
+    ...f.env,
+    emit: (e) => seen.push(e),
+  });
+  assert.equal(outcome.kind, "done");
+  assert.deepEqual(
+    f.sink.letters.map((
+      l,
+    ) => [l.record, l.reason, l.error.name, l.error.message]),
+    [[
+      f.records[0],
+      "invalid_record",
+      "InvalidRecordError",
+      'attribute "b_rpm_tc" is a map',
+    ]],
+  );
+  assert.equal(f.store.committed.length, 1);
+  assert.equal(f.store.committed[0]?.effects.length, 3);
+  assert.deepEqual(seen.map((e) => (e as { key?: unknown }).key), [{
+    PK: "ns/ENTITY#e0",
+    SK: "#STATE",
+  }]);
+});
+
+Deno.test("processBatch() retries a dead-letter write that gets no answer before committing past the record", async () => {
+  let attempts = 0;
+  const f = await fixture(() =>
+    Promise.reject(Object.assign(new Error("bad"), { retryable: false }))
+  );
+  const inner = f.sink;
+  const config = {
+    ...f.config,
+    bisectOnError: false,
+    deadLetterSink: {
+      send: (letters: Parameters<typeof inner.send>[0]) => {
+        if (++attempts <= 2) {
+          return Promise.reject(
+            Object.assign(new Error("socket hang up"), { code: "ECONNRESET" }),
+          );
+        }
+        return inner.send(letters);
+      },
+    },
+  };
+  const pending = processBatch(f.records, config, f.env);
+  await f.clock.runUntil(() => f.store.committed.length === 1);
+  assert.equal((await pending).kind, "done");
+  assert.equal(attempts, 3);
+  assert.equal(f.sink.letters.length, 4);
+  assert.equal(f.env.metrics.commitRetries, 2);
 });

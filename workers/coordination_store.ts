@@ -10,10 +10,18 @@
  * are rejected as a whole. `counter` changes on every renewal; observers
  * judge expiry by how long `counter` has stayed the same on their own clock.
  *
+ * Checkpoints only move forward: a write that carries a checkpoint at or
+ * behind the stored one does not move it, and a commit whose checkpoint is
+ * already stored reports `committed` without applying its effects again.
+ * So a commit retried after an answer was lost (a reset connection, a
+ * timeout, a 500) is applied exactly once, and a late deferred checkpoint
+ * never rewinds one a commit wrote.
+ *
  * @module
  */
 import type { TransactWriteItem } from "@aws-sdk/client-dynamodb";
 import { RESERVED_NAMESPACE } from "../core/keys.ts";
+import { compareSequence } from "./_util.ts";
 import { StreamWorkerError } from "./errors.ts";
 
 /** Partition-key prefix of every framework item (`_/STREAM#`). Records with it are dropped at stage 0. */
@@ -71,13 +79,15 @@ export interface LeaseFence {
 /** Result of a conditional lease write. */
 export type LeaseWriteResult =
   | { readonly kind: "ok"; readonly lease: LeaseItem }
-  | { readonly kind: "lost" };
+  /** The fence failed; `owner` is the lease's current owner when the store knows it. */
+  | { readonly kind: "lost"; readonly owner?: string };
 
 /** Result of {@linkcode CoordinationStore.commit}. */
 export type CommitResult =
-  | { readonly kind: "committed" }
-  /** The fence no longer holds: nothing was written. */
-  | { readonly kind: "lease_lost" }
+  /** Written; `replayed` when an earlier attempt of the same commit had already landed (nothing applied twice). */
+  | { readonly kind: "committed"; readonly replayed?: boolean }
+  /** The fence no longer holds: nothing was written; `owner` is the current owner when known. */
+  | { readonly kind: "lease_lost"; readonly owner?: string }
   /** An effect's own condition failed or the effects are invalid: nothing was written. */
   | { readonly kind: "rejected"; readonly reason: string };
 
@@ -152,6 +162,11 @@ export interface MemoryCoordinationStore extends CoordinationStore {
   lease(shardId: string): LeaseItem | undefined;
 }
 
+/** Whether sequence number `a` is after `b` (`b` absent: always). */
+function isAfter(a: string, b: string | undefined): boolean {
+  return b === undefined || compareSequence(a, b) > 0;
+}
+
 /** Throws when `effects` would not fit in one transaction with the checkpoint. */
 export function assertCommitSize(effects: readonly unknown[]): void {
   if (effects.length > MAX_EFFECTS_PER_COMMIT) {
@@ -194,11 +209,17 @@ export function createMemoryCoordinationStore(
     ) return undefined;
     return lease;
   }
+  function lost(shardId: string): LeaseWriteResult {
+    const owner = leases.get(shardId)?.owner;
+    return owner === undefined ? { kind: "lost" } : { kind: "lost", owner };
+  }
   function withCheckpoint(
     lease: LeaseItem,
     checkpoint: string | undefined,
   ): LeaseItem {
-    return checkpoint === undefined ? lease : { ...lease, checkpoint };
+    return checkpoint === undefined || !isAfter(checkpoint, lease.checkpoint)
+      ? lease
+      : { ...lease, checkpoint };
   }
   function free(lease: LeaseItem): LeaseItem {
     const { owner: _owner, ...rest } = lease;
@@ -232,7 +253,7 @@ export function createMemoryCoordinationStore(
         lease === undefined || lease.ended || lease.epoch !== observed.epoch ||
         lease.counter !== observed.counter
       ) {
-        return Promise.resolve({ kind: "lost" });
+        return Promise.resolve(lost(shardId));
       }
       const next: LeaseItem = {
         ...lease,
@@ -246,7 +267,7 @@ export function createMemoryCoordinationStore(
     renewLease(fence, checkpoint, signal): Promise<LeaseWriteResult> {
       signal?.throwIfAborted();
       const lease = fenced(fence);
-      if (lease === undefined) return Promise.resolve({ kind: "lost" });
+      if (lease === undefined) return Promise.resolve(lost(fence.shardId));
       const next = withCheckpoint(
         { ...lease, counter: lease.counter + 1 },
         checkpoint,
@@ -257,7 +278,7 @@ export function createMemoryCoordinationStore(
     releaseLease(fence, checkpoint, signal): Promise<LeaseWriteResult> {
       signal?.throwIfAborted();
       const lease = fenced(fence);
-      if (lease === undefined) return Promise.resolve({ kind: "lost" });
+      if (lease === undefined) return Promise.resolve(lost(fence.shardId));
       const next = free(
         withCheckpoint({
           ...lease,
@@ -271,7 +292,7 @@ export function createMemoryCoordinationStore(
     endLease(fence, checkpoint, signal): Promise<LeaseWriteResult> {
       signal?.throwIfAborted();
       const lease = fenced(fence);
-      if (lease === undefined) return Promise.resolve({ kind: "lost" });
+      if (lease === undefined) return Promise.resolve(lost(fence.shardId));
       const next = free(
         withCheckpoint({
           ...lease,
@@ -287,7 +308,17 @@ export function createMemoryCoordinationStore(
       signal?.throwIfAborted();
       assertCommitSize(effects);
       const lease = fenced(fence);
-      if (lease === undefined) return Promise.resolve({ kind: "lease_lost" });
+      if (lease === undefined) {
+        const owner = leases.get(fence.shardId)?.owner;
+        return Promise.resolve(
+          owner === undefined
+            ? { kind: "lease_lost" }
+            : { kind: "lease_lost", owner },
+        );
+      }
+      if (!isAfter(checkpoint, lease.checkpoint)) {
+        return Promise.resolve({ kind: "committed", replayed: true });
+      }
       const reason = options.rejectEffects?.(effects);
       if (reason !== undefined) {
         return Promise.resolve({ kind: "rejected", reason });

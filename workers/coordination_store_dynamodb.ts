@@ -11,6 +11,7 @@
  * | `epoch` | ownership generation (fences checkpoints and effects) |
  * | `counter` | liveness counter (observed for expiry; never compared with clocks) |
  * | `checkpoint` | last committed sequence number |
+ * | `checkpoint_key` | the checkpoint left-padded with zeros to 40 digits: DynamoDB compares it as a string, so every checkpoint write is conditioned on moving it forward |
  * | `parent_shard_id`, `start`, `ended` | lineage and start position |
  * | `updated_at` | wall-clock ms, for humans only |
  * | `ttl` | set when the shard ended: now + 48 h |
@@ -21,6 +22,8 @@
  */
 import {
   type AttributeValue,
+  GetItemCommand,
+  type GetItemCommandOutput,
   PutItemCommand,
   type QueryCommand,
   type TransactWriteItem,
@@ -49,6 +52,7 @@ export interface DynamoDbClientLike {
   send(
     command:
       | QueryCommand
+      | GetItemCommand
       | PutItemCommand
       | UpdateItemCommand
       | TransactWriteItemsCommand,
@@ -80,11 +84,17 @@ export function coordinationPartitionKey(
   return `${COORDINATION_PK_PREFIX}${consumerName}#${label}`;
 }
 
+/** Sequence numbers have 21 to 40 digits; padded to 40 they compare as strings. */
+export function checkpointKey(sequenceNumber: string): string {
+  return sequenceNumber.padStart(40, "0");
+}
+
 const NAMES = {
   "#o": "owner",
   "#e": "epoch",
   "#c": "counter",
   "#cp": "checkpoint",
+  "#cpk": "checkpoint_key",
   "#u": "updated_at",
   "#end": "ended",
   "#ttl": "ttl",
@@ -157,23 +167,78 @@ export function createDynamoDbCoordinationStore(
     return { N: String(clock.now()) };
   }
 
+  /** The lease item as it is now (strongly consistent). */
+  async function current(
+    shardId: string,
+    signal: AbortSignal | undefined,
+  ): Promise<Record<string, AttributeValue> | undefined> {
+    const out = await client.send(
+      new GetItemCommand({
+        TableName: tableName,
+        Key: key(shardId),
+        ConsistentRead: true,
+      }),
+      opts(signal),
+    ) as GetItemCommandOutput;
+    return out.Item;
+  }
+
+  /** `lost`, naming the current owner when the item says who it is. */
+  function lostTo(item: Record<string, AttributeValue> | undefined): {
+    kind: "lost";
+    owner?: string;
+  } {
+    const owner = item?.["owner"]?.S;
+    return owner ? { kind: "lost", owner } : { kind: "lost" };
+  }
+
+  /** Whether an item still carries `fence` and a checkpoint at or past `checkpoint`. */
+  function holdsCheckpoint(
+    item: Record<string, AttributeValue> | undefined,
+    fence: LeaseFence,
+    checkpoint: string,
+  ): boolean {
+    if (item === undefined) return false;
+    const stored = item["checkpoint_key"]?.S;
+    return item["owner"]?.S === fence.owner &&
+      item["epoch"]?.N === String(fence.epoch) &&
+      stored !== undefined && stored >= checkpointKey(checkpoint);
+  }
+
   async function fencedUpdate(
     fence: LeaseFence,
     update: string,
     extraNames: Names,
     extraValues: Record<string, AttributeValue>,
+    checkpoint: string | undefined,
     signal: AbortSignal | undefined,
   ): Promise<LeaseWriteResult> {
+    const cp = checkpoint === undefined
+      ? { set: "", names: {}, values: {}, condition: "" }
+      : {
+        set: ", #cp = :cp, #cpk = :cpk",
+        names: names("#cp", "#cpk"),
+        values: {
+          ":cp": { S: checkpoint },
+          ":cpk": { S: checkpointKey(checkpoint) },
+        },
+        condition: " AND (attribute_not_exists(#cpk) OR #cpk < :cpk)",
+      };
+    const [head, ...rest] = update.split(" REMOVE ");
+    const expression = `${head}${cp.set}${
+      rest.length > 0 ? ` REMOVE ${rest.join(" REMOVE ")}` : ""
+    }`;
     try {
       const out = await client.send(
         new UpdateItemCommand({
           TableName: tableName,
           Key: key(fence.shardId),
-          UpdateExpression: update,
-          ConditionExpression: "#o = :me AND #e = :e",
+          UpdateExpression: expression,
+          ConditionExpression: `#o = :me AND #e = :e${cp.condition}`,
           ExpressionAttributeNames: {
             ...names("#o", "#e", "#c", "#u"),
             ...extraNames,
+            ...cp.names,
           },
           ExpressionAttributeValues: {
             ":me": { S: fence.owner },
@@ -181,31 +246,36 @@ export function createDynamoDbCoordinationStore(
             ":one": { N: "1" },
             ":now": now(),
             ...extraValues,
+            ...cp.values,
           },
           ReturnValues: "ALL_NEW",
+          ReturnValuesOnConditionCheckFailure: "ALL_OLD",
         }),
         opts(signal),
       ) as UpdateItemCommandOutput;
       const lease = out.Attributes ? leaseFromItem(out.Attributes) : undefined;
       return lease ? { kind: "ok", lease } : { kind: "lost" };
     } catch (error) {
-      if (isNamed(error, "ConditionalCheckFailedException")) {
-        return { kind: "lost" };
+      if (!isNamed(error, "ConditionalCheckFailedException")) throw error;
+      const item = (error as { Item?: Record<string, AttributeValue> }).Item;
+      // Still ours, but the stored checkpoint is already at or past this one
+      // (a commit landed first): do the same write without moving it back.
+      if (
+        checkpoint !== undefined &&
+        item?.["owner"]?.S === fence.owner &&
+        item["epoch"]?.N === String(fence.epoch)
+      ) {
+        return fencedUpdate(
+          fence,
+          update,
+          extraNames,
+          extraValues,
+          undefined,
+          signal,
+        );
       }
-      throw error;
+      return lostTo(item);
     }
-  }
-
-  function checkpointPart(checkpoint: string | undefined): {
-    set: string;
-    names: Names;
-    values: Record<string, AttributeValue>;
-  } {
-    return checkpoint === undefined ? { set: "", names: {}, values: {} } : {
-      set: ", #cp = :cp",
-      names: names("#cp"),
-      values: { ":cp": { S: checkpoint } },
-    };
   }
 
   return {
@@ -274,6 +344,7 @@ export function createDynamoDbCoordinationStore(
               ":now": now(),
             },
             ReturnValues: "ALL_NEW",
+            ReturnValuesOnConditionCheckFailure: "ALL_OLD",
           }),
           opts(signal),
         ) as UpdateItemCommandOutput;
@@ -283,47 +354,48 @@ export function createDynamoDbCoordinationStore(
         return lease ? { kind: "ok", lease } : { kind: "lost" };
       } catch (error) {
         if (isNamed(error, "ConditionalCheckFailedException")) {
-          return { kind: "lost" };
+          return lostTo(
+            (error as { Item?: Record<string, AttributeValue> }).Item,
+          );
         }
         throw error;
       }
     },
 
     renewLease(fence, checkpoint, signal): Promise<LeaseWriteResult> {
-      const cp = checkpointPart(checkpoint);
       return fencedUpdate(
         fence,
-        `SET #c = #c + :one, #u = :now${cp.set}`,
-        cp.names,
-        cp.values,
+        "SET #c = #c + :one, #u = :now",
+        {},
+        {},
+        checkpoint,
         signal,
       );
     },
 
     releaseLease(fence, checkpoint, signal): Promise<LeaseWriteResult> {
-      const cp = checkpointPart(checkpoint);
       return fencedUpdate(
         fence,
-        `SET #e = #e + :one, #c = #c + :one, #u = :now${cp.set} REMOVE #o`,
-        cp.names,
-        cp.values,
+        "SET #e = #e + :one, #c = #c + :one, #u = :now REMOVE #o",
+        {},
+        {},
+        checkpoint,
         signal,
       );
     },
 
     endLease(fence, checkpoint, signal): Promise<LeaseWriteResult> {
-      const cp = checkpointPart(checkpoint);
       return fencedUpdate(
         fence,
-        `SET #e = #e + :one, #c = #c + :one, #u = :now, #end = :true, #ttl = :ttl${cp.set} REMOVE #o`,
-        { ...names("#end", "#ttl"), ...cp.names },
+        "SET #e = #e + :one, #c = #c + :one, #u = :now, #end = :true, #ttl = :ttl REMOVE #o",
+        names("#end", "#ttl"),
         {
           ":true": { BOOL: true },
           ":ttl": {
             N: String(Math.floor((clock.now() + endedRetentionMs) / 1000)),
           },
-          ...cp.values,
         },
+        checkpoint,
         signal,
       );
     },
@@ -336,15 +408,19 @@ export function createDynamoDbCoordinationStore(
           Update: {
             TableName: tableName,
             Key: key(fence.shardId),
-            UpdateExpression: "SET #cp = :cp, #u = :now",
-            ConditionExpression: "#o = :me AND #e = :e",
-            ExpressionAttributeNames: names("#o", "#e", "#cp", "#u"),
+            UpdateExpression: "SET #cp = :cp, #cpk = :cpk, #u = :now",
+            // Forward only: an attempt that already landed cannot land twice.
+            ConditionExpression:
+              "#o = :me AND #e = :e AND (attribute_not_exists(#cpk) OR #cpk < :cpk)",
+            ExpressionAttributeNames: names("#o", "#e", "#cp", "#cpk", "#u"),
             ExpressionAttributeValues: {
               ":me": { S: fence.owner },
               ":e": { N: String(fence.epoch) },
               ":cp": { S: checkpoint },
+              ":cpk": { S: checkpointKey(checkpoint) },
               ":now": now(),
             },
+            ReturnValuesOnConditionCheckFailure: "ALL_OLD",
           },
         },
       ];
@@ -355,10 +431,31 @@ export function createDynamoDbCoordinationStore(
         );
         return { kind: "committed" };
       } catch (error) {
-        return classifyCommitError(error, items.length, fence.shardId);
+        const result = classifyCommitError(error, items.length, fence.shardId);
+        if (result.kind !== "lease_lost") return result;
+        // The checkpoint condition failed: lost, or an earlier attempt of
+        // this very commit landed and only its answer was lost.
+        const item = fenceFailureItem(error, items.length) ??
+          await current(fence.shardId, signal);
+        if (holdsCheckpoint(item, fence, checkpoint)) {
+          return { kind: "committed", replayed: true };
+        }
+        const owner = item?.["owner"]?.S;
+        return owner ? { kind: "lease_lost", owner } : { kind: "lease_lost" };
       }
     },
   };
+}
+
+/** The lease item a cancelled commit returned for its failed checkpoint condition. */
+function fenceFailureItem(
+  error: unknown,
+  itemCount: number,
+): Record<string, AttributeValue> | undefined {
+  const reasons = (error as {
+    CancellationReasons?: { Item?: Record<string, AttributeValue> }[];
+  }).CancellationReasons;
+  return reasons?.[itemCount - 1]?.Item;
 }
 
 /**
@@ -377,7 +474,12 @@ export function classifyCommitError(
     if (reasons[itemCount - 1]?.Code === "ConditionalCheckFailed") {
       return { kind: "lease_lost" };
     }
-    if (reasons.some((r) => r.Code === "TransactionConflict")) {
+    if (
+      reasons.some((r) =>
+        r.Code === "TransactionConflict" || r.Code === "ThrottlingError" ||
+        r.Code === "ProvisionedThroughputExceeded"
+      )
+    ) {
       throw coordinationConflict(`commit shard "${shardId}"`, error);
     }
     const failed = reasons.findIndex((r) =>

@@ -131,9 +131,140 @@ Deno.test({
   assert.deepEqual(r, { kind: "lost" });
   const cmd = client.sent[0];
   assert.ok(cmd instanceof m.UpdateItemCommand);
-  assert.equal(cmd.input.ConditionExpression, "#o = :me AND #e = :e");
+  assert.equal(
+    cmd.input.ConditionExpression,
+    "#o = :me AND #e = :e AND (attribute_not_exists(#cpk) OR #cpk < :cpk)",
+  );
   assert.deepEqual(cmd.input.ExpressionAttributeValues?.[":e"], { N: "3" });
   assert.deepEqual(cmd.input.ExpressionAttributeValues?.[":cp"], { S: "9" });
+  assert.deepEqual(cmd.input.ExpressionAttributeValues?.[":cpk"], {
+    S: "9".padStart(40, "0"),
+  });
+});
+
+Deno.test({
+  name:
+    "m.createDynamoDbCoordinationStore() renews without the checkpoint when a commit already wrote a later one, and names the new owner when lost",
+  ignore,
+}, async () => {
+  const m = await load();
+  const ccf = (item: Record<string, unknown>) =>
+    Object.assign(
+      new m.ConditionalCheckFailedException({ message: "no", $metadata: {} }),
+      { Item: item },
+    );
+  let calls = 0;
+  const client = fakeClient(() => {
+    calls++;
+    if (calls === 1) {
+      throw ccf({
+        owner: { S: "w" },
+        epoch: { N: "3" },
+        "checkpoint_key": { S: "12".padStart(40, "0") },
+      });
+    }
+    return {
+      Attributes: {
+        SK: { S: "#SHARD#s1" },
+        owner: { S: "w" },
+        epoch: { N: "3" },
+        counter: { N: "8" },
+        checkpoint: { S: "12" },
+      },
+    };
+  });
+  const store = m.createDynamoDbCoordinationStore(client, {
+    tableName: "t",
+    consumerName: "agg",
+    streamArn: ARN,
+  });
+  const r = await store.renewLease(
+    { shardId: "s1", owner: "w", epoch: 3 },
+    "9",
+  );
+  assert.equal(r.kind, "ok");
+  const second = client.sent[1];
+  assert.ok(second instanceof m.UpdateItemCommand);
+  assert.equal(second.input.ConditionExpression, "#o = :me AND #e = :e");
+  assert.equal(second.input.ExpressionAttributeValues?.[":cp"], undefined);
+
+  const taken = fakeClient(() => {
+    throw ccf({ owner: { S: "other" }, epoch: { N: "4" } });
+  });
+  const lost = m.createDynamoDbCoordinationStore(taken, {
+    tableName: "t",
+    consumerName: "agg",
+    streamArn: ARN,
+  });
+  assert.deepEqual(
+    await lost.renewLease({ shardId: "s1", owner: "w", epoch: 3 }, "9"),
+    { kind: "lost", owner: "other" },
+  );
+  assert.equal(taken.sent.length, 1);
+});
+
+Deno.test({
+  name:
+    "m.createDynamoDbCoordinationStore() reports a commit whose earlier attempt landed as committed, not as a lost lease",
+  ignore,
+}, async () => {
+  const m = await load();
+  const cancelled = (item: Record<string, unknown>) =>
+    new m.TransactionCanceledException({
+      message: "cancelled",
+      $metadata: {},
+      CancellationReasons: [{ Code: "None" }, {
+        Code: "ConditionalCheckFailed",
+        Item: item as never,
+      }],
+    });
+  const fence = { shardId: "s1", owner: "w", epoch: 2 };
+  const effect = {
+    Update: {
+      TableName: "t",
+      Key: { PK: { S: "a" }, SK: { S: "b" } },
+      UpdateExpression: "ADD n :one",
+    },
+  };
+  const landed = m.createDynamoDbCoordinationStore(
+    fakeClient(() => {
+      throw cancelled({
+        owner: { S: "w" },
+        epoch: { N: "2" },
+        "checkpoint_key": { S: "42".padStart(40, "0") },
+      });
+    }),
+    { tableName: "t", consumerName: "agg", streamArn: ARN },
+  );
+  assert.deepEqual(await landed.commit(fence, "42", [effect]), {
+    kind: "committed",
+    replayed: true,
+  });
+  const stolen = m.createDynamoDbCoordinationStore(
+    fakeClient(() => {
+      throw cancelled({
+        owner: { S: "thief" },
+        epoch: { N: "3" },
+        "checkpoint_key": { S: "42".padStart(40, "0") },
+      });
+    }),
+    { tableName: "t", consumerName: "agg", streamArn: ARN },
+  );
+  assert.deepEqual(await stolen.commit(fence, "42", [effect]), {
+    kind: "lease_lost",
+    owner: "thief",
+  });
+  const behind = m.createDynamoDbCoordinationStore(
+    fakeClient(() => {
+      throw cancelled({
+        owner: { S: "w" },
+        epoch: { N: "2" },
+        "checkpoint_key": { S: "41".padStart(40, "0") },
+      });
+    }),
+    { tableName: "t", consumerName: "agg", streamArn: ARN },
+  );
+  assert.equal((await behind.commit(fence, "42", [effect])).kind, "lease_lost");
 });
 
 Deno.test({
@@ -164,7 +295,14 @@ Deno.test({
   const items = cmd.input.TransactItems ?? [];
   assert.equal(items.length, 2);
   assert.deepEqual(items[0], effect);
-  assert.equal(items[1]?.Update?.ConditionExpression, "#o = :me AND #e = :e");
+  assert.equal(
+    items[1]?.Update?.ConditionExpression,
+    "#o = :me AND #e = :e AND (attribute_not_exists(#cpk) OR #cpk < :cpk)",
+  );
+  assert.equal(
+    items[1]?.Update?.ReturnValuesOnConditionCheckFailure,
+    "ALL_OLD",
+  );
   assert.deepEqual(items[1]?.Update?.Key, {
     PK: { S: "_/STREAM#agg#2026-01-01T00:00:00.000" },
     SK: { S: "#SHARD#s1" },

@@ -8,7 +8,8 @@
  * | attribute | value |
  * |-----------|-------|
  * | `PK` | `_/STREAM#{consumer}#DLQ#{YYYY-MM-DD}` (day of the record, so no partition grows without bound) |
- * | `SK` | `#DLQ#{shardId}#{sequenceNumber}` (a crash between sink and checkpoint rewrites the same item) |
+ * | `SK` | `#DLQ#{workload}#{shardId}#{sequenceNumber}` (`#DLQ#{shardId}#{sequenceNumber}` for letters of no one workload): a crash between sink and checkpoint rewrites the same item, and two workloads giving up on one record keep one letter each |
+ * | `workload` | the workload that gave up on the record, when known |
  * | `keys`, `new_image`, `old_image` | the record's images, as maps |
  * | `event_id`, `event_name`, `sequence_number`, `shard_id`, `approximate_creation_time`, `size_bytes`, `user_identity` | the record |
  * | `reason`, `error_name`, `error_message`, `attempts`, `dead_lettered_at`, `redrive_attempts` | the failure |
@@ -28,11 +29,12 @@ import {
 import type { Clock } from "../core/clock.ts";
 import { queryAllItems } from "../core/query.ts";
 import { systemClock } from "../core/clock.ts";
-import type {
-  DeadLetter,
-  DeadLetterReason,
-  DeadLetterSink,
-  StreamHandler,
+import {
+  type DeadLetter,
+  type DeadLetterReason,
+  type DeadLetterSink,
+  InvalidRecordError,
+  type StreamHandler,
 } from "./batch_processor.ts";
 import {
   COORDINATION_PK_PREFIX,
@@ -66,6 +68,8 @@ export interface DeadLetterStoreOptions {
   readonly tableName: string;
   /** Consumer name (the same as the coordination store's). */
   readonly consumerName: string;
+  /** Stamped on letters sent through this store (one store per workload's stream worker). */
+  readonly workload?: string;
   /** Retention in days. @default 14 */
   readonly retentionDays?: number;
   /** Clock for `dead_lettered_at` and `ttl`. */
@@ -94,6 +98,16 @@ export interface StoredDeadLetter {
   readonly redriveAttempts: number;
   /** Whether images were left out for size. */
   readonly truncated: boolean;
+  /** The workload that gave up on it (absent on letters of older workers). */
+  readonly workload?: string;
+}
+
+/** How a redrive runs one workload's letters. */
+export interface RedriveWorkload {
+  /** The workload's handler. */
+  readonly handler: StreamHandler;
+  /** Its filter. */
+  readonly accepts: (record: StreamRecord) => boolean;
 }
 
 /** Result of {@linkcode DynamoDbDeadLetterStore.redrive}. */
@@ -128,6 +142,12 @@ export interface DynamoDbDeadLetterStore extends DeadLetterSink {
       limit?: number;
       /** Letters this rejects are kept untouched (e.g. audit records when the archiver is not run). */
       accepts?: (record: StreamRecord) => boolean;
+      /**
+       * Handlers by workload name: a letter that names its workload runs only
+       * that one (and is kept untouched when it is not here); `handler` and
+       * `accepts` serve letters that name none.
+       */
+      workloads?: Readonly<Record<string, RedriveWorkload>>;
     },
   ): Promise<RedriveResult>;
   /** Deletes letters of the last `days` days; returns how many. */
@@ -189,7 +209,14 @@ export function deadLetterItem(
     MAX_DEAD_LETTER_IMAGE_BYTES;
   const item: Record<string, AttributeValue> = {
     PK: { S: deadLetterPartitionKey(consumer, day(r.approximateCreationTime)) },
-    SK: { S: `#DLQ#${letter.shardId}#${r.sequenceNumber}` },
+    SK: {
+      S: letter.workload === undefined
+        ? `#DLQ#${letter.shardId}#${r.sequenceNumber}`
+        : `#DLQ#${letter.workload}#${letter.shardId}#${r.sequenceNumber}`,
+    },
+    ...(letter.workload === undefined
+      ? {}
+      : { workload: { S: letter.workload } }),
     "shard_id": { S: letter.shardId },
     "sequence_number": { S: r.sequenceNumber },
     "event_id": { S: r.eventId },
@@ -279,6 +306,7 @@ export function deadLetterFromItem(
     deadLetteredAt: text("dead_lettered_at"),
     redriveAttempts: n("redrive_attempts"),
     truncated,
+    ...(item["workload"]?.S ? { workload: item["workload"].S } : {}),
   };
 }
 
@@ -340,7 +368,11 @@ export function createDynamoDbDeadLetterStore(
     async send(letters, signal) {
       const now = clock.now();
       const opts = signal ? { abortSignal: signal } : {};
-      await Promise.all(letters.map(async (l) => {
+      await Promise.all(letters.map(async (letter) => {
+        const l =
+          options.workload === undefined || letter.workload !== undefined
+            ? letter
+            : { ...letter, workload: options.workload };
         const item = deadLetterItem(l, consumer, now, retention);
         try {
           await client.send(
@@ -383,10 +415,19 @@ export function createDynamoDbDeadLetterStore(
       let skipped = 0;
       const errors: { sk: string; error: string }[] = [];
       for (const letter of letters.slice(0, o.limit ?? letters.length)) {
-        if (o.accepts && !o.accepts(letter.record)) {
+        const own = letter.workload !== undefined && o.workloads !== undefined
+          ? o.workloads[letter.workload]
+          : undefined;
+        if (letter.workload !== undefined && o.workloads !== undefined) {
+          if (own === undefined || !own.accepts(letter.record)) {
+            skipped++;
+            continue;
+          }
+        } else if (o.accepts && !o.accepts(letter.record)) {
           skipped++;
           continue;
         }
+        const run = own?.handler ?? handler;
         const key = { PK: { S: letter.pk }, SK: { S: letter.sk } };
         try {
           if (letter.truncated) {
@@ -394,12 +435,16 @@ export function createDynamoDbDeadLetterStore(
               "Cannot redrive a letter whose images were too large to store",
             );
           }
-          const out = await handler([letter.record], {
+          const out = await run([letter.record], {
             signal: o.signal ?? new AbortController().signal,
             shardId: letter.shardId,
             leaseEpoch: 0,
             attempt: letter.attempts + letter.redriveAttempts + 1,
           });
+          const invalid = out?.rejected?.[0];
+          if (invalid !== undefined) {
+            throw new InvalidRecordError(invalid.reason);
+          }
           const effects: TransactWriteItem[] = [...(out?.effects ?? [])];
           if (effects.length > MAX_EFFECTS_PER_COMMIT) {
             throw new RangeError(

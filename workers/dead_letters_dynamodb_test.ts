@@ -131,3 +131,60 @@ Deno.test("redrive: letters no selected workload accepts are kept untouched", as
   assert.equal(called, 0);
   assert.equal((await store.list({ days: 1 })).length, 1);
 });
+
+Deno.test("send/redrive: letters carry their workload (one letter per workload for one record) and a redrive runs only that workload; a still-invalid record stays", async () => {
+  const client = fakeClient(false);
+  const clock = {
+    now: () => Date.parse("2026-01-15T11:00:00Z"),
+    sleep: () => Promise.resolve(),
+  };
+  const forAggregator = createDynamoDbDeadLetterStore(client, {
+    tableName: "t",
+    consumerName: "zae-workers",
+    workload: "aggregator",
+    clock,
+  });
+  const forArchiver = createDynamoDbDeadLetterStore(client, {
+    tableName: "t",
+    consumerName: "zae-workers",
+    workload: "archiver",
+    clock,
+  });
+  await forAggregator.send([{ ...letter, reason: "invalid_record" }]);
+  await forArchiver.send([letter]);
+  const sks = client.items.map((i) => i["SK"]?.S).sort();
+  assert.deepEqual(sks, [
+    "#DLQ#aggregator#shard-1#000000000000000000123",
+    "#DLQ#archiver#shard-1#000000000000000000123",
+  ]);
+  const listed = await forAggregator.list({ days: 1 });
+  assert.deepEqual(listed.map((l) => l.workload).sort(), [
+    "aggregator",
+    "archiver",
+  ]);
+  const ran: string[] = [];
+  const r = await forAggregator.redrive(() => {
+    ran.push("combined");
+    return Promise.resolve();
+  }, {
+    days: 1,
+    workloads: {
+      aggregator: {
+        accepts: () => true,
+        handler: (records) => {
+          ran.push("aggregator");
+          return Promise.resolve({
+            rejected: records.map((record) => ({
+              record,
+              reason: 'attribute "b_rpm_tc" is a string',
+            })),
+          });
+        },
+      },
+    },
+  });
+  assert.deepEqual(ran, ["aggregator"], "only the letter's own workload ran");
+  assert.equal(r.skipped, 1, "the archiver's letter waits for the archiver");
+  assert.equal(r.failed, 1);
+  assert.match(r.errors[0]?.error ?? "", /InvalidRecordError: .*b_rpm_tc/);
+});

@@ -12,8 +12,12 @@
  * | `updated_at_ms` | epoch ms of the last beat |
  * | `leases_held` | N |
  * | `draining` | BOOL, true once shutdown began |
- * | `ttl` | last beat + 1 h (stale rows expire; readers judge freshness by `updated_at_ms`) |
+ * | `ttl` | last beat + 15 min (readers judge freshness by `updated_at_ms`) |
  *
+ * A worker that died without removing its row (SIGKILL, lost host) is
+ * listed as stale for 15 minutes, then no more: readers skip rows whose
+ * `ttl` has passed (DynamoDB deletes them late, DynamoDB Local never), and
+ * running workers delete such rows ({@linkcode removeExpiredHeartbeats}).
  * @module
  */
 import {
@@ -30,6 +34,8 @@ import { COORDINATION_PK_PREFIX } from "./coordination_store.ts";
 export const WORKER_CONSUMER_NAME = "zae-workers";
 /** A heartbeat older than this is reported as stale. */
 export const HEARTBEAT_STALE_MS = 60_000;
+/** A heartbeat older than this is forgotten (its `ttl`). */
+export const HEARTBEAT_EXPIRY_MS = 15 * 60_000;
 
 /** The part of `DynamoDBClient` heartbeats use. */
 export interface HeartbeatClient {
@@ -62,6 +68,8 @@ export interface WorkerHeartbeat {
   readonly leasesHeld: number;
   /** Whether it is shutting down. */
   readonly draining: boolean;
+  /** Epoch seconds after which the row is forgotten. */
+  readonly ttl: number;
 }
 
 /** The partition key of the heartbeats. */
@@ -131,7 +139,9 @@ export function createHeartbeat(
             "updated_at_ms": { N: String(now) },
             "leases_held": { N: String(state.leasesHeld) },
             draining: { BOOL: state.draining },
-            ttl: { N: String(Math.floor(now / 1000) + 3600) },
+            ttl: {
+              N: String(Math.floor((now + HEARTBEAT_EXPIRY_MS) / 1000)),
+            },
           },
         }),
         signal ? { abortSignal: signal } : {},
@@ -159,14 +169,30 @@ function fromItem(item: Record<string, AttributeValue>): WorkerHeartbeat {
     updatedAtMs: Number(item["updated_at_ms"]?.N ?? "0"),
     leasesHeld: Number(item["leases_held"]?.N ?? "0"),
     draining: item["draining"]?.BOOL ?? false,
+    ttl: Number(item["ttl"]?.N ?? "0"),
   };
 }
 
-/** Reads every heartbeat (fresh and stale), sorted by worker id. */
+/** Whether a heartbeat row is past its `ttl` (forgotten, whether or not DynamoDB deleted it yet). */
+export function isExpired(hb: WorkerHeartbeat, nowMs: number): boolean {
+  return hb.ttl > 0 && hb.ttl * 1000 <= nowMs;
+}
+
+/**
+ * Reads the heartbeats, fresh and stale, sorted by worker id; rows past
+ * their `ttl` only with `includeExpired`.
+ */
 export async function readHeartbeats(
   client: HeartbeatClient,
   tableName: string,
-  options: { consumerName?: string; signal?: AbortSignal } = {},
+  options: {
+    consumerName?: string;
+    signal?: AbortSignal;
+    /** Also rows past their `ttl`. @default false */
+    includeExpired?: boolean;
+    /** Epoch ms that `ttl` is compared with. @default Date.now() */
+    nowMs?: number;
+  } = {},
 ): Promise<WorkerHeartbeat[]> {
   const items = await queryAllItems(client, {
     TableName: tableName,
@@ -175,9 +201,52 @@ export async function readHeartbeats(
       ":pk": { S: heartbeatPartitionKey(options.consumerName) },
     },
   }, options.signal);
-  return items.map(fromItem).sort((a, b) =>
-    a.workerId.localeCompare(b.workerId)
-  );
+  const now = options.nowMs ?? Date.now();
+  return items.map(fromItem)
+    .filter((hb) => options.includeExpired === true || !isExpired(hb, now))
+    .sort((a, b) => a.workerId.localeCompare(b.workerId));
+}
+
+/**
+ * Deletes heartbeat rows past their `ttl` (workers that died without
+ * removing theirs), each only if it was not written since it was read.
+ * Returns the ids removed.
+ */
+export async function removeExpiredHeartbeats(
+  client: HeartbeatClient,
+  tableName: string,
+  options: { consumerName?: string; signal?: AbortSignal; nowMs: number },
+): Promise<string[]> {
+  const all = await readHeartbeats(client, tableName, {
+    ...options,
+    includeExpired: true,
+  });
+  const removed: string[] = [];
+  for (const hb of all) {
+    if (!isExpired(hb, options.nowMs)) continue;
+    try {
+      await client.send(
+        new DeleteItemCommand({
+          TableName: tableName,
+          Key: {
+            PK: { S: heartbeatPartitionKey(options.consumerName) },
+            SK: { S: `#WORKER#${hb.workerId}` },
+          },
+          ConditionExpression: "updated_at_ms = :seen",
+          ExpressionAttributeValues: { ":seen": { N: String(hb.updatedAtMs) } },
+        }),
+        options.signal ? { abortSignal: options.signal } : {},
+      );
+      removed.push(hb.workerId);
+    } catch (error) {
+      if (
+        (error as { name?: unknown }).name !== "ConditionalCheckFailedException"
+      ) {
+        throw error;
+      }
+    }
+  }
+  return removed;
 }
 
 /** Whether a heartbeat is recent enough to count the worker as alive. */

@@ -5,8 +5,13 @@
  * @module
  */
 import type { DeadLetterReason } from "./batch_processor.ts";
+import type { FailureClass } from "./errors.ts";
+import type { DependencyEvent } from "./resilience.ts";
 
-/** Counters of one worker. Monotonic except the gauges `leasesHeld`, `stalledShards` and `lagMs`. */
+/**
+ * Counters of one worker. Monotonic except the gauges `leasesHeld`,
+ * `stalledShards`, `lagMs` and the timestamps `lastReadAt`, `lastCommitAt`.
+ */
 export interface StreamWorkerMetrics {
   /** Records returned by GetRecords. */
   recordsRead: number;
@@ -20,6 +25,8 @@ export interface StreamWorkerMetrics {
   batches: number;
   /** Successful commits (effects + checkpoint). */
   commits: number;
+  /** Commits and dead-letter writes retried after a transient failure (no answer, 5xx, throttle, conflict). */
+  commitRetries: number;
   /** Effects written by those commits. */
   effectsCommitted: number;
   /** Checkpoints deferred to the next renewal (batches without delivered records). */
@@ -50,16 +57,27 @@ export interface StreamWorkerMetrics {
   leasesTaken: number;
   /** Leases stolen from a busier worker. */
   leasesStolen: number;
-  /** Leases lost to another worker. */
+  /** Leases another worker took (a fenced write was refused). */
   leasesLost: number;
+  /** Leases this worker gave up because it could not renew them for a lease duration (DynamoDB unreachable). */
+  leasesExpired: number;
   /** Leases released on shutdown. */
   leasesReleased: number;
   /** Shards read to their end. */
   shardsEnded: number;
   /** Owned shards stopped on data loss (gauge). */
   stalledShards: number;
-  /** Age of the newest record read, max over owned shards, in ms (gauge). */
+  /**
+   * How far behind the stream the worker may be, max over owned shards, in
+   * ms (gauge): the time since the shard was last read to its end with every
+   * record read processed. Before a shard was first read to its end, the age
+   * of its oldest unprocessed record (from `ApproximateCreationDateTime`).
+   */
   lagMs: number;
+  /** Epoch ms of the last successful GetRecords (0: none yet). */
+  lastReadAt: number;
+  /** Epoch ms of the last successful commit or checkpoint write (0: none yet). */
+  lastCommitAt: number;
 }
 
 /** Creates zeroed counters. */
@@ -71,6 +89,7 @@ export function createStreamWorkerMetrics(): StreamWorkerMetrics {
     frameworkRecords: 0,
     batches: 0,
     commits: 0,
+    commitRetries: 0,
     effectsCommitted: 0,
     deferredCheckpoints: 0,
     handlerErrors: 0,
@@ -87,12 +106,24 @@ export function createStreamWorkerMetrics(): StreamWorkerMetrics {
     leasesTaken: 0,
     leasesStolen: 0,
     leasesLost: 0,
+    leasesExpired: 0,
     leasesReleased: 0,
     shardsEnded: 0,
     stalledShards: 0,
     lagMs: 0,
+    lastReadAt: 0,
+    lastCommitAt: 0,
   };
 }
+
+/**
+ * Why a lease was taken: it was `free`; its owner stopped renewing it
+ * (`expired`: crashed, hung or cut off); it was this worker's own lease
+ * from before (`own`: after a restart with the same id, or after this
+ * worker gave it up during an outage); or it was moved from a busier worker
+ * to balance the load (`rebalance`).
+ */
+export type LeaseTakeReason = "free" | "expired" | "own" | "rebalance";
 
 /** Something that happened in a worker, for logs and alerts. */
 export type StreamWorkerEvent =
@@ -100,9 +131,24 @@ export type StreamWorkerEvent =
     readonly kind: "lease_taken";
     readonly shardId: string;
     readonly epoch: number;
-    readonly stolenFrom?: string;
+    readonly reason: LeaseTakeReason;
+    /** The previous owner (`expired`, `rebalance`). */
+    readonly from?: string;
   }
-  | { readonly kind: "lease_lost"; readonly shardId: string }
+  /** Another worker holds the lease now: a fenced write was refused. */
+  | {
+    readonly kind: "lease_lost";
+    readonly shardId: string;
+    /** The new owner, when the store said. */
+    readonly owner?: string;
+  }
+  /** This worker could not renew the lease for a lease duration and stopped using it. */
+  | {
+    readonly kind: "lease_expired";
+    readonly shardId: string;
+    /** Time since the last successful renewal. */
+    readonly unrenewedMs: number;
+  }
   | { readonly kind: "lease_released"; readonly shardId: string }
   | {
     readonly kind: "shard_ended";
@@ -122,6 +168,10 @@ export type StreamWorkerEvent =
     readonly shardId: string;
     readonly sequenceNumber: string;
     readonly reason: DeadLetterReason;
+    /** The record's key attributes as text (`PK`, `SK`). */
+    readonly key: Readonly<Record<string, string>>;
+    /** Why, in words. */
+    readonly error: Error;
   }
   | {
     readonly kind: "iterator_expired";
@@ -133,9 +183,12 @@ export type StreamWorkerEvent =
     readonly shardId?: string;
     readonly delayMs: number;
   }
-  /** A non-fatal failure (renewal, discovery); the worker keeps going. */
+  /** A failure the worker lives through (renewal, discovery, a read); `failure` says how it was classified. */
   | {
     readonly kind: "error";
     readonly shardId?: string;
     readonly error: Error;
-  };
+    readonly failure?: FailureClass;
+  }
+  /** Reachability of DynamoDB or DynamoDB Streams (see `DependencyHealth`). */
+  | { readonly kind: "dependency"; readonly event: DependencyEvent };

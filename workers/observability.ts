@@ -9,10 +9,17 @@
  * @module
  */
 import type { StreamWorkerEvent, StreamWorkerMetrics } from "./metrics.ts";
+import {
+  DEPENDENCY_OPERATIONS,
+  type DependencyEvent,
+  type ErrorCount,
+  type Outage,
+} from "./resilience.ts";
 
 // Re-exported so that this module's documentation is complete on its own.
 export type { StreamWorkerEvent, StreamWorkerMetrics } from "./metrics.ts";
 export type { DeadLetterReason } from "./batch_processor.ts";
+export type { DependencyEvent, ErrorCount, Outage } from "./resilience.ts";
 
 // ---------------------------------------------------------------------------
 // Prometheus
@@ -24,8 +31,23 @@ export const PROMETHEUS_CONTENT_TYPE =
 
 /** What {@linkcode renderPrometheus} renders. */
 export interface PrometheusInput {
-  /** The worker's counters and gauges. */
-  readonly metrics: Readonly<StreamWorkerMetrics>;
+  /** The counters and gauges of a worker with one stream worker (no label). */
+  readonly metrics?: Readonly<StreamWorkerMetrics>;
+  /**
+   * The counters and gauges of each stream worker of the process, by
+   * workload (one lease group each): every stream metric gets a `workload`
+   * label. Used instead of `metrics`.
+   */
+  readonly groups?: Readonly<Record<string, Readonly<StreamWorkerMetrics>>>;
+  /** Failed calls by operation and the current outages (`DependencyHealth`). */
+  readonly dependencies?: {
+    readonly errors: readonly ErrorCount[];
+    readonly outages: readonly Outage[];
+  };
+  /** Epoch ms of the scrape, for the `seconds_since_*` gauges. @default Date.now() */
+  readonly now?: number;
+  /** Epoch ms the worker started: `seconds_since_*` count from it before the first read or commit. @default now */
+  readonly startedAt?: number;
   /** The worker id, exported as the `worker_id` label of `zae_worker_info`. */
   readonly workerId: string;
   /** The package version, exported as the `version` label of `zae_worker_info`. */
@@ -47,6 +69,8 @@ interface MetricSpec {
   readonly name?: string;
   /** The exported value is the field divided by this. @default 1 */
   readonly divisor?: number;
+  /** The field is an epoch-ms timestamp; the exported value is the seconds since then. */
+  readonly since?: boolean;
 }
 
 /**
@@ -73,6 +97,11 @@ const STREAM_METRICS: Readonly<Record<keyof StreamWorkerMetrics, MetricSpec>> =
     commits: {
       type: "counter",
       help: "Successful commits (effects and checkpoint).",
+    },
+    commitRetries: {
+      type: "counter",
+      help:
+        "Commits and dead-letter writes retried after a transient failure (no answer, 5xx, throttle, conflict).",
     },
     effectsCommitted: {
       type: "counter",
@@ -123,7 +152,12 @@ const STREAM_METRICS: Readonly<Record<keyof StreamWorkerMetrics, MetricSpec>> =
     },
     leasesLost: {
       type: "counter",
-      help: "Shard leases lost to another worker.",
+      help: "Shard leases another worker took (a fenced write was refused).",
+    },
+    leasesExpired: {
+      type: "counter",
+      help:
+        "Shard leases given up because they could not be renewed for a lease duration (DynamoDB unreachable).",
     },
     leasesReleased: {
       type: "counter",
@@ -139,7 +173,20 @@ const STREAM_METRICS: Readonly<Record<keyof StreamWorkerMetrics, MetricSpec>> =
       name: "lag_seconds",
       divisor: 1000,
       help:
-        "Age of the newest record read, maximum over owned shards, in seconds.",
+        "Seconds since each owned shard was last read to its end with everything read processed (before that: age of its oldest unprocessed record); maximum over owned shards.",
+    },
+    lastReadAt: {
+      type: "gauge",
+      name: "seconds_since_last_read",
+      since: true,
+      help: "Seconds since the last successful GetRecords.",
+    },
+    lastCommitAt: {
+      type: "gauge",
+      name: "seconds_since_last_commit",
+      since: true,
+      help:
+        "Seconds since the last successful commit or checkpoint write (renewals carry checkpoints, so this stays below a few seconds while DynamoDB answers).",
     },
   };
 
@@ -148,10 +195,17 @@ const STREAM_METRICS: Readonly<Record<keyof StreamWorkerMetrics, MetricSpec>> =
  *
  * Every field of {@linkcode StreamWorkerMetrics} becomes
  * `zae_stream_<snake_case>`: monotonic counters get the `_total` suffix,
- * `leasesHeld` and `stalledShards` are gauges, and `lagMs` is the gauge
- * `zae_stream_lag_seconds`. `zae_worker_info{worker_id,version}` is always 1.
- * Workload counters follow, grouped by metric name and labelled with
- * `workload`; characters not allowed in a metric name become `_`.
+ * `leasesHeld` and `stalledShards` are gauges, `lagMs` is the gauge
+ * `zae_stream_lag_seconds`, and the timestamps `lastReadAt` and
+ * `lastCommitAt` become `zae_stream_seconds_since_last_read` and
+ * `zae_stream_seconds_since_last_commit`. With `groups`, each sample has
+ * the `workload` label of its stream worker. With `dependencies`,
+ * `zae_dynamodb_errors_total{operation}` and
+ * `zae_streams_errors_total{operation}` count failed calls (every known
+ * operation starts at 0) and `zae_dependency_up{dependency}` is 0 during an
+ * outage. `zae_worker_info{worker_id,version}` is always 1. Workload
+ * counters follow, grouped by metric name and labelled with `workload`;
+ * characters not allowed in a metric name become `_`.
  *
  * @param input The metrics, worker id, version and workload counters.
  * @returns The exposition text, ending with a newline.
@@ -193,6 +247,14 @@ export function renderPrometheus(input: PrometheusInput): string {
   );
 
   const builtIn = new Set<string>(["zae_worker_info"]);
+  const now = input.now ?? Date.now();
+  const startedAt = input.startedAt ?? now;
+  const groups: [string | undefined, Readonly<StreamWorkerMetrics>][] =
+    input.groups
+      ? Object.entries(input.groups).sort(([a], [b]) => a < b ? -1 : 1)
+      : input.metrics
+      ? [[undefined, input.metrics]]
+      : [];
   for (
     const key of Object.keys(STREAM_METRICS) as (keyof StreamWorkerMetrics)[]
   ) {
@@ -201,9 +263,56 @@ export function renderPrometheus(input: PrometheusInput): string {
     const name = spec.type === "counter" ? `${base}_total` : base;
     builtIn.add(name);
     family(name, spec.type, spec.help);
-    lines.push(
-      `${name} ${formatValue(input.metrics[key] / (spec.divisor ?? 1))}`,
+    for (const [workload, metrics] of groups) {
+      const raw = metrics[key];
+      const value = spec.since
+        ? Math.max(0, now - (raw > 0 ? raw : startedAt)) / 1000
+        : raw / (spec.divisor ?? 1);
+      const labels = workload === undefined
+        ? ""
+        : formatLabels([["workload", workload]]);
+      lines.push(`${name}${labels} ${formatValue(value)}`);
+    }
+  }
+
+  if (input.dependencies) {
+    const { errors, outages } = input.dependencies;
+    for (const dependency of ["dynamodb", "streams"] as const) {
+      const name = `zae_${dependency}_errors_total`;
+      builtIn.add(name);
+      family(
+        name,
+        "counter",
+        `Failed ${
+          dependency === "dynamodb" ? "DynamoDB" : "DynamoDB Streams"
+        } calls by operation (no answer, 5xx, throttles, refusals).`,
+      );
+      const counts = new Map<string, number>(
+        DEPENDENCY_OPERATIONS[dependency].map((op) => [op, 0]),
+      );
+      for (const e of errors) {
+        if (e.dependency === dependency) counts.set(e.operation, e.count);
+      }
+      for (const op of [...counts.keys()].sort()) {
+        lines.push(
+          `${name}${formatLabels([["operation", op]])} ${counts.get(op)}`,
+        );
+      }
+    }
+    builtIn.add("zae_dependency_up");
+    family(
+      "zae_dependency_up",
+      "gauge",
+      "1 while the service answers, 0 during an outage (calls without an answer for the outage threshold).",
     );
+    for (const dependency of ["dynamodb", "streams"] as const) {
+      const down = outages.some((o) => o.dependency === dependency);
+      lines.push(
+        `zae_dependency_up${formatLabels([["dependency", dependency]])} ${
+          down ? 0 : 1
+        }`,
+      );
+    }
   }
 
   // Group workload counters by metric name: a family's samples must be contiguous.
@@ -461,11 +570,24 @@ function writeStderrLine(line: string): void {
 // Stream worker events
 // ---------------------------------------------------------------------------
 
+const TAKE_MESSAGES = {
+  free: "Took shard lease",
+  expired:
+    "Took over the shard lease of a worker that stopped renewing it (crashed, hung or cut off)",
+  own:
+    "Took back this worker's own shard lease (after a restart or after giving it up during an outage)",
+  rebalance: "Took shard lease over from a busier worker to balance the load",
+} as const;
+
 /**
- * Logs a stream worker event at its level: `lease_taken`, `lease_released`
- * and `shard_ended` at info; `lease_lost`, `throttled`, `iterator_expired`
- * and `error` at warn; `dead_letter` and `data_loss` at error. The fields are
- * `event` (the kind) plus the event's own fields.
+ * Logs a stream worker event at its level: `lease_taken` (with its
+ * `reason`), `lease_released` and `shard_ended` at info; `lease_lost`,
+ * `lease_expired`, `throttled` and `iterator_expired` at warn; `error` at
+ * debug when the worker retries it (outages are reported once, by the
+ * `dependency` events) and at error when it cannot (`failure: "fatal"`);
+ * `dead_letter` (with the record's key and the reason) and `data_loss` at
+ * error; `dependency` events through {@linkcode logDependencyEvent}. The
+ * fields are `event` (the kind) plus the event's own fields.
  *
  * @param logger Where to log.
  * @param event The event, as passed to the worker's `onEvent`.
@@ -492,24 +614,35 @@ function writeStderrLine(line: string): void {
 export function logStreamEvent(logger: Logger, event: StreamWorkerEvent): void {
   switch (event.kind) {
     case "lease_taken":
-      logger.info(
-        event.stolenFrom === undefined
-          ? "Took shard lease"
-          : "Took shard lease over from a busier worker",
-        {
-          event: event.kind,
-          shardId: event.shardId,
-          epoch: event.epoch,
-          ...(event.stolenFrom === undefined
-            ? {}
-            : { stolenFrom: event.stolenFrom }),
-        },
-      );
+      logger.info(TAKE_MESSAGES[event.reason], {
+        event: event.kind,
+        shardId: event.shardId,
+        epoch: event.epoch,
+        reason: event.reason,
+        ...(event.from === undefined ? {} : { from: event.from }),
+      });
       return;
     case "lease_lost":
       logger.warn(
-        "Lost shard lease to another worker; stopped reading the shard",
-        { event: event.kind, shardId: event.shardId },
+        event.owner === undefined
+          ? "Another worker took the shard lease (or it was released); stopped reading the shard"
+          : `Worker ${event.owner} took the shard lease; stopped reading the shard`,
+        {
+          event: event.kind,
+          shardId: event.shardId,
+          ...(event.owner === undefined ? {} : { owner: event.owner }),
+        },
+      );
+      return;
+    case "lease_expired":
+      logger.warn(
+        `Could not renew the shard lease for ${event.unrenewedMs} ms (DynamoDB did not answer); ` +
+          "stopped reading the shard until its lease can be taken again",
+        {
+          event: event.kind,
+          shardId: event.shardId,
+          unrenewedMs: event.unrenewedMs,
+        },
       );
       return;
     case "lease_released":
@@ -547,12 +680,17 @@ export function logStreamEvent(logger: Logger, event: StreamWorkerEvent): void {
       );
       return;
     case "dead_letter":
-      logger.error("Sent a record to the dead-letter sink", {
-        event: event.kind,
-        shardId: event.shardId,
-        sequenceNumber: event.sequenceNumber,
-        reason: event.reason,
-      });
+      logger.error(
+        `Sent a record to the dead letters (${event.reason}): ${event.error.message}`,
+        {
+          event: event.kind,
+          shardId: event.shardId,
+          sequenceNumber: event.sequenceNumber,
+          reason: event.reason,
+          key: event.key,
+          error: event.error,
+        },
+      );
       return;
     case "iterator_expired":
       logger.warn(
@@ -573,12 +711,24 @@ export function logStreamEvent(logger: Logger, event: StreamWorkerEvent): void {
         delayMs: event.delayMs,
       });
       return;
-    case "error":
-      logger.warn("Stream worker error; continuing", {
+    case "error": {
+      const fields = {
         event: event.kind,
         ...(event.shardId === undefined ? {} : { shardId: event.shardId }),
         error: event.error,
-      });
+        ...(event.failure === undefined ? {} : { failure: event.failure }),
+      };
+      if (event.failure === "fatal") {
+        logger.error("Stream worker failure that no retry can fix", fields);
+      } else if (event.failure === undefined) {
+        logger.warn("Stream worker error; continuing", fields);
+      } else {
+        logger.debug("Stream worker call failed; retrying", fields);
+      }
+      return;
+    }
+    case "dependency":
+      logDependencyEvent(logger, event.event);
       return;
     default: {
       const _exhaustive: never = event;
@@ -588,6 +738,113 @@ export function logStreamEvent(logger: Logger, event: StreamWorkerEvent): void {
       });
     }
   }
+}
+
+const SERVICE_NAMES = {
+  dynamodb: "DynamoDB",
+  streams: "DynamoDB Streams",
+} as const;
+
+/**
+ * Logs a reachability event of DynamoDB or DynamoDB Streams: one `error`
+ * line when an outage starts (calls failed for the outage threshold) and
+ * one when it ends (with its start, end and duration); the first failed
+ * call of a streak at `warn` (at `debug` for a throttle, at `error` when no
+ * retry can fix it). Calls failing during an outage log nothing more.
+ *
+ * @param logger Where to log.
+ * @param event The event, from `DependencyHealth`.
+ *
+ * @example An outage that lasted 12 s
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { createJsonLogger, logDependencyEvent } from "./observability.ts";
+ *
+ * const lines: string[] = [];
+ * const log = createJsonLogger({ write: (l) => lines.push(l) });
+ * logDependencyEvent(log, {
+ *   kind: "outage_ended", dependency: "dynamodb",
+ *   since: 0, until: 12_000, durationMs: 12_000, failedCalls: 9,
+ * });
+ * const entry = JSON.parse(lines.join("\n"));
+ * assert.equal(entry.level, "error");
+ * assert.equal(entry.event, "outage_ended");
+ * assert.equal(entry.durationMs, 12_000);
+ * assert.equal(entry.since, "1970-01-01T00:00:00.000Z");
+ * ```
+ */
+export function logDependencyEvent(
+  logger: Logger,
+  event: DependencyEvent,
+): void {
+  const service = SERVICE_NAMES[event.dependency];
+  switch (event.kind) {
+    case "call_failed": {
+      const fields = {
+        event: event.kind,
+        dependency: event.dependency,
+        operation: event.operation,
+        failure: event.failure,
+        error: event.error,
+      };
+      if (event.failure === "fatal") {
+        logger.error(
+          `${service} refused ${event.operation}; no retry can fix that`,
+          fields,
+        );
+      } else if (event.failure === "throttled") {
+        logger.debug(
+          `${service} throttled ${event.operation}; retrying`,
+          fields,
+        );
+      } else {
+        logger.warn(
+          `${service} did not answer ${event.operation}; retrying`,
+          fields,
+        );
+      }
+      return;
+    }
+    case "outage_started":
+      logger.error(
+        `${service} unreachable: calls have failed since ${
+          isoTime(event.since)
+        }; retrying with backoff, /readyz fails until it answers`,
+        {
+          event: event.kind,
+          dependency: event.dependency,
+          since: isoTime(event.since),
+          operation: event.operation,
+          error: event.error,
+        },
+      );
+      return;
+    case "outage_ended":
+      logger.error(
+        `${service} reachable again after an outage of ${
+          (event.durationMs / 1000).toFixed(1)
+        } s (${isoTime(event.since)} to ${isoTime(event.until)})`,
+        {
+          event: event.kind,
+          dependency: event.dependency,
+          since: isoTime(event.since),
+          until: isoTime(event.until),
+          durationMs: event.durationMs,
+          failedCalls: event.failedCalls,
+        },
+      );
+      return;
+    default: {
+      const _exhaustive: never = event;
+      logger.warn("Unknown dependency event", {
+        event: String((_exhaustive as { kind?: unknown }).kind),
+      });
+    }
+  }
+}
+
+function isoTime(ms: number): string {
+  return Number.isFinite(ms) ? new Date(ms).toISOString() : String(ms);
 }
 
 // ---------------------------------------------------------------------------

@@ -110,10 +110,14 @@ const GAUGES = new Set<keyof StreamWorkerMetrics>([
   "leasesHeld",
   "stalledShards",
   "lagMs",
+  "lastReadAt",
+  "lastCommitAt",
 ]);
 
 function expectedName(key: keyof StreamWorkerMetrics): string {
   if (key === "lagMs") return "zae_stream_lag_seconds";
+  if (key === "lastReadAt") return "zae_stream_seconds_since_last_read";
+  if (key === "lastCommitAt") return "zae_stream_seconds_since_last_commit";
   return GAUGES.has(key)
     ? `zae_stream_${snake(key)}`
     : `zae_stream_${snake(key)}_total`;
@@ -129,8 +133,9 @@ Deno.test("renderPrometheus() exports every metrics field with HELP, TYPE and it
   keys.forEach((key, i) => {
     metrics[key] = (i + 1) * 1000; // distinct, and lagMs/1000 stays an integer
   });
+  const now = 1_000_000;
   const families = parseExposition(
-    renderPrometheus({ metrics, workerId: "w1", version: "0.10.0" }),
+    renderPrometheus({ metrics, workerId: "w1", version: "0.10.0", now }),
   );
   keys.forEach((key, i) => {
     const name = expectedName(key);
@@ -139,11 +144,87 @@ Deno.test("renderPrometheus() exports every metrics field with HELP, TYPE and it
     assert.ok(family.help && family.help.trim().length > 0, `${name} has help`);
     assert.equal(family.type, GAUGES.has(key) ? "gauge" : "counter", name);
     assert.equal(family.samples.length, 1, name);
-    const expected = key === "lagMs" ? i + 1 : (i + 1) * 1000;
+    const expected = key === "lagMs"
+      ? i + 1
+      : key === "lastReadAt" || key === "lastCommitAt"
+      ? (now - (i + 1) * 1000) / 1000
+      : (i + 1) * 1000;
     assert.deepEqual(family.samples[0], { name, labels: {}, value: expected });
   });
   // The metrics plus zae_worker_info, nothing else.
   assert.equal(families.size, keys.length + 1);
+});
+
+Deno.test("renderPrometheus() labels each workload's stream metrics and counts dependency errors by operation", () => {
+  const aggregator = {
+    ...createStreamWorkerMetrics(),
+    leasesHeld: 2,
+    lastReadAt: 9_000,
+  };
+  const archiver = { ...createStreamWorkerMetrics(), leasesHeld: 1 };
+  const families = parseExposition(renderPrometheus({
+    groups: { archiver, aggregator },
+    dependencies: {
+      errors: [
+        { dependency: "dynamodb", operation: "commit", count: 3 },
+        { dependency: "streams", operation: "get_records", count: 5 },
+      ],
+      outages: [{
+        dependency: "dynamodb",
+        since: 0,
+        failedCalls: 3,
+        error: new Error("refused"),
+      }],
+    },
+    now: 10_000,
+    startedAt: 4_000,
+    workerId: "w",
+    version: "v",
+  }));
+  assert.deepEqual(families.get("zae_stream_leases_held")?.samples, [
+    {
+      name: "zae_stream_leases_held",
+      labels: { workload: "aggregator" },
+      value: 2,
+    },
+    {
+      name: "zae_stream_leases_held",
+      labels: { workload: "archiver" },
+      value: 1,
+    },
+  ]);
+  // Since the last read, or since the start before any read.
+  assert.deepEqual(
+    families.get("zae_stream_seconds_since_last_read")?.samples.map((s) =>
+      s.value
+    ),
+    [1, 6],
+  );
+  const dynamo = families.get("zae_dynamodb_errors_total");
+  assert.equal(dynamo?.type, "counter");
+  assert.equal(
+    dynamo?.samples.find((s) => s.labels["operation"] === "commit")?.value,
+    3,
+  );
+  // Known operations are exported at 0 before their first failure.
+  assert.equal(
+    dynamo?.samples.find((s) => s.labels["operation"] === "renew_lease")
+      ?.value,
+    0,
+  );
+  assert.equal(
+    families.get("zae_streams_errors_total")?.samples.find((s) =>
+      s.labels["operation"] === "get_records"
+    )?.value,
+    5,
+  );
+  assert.deepEqual(
+    families.get("zae_dependency_up")?.samples.map((s) => [
+      s.labels["dependency"],
+      s.value,
+    ]),
+    [["dynamodb", 0], ["streams", 1]],
+  );
 });
 
 Deno.test("renderPrometheus() exports lagMs as seconds", () => {
@@ -415,11 +496,26 @@ Deno.test("createJsonLogger() keeps the fixed fields when a field has the same n
 // ---------------------------------------------------------------------------
 
 const EVENTS: readonly (readonly [StreamWorkerEvent, LogLevel])[] = [
-  [{ kind: "lease_taken", shardId: "s1", epoch: 3 }, "info"],
-  [{ kind: "lease_taken", shardId: "s1", epoch: 4, stolenFrom: "w2" }, "info"],
+  [{ kind: "lease_taken", shardId: "s1", epoch: 3, reason: "free" }, "info"],
+  [{
+    kind: "lease_taken",
+    shardId: "s1",
+    epoch: 4,
+    reason: "rebalance",
+    from: "w2",
+  }, "info"],
+  [{
+    kind: "lease_taken",
+    shardId: "s1",
+    epoch: 5,
+    reason: "expired",
+    from: "w3",
+  }, "info"],
   [{ kind: "lease_released", shardId: "s1" }, "info"],
   [{ kind: "shard_ended", shardId: "s1", children: ["s2", "s3"] }, "info"],
   [{ kind: "lease_lost", shardId: "s1" }, "warn"],
+  [{ kind: "lease_lost", shardId: "s1", owner: "w2" }, "warn"],
+  [{ kind: "lease_expired", shardId: "s1", unrenewedMs: 10_500 }, "warn"],
   [{ kind: "throttled", shardId: "s1", delayMs: 200 }, "warn"],
   [{ kind: "throttled", delayMs: 100 }, "warn"],
   [
@@ -430,11 +526,30 @@ const EVENTS: readonly (readonly [StreamWorkerEvent, LogLevel])[] = [
     { kind: "error", shardId: "s1", error: new Error("renewal failed") },
     "warn",
   ],
+  [
+    {
+      kind: "error",
+      shardId: "s1",
+      error: new Error("no answer"),
+      failure: "unreachable",
+    },
+    "debug",
+  ],
+  [
+    {
+      kind: "error",
+      error: new Error("access denied"),
+      failure: "fatal",
+    },
+    "error",
+  ],
   [{
     kind: "dead_letter",
     shardId: "s1",
     sequenceNumber: "200",
-    reason: "retries_exhausted",
+    reason: "invalid_record",
+    key: { PK: "ns/BUCKET#e#r#0", SK: "#STATE" },
+    error: new Error('attribute "b_rpm_tc" is a string'),
   }, "error"],
   [{
     kind: "data_loss",
@@ -478,10 +593,12 @@ Deno.test("logStreamEvent() logs each event kind at its level with the event fie
 });
 
 Deno.test("logStreamEvent() covers every event kind", () => {
-  const kinds = new Set(EVENTS.map(([e]) => e.kind));
+  const kinds = new Set([...EVENTS.map(([e]) => e.kind), "dependency"]);
   const all: Record<StreamWorkerEvent["kind"], true> = {
     "lease_taken": true,
     "lease_lost": true,
+    "lease_expired": true,
+    "dependency": true,
     "lease_released": true,
     "shard_ended": true,
     "data_loss": true,

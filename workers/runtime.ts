@@ -1,8 +1,16 @@
 /**
- * The worker process: one stream worker reading the table's stream with
- * the chosen workloads (usage aggregation, audit archiving), its dead
- * letters in the table, a heartbeat item carrying its version, `/livez`,
- * `/readyz` and `/metrics` on a port, JSON logs, and a drain on shutdown.
+ * The worker process: one stream worker per workload (usage aggregation,
+ * audit archiving), each with its own lease group and checkpoints, so
+ * workers running different workloads never take records from each other;
+ * their dead letters in the table, a heartbeat item carrying the version,
+ * `/livez`, `/readyz` and `/metrics` on a port, JSON logs, and a drain on
+ * shutdown that ends within `shutdownGraceMs` whatever DynamoDB does.
+ *
+ * DynamoDB and DynamoDB Streams failures never end the process: calls are
+ * retried with backoff (startup included), `/readyz` fails during an
+ * outage, and the outage is logged once when it starts and once when it
+ * ends. Only a failure no retry can fix (access denied, no table, no
+ * stream) ends it, logged as JSON with the reason.
  *
  * `zae-limiter worker run` wires signals to {@linkcode runWorkerProcess};
  * tests and embedders call it directly with an `AbortSignal`.
@@ -20,11 +28,17 @@ import { DEFAULT_NAMESPACE } from "../core/keys.ts";
 import { getActiveNamespaceRecord } from "../core/namespace_registry.ts";
 import { CLIENT_VERSION, SCHEMA_VERSION } from "../core/schema.ts";
 import type { SnapshotWindow } from "../core/usage.ts";
+import { fullJitter, sleepUnlessAborted } from "./_util.ts";
 import { createAggregatorWorkload } from "./aggregator.ts";
 import { type ArchiveSink, createArchiverWorkload } from "./archiver.ts";
 import { createDynamoDbCoordinationStore } from "./coordination_store_dynamodb.ts";
 import { createDynamoDbDeadLetterStore } from "./dead_letters_dynamodb.ts";
-import { createHeartbeat, WORKER_CONSUMER_NAME } from "./heartbeat.ts";
+import { classifyFailure, StreamWorkerError, toError } from "./errors.ts";
+import {
+  createHeartbeat,
+  removeExpiredHeartbeats,
+  WORKER_CONSUMER_NAME,
+} from "./heartbeat.ts";
 import {
   createStreamWorkerMetrics,
   type StreamWorkerMetrics,
@@ -32,19 +46,38 @@ import {
 import {
   createJsonLogger,
   type HealthServer,
+  logDependencyEvent,
+  type LogFields,
   type Logger,
   logStreamEvent,
   renderPrometheus,
   startHealthServer,
 } from "./observability.ts";
+import { DependencyHealth, observeCall } from "./resilience.ts";
 import { createAwsStreamSource } from "./stream_source_aws.ts";
-import { runStreamWorker, type StreamWorkerOptions } from "./stream_worker.ts";
+import {
+  runStreamWorker,
+  type StreamWorkerOptions,
+  type StreamWorkerStopReport,
+} from "./stream_worker.ts";
 import { combineWorkloads, type Workload } from "./workload.ts";
 
 /** Workloads the worker process can run. */
 export const WORKLOAD_NAMES = ["aggregator", "archiver"] as const;
 /** A workload name. */
 export type WorkloadName = typeof WORKLOAD_NAMES[number];
+
+/**
+ * The consumer name of one workload's lease group (its leases and
+ * checkpoints): `zae-workers#aggregator`, `zae-workers#archiver`. Each
+ * workload reads every shard on its own, so a worker that runs only some
+ * workloads never moves another workload's checkpoint past records it did
+ * not see, and a workload turned on later starts from the oldest record
+ * the stream still holds (24 h).
+ */
+export function workloadConsumerName(workload: string): string {
+  return `${WORKER_CONSUMER_NAME}#${workload}`;
+}
 
 /** Options of {@linkcode runWorkerProcess}. */
 export interface WorkerProcessOptions {
@@ -78,9 +111,15 @@ export interface WorkerProcessOptions {
   readonly logger?: Logger;
   /** Heartbeat interval. @default 10000 */
   readonly heartbeatIntervalMs?: number;
+  /** DynamoDB calls failing without an answer for this long make an outage (`/readyz` fails, one error log). @default 5000 */
+  readonly outageAfterMs?: number;
   /** Clock. */
   readonly clock?: Clock;
-  /** Stream-worker tuning (lease duration, batch window, ...). */
+  /**
+   * Stream-worker tuning (lease duration, batch window, call deadline,
+   * ...). `shutdownGraceMs` is the budget of the whole process drain:
+   * batches, checkpoints, lease release and heartbeat removal.
+   */
   readonly tuning?: Partial<
     Omit<
       StreamWorkerOptions,
@@ -92,12 +131,39 @@ export interface WorkerProcessOptions {
       | "workerId"
       | "filters"
       | "metrics"
+      | "health"
     >
   >;
   /** Called once the health server listens (port 0 picks a free one). */
   readonly onListen?: (port: number) => void;
-  /** Counters, for embedding and tests. */
+  /**
+   * Counters, for embedding and tests: the sum over the workloads' stream
+   * workers (gauges: leases and stalled shards summed, lag and timestamps
+   * the maximum), refreshed on every coordinator cycle and every event.
+   */
   readonly metrics?: StreamWorkerMetrics;
+}
+
+/** What {@linkcode runWorkerProcess} resolves with after a shutdown. */
+export interface WorkerStopReport {
+  /** Whether every step of the drain finished within the grace. */
+  readonly complete: boolean;
+  /** The steps that did not, in words (also logged). */
+  readonly unfinished: readonly string[];
+  /** Milliseconds from the shutdown request to the end of the drain. */
+  readonly durationMs: number;
+}
+
+/**
+ * The worker stopped on a failure no retry can fix. It was logged (JSON,
+ * with the reason) before this was thrown; `cause` is the failure.
+ */
+export class WorkerStoppedError extends Error {
+  /** Creates the error. */
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "WorkerStoppedError";
+  }
 }
 
 function hostName(): string {
@@ -115,7 +181,8 @@ function defaultWorkerId(): string {
 /**
  * Finds the table's stream.
  *
- * @throws {Error} naming the table and the fix when streams are off
+ * @throws {StreamWorkerError} `STREAM_NOT_FOUND` (not retryable), naming the
+ * table and the fix, when the stream is off or has the wrong view type
  */
 export async function tableStreamArn(
   client: Pick<DynamoDBClient, "send">,
@@ -129,7 +196,8 @@ export async function tableStreamArn(
   const arn = out.Table?.LatestStreamArn;
   const spec = out.Table?.StreamSpecification;
   if (arn === undefined || spec?.StreamEnabled === false) {
-    throw new Error(
+    throw new StreamWorkerError(
+      "STREAM_NOT_FOUND",
       `Cannot run workers on table '${tableName}': its stream is not enabled (deploy it with 'zae-limiter deploy', which enables NEW_AND_OLD_IMAGES)`,
     );
   }
@@ -137,7 +205,8 @@ export async function tableStreamArn(
     spec?.StreamViewType !== undefined &&
     spec.StreamViewType !== "NEW_AND_OLD_IMAGES"
   ) {
-    throw new Error(
+    throw new StreamWorkerError(
+      "STREAM_NOT_FOUND",
       `Cannot run workers on table '${tableName}': stream view type is ${spec.StreamViewType}, the workers need NEW_AND_OLD_IMAGES`,
     );
   }
@@ -176,7 +245,7 @@ export function buildWorkloads(
           client: options.client,
           ...(options.clock ? { clock: options.clock } : {}),
           onRefillError: (error) =>
-            options.logger?.warn("Refill write failed; counts unaffected", {
+            options.logger?.debug("Refill write failed; counts unaffected", {
               error,
             }),
         }));
@@ -201,53 +270,91 @@ export function buildWorkloads(
   return out;
 }
 
+/** The sum of several stream workers' counters (gauges: see {@linkcode WorkerProcessOptions.metrics}). */
+export function sumMetrics(
+  all: readonly Readonly<StreamWorkerMetrics>[],
+): StreamWorkerMetrics {
+  const out = createStreamWorkerMetrics();
+  const keys = Object.keys(out) as (keyof StreamWorkerMetrics)[];
+  for (const m of all) {
+    for (const k of keys) {
+      out[k] = k === "lagMs" || k === "lastReadAt" || k === "lastCommitAt"
+        ? Math.max(out[k], m[k])
+        : out[k] + m[k];
+    }
+  }
+  return out;
+}
+
+function withFields(log: Logger, extra: LogFields): Logger {
+  const wrap = (m: Logger["info"]): Logger["info"] => (message, fields) =>
+    m(message, { ...extra, ...fields });
+  return {
+    debug: wrap(log.debug),
+    info: wrap(log.info),
+    warn: wrap(log.warn),
+    error: wrap(log.error),
+  };
+}
+
+/** Sleeps until `ms` passed or `signal` aborted, never rejecting. */
+async function pause(
+  clock: Clock,
+  ms: number,
+  signal: AbortSignal,
+): Promise<void> {
+  await sleepUnlessAborted(clock, ms, signal).catch(() => false);
+}
+
 /**
- * Runs the worker process until `signal` aborts, then drains: in-flight
- * batches finish (within `tuning.shutdownGraceMs`), checkpoints are
- * written, leases released and the heartbeat removed.
+ * Runs the worker process until `signal` aborts, then drains within
+ * `tuning.shutdownGraceMs` (default 20 s): in-flight batches finish,
+ * checkpoints are written, leases released and the heartbeat removed; a
+ * step DynamoDB does not answer in time is given up and reported.
  *
- * @throws {Error} when the stream is off or the worker fails fatally
+ * @returns What the drain could not finish (also logged)
+ * @throws {WorkerStoppedError} on a failure no retry can fix (no table,
+ * no stream, access denied), after logging it as JSON
  */
 export async function runWorkerProcess(
   options: WorkerProcessOptions,
-): Promise<void> {
+): Promise<WorkerStopReport> {
   const log = options.logger ?? createJsonLogger({ logger: "zae-worker" });
   const clock = options.clock ?? systemClock;
   const workerId = options.workerId ?? defaultWorkerId();
-  const streamArn = await tableStreamArn(
-    options.client,
-    options.tableName,
-    options.signal,
-  );
-  const legacy = await getActiveNamespaceRecord(
-    { client: options.client, table: options.tableName, clock },
-    DEFAULT_NAMESPACE,
-  ).catch(() => null);
-  const legacyNamespaceId = legacy?.["namespace_id"]?.S;
-  const workloads = buildWorkloads(
-    { ...options, logger: log },
-    legacyNamespaceId,
-  );
-  const { filter, handler } = combineWorkloads(workloads);
-  const metrics = options.metrics ?? createStreamWorkerMetrics();
-  const deadLetters = createDynamoDbDeadLetterStore(options.client, {
-    tableName: options.tableName,
-    consumerName: WORKER_CONSUMER_NAME,
-    clock,
-  });
-  const heartbeat = createHeartbeat(options.client, {
-    tableName: options.tableName,
-    workerId,
-    version: CLIENT_VERSION,
-    schemaVersion: SCHEMA_VERSION,
-    workloads: options.workloads,
-    host: hostName(),
-    clock,
-  });
+  const graceMs = options.tuning?.shutdownGraceMs ?? 20_000;
+  /** Left at the end of the grace for the process to exit. */
+  const exitReserveMs = Math.min(500, graceMs / 10);
   const leaseDurationMs = options.tuning?.leaseDurationMs ?? 10_000;
-  let lastCycle = clock.now();
-  let cycles = 0;
-  let draining = false;
+  const callTimeoutMs = options.tuning?.callTimeoutMs ??
+    Math.min(5_000, Math.max(1, Math.floor(leaseDurationMs / 2)));
+  const calls = { clock, timeoutMs: callTimeoutMs };
+  const health = new DependencyHealth({
+    clock,
+    ...(options.outageAfterMs === undefined
+      ? {}
+      : { outageAfterMs: options.outageAfterMs }),
+    onEvent: (event) => logDependencyEvent(log, event),
+  });
+  const startedAt = clock.now();
+  const groups = new Map<string, StreamWorkerMetrics>();
+  const lastCycle = new Map<string, number>();
+  let phase: "starting" | "running" | "draining" = "starting";
+  let shutdownAt: number | undefined;
+  const refreshTotals = (): void => {
+    if (options.metrics) {
+      Object.assign(options.metrics, sumMetrics([...groups.values()]));
+    }
+  };
+  let workloads: Workload[] = [];
+
+  const onAbort = (): void => {
+    shutdownAt ??= clock.now();
+    if (phase !== "starting") phase = "draining";
+    log.info("Shutdown requested: draining", { workerId, graceMs });
+  };
+  if (options.signal.aborted) onAbort();
+  else options.signal.addEventListener("abort", onAbort, { once: true });
 
   let server: HealthServer | undefined;
   if (options.port !== null) {
@@ -255,25 +362,50 @@ export async function runWorkerProcess(
       port: options.port ?? 8080,
       hostname: options.hostname ?? "0.0.0.0",
       livez: () => {
-        const idle = clock.now() - lastCycle;
-        return idle > 3 * leaseDurationMs
-          ? { ok: false, reason: `no coordinator cycle for ${idle} ms` }
-          : { ok: true };
+        // A coordinator that cycles is alive, even while DynamoDB is not.
+        const limit = 3 * leaseDurationMs + 4 * callTimeoutMs;
+        const now = clock.now();
+        for (const [workload, at] of lastCycle) {
+          if (now - at > limit) {
+            return {
+              ok: false,
+              reason: `${workload}: no coordinator cycle for ${now - at} ms`,
+            };
+          }
+        }
+        return { ok: true };
       },
       readyz: () => {
-        if (draining) return { ok: false, reason: "draining" };
-        if (cycles === 0) return { ok: false, reason: "starting" };
-        if (metrics.stalledShards > 0) {
+        if (phase === "draining") return { ok: false, reason: "draining" };
+        const down = health.outages().map((o) =>
+          `${
+            o.dependency === "dynamodb" ? "DynamoDB" : "DynamoDB Streams"
+          } unreachable since ${
+            new Date(o.since).toISOString()
+          } (${o.failedCalls} failed calls): ${o.error.message}`
+        );
+        if (down.length > 0) return { ok: false, reason: down.join("; ") };
+        if (phase === "starting" || lastCycle.size < workloads.length) {
+          return { ok: false, reason: "starting" };
+        }
+        const stalled = [...groups.values()].reduce(
+          (n, m) => n + m.stalledShards,
+          0,
+        );
+        if (stalled > 0) {
           return {
             ok: false,
-            reason: `${metrics.stalledShards} shard(s) stopped on data loss`,
+            reason: `${stalled} shard(s) stopped on data loss`,
           };
         }
         return { ok: true };
       },
       metrics: () =>
         renderPrometheus({
-          metrics,
+          groups: Object.fromEntries(groups),
+          dependencies: { errors: health.errors(), outages: health.outages() },
+          now: clock.now(),
+          startedAt,
           workerId,
           version: CLIENT_VERSION,
           workloads: Object.fromEntries(
@@ -284,82 +416,289 @@ export async function runWorkerProcess(
     });
   }
 
-  const beat = async (): Promise<void> => {
-    try {
-      await heartbeat.beat({ leasesHeld: metrics.leasesHeld, draining });
-    } catch (error) {
-      log.warn("Heartbeat write failed", { error });
-    }
-  };
-  await beat();
-  log.info("Worker started", {
-    workerId,
-    table: options.tableName,
-    streamArn,
-    workloads: options.workloads,
-    version: CLIENT_VERSION,
-    legacyNamespaceId: legacyNamespaceId ?? null,
-    port: server?.port ?? null,
-  });
-  const heartbeatStop = new AbortController();
-  const heartbeatLoop = (async () => {
-    const every = options.heartbeatIntervalMs ?? 10_000;
-    for (;;) {
+  /** Retries a startup call until it answers, the worker stops (undefined) or it fails for good (throws). */
+  async function startupCall<T>(
+    operation: string,
+    fn: (signal: AbortSignal) => Promise<T>,
+  ): Promise<T | undefined> {
+    for (let attempt = 0;; attempt++) {
+      if (options.signal.aborted) return undefined;
       try {
-        await clock.sleep(every, heartbeatStop.signal);
-      } catch {
-        return;
+        return await observeCall(
+          health,
+          "dynamodb",
+          operation,
+          calls,
+          options.signal,
+          fn,
+        );
+      } catch (error) {
+        if (options.signal.aborted) return undefined;
+        if (classifyFailure(error) === "fatal") throw error;
+        await pause(
+          clock,
+          fullJitter(attempt, 200, 5_000, Math.random),
+          options.signal,
+        );
       }
-      await beat();
     }
-  })();
-  const onAbort = (): void => {
-    draining = true;
-    log.info("Shutdown requested: draining", { workerId });
-    void beat();
-  };
-  options.signal.addEventListener("abort", onAbort, { once: true });
+  }
 
+  const heartbeatStop = new AbortController();
+  let heartbeatLoop: Promise<void> = Promise.resolve();
+  let heartbeat: ReturnType<typeof createHeartbeat> | undefined;
+  let drainingBeat: Promise<void> = Promise.resolve();
+  let fatal: Error | undefined;
+  const unfinished: string[] = [];
+  const reports: [string, StreamWorkerStopReport][] = [];
   try {
-    await runStreamWorker({
-      ...options.tuning,
-      // Up to a second of records per transaction: fewer, larger commits; lag stays ~1 s.
-      batchWindowMs: options.tuning?.batchWindowMs ?? 1_000,
-      // A late count beats a dead letter: by default only records the stream is about to trim are given up.
-      maxRecordAgeMs: options.tuning?.maxRecordAgeMs ?? 86_400_000,
-      source: createAwsStreamSource(options.streamsClient, streamArn),
-      store: createDynamoDbCoordinationStore(options.client, {
-        tableName: options.tableName,
-        consumerName: WORKER_CONSUMER_NAME,
-        streamArn,
-        clock,
-      }),
-      handler,
-      filters: [filter],
-      deadLetterSink: deadLetters,
+    const streamArn = await startupCall(
+      "describe_table",
+      (signal) => tableStreamArn(options.client, options.tableName, signal),
+    );
+    if (streamArn === undefined) {
+      return { complete: true, unfinished: [], durationMs: 0 };
+    }
+    const legacy = await startupCall(
+      "read_namespace",
+      (signal) =>
+        getActiveNamespaceRecord(
+          { client: options.client, table: options.tableName, clock, signal },
+          DEFAULT_NAMESPACE,
+        ),
+    );
+    if (options.signal.aborted) {
+      return { complete: true, unfinished: [], durationMs: 0 };
+    }
+    const legacyNamespaceId = legacy?.["namespace_id"]?.S;
+    workloads = buildWorkloads({ ...options, logger: log }, legacyNamespaceId);
+    combineWorkloads(workloads); // rejects duplicates and an empty list
+    heartbeat = createHeartbeat(options.client, {
+      tableName: options.tableName,
       workerId,
-      signal: options.signal,
+      version: CLIENT_VERSION,
+      schemaVersion: SCHEMA_VERSION,
+      workloads: options.workloads,
+      host: hostName(),
       clock,
-      metrics,
-      onMetrics: () => {
-        lastCycle = clock.now();
-        cycles++;
-      },
-      onEvent: (event) => logStreamEvent(log, event),
     });
+    const hb = heartbeat;
+    let beats = 0;
+    const beat = async (draining: boolean): Promise<void> => {
+      try {
+        await observeCall(
+          health,
+          "dynamodb",
+          "heartbeat",
+          calls,
+          draining ? undefined : heartbeatStop.signal,
+          (signal) =>
+            hb.beat({
+              leasesHeld: sumMetrics([...groups.values()]).leasesHeld,
+              draining,
+            }, signal),
+        );
+        if (beats++ % 60 === 0) {
+          // Forget workers that died without removing their heartbeat.
+          await observeCall(
+            health,
+            "dynamodb",
+            "heartbeat",
+            calls,
+            heartbeatStop.signal,
+            (signal) =>
+              removeExpiredHeartbeats(options.client, options.tableName, {
+                nowMs: clock.now(),
+                signal,
+              }),
+          );
+        }
+      } catch (error) {
+        log.debug("Heartbeat write failed", { error });
+      }
+    };
+    await beat(false);
+    phase = "running";
+    log.info("Worker started", {
+      workerId,
+      table: options.tableName,
+      streamArn,
+      workloads: options.workloads,
+      leaseGroups: options.workloads.map(workloadConsumerName),
+      version: CLIENT_VERSION,
+      legacyNamespaceId: legacyNamespaceId ?? null,
+      port: server?.port ?? null,
+      shutdownGraceMs: graceMs,
+    });
+    heartbeatLoop = (async () => {
+      const every = options.heartbeatIntervalMs ?? 10_000;
+      while (!heartbeatStop.signal.aborted) {
+        await pause(clock, every, heartbeatStop.signal);
+        if (heartbeatStop.signal.aborted) return;
+        await beat(false);
+      }
+    })();
+    const onDrain = (): void => {
+      phase = "draining";
+      drainingBeat = beat(true);
+    };
+    if (options.signal.aborted) onDrain();
+    else options.signal.addEventListener("abort", onDrain, { once: true });
+
+    // One stream worker per workload; a fatal failure of one stops all.
+    const stop = new AbortController();
+    const forward = (): void => stop.abort();
+    if (options.signal.aborted) forward();
+    else options.signal.addEventListener("abort", forward, { once: true });
+    // The heartbeat removal gets the end of the grace, the process exit the very end.
+    const streamGraceMs = Math.max(
+      0,
+      graceMs - exitReserveMs - Math.min(2_000, graceMs / 5),
+    );
+    const settled = await Promise.allSettled(workloads.map((w) => {
+      const metrics = createStreamWorkerMetrics();
+      groups.set(w.name, metrics);
+      const { filter, handler } = combineWorkloads([w]);
+      const groupLog = withFields(log, { workload: w.name });
+      return runStreamWorker({
+        ...options.tuning,
+        // Up to a second of records per transaction: fewer, larger commits; lag stays ~1 s.
+        batchWindowMs: options.tuning?.batchWindowMs ?? 1_000,
+        // A late count beats a dead letter: by default only records the stream is about to trim are given up.
+        maxRecordAgeMs: options.tuning?.maxRecordAgeMs ?? 86_400_000,
+        callTimeoutMs,
+        shutdownGraceMs: streamGraceMs,
+        source: createAwsStreamSource(options.streamsClient, streamArn),
+        store: createDynamoDbCoordinationStore(options.client, {
+          tableName: options.tableName,
+          consumerName: workloadConsumerName(w.name),
+          streamArn,
+          clock,
+        }),
+        handler,
+        filters: [filter],
+        deadLetterSink: createDynamoDbDeadLetterStore(options.client, {
+          tableName: options.tableName,
+          consumerName: WORKER_CONSUMER_NAME,
+          workload: w.name,
+          clock,
+        }),
+        workerId,
+        signal: stop.signal,
+        clock,
+        metrics,
+        health,
+        onMetrics: () => {
+          lastCycle.set(w.name, clock.now());
+          refreshTotals();
+        },
+        onEvent: (event) => {
+          logStreamEvent(groupLog, event);
+          refreshTotals();
+        },
+      }).then((report) => {
+        reports.push([w.name, report]);
+      }, (error: unknown) => {
+        fatal ??= toError(error);
+        stop.abort();
+        throw error;
+      });
+    }));
+    options.signal.removeEventListener("abort", forward);
+    options.signal.removeEventListener("abort", onDrain);
+    for (const s of settled) {
+      if (s.status === "rejected") fatal ??= toError(s.reason);
+    }
+  } catch (error) {
+    fatal ??= toError(error);
   } finally {
     options.signal.removeEventListener("abort", onAbort);
+    phase = "draining";
+    shutdownAt ??= clock.now();
+    const end = shutdownAt + graceMs - exitReserveMs;
     heartbeatStop.abort();
     await heartbeatLoop;
-    await heartbeat.remove().catch((error) =>
-      log.warn("Heartbeat removal failed", { error })
-    );
-    await server?.shutdown();
-    log.info("Worker stopped", {
+    for (const [workload, r] of reports) {
+      if (r.cutShort.length > 0) {
+        unfinished.push(
+          `${workload}: in-flight batches of shard(s) ${
+            r.cutShort.join(", ")
+          } aborted (their records are read again by the next owner)`,
+        );
+      }
+      for (const n of r.notReleased) {
+        unfinished.push(
+          `${workload}: lease of shard ${n.shardId} not released (${n.reason}); it expires after the lease duration and its deferred checkpoint was not written`,
+        );
+      }
+    }
+    if (heartbeat !== undefined) {
+      // The "draining" beat must not land after the removal (it gets half of what is left).
+      const waited = new AbortController();
+      await Promise.race([
+        drainingBeat,
+        pause(clock, Math.max(0, (end - clock.now()) / 2), waited.signal),
+      ]);
+      waited.abort();
+      const left = end - clock.now() - 100;
+      const hb = heartbeat;
+      if (left <= 0) {
+        unfinished.push(
+          "heartbeat not removed (no time left within the shutdown grace); it shows as stale after 60 s",
+        );
+      } else {
+        await observeCall(
+          health,
+          "dynamodb",
+          "remove_heartbeat",
+          { clock, timeoutMs: Math.min(left, callTimeoutMs) },
+          undefined,
+          (signal) => hb.remove(signal),
+        ).catch((error) =>
+          unfinished.push(
+            `heartbeat not removed (${
+              toError(error).message
+            }); it shows as stale after 60 s`,
+          )
+        );
+      }
+    }
+    if (server !== undefined) {
+      const stopped = new AbortController();
+      await Promise.race([
+        server.shutdown(),
+        pause(clock, Math.max(0, end - clock.now()), stopped.signal),
+      ]);
+      stopped.abort();
+    }
+    refreshTotals();
+  }
+  const totals = sumMetrics([...groups.values()]);
+  const durationMs = clock.now() - (shutdownAt ?? clock.now());
+  if (unfinished.length > 0) {
+    log.error("Shutdown incomplete: steps not finished within the grace", {
       workerId,
-      leasesReleased: metrics.leasesReleased,
-      commits: metrics.commits,
-      deadLetters: metrics.deadLetters,
+      graceMs,
+      durationMs,
+      unfinished,
     });
   }
+  log.info("Worker stopped", {
+    workerId,
+    durationMs,
+    leasesReleased: totals.leasesReleased,
+    commits: totals.commits,
+    deadLetters: totals.deadLetters,
+  });
+  if (fatal !== undefined) {
+    log.error(`Worker stopped: ${fatal.message}`, {
+      workerId,
+      reason: fatal.message,
+      error: fatal,
+    });
+    throw new WorkerStoppedError(`Worker stopped: ${fatal.message}`, {
+      cause: fatal,
+    });
+  }
+  return { complete: unfinished.length === 0, unfinished, durationMs };
 }

@@ -13,6 +13,7 @@ import {
   type GetShardIteratorCommandOutput,
 } from "@aws-sdk/client-dynamodb-streams";
 import {
+  classifyFailure,
   StreamWorkerError,
   type StreamWorkerErrorCode,
   toError,
@@ -82,10 +83,11 @@ export function classifyStreamsError(
       retryable: mapped[1],
     });
   }
+  // No answer, a 5xx or an unknown failure is retried; a refusal no retry fixes (access denied) is not.
   return new StreamWorkerError(
     "STREAM_UNAVAILABLE",
     `Cannot ${action}: ${e.message}`,
-    { cause: e, retryable: true },
+    { cause: e, retryable: classifyFailure(e) !== "fatal" },
   );
 }
 

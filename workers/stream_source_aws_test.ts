@@ -73,6 +73,23 @@ Deno.test({
       code,
     });
   }
+  // Unknown failures: retried when nothing answered, not when access is denied.
+  const fail = (error: Error) =>
+    m.createAwsStreamSource({ send: () => Promise.reject(error) }, "arn")
+      .getRecords("it", 10);
+  await assert.rejects(
+    fail(Object.assign(new Error("socket hang up"), { code: "ECONNRESET" })),
+    { code: "STREAM_UNAVAILABLE", retryable: true },
+  );
+  await assert.rejects(
+    fail(
+      Object.assign(new Error("no"), {
+        name: "AccessDeniedException",
+        $metadata: { httpStatusCode: 400 },
+      }),
+    ),
+    { code: "STREAM_UNAVAILABLE", retryable: false },
+  );
 });
 
 Deno.test({

@@ -14,10 +14,21 @@
  * 2. list leases and update observations (a lease whose counter did not
  *    change for `leaseDurationMs` of this worker's clock is expired: safe
  *    against clock skew);
- * 3. renew held leases (piggy-backing deferred checkpoints); a failed
- *    renewal stops that shard at once;
+ * 3. renew held leases (piggy-backing deferred checkpoints); a refused
+ *    renewal (another worker took the lease) stops that shard at once, and
+ *    a lease that could not be renewed for a lease duration (DynamoDB
+ *    unreachable) is given up until it can be taken again;
  * 4. take free or expired leases up to the fair share, else steal one from
  *    the busiest worker when it holds at least two more than this one.
+ *
+ * Failures: every DynamoDB and DynamoDB Streams call has a deadline
+ * (`callTimeoutMs`) and is classified ({@linkcode classifyFailure}): calls
+ * that got no answer, a 5xx, a throttle or a conflict are retried with
+ * backoff (commits and dead-letter writes until the lease is lost or the
+ * shutdown deadline passes), so an outage never ends the worker; a failure
+ * no retry can fix (access denied, missing table) ends it with that error.
+ * Reachability and failed calls by operation go to a
+ * {@linkcode DependencyHealth}.
  *
  * @module
  */
@@ -45,12 +56,19 @@ import {
   type LeaseItem,
   type LeaseStart,
 } from "./coordination_store.ts";
-import { isStreamWorkerError, toError } from "./errors.ts";
+import { classifyFailure, isStreamWorkerError, toError } from "./errors.ts";
 import {
   createStreamWorkerMetrics,
+  type LeaseTakeReason,
   type StreamWorkerEvent,
   type StreamWorkerMetrics,
 } from "./metrics.ts";
+import {
+  DependencyHealth,
+  instrumentDeadLetterSink,
+  instrumentSource,
+  instrumentStore,
+} from "./resilience.ts";
 import {
   ITERATOR_LIFETIME_MS,
   listAllShards,
@@ -112,10 +130,14 @@ export interface StreamWorkerOptions {
   readonly keyAttributes?: readonly string[];
   /** Handler retry backoff base. @default 200 */
   readonly retryBaseMs?: number;
-  /** Handler retry backoff cap. @default 30000 */
+  /** Handler retry backoff cap (commits and dead-letter writes wait at most 5 s between attempts). @default 30000 */
   readonly retryMaxMs?: number;
-  /** Commit attempts on retryable store errors. @default 5 */
-  readonly commitMaxAttempts?: number;
+  /** Deadline of one DynamoDB or DynamoDB Streams call. @default 5000 */
+  readonly callTimeoutMs?: number;
+  /** Reachability and failed calls; shared by workers of one process. @default a new one reporting through `onEvent` */
+  readonly health?: DependencyHealth;
+  /** With the default `health`: failures for this long without an answer make an outage. @default 5000 */
+  readonly outageAfterMs?: number;
   /** A lease whose counter did not move for this long is expired. @default 10000 */
   readonly leaseDurationMs?: number;
   /** Coordinator cycle (renewal, assignment). @default leaseDurationMs / 3 */
@@ -130,7 +152,13 @@ export interface StreamWorkerOptions {
   readonly throttleBaseMs?: number;
   /** Throttle backoff cap. @default 10000 */
   readonly throttleMaxMs?: number;
-  /** On shutdown, in-flight batches may finish for this long; then handlers and commits are aborted (their records are re-read by the next owner). @default 20000 */
+  /**
+   * The whole drain after `signal` aborts: in-flight batches may finish
+   * until a quarter of it (at most `callTimeoutMs`) is left, then handlers
+   * and commits are aborted (their records are re-read by the next owner)
+   * and the leases are released within what is left. The worker resolves
+   * within this time whatever DynamoDB does. @default 20000
+   */
   readonly shutdownGraceMs?: number;
   /** Trimmed data: stop the shard (default) or skip to the trim horizon. Both emit `data_loss`. @default "stall" */
   readonly onTrimmedData?: TrimmedDataPolicy;
@@ -168,6 +196,8 @@ export interface ResolvedStreamWorkerConfig extends ProcessingConfig {
   readonly maxLeases: number;
   /** See {@linkcode StreamWorkerOptions.shutdownGraceMs}. */
   readonly shutdownGraceMs: number;
+  /** See {@linkcode StreamWorkerOptions}. */
+  readonly callTimeoutMs: number;
 }
 
 function positive(
@@ -238,10 +268,7 @@ export function resolveStreamWorkerConfig(
     keyAttributes: options.keyAttributes ?? ["PK", "SK"],
     retryBaseMs: positive("retryBaseMs", options.retryBaseMs ?? 200, 0),
     retryMaxMs: positive("retryMaxMs", options.retryMaxMs ?? 30_000, 0),
-    commitMaxAttempts: positive(
-      "commitMaxAttempts",
-      options.commitMaxAttempts ?? 5,
-    ),
+    callTimeoutMs: positive("callTimeoutMs", options.callTimeoutMs ?? 5_000),
     deadLetterSink: options.deadLetterSink,
     clock: options.clock ?? systemClock,
     random: options.random ?? Math.random,
@@ -293,10 +320,15 @@ interface HeldLease {
   pending: string | undefined;
   /** Stops new work (shutdown or lease loss). */
   readonly stop: AbortController;
-  /** Aborts handlers and commits (lease loss). */
+  /** Aborts handlers and commits (lease loss or shutdown deadline). */
   readonly hard: AbortController;
   renewedAt: number;
-  lagMs: number;
+  /** When this worker took the lease. */
+  readonly takenAt: number;
+  /** Start of the last read that found the shard's end, after which everything read was processed. */
+  caughtUpAt: number | undefined;
+  /** Creation time of the oldest record read and not processed yet. */
+  oldestPendingAt: number | undefined;
   lost: boolean;
   exit: RunnerExit | undefined;
   task: Promise<void> | undefined;
@@ -307,6 +339,20 @@ interface Observation {
   readonly epoch: number;
   readonly counter: number;
   readonly seenAt: number;
+}
+
+/** What a drain could not finish within `shutdownGraceMs`. */
+export interface StreamWorkerStopReport {
+  /** Leases released. */
+  readonly released: readonly string[];
+  /** Shards whose in-flight batch was aborted at the deadline (its records are read again by the next owner). */
+  readonly cutShort: readonly string[];
+  /** Leases not released (they expire after the lease duration); their deferred checkpoints are not written. */
+  readonly notReleased: ReadonlyArray<
+    { readonly shardId: string; readonly reason: string }
+  >;
+  /** Milliseconds the drain took. */
+  readonly durationMs: number;
 }
 
 /** Orders shards so that every parent comes before its children. */
@@ -329,15 +375,19 @@ export function parentsFirst(shards: readonly StreamShard[]): StreamShard[] {
   return out;
 }
 
+/** Most a read or discovery waits between attempts while a service does not answer. */
+const UNREACHABLE_BACKOFF_CAP_MS = 5_000;
+
 /**
- * Runs one stream worker until `signal` aborts (then drains, releases its
- * leases and resolves) or a non-retryable failure happens (then it stops
- * its shards, releases what it can and rejects).
+ * Runs one stream worker until `signal` aborts (then drains within
+ * `shutdownGraceMs`, releases its leases and resolves with what it could
+ * not finish) or a failure no retry can fix happens (then it stops its
+ * shards, releases what it can and rejects with that failure).
  *
  * @param options Ports, handler and settings.
- * @returns Resolves after a clean shutdown.
+ * @returns Resolves after shutdown with what the drain could not finish.
  * @throws {RangeError} for an out-of-range option
- * @throws {Error} the first non-retryable failure of a store or handler path
+ * @throws {Error} the first failure `classifyFailure()` calls `fatal` (access denied, missing table or stream, a bug)
  *
  * @example
  * ```ts ignore
@@ -359,14 +409,33 @@ export function parentsFirst(shards: readonly StreamShard[]): StreamShard[] {
  */
 export async function runStreamWorker(
   options: StreamWorkerOptions,
-): Promise<void> {
+): Promise<StreamWorkerStopReport> {
   const cfg = resolveStreamWorkerConfig(options);
-  const { source, store } = options;
   const clock = cfg.clock;
   const me = cfg.workerId;
   const metrics = options.metrics ?? createStreamWorkerMetrics();
   const emit = options.onEvent ?? ((): void => {});
+  const health = options.health ?? new DependencyHealth({
+    clock,
+    ...(options.outageAfterMs === undefined
+      ? {}
+      : { outageAfterMs: options.outageAfterMs }),
+    onEvent: (event) => emit({ kind: "dependency", event }),
+  });
+  const calls = { clock, timeoutMs: cfg.callTimeoutMs };
+  const source = instrumentSource(options.source, health, calls);
+  const store = instrumentStore(options.store, health, calls);
+  const processing = {
+    ...cfg,
+    deadLetterSink: instrumentDeadLetterSink(cfg.deadLetterSink, health, calls),
+  };
   const shutdown = options.signal ?? new AbortController().signal;
+  let shutdownAt: number | undefined;
+  const onShutdown = (): void => {
+    shutdownAt ??= clock.now();
+  };
+  if (shutdown.aborted) onShutdown();
+  else shutdown.addEventListener("abort", onShutdown, { once: true });
   const held = new Map<string, HeldLease>();
   const observed = new Map<string, Observation>();
   let fatal: Error | undefined;
@@ -381,6 +450,18 @@ export async function runStreamWorker(
   function fail(error: unknown): void {
     fatal ??= toError(error);
     requestCycle();
+  }
+
+  /** Reports a failure the worker lives through; throws one it cannot. */
+  function survive(error: unknown, shardId?: string): void {
+    const failure = classifyFailure(error);
+    if (failure === "fatal") throw error;
+    emit({
+      kind: "error",
+      ...(shardId === undefined ? {} : { shardId }),
+      error: toError(error),
+      failure,
+    });
   }
 
   // ---------------------------------------------------------------- discovery
@@ -443,9 +524,9 @@ export async function runStreamWorker(
         }
       } catch (error) {
         if (signal.aborted) return [];
-        if (!isStreamWorkerError(error, "STREAM_THROTTLED")) {
-          emit({ kind: "error", shardId: h.shardId, error: toError(error) });
-          return [];
+        if (classifyFailure(error) !== "throttled") {
+          survive(error, h.shardId);
+          return []; // the periodic full discovery will find them
         }
       }
       const delay = fullJitter(attempt, 50, 1_000, cfg.random);
@@ -508,13 +589,15 @@ export async function runStreamWorker(
     return cfg.onTrimmedData;
   }
 
-  /** Sleeps after a throttle or transient failure; rethrows anything else. `false` when stopped. */
+  /** Sleeps after a throttle or a call without answer; rethrows a failure no retry fixes. `false` when stopped. */
   async function backoffOnTransient(
     h: HeldLease,
     error: unknown,
     attempt: number,
   ): Promise<boolean> {
-    if (isStreamWorkerError(error, "STREAM_THROTTLED")) {
+    const failure = classifyFailure(error);
+    if (failure === "fatal") throw error;
+    if (failure === "throttled") {
       metrics.throttles++;
       const delayMs = fullJitter(
         attempt,
@@ -525,15 +608,23 @@ export async function runStreamWorker(
       emit({ kind: "throttled", shardId: h.shardId, delayMs });
       return await sleepUnlessAborted(clock, delayMs, h.stop.signal);
     }
-    if (isStreamWorkerError(error) && error.retryable) {
-      emit({ kind: "error", shardId: h.shardId, error });
-      return await sleepUnlessAborted(
-        clock,
-        fullJitter(attempt, cfg.throttleBaseMs, cfg.throttleMaxMs, cfg.random),
-        h.stop.signal,
-      );
-    }
-    throw error;
+    emit({
+      kind: "error",
+      shardId: h.shardId,
+      error: toError(error),
+      failure,
+    });
+    updateGauges();
+    return await sleepUnlessAborted(
+      clock,
+      fullJitter(
+        attempt,
+        cfg.throttleBaseMs,
+        Math.min(cfg.throttleMaxMs, UNREACHABLE_BACKOFF_CAP_MS),
+        cfg.random,
+      ),
+      h.stop.signal,
+    );
   }
 
   function batchEnv(h: HeldLease): BatchEnvironment {
@@ -553,10 +644,22 @@ export async function runStreamWorker(
           const r = await store.commit(h.fence, checkpoint, effects, signal);
           if (r.kind === "committed") {
             h.written = maxSequence(h.written, checkpoint);
+            metrics.lastCommitAt = clock.now();
+          } else if (r.kind === "lease_lost") {
+            markLost(h, r.owner);
           }
           return r;
         }),
     };
+  }
+
+  /** Lag of one shard at `now` (see `StreamWorkerMetrics.lagMs`). */
+  function lagOf(h: HeldLease, now: number): number {
+    if (h.caughtUpAt !== undefined) return Math.max(0, now - h.caughtUpAt);
+    if (h.oldestPendingAt !== undefined) {
+      return Math.max(0, now - h.oldestPendingAt);
+    }
+    return Math.max(0, now - h.takenAt);
   }
 
   async function runShard(h: HeldLease): Promise<RunnerExit> {
@@ -576,6 +679,8 @@ export async function runStreamWorker(
     let windowStart = 0;
     let idleMs = cfg.pollIntervalMs;
     let throttleAttempt = 0;
+    /** Start of the last read that came back short (the shard's end at that time). */
+    let tipReadAt: number | undefined;
     const env = batchEnv(h);
 
     while (!h.stop.signal.aborted) {
@@ -590,10 +695,12 @@ export async function runStreamWorker(
         Math.min(MAX_GET_RECORDS_LIMIT, cfg.batchSize - buffer.length),
       );
       let page;
+      const readAt = clock.now();
       try {
         metrics.getRecordsCalls++;
         page = await source.getRecords(iterator, limit, h.stop.signal);
         throttleAttempt = 0;
+        metrics.lastReadAt = clock.now();
       } catch (error) {
         if (h.stop.signal.aborted) break;
         if (isStreamWorkerError(error, "STREAM_ITERATOR_EXPIRED")) {
@@ -629,23 +736,21 @@ export async function runStreamWorker(
       if (records.length > 0) {
         if (buffer.length === 0) windowStart = clock.now();
         buffer.push(...records);
+        h.oldestPendingAt ??= records[0]?.approximateCreationTime;
         const last = records[records.length - 1];
-        if (last !== undefined) {
-          lastRead = last.sequenceNumber;
-          h.lagMs = Math.max(0, clock.now() - last.approximateCreationTime);
-        }
+        if (last !== undefined) lastRead = last.sequenceNumber;
         metrics.recordsRead += records.length;
       } else {
         metrics.emptyReads++;
-        if (buffer.length === 0) h.lagMs = 0;
       }
       const ended = page.nextShardIterator === undefined;
+      if (records.length < limit) tipReadAt = readAt;
       if (
         buffer.length > 0 &&
         (ended || buffer.length >= cfg.batchSize ||
           clock.now() - windowStart >= cfg.batchWindowMs)
       ) {
-        const outcome = await processBatch(buffer, cfg, env);
+        const outcome = await processBatch(buffer, processing, env);
         buffer = [];
         switch (outcome.kind) {
           case "done":
@@ -654,7 +759,10 @@ export async function runStreamWorker(
             }
             break;
           case "lease_lost":
-            return { kind: "lost" };
+            // A hard abort at the shutdown deadline is not a loss: the lease is still released.
+            return h.lost || !shutdown.aborted
+              ? { kind: "lost" }
+              : { kind: "stopped" };
           case "abandoned":
             return { kind: "stopped" };
           default: {
@@ -663,6 +771,14 @@ export async function runStreamWorker(
           }
         }
       }
+      if (buffer.length === 0) {
+        h.oldestPendingAt = undefined;
+        // Everything read is processed; if the last short read found the end, we were caught up then.
+        if (tipReadAt !== undefined) {
+          h.caughtUpAt = Math.max(h.caughtUpAt ?? tipReadAt, tipReadAt);
+        }
+      }
+      updateGauges();
       if (ended) return endShard(h);
       iterator = page.nextShardIterator ?? iterator;
 
@@ -694,10 +810,30 @@ export async function runStreamWorker(
 
   async function endShard(h: HeldLease): Promise<RunnerExit> {
     const checkpoint = piggyback(h);
-    const r = await h.queue.run(() =>
-      store.endLease(h.fence, checkpoint, h.hard.signal)
-    );
-    if (r.kind === "lost") return { kind: "lost" };
+    for (let attempt = 0;; attempt++) {
+      if (h.hard.signal.aborted) return { kind: h.lost ? "lost" : "stopped" };
+      try {
+        const r = await h.queue.run(() =>
+          store.endLease(h.fence, checkpoint, h.hard.signal)
+        );
+        if (r.kind === "lost") {
+          markLost(h, r.owner);
+          return { kind: "lost" };
+        }
+        break;
+      } catch (error) {
+        if (h.hard.signal.aborted) continue;
+        survive(error, h.shardId);
+        const delay = fullJitter(
+          attempt,
+          cfg.throttleBaseMs,
+          UNREACHABLE_BACKOFF_CAP_MS,
+          cfg.random,
+        );
+        await sleepUnlessAborted(clock, delay, h.hard.signal);
+      }
+    }
+    if (checkpoint !== undefined) metrics.lastCommitAt = clock.now();
     metrics.shardsEnded++;
     const children = await discoverChildren(h, shutdown);
     emit({ kind: "shard_ended", shardId: h.shardId, children });
@@ -705,6 +841,7 @@ export async function runStreamWorker(
   }
 
   function startRunner(lease: LeaseItem): void {
+    const now = clock.now();
     const h: HeldLease = {
       shardId: lease.shardId,
       fence: { shardId: lease.shardId, owner: me, epoch: lease.epoch },
@@ -714,8 +851,10 @@ export async function runStreamWorker(
       pending: undefined,
       stop: new AbortController(),
       hard: new AbortController(),
-      renewedAt: clock.now(),
-      lagMs: 0,
+      renewedAt: now,
+      takenAt: now,
+      caughtUpAt: undefined,
+      oldestPendingAt: undefined,
       lost: false,
       exit: undefined,
       task: undefined,
@@ -759,13 +898,34 @@ export async function runStreamWorker(
       : undefined;
   }
 
-  function markLost(h: HeldLease): void {
-    if (h.lost) return;
+  function stopLease(h: HeldLease): boolean {
+    if (h.lost) return false;
     h.lost = true;
     h.stop.abort();
     h.hard.abort();
+    return true;
+  }
+
+  /** Another worker took the lease (a fenced write was refused). */
+  function markLost(h: HeldLease, owner: string | undefined): void {
+    if (!stopLease(h)) return;
     metrics.leasesLost++;
-    emit({ kind: "lease_lost", shardId: h.shardId });
+    emit({
+      kind: "lease_lost",
+      shardId: h.shardId,
+      ...(owner === undefined ? {} : { owner }),
+    });
+  }
+
+  /** This worker could not renew the lease for a lease duration: someone else may take it now. */
+  function markExpired(h: HeldLease): void {
+    if (!stopLease(h)) return;
+    metrics.leasesExpired++;
+    emit({
+      kind: "lease_expired",
+      shardId: h.shardId,
+      unrenewedMs: clock.now() - h.renewedAt,
+    });
   }
 
   async function renew(h: HeldLease): Promise<void> {
@@ -776,19 +936,20 @@ export async function runStreamWorker(
         store.renewLease(h.fence, checkpoint, shutdown)
       );
       if (r.kind === "lost") {
-        markLost(h);
+        markLost(h, r.owner);
         return;
       }
       h.renewedAt = clock.now();
       if (checkpoint !== undefined) {
         h.written = maxSequence(h.written, checkpoint);
+        metrics.lastCommitAt = clock.now();
       }
       observe(r.lease, clock.now());
     } catch (error) {
       if (shutdown.aborted) return;
-      emit({ kind: "error", shardId: h.shardId, error: toError(error) });
+      survive(error, h.shardId);
       // Self-fence: a lease we could not renew for a full lease duration may be someone else's by now.
-      if (clock.now() - h.renewedAt >= cfg.leaseDurationMs) markLost(h);
+      if (clock.now() - h.renewedAt >= cfg.leaseDurationMs) markExpired(h);
     }
   }
 
@@ -801,8 +962,8 @@ export async function runStreamWorker(
         discoveryDue = now + cfg.discoveryIntervalMs;
       } catch (error) {
         if (shutdown.aborted) return;
-        if (isStreamWorkerError(error, "STREAM_THROTTLED")) metrics.throttles++;
-        emit({ kind: "error", error: toError(error) });
+        if (classifyFailure(error) === "throttled") metrics.throttles++;
+        survive(error);
         discoveryDue = now +
           fullJitter(discoveryFailures++, 1_000, 30_000, cfg.random);
       }
@@ -813,21 +974,27 @@ export async function runStreamWorker(
       if (h.exit === undefined) continue;
       if (h.exit.kind === "stalled") continue; // keeps the lease, renewed, visible in metrics
       held.delete(h.shardId);
-      if (h.exit.kind === "lost") markLost(h);
+      if (h.exit.kind === "lost" && !h.lost) markLost(h, undefined);
     }
 
     await Promise.all([...held.values()].map((h) => renew(h)));
     for (const h of [...held.values()]) {
       if (h.lost && h.exit !== undefined) held.delete(h.shardId);
     }
+    // Expired leases whose runner is still winding down stay in `held` (not counted) until it exits.
 
     const leases = await store.listLeases(shutdown);
     now = clock.now();
     const byId = new Map(leases.map((l) => [l.shardId, l]));
-    const expired = (l: LeaseItem): boolean =>
-      l.owner !== undefined &&
-      now - observe(l, now).seenAt >= cfg.leaseDurationMs;
-    for (const l of leases) observe(l, now);
+    // Judged before any write of this cycle changes an observation.
+    const expiredIds = new Set<string>();
+    for (const l of leases) {
+      const seen = observe(l, now);
+      if (l.owner !== undefined && now - seen.seenAt >= cfg.leaseDurationMs) {
+        expiredIds.add(l.shardId);
+      }
+    }
+    const expired = (l: LeaseItem): boolean => expiredIds.has(l.shardId);
 
     const eligible = leases.filter((l) => {
       if (l.ended) return false;
@@ -847,15 +1014,23 @@ export async function runStreamWorker(
       cfg.maxLeases,
       Math.ceil(eligible.length / (counts.size + 1)),
     );
+    const reasonOf = (l: LeaseItem): LeaseTakeReason =>
+      l.owner === undefined
+        ? "free"
+        : l.owner === me
+        ? "own"
+        : expired(l)
+        ? "expired"
+        : "rebalance";
     const available = eligible
       .filter((l) =>
-        l.owner === undefined || expired(l) ||
-        (l.owner === me && !held.has(l.shardId))
+        !held.has(l.shardId) &&
+        (l.owner === undefined || expired(l) || l.owner === me)
       )
       .sort((a, b) => a.shardId.localeCompare(b.shardId));
     let taking = available.slice(0, Math.max(0, target - mine)).map((l) => ({
       lease: l,
-      from: l.owner,
+      reason: reasonOf(l),
     }));
     if (taking.length === 0 && mine < target) {
       let victim: LeaseItem[] | undefined;
@@ -866,10 +1041,10 @@ export async function runStreamWorker(
         const lease = [...victim].sort((a, b) =>
           b.shardId.localeCompare(a.shardId)
         )[0];
-        if (lease) taking = [{ lease, from: lease.owner }];
+        if (lease) taking = [{ lease, reason: "rebalance" }];
       }
     }
-    for (const { lease, from } of taking) {
+    for (const { lease, reason } of taking) {
       if (shutdown.aborted || fatal) break;
       const r = await store.takeLease(lease.shardId, me, {
         epoch: lease.epoch,
@@ -877,79 +1052,140 @@ export async function runStreamWorker(
       }, shutdown);
       if (r.kind === "lost") continue;
       observe(r.lease, clock.now());
-      const stolen = from !== undefined && from !== me && !expired(lease);
-      if (stolen) metrics.leasesStolen++;
+      if (reason === "rebalance") metrics.leasesStolen++;
       else metrics.leasesTaken++;
       emit({
         kind: "lease_taken",
         shardId: lease.shardId,
         epoch: r.lease.epoch,
-        ...(stolen ? { stolenFrom: from } : {}),
+        reason,
+        ...(lease.owner !== undefined && lease.owner !== me
+          ? { from: lease.owner }
+          : {}),
       });
       startRunner(r.lease);
     }
-    updateGauges();
-    options.onMetrics?.(metrics);
   }
 
   function updateGauges(): void {
     const live = [...held.values()].filter((h) => !h.lost);
+    const now = clock.now();
     metrics.leasesHeld = live.length;
     metrics.stalledShards =
       live.filter((h) => h.exit?.kind === "stalled").length;
-    metrics.lagMs = live.reduce((max, h) => Math.max(max, h.lagMs), 0);
+    metrics.lagMs = live.reduce((max, h) => Math.max(max, lagOf(h, now)), 0);
   }
 
   // ---------------------------------------------------------------- main loop
 
+  let report: StreamWorkerStopReport | undefined;
   try {
     while (!shutdown.aborted && fatal === undefined) {
       try {
         await cycle();
       } catch (error) {
         if (shutdown.aborted) break;
-        emit({ kind: "error", error: toError(error) });
+        try {
+          survive(error);
+        } catch (unfixable) {
+          fail(unfixable);
+        }
       }
+      // The coordinator is alive even when DynamoDB is not: liveness reads this.
+      updateGauges();
+      options.onMetrics?.(metrics);
       if (fatal !== undefined || shutdown.aborted) break;
       wake = new AbortController();
       const sleepSignal = AbortSignal.any([shutdown, wake.signal]);
       await sleepUnlessAborted(clock, cfg.renewIntervalMs, sleepSignal);
     }
   } finally {
-    await drainAndRelease();
+    shutdown.removeEventListener("abort", onShutdown);
+    report = await drainAndRelease();
   }
   if (fatal !== undefined) throw fatal;
+  return report;
 
-  async function drainAndRelease(): Promise<void> {
+  async function drainAndRelease(): Promise<StreamWorkerStopReport> {
+    const startedAt = shutdownAt ?? clock.now();
+    const end = startedAt + cfg.shutdownGraceMs;
+    const reserve = Math.min(cfg.callTimeoutMs, cfg.shutdownGraceMs / 4);
     const all = [...held.values()];
     for (const h of all) h.stop.abort();
-    const deadline = new AbortController();
-    const timer = clock.sleep(cfg.shutdownGraceMs, deadline.signal).then(
-      () => {
-        for (const h of all) h.hard.abort();
-      },
-      () => {},
+
+    // 1. In-flight batches finish, until only the release reserve is left;
+    // then they are aborted (a handler that ignores its signal is not waited for).
+    const cutShort: string[] = [];
+    const settled = Promise.allSettled(all.map((h) => h.task)).then(() =>
+      false
     );
-    await Promise.allSettled(all.map((h) => h.task));
-    deadline.abort();
-    await timer;
-    const releaseSignal = new AbortController().signal;
+    const timers = new AbortController();
+    const passed = clock.sleep(
+      Math.max(0, end - reserve - clock.now()),
+      timers.signal,
+    ).then(() => true, () => false);
+    if (await Promise.race([settled, passed])) {
+      for (const h of all) {
+        if (h.exit === undefined && !h.lost) cutShort.push(h.shardId);
+        h.hard.abort();
+      }
+      await Promise.race([
+        settled,
+        clock.sleep(Math.min(1_000, reserve / 2), timers.signal).catch(
+          () => {},
+        ),
+      ]);
+    }
+    timers.abort();
+    await passed;
+
+    // 2. Release (with the deferred checkpoint) within what is left.
+    const released: string[] = [];
+    const notReleased: { shardId: string; reason: string }[] = [];
+    const releaseDeadline = new AbortController();
+    const releaseTimer = clock.sleep(
+      Math.max(0, end - clock.now()),
+      releaseDeadline.signal,
+    ).then(() => releaseDeadline.abort(), () => {});
     await Promise.all(all.map(async (h) => {
       if (h.lost || h.exit?.kind === "ended" || h.exit?.kind === "lost") return;
+      if (end - clock.now() <= 0) {
+        notReleased.push({
+          shardId: h.shardId,
+          reason: "no time left within the shutdown grace",
+        });
+        return;
+      }
       try {
         const r = await h.queue.run(() =>
-          store.releaseLease(h.fence, piggyback(h), releaseSignal)
+          store.releaseLease(h.fence, piggyback(h), releaseDeadline.signal)
         );
         if (r.kind === "ok") {
           metrics.leasesReleased++;
+          released.push(h.shardId);
           emit({ kind: "lease_released", shardId: h.shardId });
+        } else {
+          markLost(h, r.owner);
         }
       } catch (error) {
-        emit({ kind: "error", shardId: h.shardId, error: toError(error) });
+        notReleased.push({
+          shardId: h.shardId,
+          reason: releaseDeadline.signal.aborted
+            ? "DynamoDB did not answer within the shutdown grace"
+            : toError(error).message,
+        });
       }
     }));
+    if (!releaseDeadline.signal.aborted) releaseDeadline.abort();
+    await releaseTimer;
     held.clear();
     updateGauges();
     options.onMetrics?.(metrics);
+    return {
+      released,
+      cutShort,
+      notReleased,
+      durationMs: clock.now() - startedAt,
+    };
   }
 }

@@ -6,7 +6,10 @@ import {
   recordingHandler,
   startWorker,
 } from "./_test_support.ts";
-import { COORDINATION_PK_PREFIX } from "./coordination_store.ts";
+import {
+  COORDINATION_PK_PREFIX,
+  type CoordinationStore,
+} from "./coordination_store.ts";
 
 function putMany(
   world: ReturnType<typeof createWorld>,
@@ -59,7 +62,7 @@ Deno.test("runStreamWorker() processes a parent shard fully before its children 
   assert.deepEqual(committedEventIds(world.store).sort(), [...ids].sort());
 });
 
-Deno.test("runStreamWorker() resumes from the checkpoint after a crash mid-batch without double effects", async () => {
+Deno.test("runStreamWorker() resumes from the checkpoint after its store became unreachable mid-batch, without double effects; the cut-off worker keeps running", async () => {
   const world = createWorld();
   world.stream.addShard("s0");
   putMany(world, "s0", 6);
@@ -69,7 +72,7 @@ Deno.test("runStreamWorker() resumes from the checkpoint after a crash mid-batch
     store: crashable.store,
     batchSize: 2,
     handler: recordingHandler(world, "a", (records) => {
-      if (++batches === 2) crashable.crash(); // dies after handling, before the commit lands
+      if (++batches === 2) crashable.crash(); // cut off after handling, before the commit lands
       return Promise.resolve({
         effects: records.map((r) => ({
           Put: {
@@ -80,23 +83,35 @@ Deno.test("runStreamWorker() resumes from the checkpoint after a crash mid-batch
       });
     }),
   });
-  await world.clock.runUntil(() => a.finished());
-  const outcome = await a.result;
-  assert.equal(outcome.ok, false, "the crashed worker fails loudly");
+  await world.clock.runUntil(() =>
+    a.events.some((e) => e.kind === "lease_expired")
+  );
+  assert.equal(a.finished(), false, "an unreachable store never ends it");
   assert.equal(
     committedEventIds(world.store).length,
     2,
     "only the first batch was committed",
   );
+  assert.ok(a.metrics.commitRetries >= 1, "the commit was retried");
 
   const startedAt = world.clock.now();
   const b = startWorker(world, "b", { batchSize: 2 });
   await world.clock.runUntil(() => committedEventIds(world.store).length === 6);
   assert.ok(
     world.clock.now() - startedAt >= 10_000,
-    "the dead owner's lease had to expire first",
+    "the cut-off owner's lease had to expire first",
   );
+  // A takeover after a crash is not a rebalance, and the victim's expiry is not a takeover.
+  const taken = b.events.find((e) => e.kind === "lease_taken");
+  assert.deepEqual(
+    taken?.kind === "lease_taken" ? [taken.reason, taken.from] : [],
+    ["expired", "a"],
+  );
+  assert.equal(b.metrics.leasesStolen, 0);
+  assert.equal(a.metrics.leasesLost, 0);
+  assert.equal(a.metrics.leasesExpired, 1);
   assert.equal((await b.stop()).ok, true);
+  assert.equal((await a.stop()).ok, true);
 
   const all = world.stream.records("s0").map((r) => r.eventId);
   assert.deepEqual(
@@ -214,7 +229,21 @@ Deno.test("runStreamWorker() takes over a crashed worker's shards within the lea
     true,
     "the partitioned worker still shuts down cleanly",
   );
-  assert.ok(b.metrics.leasesLost >= 1, "the partitioned worker fenced itself");
+  assert.ok(
+    b.metrics.leasesExpired >= 1,
+    "the partitioned worker fenced itself",
+  );
+  assert.equal(b.metrics.leasesLost, 0, "an expiry is not a takeover");
+  assert.ok(
+    b.events.some((e) => e.kind === "lease_expired"),
+    "and says so",
+  );
+  assert.ok(
+    a.events.some((e) =>
+      e.kind === "lease_taken" && e.reason === "expired" && e.from === "b"
+    ),
+  );
+  assert.equal(a.metrics.leasesStolen, 0);
 });
 
 Deno.test("runStreamWorker() recovers an expired iterator after the last received record", async () => {
@@ -381,4 +410,148 @@ Deno.test("runStreamWorker() keeps per-key order with parallel lanes", async () 
     );
   }
   assert.equal(world.store.committed.length, 1, "all lanes commit together");
+});
+
+function networkError(): Error {
+  return Object.assign(new Error("read ECONNRESET"), { code: "ECONNRESET" });
+}
+
+Deno.test("runStreamWorker() retries commits that fail without an answer (even ones that landed) and stays up; every effect exactly once", async () => {
+  const world = createWorld();
+  world.stream.addShard("s0");
+  putMany(world, "s0", 6);
+  let failures = 0;
+  const flaky: CoordinationStore = {
+    ...world.store,
+    async commit(fence, checkpoint, effects, signal) {
+      failures++;
+      if (failures === 1) throw networkError(); // not applied
+      if (failures === 2) {
+        // Applied, but the answer was lost (a reset connection after DynamoDB wrote it).
+        await world.store.commit(fence, checkpoint, effects, signal);
+        throw networkError();
+      }
+      return world.store.commit(fence, checkpoint, effects, signal);
+    },
+  };
+  const w = startWorker(world, "a", { store: flaky, batchSize: 2 });
+  await world.clock.runUntil(() => committedEventIds(world.store).length === 6);
+  await world.clock.advance(5_000);
+  assert.equal(w.finished(), false);
+  assert.equal((await w.stop()).ok, true);
+  assert.deepEqual(
+    committedEventIds(world.store),
+    world.stream.records("s0").map((r) => r.eventId),
+  );
+  assert.equal(w.metrics.commitRetries, 2);
+  assert.equal(w.metrics.deadLetters, 0);
+});
+
+Deno.test("runStreamWorker() ends with the failure when the store refuses for good (access denied)", async () => {
+  const world = createWorld();
+  world.stream.addShard("s0");
+  putMany(world, "s0", 2);
+  const denied = Object.assign(new Error("not authorized"), {
+    name: "AccessDeniedException",
+    $metadata: { httpStatusCode: 400 },
+  });
+  const store: CoordinationStore = {
+    ...world.store,
+    commit: () => Promise.reject(denied),
+  };
+  const w = startWorker(world, "a", { store });
+  await world.clock.runUntil(() => w.finished());
+  const out = await w.result;
+  assert.equal(out.ok, false);
+  assert.equal(out.ok ? undefined : out.error, denied);
+  assert.equal(
+    world.store.lease("s0")?.owner,
+    undefined,
+    "released on the way out",
+  );
+});
+
+Deno.test("runStreamWorker() drains within shutdownGraceMs when the store hangs, and reports what it could not finish", async () => {
+  const world = createWorld();
+  world.stream.addShard("s0");
+  world.stream.addShard("s1");
+  putMany(world, "s0", 2);
+  let hang = false;
+  const never = new Promise<never>(() => {});
+  const hanging: CoordinationStore = {
+    ...world.store,
+    commit: (...args) => hang ? never : world.store.commit(...args),
+    renewLease: (...args) => hang ? never : world.store.renewLease(...args),
+    releaseLease: (...args) => hang ? never : world.store.releaseLease(...args),
+    listLeases: (...args) => hang ? never : world.store.listLeases(...args),
+  };
+  const w = startWorker(world, "a", {
+    store: hanging,
+    shutdownGraceMs: 6_000,
+    callTimeoutMs: 60_000, // longer than the grace: only the drain deadline can end the calls
+  });
+  await world.clock.runUntil(() => committedEventIds(world.store).length === 2);
+  hang = true;
+  putMany(world, "s0", 2); // its commit hangs
+  await world.clock.advance(3_000);
+  const stoppedAt = world.clock.now();
+  w.controller.abort();
+  await world.clock.runUntil(() => w.finished());
+  const took = world.clock.now() - stoppedAt;
+  assert.ok(took <= 6_000, `drained in ${took} ms`);
+  const out = await w.result;
+  assert.ok(out.ok);
+  const { report } = out;
+  assert.deepEqual(report.cutShort, ["s0"]);
+  assert.deepEqual(report.notReleased.map((n) => n.shardId).sort(), [
+    "s0",
+    "s1",
+  ]);
+  assert.match(
+    report.notReleased[0]?.reason ?? "",
+    /did not answer within the shutdown grace/,
+  );
+  assert.equal(
+    committedEventIds(world.store).length,
+    2,
+    "nothing half-committed",
+  );
+});
+
+Deno.test("runStreamWorker() declares an outage once when reads keep failing, lets the lag grow, and ends it when reads answer again", async () => {
+  const world = createWorld();
+  world.stream.addShard("s0");
+  putMany(world, "s0", 2);
+  const w = startWorker(world, "a", { outageAfterMs: 3_000 });
+  await world.clock.runUntil(() => committedEventIds(world.store).length === 2);
+  await world.clock.advance(3_000);
+  assert.ok(w.metrics.lagMs <= 2_500, `caught up: lag ${w.metrics.lagMs}`);
+  world.stream.injectFault("getRecords", "STREAM_UNAVAILABLE", 12);
+  world.stream.injectFault("getShardIterator", "STREAM_UNAVAILABLE", 12);
+  await world.clock.runUntil(() =>
+    w.events.some((e) =>
+      e.kind === "dependency" && e.event.kind === "outage_started"
+    )
+  );
+  assert.ok(w.metrics.lagMs >= 3_000, `lag grows: ${w.metrics.lagMs}`);
+  await world.clock.runUntil(() =>
+    w.events.some((e) =>
+      e.kind === "dependency" && e.event.kind === "outage_ended"
+    )
+  );
+  const outages = w.events.flatMap((e) =>
+    e.kind === "dependency" ? [e.event.kind] : []
+  ).filter((k) => k !== "call_failed");
+  assert.deepEqual(outages, ["outage_started", "outage_ended"]);
+  const ended = w.events.find((e) =>
+    e.kind === "dependency" && e.event.kind === "outage_ended"
+  );
+  assert.ok(
+    ended?.kind === "dependency" && ended.event.kind === "outage_ended" &&
+      ended.event.durationMs >= 3_000,
+  );
+  assert.ok(w.finished() === false);
+  putMany(world, "s0", 1);
+  await world.clock.runUntil(() => committedEventIds(world.store).length === 3);
+  assert.equal((await w.stop()).ok, true);
 });

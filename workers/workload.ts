@@ -11,6 +11,7 @@ import type { TransactWriteItem } from "@aws-sdk/client-dynamodb";
 import type {
   HandlerContext,
   RecordFilter,
+  RejectedRecord,
   StreamHandler,
 } from "./batch_processor.ts";
 import type { StreamRecord } from "./stream_source.ts";
@@ -24,12 +25,19 @@ export interface Workload {
   /**
    * Handles the accepted records of a batch, in shard order. Effects are
    * committed atomically with the checkpoint; other side effects must be
-   * idempotent (the records may be delivered again after a crash).
+   * idempotent (the records may be delivered again after a crash). Records
+   * it cannot use are returned as `rejected`, with the reason: they become
+   * dead letters.
    */
   handle(
     records: readonly StreamRecord[],
     ctx: HandlerContext,
-  ): Promise<{ readonly effects?: readonly TransactWriteItem[] } | void>;
+  ): Promise<
+    {
+      readonly effects?: readonly TransactWriteItem[];
+      readonly rejected?: readonly RejectedRecord[];
+    } | void
+  >;
   /** Counters for `/metrics` (name → value), monotonic. */
   counters(): Readonly<Record<string, number>>;
 }
@@ -38,7 +46,7 @@ export interface Workload {
 export interface CombinedWorkloads {
   /** Passes a record when some workload accepts it. */
   readonly filter: RecordFilter;
-  /** Hands each workload the records it accepts; concatenates the effects. */
+  /** Hands each workload the records it accepts; concatenates the effects and rejections. */
   readonly handler: StreamHandler;
 }
 
@@ -76,13 +84,15 @@ export function combineWorkloads(
     filter: (record) => workloads.some((w) => w.accepts(record)),
     handler: async (records, ctx) => {
       const effects: TransactWriteItem[] = [];
+      const rejected: RejectedRecord[] = [];
       for (const w of workloads) {
         const mine = records.filter((r) => w.accepts(r));
         if (mine.length === 0) continue;
         const out = await w.handle(mine, ctx);
         if (out?.effects) effects.push(...out.effects);
+        if (out?.rejected) rejected.push(...out.rejected);
       }
-      return { effects };
+      return rejected.length > 0 ? { effects, rejected } : { effects };
     },
   };
 }

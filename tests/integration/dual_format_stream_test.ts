@@ -102,7 +102,7 @@ Deno.test("stream worker on DynamoDB Local streams survives the namespace-keys m
     maxAttempts: 3,
   });
   const abort = new AbortController();
-  const running: { worker?: Promise<void> } = {};
+  const running: { worker?: Promise<unknown> } = {};
   await using _cleanup = {
     async [Symbol.asyncDispose](): Promise<void> {
       abort.abort();

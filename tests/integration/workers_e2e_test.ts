@@ -3,7 +3,6 @@
  * library, the worker process reading the real stream, snapshots read back.
  */
 import assert from "node:assert/strict";
-import { gunzipSync } from "node:zlib";
 import {
   DeleteItemCommand,
   PutItemCommand,
@@ -14,9 +13,11 @@ import { windowKey } from "../../core/usage.ts";
 import { createDirectoryArchiveSink } from "../../workers/archiver.ts";
 import { createDynamoDbDeadLetterStore } from "../../workers/dead_letters_dynamodb.ts";
 import {
+  heartbeatPartitionKey,
   readHeartbeats,
   WORKER_CONSUMER_NAME,
 } from "../../workers/heartbeat.ts";
+import { main } from "../../cli.ts";
 import {
   createStreamWorkerMetrics,
   type StreamWorkerMetrics,
@@ -29,8 +30,10 @@ import {
 } from "../../workers/runtime.ts";
 import { combineWorkloads } from "../../workers/workload.ts";
 import type { Repository } from "../../mod.ts";
-import { freshRepo } from "./_harness.ts";
+import { endpoint, freshRepo } from "./_harness.ts";
 import {
+  archivedFiles,
+  archivedRows,
   assertTotals,
   generousLimits,
   localStreams,
@@ -53,7 +56,7 @@ const FAST = {
 interface RunningWorker {
   readonly metrics: StreamWorkerMetrics;
   readonly logs: string[];
-  readonly done: Promise<void>;
+  readonly done: Promise<unknown>;
   stop(): Promise<void>;
 }
 
@@ -102,6 +105,21 @@ Deno.test("aggregator: after N acquires (creations, adjustments, 4 entities, 8 c
   const entities = ["alice", "bob", "carol", "dave"];
   // Half the load before the worker starts (read from the trim horizon), half while it runs.
   const want = await runLoad(env.repo, { count: 120, entities });
+  // A worker SIGKILLed 20 minutes ago left its heartbeat behind.
+  const past = Date.now() - 20 * 60_000;
+  await env.client.send(
+    new PutItemCommand({
+      TableName: env.repo.tableName,
+      Item: {
+        PK: { S: heartbeatPartitionKey() },
+        SK: { S: "#WORKER#killed-long-ago" },
+        "worker_id": { S: "killed-long-ago" },
+        version: { S: "0.9.0" },
+        "updated_at_ms": { N: String(past) },
+        ttl: { N: String(Math.floor(past / 1000) + 15 * 60) },
+      },
+    }),
+  );
   const worker = await startWorker(env.repo);
   try {
     await runLoad(env.repo, { count: 120, entities, into: want });
@@ -121,12 +139,36 @@ Deno.test("aggregator: after N acquires (creations, adjustments, 4 entities, 8 c
       want,
     );
     assert.equal(want.events.get("alice|gpt-4"), 60);
-    // The heartbeat carries the worker's version while it runs.
-    const beats = await readHeartbeats(env.client, env.repo.tableName);
-    assert.equal(beats.length, 1);
+    // The heartbeat carries the worker's version while it runs; the long-dead worker's is gone.
+    const beats = await readHeartbeats(env.client, env.repo.tableName, {
+      includeExpired: true,
+    });
+    assert.equal(beats.length, 1, "the expired row was deleted");
+    assert.notEqual(beats[0]?.workerId, "killed-long-ago");
     assert.equal(beats[0]?.version, "0.10.0");
     assert.deepEqual(beats[0]?.workloads, ["aggregator"]);
     assert.equal(worker.metrics.deadLetters, 0);
+    // check names the running worker's version, not "unknown" next to it.
+    const check: string[] = [];
+    await main(
+      [
+        "--endpoint-url",
+        await endpoint(),
+        "--name",
+        env.repo.tableName,
+        "check",
+      ],
+      { out: (t) => check.push(t), err: () => {} },
+      {},
+    );
+    assert.match(
+      check.join("\n"),
+      /^Workers: 0\.10\.0 \(oldest of 1 running worker\)$/m,
+    );
+    // Caught up: the lag is what is observable (time since the shard was
+    // last read to its end), not DynamoDB Local's minute-rounded record time.
+    await new Promise((r) => setTimeout(r, 2_500));
+    assert.ok(worker.metrics.lagMs < 5_000, `lag ${worker.metrics.lagMs} ms`);
   } finally {
     await worker.stop();
   }
@@ -326,27 +368,3 @@ Deno.test("workers: unprefixed (pre-0.10) and prefixed records in one stream are
     await Deno.remove(dir, { recursive: true });
   }
 });
-
-async function archivedFiles(dir: string): Promise<string[]> {
-  const out: string[] = [];
-  async function walk(d: string): Promise<void> {
-    for await (const e of Deno.readDir(d)) {
-      const p = `${d}/${e.name}`;
-      if (e.isDirectory) await walk(p);
-      else if (e.name.endsWith(".jsonl.gz")) out.push(p);
-    }
-  }
-  await walk(dir);
-  return out.sort();
-}
-
-async function archivedRows(dir: string): Promise<Record<string, unknown>[]> {
-  const rows: Record<string, unknown>[] = [];
-  for (const f of await archivedFiles(dir)) {
-    const text = new TextDecoder().decode(gunzipSync(await Deno.readFile(f)));
-    for (const line of text.split("\n")) {
-      if (line !== "") rows.push(JSON.parse(line));
-    }
-  }
-  return rows;
-}

@@ -7,70 +7,23 @@
  * heartbeat removed.
  */
 import assert from "node:assert/strict";
-import { fileURLToPath } from "node:url";
 import { createDynamoDbCoordinationStore } from "../../workers/coordination_store_dynamodb.ts";
-import {
-  isAlive,
-  readHeartbeats,
-  WORKER_CONSUMER_NAME,
-} from "../../workers/heartbeat.ts";
-import { tableStreamArn } from "../../workers/runtime.ts";
+import { isAlive, readHeartbeats } from "../../workers/heartbeat.ts";
+import { tableStreamArn, workloadConsumerName } from "../../workers/runtime.ts";
 import { main } from "../../cli.ts";
 import { endpoint, freshRepo } from "./_harness.ts";
 import {
   assertTotals,
   generousLimits,
+  killAll,
+  listeningPort,
   runLoad,
   sameTotals,
   snapshotTotals,
+  spawnWorker,
   waitFor,
+  type WorkerProc,
 } from "./_workers.ts";
-
-const CLI = fileURLToPath(new URL("../../cli.ts", import.meta.url));
-
-interface WorkerProc {
-  readonly id: string;
-  readonly child: Deno.ChildProcess;
-  readonly log: string[];
-  readonly drained: Promise<void>;
-}
-
-function spawnWorker(id: string, table: string, url: string): WorkerProc {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "--allow-net",
-      "--allow-env",
-      "--allow-read",
-      "--allow-sys",
-      CLI,
-      "worker",
-      "run",
-      "--name",
-      table,
-      "--endpoint-url",
-      url,
-      "--port",
-      "0",
-      "--host",
-      "127.0.0.1",
-      "--worker-id",
-      id,
-    ],
-    stdin: "null",
-    stdout: "null",
-    stderr: "piped",
-    env: { AWS_REGION: "us-east-1" },
-  }).spawn();
-  const log: string[] = [];
-  const drained = (async () => {
-    const decoder = new TextDecoder();
-    for await (const chunk of child.stderr) {
-      log.push(...decoder.decode(chunk).split("\n").filter((l) => l !== ""));
-    }
-  })();
-  return { id, child, log, drained };
-}
 
 async function cliJson(
   argv: string[],
@@ -88,18 +41,6 @@ async function cliJson(
   return JSON.parse(out.join("\n"));
 }
 
-function listeningPort(p: WorkerProc | undefined): number {
-  for (const line of p?.log ?? []) {
-    try {
-      const entry = JSON.parse(line);
-      if (entry.message === "Health server listening") return entry.port;
-    } catch {
-      // not a JSON line
-    }
-  }
-  throw new Error(`No health server port in the log of ${p?.id}`);
-}
-
 Deno.test("two worker processes: the holder is killed mid-stream; the other owns every shard within 15 s and totals stay exact", async () => {
   await using env = await freshRepo();
   await generousLimits(env.repo);
@@ -109,7 +50,7 @@ Deno.test("two worker processes: the holder is killed mid-stream; the other owns
   const streamArn = await tableStreamArn(env.client, table);
   const leases = createDynamoDbCoordinationStore(env.client, {
     tableName: table,
-    consumerName: WORKER_CONSUMER_NAME,
+    consumerName: workloadConsumerName("aggregator"),
     streamArn,
   });
   const procs: WorkerProc[] = [];
@@ -141,7 +82,9 @@ Deno.test("two worker processes: the holder is killed mid-stream; the other owns
     );
     const status = await cliJson(["worker", "status"], table, url);
     assert.equal((status as unknown as unknown[]).length, 2);
-    const port = listeningPort(procs[0]);
+    const first = procs[0];
+    assert.ok(first);
+    const port = listeningPort(first);
     const metrics = await fetch(`http://127.0.0.1:${port}/metrics`);
     const text = await metrics.text();
     assert.equal(metrics.status, 200);
@@ -202,14 +145,6 @@ Deno.test("two worker processes: the holder is killed mid-stream; the other owns
       survivor.log.join("\n"),
     );
   } finally {
-    for (const p of procs) {
-      try {
-        p.child.kill("SIGKILL");
-      } catch {
-        // already exited
-      }
-      await p.child.status;
-      await p.drained;
-    }
+    await killAll(procs);
   }
 });
