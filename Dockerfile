@@ -50,19 +50,22 @@ USER deno
 
 EXPOSE 8080
 
-# `worker run` drains on the first SIGTERM or SIGINT: in-flight batches get
-# --shutdown-grace-seconds (default 20), then checkpoints are written, leases
-# released and the heartbeat removed. Give the container a stop timeout above
-# that: ECS and Kubernetes default to 30 s, `docker stop` to 10 s (use -t 30).
+# `worker run` drains on the first SIGTERM or SIGINT: in-flight batches
+# finish, checkpoints are written, leases released and the heartbeat removed,
+# all within --shutdown-grace-seconds (default 20) whatever DynamoDB does; a
+# step it could not finish is logged ("Shutdown incomplete", exit 1). Give
+# the container a stop timeout above that: ECS and Kubernetes default to
+# 30 s, `docker stop` to 10 s (use -t 30).
 # Deno runs as PID 1 and handles the signal itself; it starts no child
 # processes, so no init process is needed.
 STOPSIGNAL SIGTERM
 
-# Health: GET /livez (restart when 503), /readyz (route work when 200) and
-# /metrics on --port (8080). Kubernetes: httpGet probes on those paths; ECS:
-# the same command as below in the task definition's healthCheck. The image
-# has no curl, so Docker's check asks deno; change 8080 here if you change
-# --port.
+# Health: GET /livez (restart when 503; a DynamoDB outage does not fail it),
+# /readyz (503 while starting, draining or while DynamoDB or its stream does
+# not answer) and /metrics on --port (8080). Kubernetes: httpGet probes on
+# those paths; ECS: the same command as below in the task definition's
+# healthCheck. The image has no curl, so Docker's check asks deno; change
+# 8080 here if you change --port.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
   CMD ["deno", "eval", "--no-config", "const r = await fetch('http://127.0.0.1:8080/livez'); Deno.exit(r.ok ? 0 : 1)"]
 
