@@ -86,6 +86,13 @@ export type {
   RepositoryOptions,
   ResolvedLimits,
 } from "./core/repository.ts";
+export type {
+  EntityCapacity,
+  LimitCapacity,
+  ResourceCapacity,
+  ResourceCapacityOptions,
+  ResourceCapacityProgress,
+} from "./core/resource_capacity.ts";
 export type { BucketItem, BucketRef, StoredLimit } from "./core/bucket_item.ts";
 export type { BucketParams } from "./core/bucket.ts";
 export { type Clock, systemClock } from "./core/clock.ts";
