@@ -48,6 +48,8 @@ import { makeBucketCommand } from "./cli/bucket.ts";
 import { makeBackupCommand, makePitrCommand } from "./cli/backup.ts";
 import { makeMigrateCommand } from "./cli/migrate.ts";
 import { makeWorkerCommand } from "./cli/worker.ts";
+import { makeLimitsCommand } from "./cli/limits.ts";
+import { makeResourceCapacityCommand } from "./cli/capacity.ts";
 
 export type { CliIo } from "./cli/_context.ts";
 
@@ -61,7 +63,8 @@ export const COMMANDS: Readonly<Record<string, CommandFactory>> = {
   check: makeCheckCommand,
   namespace: makeNamespaceCommand,
   entity: makeEntityCommand,
-  resource: makeResourceCommand,
+  resource: (ctx) =>
+    makeResourceCommand(ctx).addCommand(makeResourceCapacityCommand(ctx)),
   system: makeSystemCommand,
   audit: makeAuditCommand,
   usage: makeUsageCommand,
@@ -73,6 +76,7 @@ export const COMMANDS: Readonly<Record<string, CommandFactory>> = {
   // does; weakness 11).
   migrate: makeMigrateCommand,
   worker: makeWorkerCommand,
+  limits: makeLimitsCommand,
 };
 
 const EXIT_CODES_HELP = `
