@@ -21,7 +21,6 @@ import {
 } from "../../dev/dynamodb_local.ts";
 import { Repository } from "../../mod.ts";
 import { createDynamoDbCoordinationStore } from "../../workers/coordination_store_dynamodb.ts";
-import { readHeartbeats } from "../../workers/heartbeat.ts";
 import { tableStreamArn, workloadConsumerName } from "../../workers/runtime.ts";
 import { tableName } from "./_harness.ts";
 import {
@@ -229,15 +228,8 @@ Deno.test("a worker process lives through a DynamoDB kill during a commit, and d
         const unfinished = (incomplete.unfinished as string[]).join("\n");
         assert.match(unfinished, /lease of shard .* not released/);
         assert.match(unfinished, /heartbeat not removed/);
-        // What it could not do is still true once DynamoDB answers: the lease waits to expire.
-        assert.ok(
-          (await leases.listLeases()).some((l) => l.owner === "w-hang"),
-        );
-        assert.ok(
-          (await readHeartbeats(client, table)).some((h) =>
-            h.workerId === "w-hang"
-          ),
-        );
+        // (Requests sent while DynamoDB Local was paused may still be served
+        // after SIGCONT, so the table is not asserted here.)
       },
     );
   } finally {
