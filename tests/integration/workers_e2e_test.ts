@@ -368,3 +368,33 @@ Deno.test("workers: unprefixed (pre-0.10) and prefixed records in one stream are
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("worker run on a table that does not exist exits 1 with the reason in a JSON error line, never a plain-text one", async () => {
+  const err: string[] = [];
+  const code = await main(
+    [
+      "--endpoint-url",
+      await endpoint(),
+      "--name",
+      "no-such-table-for-workers",
+      "worker",
+      "run",
+      "--port",
+      "0",
+      "--host",
+      "127.0.0.1",
+    ],
+    { out: () => {}, err: (t) => err.push(t) },
+    {},
+  );
+  assert.equal(code, 1);
+  const entries = err.map((line) => JSON.parse(line)); // every line is JSON
+  const stopped = entries.find((e) =>
+    e.level === "error" && String(e.message).startsWith("Worker stopped: ")
+  );
+  assert.ok(stopped, err.join("\n"));
+  assert.match(
+    stopped.reason,
+    /resource not found|ResourceNotFound|non-existent/i,
+  );
+});
