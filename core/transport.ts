@@ -111,14 +111,16 @@ export function checkDeadline(): void {
 }
 
 /**
- * Writes the SDK must not resend blindly. `TransactWriteItems` is not one:
- * the SDK serialises it once with a generated `ClientRequestToken`, so a
- * retry is deduplicated by DynamoDB (for 10 minutes).
+ * Writes the SDK must not resend blindly. `TransactWriteItems` is one too:
+ * the SDK gives it a `ClientRequestToken` that real DynamoDB deduplicates,
+ * but DynamoDB Local (and any emulator) may not, so the guard does not
+ * rely on it.
  */
 const WRITES = new Set([
   "UpdateItemCommand",
   "PutItemCommand",
   "DeleteItemCommand",
+  "TransactWriteItemsCommand",
 ]);
 
 const NOT_APPLIED_NAMES = new Set([
