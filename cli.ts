@@ -50,6 +50,8 @@ import { makeMigrateCommand } from "./cli/migrate.ts";
 import { makeWorkerCommand } from "./cli/worker.ts";
 import { makeLimitsCommand } from "./cli/limits.ts";
 import { makeResourceCapacityCommand } from "./cli/capacity.ts";
+import { makeLocalCommand } from "./cli/local.ts";
+import { makeLoadtestCommand } from "./cli/loadtest.ts";
 
 export type { CliIo } from "./cli/_context.ts";
 
@@ -77,6 +79,8 @@ export const COMMANDS: Readonly<Record<string, CommandFactory>> = {
   migrate: makeMigrateCommand,
   worker: makeWorkerCommand,
   limits: makeLimitsCommand,
+  local: makeLocalCommand,
+  loadtest: makeLoadtestCommand,
 };
 
 const EXIT_CODES_HELP = `
