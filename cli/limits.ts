@@ -350,7 +350,9 @@ invalid manifest or a delete without --yes.`,
             results: results.map((r) => ({
               unit: r.unit.label,
               ok: r.ok,
-              ...(r.ok ? {} : { kind: r.kind, message: r.message }),
+              ...(r.ok
+                ? (r.warning ? { warning: r.warning } : {})
+                : { kind: r.kind, message: r.message }),
               changes: r.unit.changes.map((c) => targetJson(c.target)),
             })),
             applied,
@@ -361,8 +363,9 @@ invalid manifest or a delete without --yes.`,
         ));
       } else {
         ctx.io.out("");
-        for (const r of failed) {
+        for (const r of results) {
           if (!r.ok) ctx.io.err(`✗ ${r.unit.label}: ${r.message}`);
+          else if (r.warning) ctx.io.err(`! ${r.unit.label}: ${r.warning}`);
         }
         ctx.io.out(
           `Applied: ${applied.created} created, ${applied.updated} updated, ${applied.deleted} deleted.`,

@@ -422,7 +422,12 @@ function registryWrites(
 
 /** Outcome of one unit. */
 export type UnitResult =
-  | { readonly ok: true; readonly unit: ApplyUnit }
+  | {
+    readonly ok: true;
+    readonly unit: ApplyUnit;
+    /** Set when the unit was written but an audit event was not. */
+    readonly warning?: string;
+  }
   | {
     readonly ok: false;
     readonly unit: ApplyUnit;
@@ -534,11 +539,21 @@ export async function applyLimitsPlan(
     let result: UnitResult;
     try {
       await writeUnit(repo, [...writes, ...registry.writes], sleep);
-      for (const r of registry.emptied) await dropEmptyCount(repo, r);
-      for (const c of unit.changes) {
-        await auditChange(repo, c, options.principal);
+      try {
+        for (const r of registry.emptied) await dropEmptyCount(repo, r);
+        for (const c of unit.changes) {
+          await auditChange(repo, c, options.principal);
+        }
+        result = { ok: true, unit };
+      } catch (e) {
+        result = {
+          ok: true,
+          unit,
+          warning: `written, but its audit event or registry clean-up failed: ${
+            e instanceof Error ? e.message : String(e)
+          }`,
+        };
       }
-      result = { ok: true, unit };
     } catch (e) {
       const stale = isConditionFailed(e) ||
         cancellationCodes(e).includes("ConditionalCheckFailed");
