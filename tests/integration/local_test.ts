@@ -104,7 +104,7 @@ Deno.test("local up starts DynamoDB Local that outlives it; the demo runs agains
     }).output();
     const demoOut = new TextDecoder().decode(demo.stdout);
     assert.equal(demo.code, 0, new TextDecoder().decode(demo.stderr));
-    assert.match(demoOut, new RegExp(`DynamoDB endpoint: ${endpoint}`));
+    assert.ok(demoOut.includes(endpoint), demoOut);
 
     const down = await cli("local", "down", ...flags);
     assert.equal(down.code, 0, down.err);
