@@ -72,6 +72,13 @@ export type {
   RateLimiterOptions,
 } from "./core/limiter.ts";
 export { Lease } from "./core/lease.ts";
+export type {
+  DecisionOutcome,
+  DecisionPath,
+  MeterProviderLike,
+  TelemetryOptions,
+  TracerProviderLike,
+} from "./core/telemetry.ts";
 export type { LeaseEntry, LeaseState, StrandedCharge } from "./core/lease.ts";
 export {
   AmbiguousWriteError,

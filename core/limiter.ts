@@ -65,6 +65,11 @@ import { type Limit, validateLimitList } from "./limit.ts";
 import type { ConfigSource, LimitStatus, OnUnavailable } from "./models.ts";
 import type { Repository, ResolvedLimits } from "./repository.ts";
 import {
+  LimiterTelemetry,
+  markPath,
+  type TelemetryOptions,
+} from "./telemetry.ts";
+import {
   certainlyNotApplied,
   checkDeadline,
   withDeadline,
@@ -117,6 +122,11 @@ export interface RateLimiterOptions {
    * over-admission. @default reports to `onError` with context "stranded"
    */
   readonly onStranded?: (charge: StrandedCharge) => void;
+  /**
+   * OpenTelemetry providers for decision metrics and acquire spans.
+   * @default the global providers (no-ops unless an SDK is installed before the limiter is created)
+   */
+  readonly telemetry?: TelemetryOptions;
 }
 
 interface Refusal {
@@ -224,6 +234,7 @@ export class RateLimiter {
   readonly #timeoutMs: number;
   readonly #onStranded: (charge: StrandedCharge) => void;
   readonly #leaseOptions: LeaseOptions;
+  readonly #telemetry: LimiterTelemetry;
   readonly #specCache = new WeakMap<
     readonly Limit[],
     Map<number, readonly LimitSpec[]>
@@ -250,6 +261,10 @@ export class RateLimiter {
           ),
           "stranded",
         ));
+    this.#telemetry = new LimiterTelemetry(
+      repository.namespaceName,
+      options.telemetry,
+    );
     this.#leaseOptions = {
       timeoutMs: this.#timeoutMs,
       onStranded: this.#onStranded,
@@ -289,7 +304,9 @@ export class RateLimiter {
     options: AcquireOptions,
     body?: (lease: Lease) => Promise<T> | T,
   ): Promise<Lease | T> {
-    const lease = await this.#admit(options);
+    const lease = this.#telemetry.on
+      ? await this.#telemetry.observe(options, () => this.#admit(options))
+      : await this.#admit(options);
     if (!body) return lease;
     let result: T;
     try {
@@ -532,10 +549,12 @@ export class RateLimiter {
       if (lease === "params") {
         // The stored parameters differ from the cached config: read it again.
         child = await this.#refreshed(child, resource, consume, override);
+        markPath("retry");
         lease = await this.#fast(child, resource, consume, override);
       }
       if (lease && lease !== "params") return lease;
     }
+    markPath("slow");
     return await this.#slow(child, resource, consume, override);
   }
 
@@ -1136,6 +1155,7 @@ export class RateLimiter {
       if (attempt + 1 >= MAX_SLOW_ATTEMPTS) {
         throw new RateLimitExceeded(this.#contended(plans));
       }
+      markPath("retry");
       await this.#writer.backoff(attempt);
     }
   }

@@ -123,6 +123,7 @@ import {
   validateStackName,
 } from "./validation.ts";
 import { checkCompatibility, type VersionRecord } from "./version.ts";
+import { countingSend } from "./telemetry.ts";
 import {
   ClockSync,
   type DeadlineOptions,
@@ -364,7 +365,7 @@ export class Repository {
     const rawSend = options.client.send.bind(options.client) as Send;
     const shared: Shared = {
       client: {
-        send: guardedSend(rawSend, {
+        send: guardedSend(countingSend(rawSend), {
           defaultTimeoutMs: timeoutMs,
           clockSync: sync,
           localClock,

@@ -19,7 +19,10 @@ const ROOT = new URL("../", import.meta.url);
 const OUT = new URL("dist/npm/", ROOT);
 
 /** The package's peer and runtime dependencies: the bare imports of the library. */
-const PEER_DEPENDENCIES = ["@aws-sdk/client-dynamodb"] as const;
+const PEER_DEPENDENCIES = [
+  "@aws-sdk/client-dynamodb",
+  "@opentelemetry/api",
+] as const;
 const DEPENDENCIES = ["semver"] as const;
 /** Node versions the package supports (README "Install"). */
 const NODE_ENGINES = ">=20.4.0";
