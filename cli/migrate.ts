@@ -18,6 +18,8 @@ import {
 import { createProgressReporter } from "../migrations/progress.ts";
 import {
   applyMigrations,
+  type LockHolder,
+  type LockInfo,
   migrationStatus,
   readStoredVersion,
   rollbackMigrations,
@@ -25,6 +27,8 @@ import {
   withMigrationLock,
 } from "../migrations/runner.ts";
 import {
+  clearCopyCheckpoints,
+  copyNamespaceKeys,
   deleteUnprefixedOriginals,
   formatNamespaceKeysPlan,
   NAMESPACE_KEYS_ID,
@@ -90,6 +94,7 @@ function progressWriter(ctx: CliContext): (text: string) => void {
 
 interface ContextFlags {
   readonly delete?: boolean;
+  readonly overwriteDrift?: boolean;
   readonly segments?: number;
   readonly maxWcu?: number;
   readonly progress?: boolean;
@@ -107,6 +112,7 @@ function migrationContext(
     tableName: g.name,
     namespace: g.namespace,
     delete: flags.delete ?? false,
+    ...(flags.overwriteDrift ? { overwriteDrift: true } : {}),
     ...(flags.segments === undefined ? {} : { segments: flags.segments }),
     ...(flags.maxWcu === undefined ? {} : { maxWcuPerSecond: flags.maxWcu }),
     ...(flags.signal === undefined ? {} : { signal: flags.signal }),
@@ -121,6 +127,65 @@ function migrationContext(
       : {}),
   };
   return createMigrationContext(options);
+}
+
+/**
+ * This process as a lock holder: hostname plus the kernel boot id (so a
+ * reboot or another machine with the same name is never mistaken for this
+ * one), and the pid.
+ */
+function lockHolder(): LockHolder {
+  let boot = "";
+  try {
+    boot = Deno.readTextFileSync("/proc/sys/kernel/random/boot_id").trim()
+      .slice(0, 8);
+  } catch {
+    // Not Linux: the hostname alone.
+  }
+  let host = "unknown";
+  try {
+    host = Deno.hostname();
+  } catch {
+    // No permission: keep "unknown", which never proves a holder dead.
+  }
+  return { host: boot ? `${host}/${boot}` : host, pid: Deno.pid };
+}
+
+/**
+ * Whether a lock's holder provably is not running: it recorded this host
+ * and its pid has no `/proc` entry. Unknown (another host, no `/proc`)
+ * counts as alive.
+ */
+function isHolderDead(lock: LockInfo): boolean {
+  const me = lockHolder();
+  if (lock.host === null || lock.pid === null || lock.host !== me.host) {
+    return false;
+  }
+  if (lock.host === "unknown" || lock.pid === me.pid) return false;
+  try {
+    Deno.statSync("/proc/self");
+  } catch {
+    return false;
+  }
+  try {
+    Deno.statSync(`/proc/${lock.pid}`);
+    return false;
+  } catch {
+    return true;
+  }
+}
+
+/** Lock options of a CLI run. */
+function lockOptions(breakStaleLock: boolean | undefined): {
+  breakStaleLock: boolean;
+  holder: LockHolder;
+  isHolderDead: (lock: LockInfo) => boolean;
+} {
+  return {
+    breakStaleLock: breakStaleLock ?? false,
+    holder: lockHolder(),
+    isHolderDead,
+  };
 }
 
 /** Turns library and SDK errors into one-line CLI failures. */
@@ -138,7 +203,7 @@ async function guarded<T>(g: GlobalConfig, fn: () => Promise<T>): Promise<T> {
     if (e instanceof MigrationError) {
       const cause = e.cause instanceof Error ? e.cause : null;
       const hint = e.code === "MIGRATION_LOCKED" && e.details["stale"] === true
-        ? " (or pass --break-stale-lock)"
+        ? "; pass --break-stale-lock to take it over"
         : e.code === "MIGRATION_FAILED"
         ? "; fix the cause and run 'migrate apply' again to resume"
         : "";
@@ -195,6 +260,8 @@ function describeIssue(i: VerifyIssue): string {
       return `${thousands(i.count)} unprefixed item(s) left (expected none)`;
     case "namespace_missing":
       return `namespace '${i.namespace}' is not registered`;
+    case "drifted_copy":
+      return `${i.type} item PK=${i.pk} SK=${i.sk} changed after its copy (run 'zae-limiter migrate apply --yes' to copy it again)`;
     case "version_not_migrated":
       return "the version record is not under _/SYSTEM# (migration not applied)";
     case "sample_mismatch":
@@ -273,6 +340,7 @@ interface ApplyFlags {
   segments?: number;
   maxWcu?: number;
   breakStaleLock?: boolean;
+  overwriteDrift?: boolean;
   yes?: boolean;
 }
 
@@ -284,12 +352,13 @@ async function runApply(ctx: CliContext, cmd: Command): Promise<number> {
   const signal = ctx.io.interruptSignal?.();
   const mctx = migrationContext(ctx, g, {
     delete: o.delete ?? false,
+    ...(o.overwriteDrift ? { overwriteDrift: true } : {}),
     ...(o.segments === undefined ? {} : { segments: o.segments }),
     ...(o.maxWcu === undefined ? {} : { maxWcu: o.maxWcu }),
     ...(signal === undefined ? {} : { signal }),
     progress: true,
   });
-  const lock = { breakStaleLock: o.breakStaleLock ?? false };
+  const lock = lockOptions(o.breakStaleLock);
   const started = ctx.now();
   const interrupted = (during: string): number => {
     ctx.io.err(
@@ -326,9 +395,44 @@ async function runApply(ctx: CliContext, cmd: Command): Promise<number> {
         return EXIT.OK;
       case "up_to_date": {
         const version = result.version;
-        if (!o.delete || compareVersions(version, "0.10.0") < 0) {
+        if (compareVersions(version, "0.10.0") < 0) {
           ctx.io.out(
             `Table '${g.name}' is already at schema ${version}; nothing to apply.`,
+          );
+          return EXIT.OK;
+        }
+        if (!o.delete) {
+          // The dual-format window: copy again what old clients wrote since
+          // (new originals, and changed ones: the original wins until --delete).
+          let report: MigrationReport | null = null;
+          try {
+            report = await withMigrationLock(
+              mctx,
+              async (lctx) => {
+                await clearCopyCheckpoints(lctx);
+                return await copyNamespaceKeys(lctx);
+              },
+              { ...lock, operation: "re-copy unprefixed originals" },
+            );
+          } catch (e) {
+            if (mctx.signal.aborted) return interrupted("the re-copy");
+            throw e;
+          }
+          printSteps(ctx, [{
+            migration: {
+              id: NAMESPACE_KEYS_ID,
+              version,
+              description: "re-copy unprefixed originals",
+              reversible: false,
+            },
+            report,
+          }]);
+          ctx.io.out(
+            `Table '${g.name}' is at schema ${version}; copied ${
+              thousands(report.written)
+            } new or changed original(s) again (${
+              thousands(report.alreadyPresent)
+            } unchanged).`,
           );
           return EXIT.OK;
         }
@@ -375,6 +479,7 @@ async function runStatus(ctx: CliContext, cmd: Command): Promise<number> {
   return await guarded(g, async () => {
     const s = await migrationStatus(migrationContext(ctx, g), {
       to: to ?? SCHEMA_VERSION,
+      isHolderDead,
     });
     emit(ctx, g, s, () => {
       ctx.io.out(`Table:          ${g.name}`);
@@ -399,8 +504,22 @@ async function runStatus(ctx: CliContext, cmd: Command): Promise<number> {
         `Lock:           ${
           s.lock === null
             ? "free"
-            : `held by ${s.lock.owner}${s.lock.stale ? " (stale)" : ""}${
-              s.lock.operation ? ` for '${s.lock.operation}'` : ""
+            : `held by ${s.lock.owner}${
+              s.lock.host === null
+                ? ""
+                : ` (host ${s.lock.host}, pid ${s.lock.pid})`
+            }${s.lock.operation ? ` for '${s.lock.operation}'` : ""}; expires ${
+              new Date(s.lock.expiresAt).toISOString()
+            }${
+              s.lock.heartbeatAt === null
+                ? ""
+                : `; last heartbeat ${
+                  new Date(s.lock.heartbeatAt).toISOString()
+                }`
+            }${
+              s.lock.stale
+                ? " (stale: pass --break-stale-lock to 'migrate apply')"
+                : ""
             }`
         }`,
       );
@@ -466,7 +585,11 @@ async function runVerify(ctx: CliContext, cmd: Command): Promise<number> {
           thousands(v.unprefixedRemaining)
         }; missing copies: ${
           thousands(v.missingCopies)
-        }; drifted copies (informational): ${thousands(v.driftedCopies)}`,
+        }; changed originals (re-run 'migrate apply'): ${
+          thousands(v.driftedCopies)
+        }; bucket/usage copies used since (informational): ${
+          thousands(v.liveDriftedCopies)
+        }`,
       );
       ctx.io.out(
         `Sampled entities: ${v.samples.length} (${
@@ -482,6 +605,9 @@ async function runVerify(ctx: CliContext, cmd: Command): Promise<number> {
     for (const i of v.issues) ctx.io.err(`  - ${describeIssue(i)}`);
     if (v.missingCopies > 20) {
       ctx.io.err(`  ... ${v.missingCopies - 20} more missing copies`);
+    }
+    if (v.driftedCopies > 20) {
+      ctx.io.err(`  ... ${v.driftedCopies - 20} more changed originals`);
     }
     return EXIT.FAILURE;
   });
@@ -503,7 +629,7 @@ async function runRollback(ctx: CliContext, cmd: Command): Promise<number> {
   return await guarded(g, async () => {
     const r = await rollbackMigrations(mctx, {
       to: o.to,
-      breakStaleLock: o.breakStaleLock ?? false,
+      ...lockOptions(o.breakStaleLock),
       ...(region ? { region } : {}),
     });
     switch (r.kind) {
@@ -579,8 +705,12 @@ export function makeMigrateCommand(ctx: CliContext): Command {
       positiveNumber,
     )
     .option(
+      "--overwrite-drift",
+      "with --delete: copy originals changed after their copy again instead of refusing",
+    )
+    .option(
       "--break-stale-lock",
-      "take over an expired lock left by a crashed run",
+      "take over a lock left by a crashed run (expired, or its owner on this host is not running)",
     )
     .option("--yes", "confirm (this command does not prompt)")
     .action(action(ctx, (cmd) => runApply(ctx, cmd)));

@@ -122,6 +122,8 @@ export interface MigrationOptions {
   readonly registerNamespace: boolean;
   /** Ignore saved checkpoints and scan from the start. */
   readonly restart: boolean;
+  /** Delete phase: copy a changed original over its copy instead of refusing. */
+  readonly overwriteDrift: boolean;
 }
 
 /** The SDK's typed `send` (what every {@linkcode DynamoDbClientLike} is at run time). */
@@ -180,6 +182,12 @@ export interface MigrationContextOptions {
   readonly registerNamespace?: boolean;
   /** Ignore checkpoints. @default false */
   readonly restart?: boolean;
+  /**
+   * Delete phase: when an original differs from its copy (an old client
+   * wrote it after the copy), copy it again and delete it instead of
+   * refusing with `MIGRATION_DRIFT`. @default false
+   */
+  readonly overwriteDrift?: boolean;
   /** Lock renewal hook (set by the runner). @default no-op */
   readonly keepAlive?: () => Promise<void>;
 }
@@ -240,6 +248,7 @@ export function createMigrationContext(
     namespace: options.namespace ?? "default",
     registerNamespace: options.registerNamespace ?? true,
     restart: options.restart ?? false,
+    overwriteDrift: options.overwriteDrift ?? false,
   });
   const onEvent = options.onEvent ?? ((): void => {});
   return {
@@ -271,13 +280,17 @@ export function withContext(
  * | `MIGRATION_FAILED` | a migration threw (`cause`; `details.migration`, `details.applied`) |
  * | `MIGRATION_NOT_INITIALIZED` | the table has no version record at all |
  * | `MIGRATION_NAMESPACE_MISSING` | the target namespace is not registered and registration is off |
+ * | `MIGRATION_DRIFT` | the delete phase found originals changed after their copy (`details.keys`); nothing of that page was deleted |
+ * | `MIGRATION_SCHEMA_MISSING` | the table lacks what the 0.10 layout needs (`details.missing`, e.g. `GSI4`) |
  */
 export type MigrationErrorCode =
   | "MIGRATION_LOCKED"
   | "MIGRATION_LOCK_LOST"
   | "MIGRATION_FAILED"
   | "MIGRATION_NOT_INITIALIZED"
-  | "MIGRATION_NAMESPACE_MISSING";
+  | "MIGRATION_NAMESPACE_MISSING"
+  | "MIGRATION_DRIFT"
+  | "MIGRATION_SCHEMA_MISSING";
 
 /**
  * A migration condition callers are expected to handle. (It extends `Error`

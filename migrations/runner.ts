@@ -202,6 +202,20 @@ export interface LockInfo {
   readonly acquiredAt: string | null;
   /** What the holder is doing. */
   readonly operation: string | null;
+  /** Host of the holder's process, when recorded. */
+  readonly host: string | null;
+  /** Process id of the holder on `host`, when recorded. */
+  readonly pid: number | null;
+  /** Epoch ms of the holder's last renewal (heartbeat), when recorded. */
+  readonly heartbeatAt: number | null;
+}
+
+/** Where the lock holder runs (recorded in the lock so a dead holder can be recognised). */
+export interface LockHolder {
+  /** Host identity (the CLI uses hostname plus boot id). */
+  readonly host: string;
+  /** Process id on that host. */
+  readonly pid: number;
 }
 
 /** Options of the lock. */
@@ -210,8 +224,18 @@ export interface LockOptions {
   readonly owner?: string;
   /** Lock lifetime; renewed while the migration runs. @default 300000 */
   readonly lockTtlMs?: number;
-  /** Take over an expired lock left by a crashed run. @default false */
+  /**
+   * Take over a lock left by a crashed run: an expired one, or one whose
+   * holder `isHolderDead` proves dead. @default false
+   */
   readonly breakStaleLock?: boolean;
+  /** Recorded in the lock (host and pid of this run). @default not recorded */
+  readonly holder?: LockHolder;
+  /**
+   * Whether the holder of a lock is provably not running (e.g. same host,
+   * no such pid). `false` when unknown. @default () => false
+   */
+  readonly isHolderDead?: (lock: LockInfo) => boolean;
 }
 
 /** Reads the lock, or `null`. */
@@ -225,6 +249,9 @@ export async function readLock(
     expiresAt: num(it, "expires_at") ?? 0,
     acquiredAt: str(it, "acquired_at"),
     operation: str(it, "operation"),
+    host: str(it, "host"),
+    pid: num(it, "pid"),
+    heartbeatAt: num(it, "heartbeat_at"),
   };
 }
 
@@ -233,6 +260,7 @@ function lockItem(
   owner: string,
   ttlMs: number,
   operation: string,
+  holder: LockHolder | undefined,
 ): Item {
   const now = ctx.clock.now();
   return {
@@ -240,8 +268,12 @@ function lockItem(
     SK: { S: LOCK_SK },
     owner: { S: owner },
     expires_at: { N: String(now + ttlMs) },
+    heartbeat_at: { N: String(now) },
     acquired_at: { S: isoSeconds(now) },
     operation: { S: operation },
+    ...(holder
+      ? { host: { S: holder.host }, pid: { N: String(holder.pid) } }
+      : {}),
     GSI4PK: { S: RESERVED_NAMESPACE },
     GSI4SK: { S: SYSTEM_PK },
   };
@@ -253,13 +285,15 @@ async function acquireLock(
   ttlMs: number,
   breakStale: boolean,
   operation: string,
+  holder: LockHolder | undefined,
+  isHolderDead: (lock: LockInfo) => boolean,
 ): Promise<void> {
   for (let attempt = 0; attempt < 3; attempt++) {
     try {
       await ctx.client.send(
         new PutItemCommand({
           TableName: ctx.tableName,
-          Item: lockItem(ctx, owner, ttlMs, operation),
+          Item: lockItem(ctx, owner, ttlMs, operation, holder),
           ConditionExpression: "attribute_not_exists(PK)",
         }),
       );
@@ -269,15 +303,22 @@ async function acquireLock(
     }
     const held = await readLock(ctx);
     if (held === null) continue; // released meanwhile
-    const stale = held.expiresAt <= ctx.clock.now();
+    const expired = held.expiresAt <= ctx.clock.now();
+    const dead = held.owner !== owner && isHolderDead(held);
+    const stale = expired || dead;
     if (held.owner !== owner && !(stale && breakStale)) {
+      const who = `"${held.owner}"${
+        held.host === null ? "" : ` (host ${held.host}, pid ${held.pid})`
+      }`;
       throw new MigrationError(
         "MIGRATION_LOCKED",
-        stale
-          ? `Cannot take the migration lock: it is held by "${held.owner}" and expired at ${
+        dead
+          ? `Cannot take the migration lock: it is held by ${who}, which is no longer running (a crashed run)`
+          : expired
+          ? `Cannot take the migration lock: it is held by ${who} and expired at ${
             new Date(held.expiresAt).toISOString()
-          } (a crashed run?); retry with breakStaleLock to take it over`
-          : `Cannot take the migration lock: it is held by "${held.owner}" until ${
+          } (a crashed run?)`
+          : `Cannot take the migration lock: it is held by ${who} until ${
             new Date(held.expiresAt).toISOString()
           }`,
         {
@@ -286,7 +327,10 @@ async function acquireLock(
             owner: held.owner,
             expiresAt: held.expiresAt,
             operation: held.operation,
+            host: held.host,
+            pid: held.pid,
             stale,
+            dead,
           },
         },
       );
@@ -297,7 +341,7 @@ async function acquireLock(
       await ctx.client.send(
         new PutItemCommand({
           TableName: ctx.tableName,
-          Item: lockItem(ctx, owner, ttlMs, operation),
+          Item: lockItem(ctx, owner, ttlMs, operation, holder),
           ConditionExpression: `${e.n("owner")} = ${e.str(held.owner)} AND ${
             e.n("expires_at")
           } = ${e.num(held.expiresAt)}`,
@@ -309,7 +353,9 @@ async function acquireLock(
           kind: "log",
           level: "warn",
           migration: null,
-          message: `broke the stale migration lock of "${held.owner}"`,
+          message: `broke the ${
+            dead ? "dead holder's" : "stale"
+          } migration lock of "${held.owner}"`,
         });
       }
       return;
@@ -337,7 +383,7 @@ async function renewLock(
         Key: { PK: { S: SYSTEM_PK }, SK: { S: LOCK_SK } },
         UpdateExpression: `SET ${e.n("expires_at")} = ${
           e.num(ctx.clock.now() + ttlMs)
-        }`,
+        }, ${e.n("heartbeat_at")} = ${e.num(ctx.clock.now())}`,
         ConditionExpression: `${e.n("owner")} = ${e.str(owner)}`,
         ...e.attrs(),
       }),
@@ -397,6 +443,8 @@ export async function withMigrationLock<T>(
     ttlMs,
     options.breakStaleLock ?? false,
     options.operation ?? "migrate",
+    options.holder,
+    options.isHolderDead ?? (() => false),
   );
   let renewedAt = ctx.clock.now();
   let renewing: Promise<void> | null = null;
@@ -669,6 +717,8 @@ export interface StatusOptions {
   readonly to?: string;
   /** Registry. @default MIGRATIONS */
   readonly registry?: readonly Migration[];
+  /** See {@linkcode LockOptions.isHolderDead}. */
+  readonly isHolderDead?: (lock: LockInfo) => boolean;
 }
 
 /** Reads the version, pending migrations, history, lock and checkpoints. Read-only. */
@@ -695,9 +745,11 @@ export async function migrationStatus(
     target: to,
     pending: pending.map(info),
     history: await readHistory(ctx),
-    lock: lock === null
-      ? null
-      : { ...lock, stale: lock.expiresAt <= ctx.clock.now() },
+    lock: lock === null ? null : {
+      ...lock,
+      stale: lock.expiresAt <= ctx.clock.now() ||
+        (options.isHolderDead?.(lock) ?? false),
+    },
     checkpoints,
   };
 }

@@ -194,6 +194,23 @@ export type CopyDecision =
 const GSI_HASH_KEYS = ["GSI1PK", "GSI2PK", "GSI3PK"] as const;
 
 /**
+ * Record types whose copy is live state once copied: a bucket's tokens
+ * (consumed by 0.10 clients on the copy) and a usage snapshot (counted by
+ * the 0.10 aggregator on the copy). A difference between original and copy
+ * is expected for them and never resolved by copying the original again.
+ * Every other type (entity, config, registry, audit, …) follows the
+ * dual-format rule: **until `--delete`, the original is the source of
+ * truth** — old clients write it, so a re-run copies a changed original
+ * over its copy, verify fails on such drift, and the delete phase refuses
+ * to delete an original whose copy differs.
+ */
+export const LIVE_COPY_TYPES: ReadonlySet<RecordType> = new Set<RecordType>([
+  "bucket",
+  "usage",
+  "version",
+]);
+
+/**
  * Decides, without I/O, what to do with a scanned item: skip it, or write
  * the returned prefixed copy. The version record goes to the reserved
  * namespace `_`; everything else to `namespaceId`. `PK` and each present
@@ -297,11 +314,29 @@ export async function resolveTargetNamespace(
 
 // ------------------------------------------------------------------ writes
 
+type PutOutcome =
+  | { readonly written: true }
+  | { readonly written: false; readonly existing: Item | null };
+
 async function putIfAbsent(
   ctx: MigrationContext,
   item: Item,
   budget: CapacityBudget,
 ): Promise<boolean> {
+  return (await putCopy(ctx, item, budget, false)).written;
+}
+
+/**
+ * Conditional put of a copy (only when absent). With `returnExisting`, a
+ * failed condition returns the existing copy (no extra read).
+ */
+async function putCopy(
+  ctx: MigrationContext,
+  item: Item,
+  budget: CapacityBudget,
+  returnExisting: boolean,
+  condition = "attribute_not_exists(PK)",
+): Promise<PutOutcome> {
   const estimate = estimateWriteUnits(item);
   // A throttled page can outlast the lock: renew between writes too (a no-op until due).
   await ctx.keepAlive();
@@ -312,21 +347,25 @@ async function putIfAbsent(
         new PutItemCommand({
           TableName: ctx.tableName,
           Item: item,
-          ConditionExpression: "attribute_not_exists(PK)",
+          ConditionExpression: condition,
+          ...(returnExisting
+            ? { ReturnValuesOnConditionCheckFailure: "ALL_OLD" as const }
+            : {}),
           ReturnConsumedCapacity: "TOTAL",
         }),
         { abortSignal: ctx.signal },
       ));
     const measured = capacityOf(res.ConsumedCapacity);
     if (measured !== null) budget.adjust(measured - estimate);
-    return true;
+    return { written: true };
   } catch (e) {
     if (!isConditionFailed(e)) throw e;
     // A failed condition is charged for the item only, not for index writes.
     budget.adjust(
       Math.max(1, Math.ceil(itemSizeBytes(item) / 1024)) - estimate,
     );
-    return false;
+    const existing = (e as { Item?: Item }).Item ?? null;
+    return { written: false, existing };
   }
 }
 
@@ -336,10 +375,10 @@ async function copyPage(
   namespaceId: string,
   budget: CapacityBudget,
 ): Promise<PageOutcome> {
-  const copies: Item[] = [];
+  const copies: { item: Item; type: RecordType }[] = [];
   for (const it of items) {
     const d = planItemCopy(it, namespaceId);
-    if (d.kind === "copy") copies.push(d.item);
+    if (d.kind === "copy") copies.push({ item: d.item, type: d.type });
   }
   let written = 0;
   let alreadyPresent = 0;
@@ -347,9 +386,40 @@ async function copyPage(
     copies,
     ctx.options.writeConcurrency,
     ctx.signal,
-    async (copy) => {
-      if (await putIfAbsent(ctx, copy, budget)) written++;
-      else alreadyPresent++;
+    async ({ item: copy, type }) => {
+      const live = LIVE_COPY_TYPES.has(type);
+      const r = await putCopy(ctx, copy, budget, !live);
+      if (r.written) {
+        written++;
+        return;
+      }
+      if (
+        live || r.existing === null || payload(r.existing) === payload(copy)
+      ) {
+        alreadyPresent++;
+        return;
+      }
+      // Drift: an old client changed the original after it was copied. The
+      // original wins until --delete (no 0.10 client writes these record
+      // types before the seed's step 4), so the copy is replaced.
+      const seen = await putCopy(
+        ctx,
+        copy,
+        budget,
+        false,
+        "attribute_exists(PK)",
+      );
+      if (seen.written) {
+        written++;
+        ctx.report({
+          kind: "log",
+          level: "info",
+          migration: NAMESPACE_KEYS_ID,
+          message: `re-copied changed original PK=${str(copy, "PK")} SK=${
+            str(copy, "SK")
+          }`,
+        });
+      } else alreadyPresent++;
     },
   );
   return { written, alreadyPresent, deleted: 0 };
@@ -443,16 +513,50 @@ export async function deleteUnprefixedOriginals(
         return { written: 0, alreadyPresent: 0, deleted: 0 };
       }
       const copies: Item[] = [];
+      const drifted: Item[] = [];
       for (const it of legacy) {
         const d = planItemCopy(it, namespaceId);
         if (d.kind === "copy") copies.push(d.item);
       }
-      const present = await batchGetItems(c, copies, readBudget, {
-        keysOnly: true,
-      });
+      const present = await batchGetItems(c, copies, readBudget);
+      for (const copy of copies) {
+        const found = present.get(keyOf(copy));
+        const pk = str(copy, "PK") ?? "";
+        const rest = safeParseNamespace(pk);
+        const type = rest.ok
+          ? classifyRecord(rest.value.rest, str(copy, "SK") ?? "")
+          : "other";
+        if (
+          found && !LIVE_COPY_TYPES.has(type) &&
+          payload(found) !== payload(copy)
+        ) drifted.push(copy);
+      }
+      if (drifted.length > 0 && !c.options.overwriteDrift) {
+        const keys = drifted.map((d) =>
+          `PK=${str(d, "PK")} SK=${str(d, "SK")}`
+        );
+        throw new MigrationError(
+          "MIGRATION_DRIFT",
+          `Cannot delete originals: ${drifted.length} changed after their copy (${
+            keys.slice(0, 5).join("; ")
+          }${
+            keys.length > 5 ? "; …" : ""
+          }); run 'zae-limiter migrate apply --yes' (without --delete) to copy them again, or pass --overwrite-drift`,
+          { details: { keys } },
+        );
+      }
       const missing = copies.filter((copy) => !present.has(keyOf(copy)));
       let written = 0;
-      let alreadyPresent = copies.length - missing.length;
+      let alreadyPresent = copies.length - missing.length - drifted.length;
+      await forEachConcurrent(
+        drifted,
+        c.options.writeConcurrency,
+        c.signal,
+        async (copy) => {
+          await putCopy(c, copy, writeBudget, false, "attribute_exists(PK)");
+          written++;
+        },
+      );
       await forEachConcurrent(
         missing,
         c.options.writeConcurrency,
@@ -489,6 +593,11 @@ export async function deleteUnprefixedOriginals(
       `deleted ${r.deleted} unprefixed originals (${r.written} late copies written first); ${cleared} checkpoints removed`,
     ],
   };
+}
+
+/** Removes the copy phase's checkpoints so a re-copy scans the whole table. */
+export function clearCopyCheckpoints(ctx: MigrationContext): Promise<number> {
+  return clearCheckpoints(ctx, COPY_CHECKPOINT_PREFIX);
 }
 
 /** Removes this migration's checkpoints so the next run starts from the beginning. */
@@ -763,6 +872,13 @@ export type VerifyIssue =
   | { readonly kind: "namespace_missing"; readonly namespace: string }
   | { readonly kind: "version_not_migrated" }
   | {
+    /** An original changed after its copy (an old client wrote it): run `migrate apply` again. */
+    readonly kind: "drifted_copy";
+    readonly type: RecordType;
+    readonly pk: string;
+    readonly sk: string;
+  }
+  | {
     readonly kind: "sample_mismatch";
     readonly entityId: string;
     readonly check: "entity" | "limits" | "buckets" | "audit";
@@ -796,8 +912,10 @@ export interface NamespaceKeysVerification {
   readonly unprefixedRemaining: number;
   /** Originals without a copy. */
   readonly missingCopies: number;
-  /** Originals whose copy differs (expected for buckets used since; informational). The version record, which the runner rewrites, is not compared. */
+  /** Originals whose copy differs, of record types where the original is the truth until `--delete` (a failure: run `migrate apply` again). */
   readonly driftedCopies: number;
+  /** Bucket and usage copies that differ from their original (live state since the copy; informational). The version record is not compared. */
+  readonly liveDriftedCopies: number;
   /** Sampled entities. */
   readonly samples: readonly SampleCheck[];
   /** Problems (at most 20 `missing_copy` entries are listed). */
@@ -867,6 +985,7 @@ export async function verifyNamespaceKeys(
   let unprefixedRemaining = 0;
   let missingCopies = 0;
   let driftedCopies = 0;
+  let liveDriftedCopies = 0;
   const legacyIds = new Set<string>();
   const migratedIds = new Set<string>();
   const keep = (set: Set<string>, id: string): void => {
@@ -941,7 +1060,20 @@ export async function verifyNamespaceKeys(
             }
           } else if (
             x.type !== "version" && payload(found) !== payload(x.copy)
-          ) driftedCopies++;
+          ) {
+            if (LIVE_COPY_TYPES.has(x.type)) liveDriftedCopies++;
+            else {
+              driftedCopies++;
+              if (driftedCopies <= 20) {
+                issues.push({
+                  kind: "drifted_copy",
+                  type: x.type,
+                  pk: str(x.original, "PK") ?? "",
+                  sk: str(x.original, "SK") ?? "",
+                });
+              }
+            }
+          }
         }
       }
       return { written: 0, alreadyPresent: 0, deleted: 0 };
@@ -1002,6 +1134,7 @@ export async function verifyNamespaceKeys(
     unprefixedRemaining,
     missingCopies,
     driftedCopies,
+    liveDriftedCopies,
     samples,
     issues,
   };

@@ -156,6 +156,7 @@ Deno.test("createMigrationContext() fills defaults and validates ranges", () => 
     namespace: "default",
     registerNamespace: true,
     restart: false,
+    overwriteDrift: false,
   });
   assert.equal(ctx.signal.aborted, false);
   assert.throws(

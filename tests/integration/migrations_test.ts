@@ -39,6 +39,7 @@ import {
 } from "../../migrations/runner.ts";
 import { compositeConfigsMigration } from "../../migrations/v0_8_0_composite_configs.ts";
 import {
+  clearCopyCheckpoints,
   copyNamespaceKeys,
   deleteUnprefixedOriginals,
   namespaceKeysMigration,
@@ -537,6 +538,73 @@ Deno.test("deleteUnprefixedOriginals() copies items written by old clients after
   assert.ok(after.ok, JSON.stringify(after.issues));
 });
 
+Deno.test("dual-format window: an original changed after the copy fails verify, blocks the delete, and a re-copy carries it over", async () => {
+  await using env = await legacyTable(fixture());
+  const ctx = env.ctx();
+  await applyMigrations(ctx);
+  // An old (0.9) client raises u1's limit on openai/gpt-4 after the copy.
+  const key = { PK: { S: "ENTITY#u1" }, SK: { S: "#CONFIG#openai/gpt-4" } };
+  const original = (await scanAll(env)).find((i) =>
+    str(i, "PK") === "ENTITY#u1" && str(i, "SK") === "#CONFIG#openai/gpt-4"
+  );
+  assert.ok(original);
+  await env.client.send(
+    new PutItemCommand({
+      TableName: env.table,
+      Item: { ...original, l_rpm_cp: { N: "777" } },
+    }),
+  );
+  const before = await verifyNamespaceKeys(ctx, { sampleSize: 0 });
+  assert.equal(before.ok, false);
+  assert.equal(before.driftedCopies, 1);
+  assert.deepEqual(
+    before.issues.filter((i) => i.kind === "drifted_copy").map((i) =>
+      i.kind === "drifted_copy" ? [i.type, i.pk, i.sk] : []
+    ),
+    [["config", key.PK.S, key.SK.S]],
+  );
+  // --delete refuses while the drift exists; nothing of the page is deleted.
+  await assert.rejects(deleteUnprefixedOriginals(ctx), (e) => {
+    assert.ok(e instanceof MigrationError);
+    assert.equal(e.code, "MIGRATION_DRIFT");
+    assert.match(e.message, /ENTITY#u1 SK=#CONFIG#openai\/gpt-4/);
+    return true;
+  });
+  assert.ok(
+    unprefixed(await scanAll(env)).some((i) => str(i, "PK") === "ENTITY#u1"),
+  );
+  // Re-running the copy carries the change over (the original wins until --delete).
+  await clearCopyCheckpoints(ctx);
+  const again = await copyNamespaceKeys(ctx);
+  assert.equal(again.written, 1);
+  const fixed = await verifyNamespaceKeys(ctx, { sampleSize: 0 });
+  assert.ok(fixed.ok, JSON.stringify(fixed.issues));
+  await deleteUnprefixedOriginals(ctx);
+  const repo = await Repository.open({ client: env.client, stack: env.table });
+  const limits = await repo.getLimits("u1", { resource: "openai/gpt-4" });
+  assert.equal(limits.find((l) => l.name === "rpm")?.capacity, 777);
+});
+
+Deno.test("deleteUnprefixedOriginals() with overwriteDrift copies a changed original again before deleting it", async () => {
+  await using env = await legacyTable(fixture());
+  await applyMigrations(env.ctx());
+  const original = (await scanAll(env)).find((i) =>
+    str(i, "PK") === "ENTITY#u1" && str(i, "SK") === "#CONFIG#openai/gpt-4"
+  );
+  assert.ok(original);
+  await env.client.send(
+    new PutItemCommand({
+      TableName: env.table,
+      Item: { ...original, l_rpm_cp: { N: "555" } },
+    }),
+  );
+  await deleteUnprefixedOriginals(env.ctx({ overwriteDrift: true }));
+  assert.deepEqual(unprefixed(await scanAll(env)), []);
+  const repo = await Repository.open({ client: env.client, stack: env.table });
+  const limits = await repo.getLimits("u1", { resource: "openai/gpt-4" });
+  assert.equal(limits.find((l) => l.name === "rpm")?.capacity, 555);
+});
+
 Deno.test("applyMigrations() aborted at random points and resumed reaches the uninterrupted end state", async (t) => {
   const legacy = fixture();
   const reference = await (async () => {
@@ -895,6 +963,53 @@ Deno.test("applyMigrations() refuses a held lock and breaks a stale one only whe
     code: "MIGRATION_LOCKED",
   });
   const r = await applyMigrations(ctx, { breakStaleLock: true });
+  assert.equal(r.kind, "applied");
+  assert.equal(await readLock(ctx), null);
+});
+
+Deno.test("applyMigrations() takes over at once the lock of a holder proven dead, only when asked", async () => {
+  await using env = await legacyTable(
+    fixture().filter((i) => str(i, "PK") === "SYSTEM#"),
+  );
+  const ctx = env.ctx();
+  // A run on this host crashed (kill -9) a second ago: its lock has minutes left.
+  await env.client.send(
+    new PutItemCommand({
+      TableName: env.table,
+      Item: {
+        PK: { S: "_/SYSTEM#" },
+        SK: { S: "#MIGRATION_LOCK" },
+        owner: { S: "migrate-crashed" },
+        host: { S: "h1" },
+        pid: { N: "4242" },
+        expires_at: { N: String(Date.now() + 240_000) },
+        heartbeat_at: { N: String(Date.now() - 1000) },
+      },
+    }),
+  );
+  const isHolderDead = (l: { host: string | null; pid: number | null }) =>
+    l.host === "h1" && l.pid === 4242;
+  await assert.rejects(applyMigrations(ctx, { isHolderDead }), (e) => {
+    assert.ok(e instanceof MigrationError);
+    assert.equal(e.code, "MIGRATION_LOCKED");
+    assert.equal(e.details["dead"], true);
+    assert.equal(e.details["stale"], true);
+    assert.match(e.message, /host h1, pid 4242.*no longer running/);
+    return true;
+  });
+  // A live holder elsewhere is never broken before expiry, even when asked.
+  await assert.rejects(
+    applyMigrations(ctx, { breakStaleLock: true, isHolderDead: () => false }),
+    { name: "MigrationError", code: "MIGRATION_LOCKED" },
+  );
+  const status = await migrationStatus(ctx, { isHolderDead });
+  assert.equal(status.lock?.stale, true);
+  assert.equal(status.lock?.pid, 4242);
+  const r = await applyMigrations(ctx, {
+    breakStaleLock: true,
+    isHolderDead,
+    holder: { host: "h2", pid: 7 },
+  });
   assert.equal(r.kind, "applied");
   assert.equal(await readLock(ctx), null);
 });
