@@ -94,6 +94,11 @@ Exit codes:
 Environment: ZAEL_STACK (default of --name), ZAEL_ENDPOINT_URL (default of --endpoint-url).`;
 
 function stackNameArg(value: string): string {
+  if (value.length < 3) {
+    throw new InvalidArgumentError(
+      `Invalid name: "${value}": must be 3 to 255 characters (a DynamoDB table name)`,
+    );
+  }
   try {
     return validateStackName(value, "name");
   } catch (e) {
@@ -122,6 +127,7 @@ function configure(cmd: Command, ctx: CliContext): void {
     getOutHasColors: () => false,
     getErrHasColors: () => false,
   });
+  cmd.configureHelp({ showGlobalOptions: true });
   for (const sub of cmd.commands) configure(sub, ctx);
 }
 
@@ -175,6 +181,11 @@ function report(ctx: CliContext, e: unknown): number {
     ctx.io.err(`error: ${e.message}`);
     return EXIT.USAGE;
   }
+  const unreachable = connectionFailure(e);
+  if (unreachable) {
+    ctx.io.err(`Error: ${unreachable}`);
+    return EXIT.FAILURE;
+  }
   if (e instanceof CliExit) {
     ctx.io.err(`Error: ${e.message}`);
     return e.exitCode;
@@ -188,6 +199,43 @@ function report(ctx: CliContext, e: unknown): number {
     : new Error(`Non-error thrown: ${String(e)}`);
   ctx.io.err(`Error: ${err.name}: ${err.message}`);
   return EXIT.FAILURE;
+}
+
+const NETWORK_CODES: Readonly<Record<string, string>> = {
+  ECONNREFUSED: "connection refused",
+  ENOTFOUND: "host not found",
+  EAI_AGAIN: "host name lookup failed",
+  ETIMEDOUT: "connection timed out",
+  ECONNRESET: "connection reset",
+  EHOSTUNREACH: "host unreachable",
+};
+
+/**
+ * One line for a failure to reach DynamoDB or to find credentials (anywhere
+ * in the cause chain), naming the endpoint and what to check; else null.
+ */
+function connectionFailure(e: unknown): string | null {
+  let c: unknown = e;
+  for (let depth = 0; c && depth < 8; depth++) {
+    const err = c as { code?: unknown; name?: unknown; message?: unknown };
+    const message = typeof err.message === "string" ? err.message : "";
+    const code = typeof err.code === "string" && err.code in NETWORK_CODES
+      ? err.code
+      : Object.keys(NETWORK_CODES).find((k) => message.includes(k));
+    if (code) {
+      const address =
+        /(?:ECONN\w+|ENOTFOUND|EAI_AGAIN|ETIMEDOUT|EHOSTUNREACH)\s+(\S+)/
+          .exec(message)?.[1];
+      return `cannot reach DynamoDB${address ? ` at ${address}` : ""} (${
+        NETWORK_CODES[code]
+      }): check --endpoint-url / ZAEL_ENDPOINT_URL, --region and that the service is running`;
+    }
+    if (err.name === "CredentialsProviderError") {
+      return `no AWS credentials found (${message}): set AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY`;
+    }
+    c = (c as { cause?: unknown }).cause;
+  }
+  return null;
 }
 
 function timerSleep(ms: number): Promise<void> {

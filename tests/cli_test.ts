@@ -347,3 +347,20 @@ Deno.test("worker run: a bad env default names the variable; the archiver withou
   assert.equal(flagWins.code, 2);
   assert.match(flagWins.err, /only one of --archive-bucket and --archive-dir/);
 });
+
+Deno.test("--name shorter than a DynamoDB table name is a usage error (exit 2) before any call", async () => {
+  const r = await run(["--name", "t2", "version"]);
+  assert.equal(r.code, 2);
+  assert.match(r.err, /must be 3 to 255 characters/);
+  assert.doesNotMatch(r.err, /DynamoDB error|ValidationException/);
+});
+
+Deno.test("every subcommand's --help lists the global flags", async () => {
+  for (const argv of [["deploy", "--help"], ["usage", "list", "--help"]]) {
+    const r = await run(argv);
+    assert.equal(r.code, 0, argv.join(" "));
+    assert.match(r.out, /Global Options:/, argv.join(" "));
+    assert.match(r.out, /--name <name>/, argv.join(" "));
+    assert.match(r.out, /--endpoint-url <url>/, argv.join(" "));
+  }
+});

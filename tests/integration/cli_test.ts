@@ -1219,3 +1219,21 @@ Deno.test("migrate on a missing table fails with exit 1 and creates nothing", as
   assert.equal(r.code, 1, r.out);
   assert.match(r.err, /does not exist/);
 });
+
+Deno.test("an unreachable endpoint is one clear line naming it, exit 1", async () => {
+  const r = await cli([
+    "--endpoint-url",
+    "http://127.0.0.1:1",
+    "--region",
+    "us-east-1",
+    "namespace",
+    "list",
+  ]);
+  assert.equal(r.code, 1);
+  assert.equal(r.err.trim().split("\n").length, 1, r.err);
+  assert.match(
+    r.err,
+    /^Error: cannot reach DynamoDB at 127\.0\.0\.1:1 \(connection refused\): check --endpoint-url/,
+  );
+  assert.doesNotMatch(r.err, /Error: Error/);
+});
