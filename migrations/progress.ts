@@ -139,7 +139,7 @@ export function formatProgress(
     : `${(est.fraction * 100).toFixed(1)}%`;
   const items = s.total === null
     ? `${grouped(s.scanned)} items`
-    : `${grouped(s.scanned)}/${grouped(s.total)} items`;
+    : `${grouped(s.scanned)}/${grouped(Math.max(s.total, s.scanned))} items`;
   const elapsedSec = Math.max(0, s.now - s.startedAt) / 1000;
   const wcuRate = elapsedSec > 0 ? s.consumedWcu / elapsedSec : 0;
   const parts = [
@@ -167,6 +167,8 @@ export interface ProgressReporterOptions {
   readonly write: (text: string) => void;
   /** Whether `write` goes to a terminal (bar rewritten in place) or to a log. */
   readonly tty: boolean;
+  /** Terminal width; tty lines are cut to fit one row. @default 80 */
+  readonly columns?: number;
   /** Clock for throttling. Required so tests stay deterministic. */
   readonly clock: Pick<Clock, "now">;
   /** Minimum time between progress lines. @default 200 for tty, 10000 for plain */
@@ -235,7 +237,10 @@ export function createProgressReporter(
         last = now;
         lastPhase = phaseKey;
         if (options.tty) {
-          options.write(`\r${formatProgress(s, { mode: "tty" })}`);
+          // Clear the line (no stale tail) and stay within one row (no scrolling).
+          const line = formatProgress(s, { mode: "tty" });
+          const cols = Math.max(20, (options.columns ?? 80) - 1);
+          options.write(`\r\x1b[2K${line.slice(0, cols)}`);
           lineOpen = true;
           if (final) closeLine();
         } else {
