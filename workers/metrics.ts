@@ -192,3 +192,27 @@ export type StreamWorkerEvent =
   }
   /** Reachability of DynamoDB or DynamoDB Streams (see `DependencyHealth`). */
   | { readonly kind: "dependency"; readonly event: DependencyEvent };
+
+/** One processed batch, as reported by `runStreamWorker()`'s `onBatch`. */
+export interface BatchObservation {
+  /** The workload (lease group) that processed the batch; none for a single stream worker. */
+  readonly workload?: string;
+  /** Wall time from the start of processing to its outcome, in ms. */
+  readonly durationMs: number;
+  /** Records in the batch (framework and filtered records included). */
+  readonly records: number;
+  /**
+   * Time from the creation of the batch's oldest record
+   * (`ApproximateCreationDateTime`) to the end of processing, in ms; absent
+   * when the stream gave no creation time.
+   */
+  readonly endToEndLagMs?: number;
+}
+
+/** One successful commit (effects and checkpoint) under a lease fence. */
+export interface CommitObservation {
+  /** The workload that committed; none for a single stream worker. */
+  readonly workload?: string;
+  /** Latency of the `TransactWriteItems` call, in ms. */
+  readonly latencyMs: number;
+}

@@ -329,7 +329,12 @@ export function renderPrometheus(input: PrometheusInput): string {
     if (builtIn.has(name)) continue; // never emit a second TYPE for a built-in family
     const samples = families.get(name) ?? [];
     samples.sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
-    family(name, "counter", `Workload counter ${name}.`);
+    family(
+      name,
+      "counter",
+      WORKLOAD_COUNTER_HELP[name] ??
+        `Counter ${name} reported by a custom workload.`,
+    );
     for (const [workload, value] of samples) {
       lines.push(
         `${name}${formatLabels([["workload", workload]])} ${
@@ -340,6 +345,35 @@ export function renderPrometheus(input: PrometheusInput): string {
   }
   return lines.join("\n") + "\n";
 }
+
+/** HELP texts of the counters of the built-in workloads (aggregator, archiver). */
+const WORKLOAD_COUNTER_HELP: Readonly<Record<string, string>> = {
+  "zae_aggregator_bucket_writes_total":
+    "Bucket writes counted into usage snapshots by the aggregator.",
+  "zae_aggregator_acquires_total":
+    "Acquires counted in the total_events of usage snapshots.",
+  "zae_aggregator_snapshot_updates_total":
+    "Usage snapshot updates returned for commit.",
+  "zae_aggregator_records_skipped_total":
+    "Bucket records not counted on purpose (copies made by the namespace-keys migration).",
+  "zae_aggregator_records_rejected_total":
+    "Bucket records that cannot be counted (bad keys, no entity, mistyped attributes); dead-lettered.",
+  "zae_aggregator_legacy_records_total":
+    "Unprefixed (pre-0.10) bucket records attributed to the legacy namespace.",
+  "zae_aggregator_refills_written_total":
+    "Proactive refill writes that landed.",
+  "zae_aggregator_refills_raced_total":
+    "Refill writes skipped because another writer moved the refill timestamp first.",
+  "zae_aggregator_refill_errors_total":
+    "Refill writes that failed for another reason than a race.",
+  "zae_archiver_events_archived_total":
+    "Audit events written to the archive (every object of their batch stored).",
+  "zae_archiver_objects_written_total": "Archive objects written.",
+  "zae_archiver_legacy_events_total":
+    "Unprefixed (pre-0.10) audit events archived under the legacy namespace.",
+  "zae_archiver_incomplete_events_total":
+    "Audit events archived without an old image or without an action.",
+};
 
 function snakeCase(camel: string): string {
   return camel.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
@@ -869,8 +903,11 @@ export interface HealthServerOptions {
   livez(): HealthCheckResult;
   /** Readiness: `GET /readyz` answers 200 when ok, else 503 with the reason. */
   readyz(): HealthCheckResult;
-  /** Prometheus text for `GET /metrics`, for example from {@linkcode renderPrometheus}. */
-  metrics(): string;
+  /**
+   * Prometheus text for `GET /metrics`, for example from
+   * {@linkcode renderPrometheus} or a prom-client registry (a promise).
+   */
+  metrics(): string | Promise<string>;
   /** Stops the server when aborted. */
   readonly signal?: AbortSignal;
   /** Called once the server listens. No banner is printed either way. */
@@ -929,7 +966,9 @@ export function startHealthServer(options: HealthServerOptions): HealthServer {
     onError(): Response {
       return text(500, "internal error");
     },
-  }, function handleHealthRequest(request: Request): Response {
+  }, function handleHealthRequest(
+    request: Request,
+  ): Response | Promise<Response> {
     return route(request, options);
   });
 
@@ -947,7 +986,10 @@ export function startHealthServer(options: HealthServerOptions): HealthServer {
   return { port: server.addr.port, shutdown };
 }
 
-function route(request: Request, options: HealthServerOptions): Response {
+function route(
+  request: Request,
+  options: HealthServerOptions,
+): Response | Promise<Response> {
   const { pathname } = new URL(request.url);
   if (
     pathname !== "/livez" && pathname !== "/readyz" && pathname !== "/metrics"
@@ -958,19 +1000,23 @@ function route(request: Request, options: HealthServerOptions): Response {
     return text(405, "method not allowed", { allow: "GET" });
   }
   if (pathname === "/metrics") {
-    let body: string;
+    const failed = (error: unknown): Response =>
+      text(500, `Cannot render metrics: ${errorMessage(error)}`);
+    const ok = (body: string): Response =>
+      new Response(body, {
+        status: 200,
+        headers: {
+          "content-type": PROMETHEUS_CONTENT_TYPE,
+          "cache-control": "no-store",
+        },
+      });
+    let body: string | Promise<string>;
     try {
       body = options.metrics();
     } catch (error) {
-      return text(500, `Cannot render metrics: ${errorMessage(error)}`);
+      return failed(error);
     }
-    return new Response(body, {
-      status: 200,
-      headers: {
-        "content-type": PROMETHEUS_CONTENT_TYPE,
-        "cache-control": "no-store",
-      },
-    });
+    return typeof body === "string" ? ok(body) : body.then(ok, failed);
   }
   const check = pathname === "/livez" ? "liveness" : "readiness";
   let result: HealthCheckResult;

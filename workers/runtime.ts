@@ -30,6 +30,7 @@ import { CLIENT_VERSION, SCHEMA_VERSION } from "../core/schema.ts";
 import type { SnapshotWindow } from "../core/usage.ts";
 import { fullJitter, sleepUnlessAborted } from "./_util.ts";
 import { createAggregatorWorkload } from "./aggregator.ts";
+import { createWorkerRegistry } from "./prometheus.ts";
 import { type ArchiveSink, createArchiverWorkload } from "./archiver.ts";
 import { createDynamoDbCoordinationStore } from "./coordination_store_dynamodb.ts";
 import { createDynamoDbDeadLetterStore } from "./dead_letters_dynamodb.ts";
@@ -50,7 +51,6 @@ import {
   type LogFields,
   type Logger,
   logStreamEvent,
-  renderPrometheus,
   startHealthServer,
 } from "./observability.ts";
 import { DependencyHealth, observeCall } from "./resilience.ts";
@@ -337,6 +337,7 @@ export async function runWorkerProcess(
     onEvent: (event) => logDependencyEvent(log, event),
   });
   const startedAt = clock.now();
+  const prometheus = createWorkerRegistry();
   const groups = new Map<string, StreamWorkerMetrics>();
   const lastCycle = new Map<string, number>();
   let phase: "starting" | "running" | "draining" = "starting";
@@ -401,7 +402,7 @@ export async function runWorkerProcess(
         return { ok: true };
       },
       metrics: () =>
-        renderPrometheus({
+        prometheus.render({
           groups: Object.fromEntries(groups),
           dependencies: { errors: health.errors(), outages: health.outages() },
           now: clock.now(),
@@ -588,6 +589,8 @@ export async function runWorkerProcess(
         clock,
         metrics,
         health,
+        onBatch: (b) => prometheus.observeBatch({ ...b, workload: w.name }),
+        onCommit: (c) => prometheus.observeCommit({ ...c, workload: w.name }),
         onMetrics: () => {
           lastCycle.set(w.name, clock.now());
           refreshTotals();

@@ -58,6 +58,8 @@ import {
 } from "./coordination_store.ts";
 import { classifyFailure, isStreamWorkerError, toError } from "./errors.ts";
 import {
+  type BatchObservation,
+  type CommitObservation,
   createStreamWorkerMetrics,
   type LeaseTakeReason,
   type StreamWorkerEvent,
@@ -106,6 +108,13 @@ export interface StreamWorkerOptions {
   readonly onMetrics?: (metrics: StreamWorkerMetrics) => void;
   /** Called for every event (data loss, dead letters, lease changes, non-fatal errors). */
   readonly onEvent?: (event: StreamWorkerEvent) => void;
+  /**
+   * Called after each processed batch with its duration, size and
+   * end-to-end lag, for histograms (see `createWorkerRegistry()`).
+   */
+  readonly onBatch?: (batch: BatchObservation) => void;
+  /** Called after each successful commit with its latency. */
+  readonly onCommit?: (commit: CommitObservation) => void;
   /** OR-ed record filters; records matching none are skipped. @default accept all */
   readonly filters?: readonly RecordFilter[];
   /** Partition-key prefix of the framework's own items, dropped first. @default "_/STREAM#" */
@@ -641,10 +650,12 @@ export async function runStreamWorker(
         signal: AbortSignal,
       ) =>
         h.queue.run(async () => {
+          const started = clock.now();
           const r = await store.commit(h.fence, checkpoint, effects, signal);
           if (r.kind === "committed") {
             h.written = maxSequence(h.written, checkpoint);
             metrics.lastCommitAt = clock.now();
+            options.onCommit?.({ latencyMs: metrics.lastCommitAt - started });
           } else if (r.kind === "lease_lost") {
             markLost(h, r.owner);
           }
@@ -750,7 +761,23 @@ export async function runStreamWorker(
         (ended || buffer.length >= cfg.batchSize ||
           clock.now() - windowStart >= cfg.batchWindowMs)
       ) {
+        const batchStart = clock.now();
         const outcome = await processBatch(buffer, processing, env);
+        if (options.onBatch) {
+          const end = clock.now();
+          const oldest = buffer.reduce(
+            (min, r) =>
+              r.approximateCreationTime > 0
+                ? Math.min(min, r.approximateCreationTime)
+                : min,
+            Infinity,
+          );
+          options.onBatch({
+            durationMs: end - batchStart,
+            records: buffer.length,
+            ...(oldest === Infinity ? {} : { endToEndLagMs: end - oldest }),
+          });
+        }
         buffer = [];
         switch (outcome.kind) {
           case "done":
