@@ -7,6 +7,8 @@
  * @module
  */
 import { errorName } from "../core/_sdk_errors.ts";
+import { sleep } from "../core/clock.ts";
+import { registerNamespaceRecords } from "../core/namespace_registry.ts";
 import {
   type CloudFormationClient,
   CreateChangeSetCommand,
@@ -551,7 +553,13 @@ Exit codes: 0 upgraded or already up to date, 1 failure, 2 usage error,
           `Infrastructure not initialized (${result.kind}). Run 'zae-limiter deploy --name ${g.name}' first.`,
         );
       }
-      if (!result.compatibility.compatible) {
+      // Seed 002 step 1: a pre-0.10 table gets the template (GSI4, the
+      // namespace policies) and the "default" registration before its data
+      // is migrated; its version record stays where the migration expects it.
+      const legacy = result.state.kind === "legacy" && !workersOnly
+        ? result.state.schemaVersion
+        : null;
+      if (!result.compatibility.compatible && legacy === null) {
         ctx.io.err(
           "✗ Cannot upgrade: the table is not compatible with this client",
         );
@@ -560,8 +568,18 @@ Exit codes: 0 upgraded or already up to date, 1 failure, 2 usage error,
         }
         return EXIT.INCOMPATIBLE;
       }
-      if (result.state.kind !== "record") return EXIT.INCOMPATIBLE;
-      const record = result.state.record;
+      const record = result.state.kind === "record"
+        ? result.state.record
+        : legacy !== null
+        ? {
+          schemaVersion: legacy,
+          clientMinVersion: "0.0.0",
+          lambdaVersion: null,
+          updatedAt: null,
+          updatedBy: null,
+        }
+        : null;
+      if (record === null) return EXIT.INCOMPATIBLE;
       const cfn = cloudFormationClient(ctx, g);
       const stack = await describeStack(cfn, g.name);
       if (!stack) {
@@ -630,6 +648,22 @@ Exit codes: 0 upgraded or already up to date, 1 failure, 2 usage error,
       } else {
         await waitForStack(ctx, cfn, g.name, "UPDATE_COMPLETE");
         ctx.io.out("✓ Stack update complete");
+      }
+      if (legacy !== null) {
+        const id = await registerNamespaceRecords({
+          client: dynamoClient(ctx, g),
+          table: g.name,
+          clock: { now: () => ctx.now(), sleep },
+        }, "default");
+        ctx.io.out(`✓ Namespace 'default' registered: ${id}`);
+        ctx.io.out(
+          `  The data still uses the pre-0.10 key layout (schema ${legacy}); GSI4 starts empty.`,
+        );
+        ctx.io.out(
+          `  Next: 'zae-limiter namespace show default --name ${g.name}', then 'zae-limiter migrate plan --name ${g.name}' and 'migrate apply --yes'.`,
+        );
+        ctx.io.out("✓ Upgrade complete (data migration pending)");
+        return EXIT.OK;
       }
       if (workerVersion !== record.lambdaVersion) {
         const repo = await connect(ctx, cmd, { namespace: "default" });

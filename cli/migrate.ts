@@ -260,6 +260,8 @@ function describeIssue(i: VerifyIssue): string {
       return `${thousands(i.count)} unprefixed item(s) left (expected none)`;
     case "namespace_missing":
       return `namespace '${i.namespace}' is not registered`;
+    case "gsi4_missing":
+      return "the table has no GSI4 (run 'zae-limiter upgrade' first)";
     case "drifted_copy":
       return `${i.type} item PK=${i.pk} SK=${i.sk} changed after its copy (run 'zae-limiter migrate apply --yes' to copy it again)`;
     case "version_not_migrated":
@@ -436,7 +438,22 @@ async function runApply(ctx: CliContext, cmd: Command): Promise<number> {
           );
           return EXIT.OK;
         }
-        // The copy already ran: --delete removes the kept originals.
+        // The copy already ran: --delete removes the kept originals, but
+        // not while an original differs from its copy (checked before any
+        // delete; the delete phase re-checks each page against races).
+        if (!o.overwriteDrift) {
+          const v = await verifyNamespaceKeys(mctx, { sampleSize: 0 });
+          const drifted = v.issues.filter((i) => i.kind === "drifted_copy");
+          if (v.driftedCopies > 0) {
+            for (const i of drifted) ctx.io.err(`  - ${describeIssue(i)}`);
+            throw new CliExit(
+              EXIT.FAILURE,
+              `Cannot delete originals: ${
+                thousands(v.driftedCopies)
+              } changed after their copy (an old client wrote them); run 'zae-limiter migrate apply --yes' (without --delete) to copy them again, or pass --overwrite-drift. Nothing was deleted.`,
+            );
+          }
+        }
         let report: MigrationReport | null = null;
         try {
           report = await withMigrationLock(

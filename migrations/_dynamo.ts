@@ -325,3 +325,24 @@ export async function approximateItemCount(
     return null;
   }
 }
+
+/**
+ * Whether the table lacks GSI4, which the 0.10 layout needs (namespace
+ * discovery and purge). `false` when DescribeTable cannot say (no table
+ * description, or the call failed for another reason than an abort).
+ */
+export async function lacksGsi4(ctx: MigrationContext): Promise<boolean> {
+  try {
+    const d = await ctx.client.send(
+      new DescribeTableCommand({ TableName: ctx.tableName }),
+      { abortSignal: ctx.signal },
+    );
+    if (!d.Table) return false;
+    return !(d.Table.GlobalSecondaryIndexes ?? []).some((i) =>
+      i.IndexName === "GSI4"
+    );
+  } catch (e) {
+    if (ctx.signal.aborted) throw e;
+    return false;
+  }
+}

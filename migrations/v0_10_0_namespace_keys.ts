@@ -80,6 +80,7 @@ import {
   isConditionFailed,
   itemSizeBytes,
   keyOf,
+  lacksGsi4,
   retryThrottled,
 } from "./_dynamo.ts";
 import {
@@ -312,6 +313,22 @@ export async function resolveTargetNamespace(
   return id;
 }
 
+/**
+ * Refuses to migrate into a table without GSI4: the copies would carry
+ * `GSI4PK`/`GSI4SK` that no index holds, and `namespace purge` and
+ * discovery would fail later.
+ *
+ * @throws {MigrationError} `MIGRATION_SCHEMA_MISSING`
+ */
+export async function requireGsi4(ctx: MigrationContext): Promise<void> {
+  if (!(await lacksGsi4(ctx))) return;
+  throw new MigrationError(
+    "MIGRATION_SCHEMA_MISSING",
+    `Cannot migrate table "${ctx.tableName}" to namespace keys: it has no GSI4, which the 0.10 layout needs (run 'zae-limiter upgrade --name ${ctx.tableName}' first: it adds GSI4 and the namespace policies and registers "default")`,
+    { details: { missing: ["GSI4"] } },
+  );
+}
+
 // ------------------------------------------------------------------ writes
 
 type PutOutcome =
@@ -444,6 +461,7 @@ export interface NamespaceKeysReport extends MigrationReport {
 export async function copyNamespaceKeys(
   ctx: MigrationContext,
 ): Promise<NamespaceKeysReport> {
+  await requireGsi4(ctx);
   const namespaceId = await resolveTargetNamespace(ctx);
   const writeBudget = createCapacityBudget(
     ctx.options.maxWcuPerSecond,
@@ -715,6 +733,7 @@ export async function planNamespaceKeys(
   options: PlanOptions = {},
 ): Promise<NamespaceKeysPlan> {
   const pricing = options.pricing ?? ON_DEMAND_PRICING;
+  await requireGsi4(ctx);
   const name = validateNamespaceName(ctx.options.namespace);
   const namespaceId = await lookupNamespaceId(ctx, name);
   const placeholder = namespaceId ?? "xxxxxxxxxxx";
@@ -871,6 +890,7 @@ export type VerifyIssue =
   | { readonly kind: "unprefixed_left"; readonly count: number }
   | { readonly kind: "namespace_missing"; readonly namespace: string }
   | { readonly kind: "version_not_migrated" }
+  | { readonly kind: "gsi4_missing" }
   | {
     /** An original changed after its copy (an old client wrote it): run `migrate apply` again. */
     readonly kind: "drifted_copy";
@@ -1003,6 +1023,7 @@ export async function verifyNamespaceKeys(
   if (namespaceId === null) {
     issues.push({ kind: "namespace_missing", namespace: name });
   }
+  if (await lacksGsi4(ctx)) issues.push({ kind: "gsi4_missing" });
   const placeholder = namespaceId ?? "\u0000missing";
   await runScanPhase(ctx, {
     migration: NAMESPACE_KEYS_ID,
