@@ -228,6 +228,37 @@ export interface RefillPlan {
   readonly rf: bigint;
   /** Per limit (same order as given): millitokens after the refill, before any consumption. */
   readonly tk: readonly bigint[];
+  /**
+   * Per limit: whether the capacity clamp cut the refill. Such a balance is
+   * only right for the exact stored value it was computed from (a lower
+   * balance would have taken more of the refill), so its write must be
+   * conditioned on `tk` being that value.
+   */
+  readonly clamped: readonly boolean[];
+}
+
+/** Stored (undivided) parameters as they apply to one of `shards` shards (as {@linkcode paramsOf} divides a limit). */
+export function shardParams(p: BucketParams, shards: number): BucketParams {
+  const n = BigInt(Math.max(1, shards));
+  const cp = p.cp / n;
+  const ra = p.ra / n;
+  return { cp: cp > 0n ? cp : 1n, ra: ra > 0n ? ra : 1n, rp: p.rp };
+}
+
+/** Whether two parameter sets are equal. */
+export function sameParams(a: BucketParams, b: BucketParams): boolean {
+  return a.cp === b.cp && a.ra === b.ra && a.rp === b.rp;
+}
+
+/**
+ * The parameters a refill may use across a configuration change whose time
+ * is unknown (another writer changed the limit at some point since `rf`):
+ * the smaller capacity and the slower rate, so neither a raised rate nor a
+ * raised capacity is credited for time before the change.
+ */
+export function settleParams(a: BucketParams, b: BucketParams): BucketParams {
+  const slower = a.ra * b.rp <= b.ra * a.rp ? a : b;
+  return { cp: a.cp < b.cp ? a.cp : b.cp, ra: slower.ra, rp: slower.rp };
 }
 
 /** The share of a limit's capacity a clamped refill may hold back (see {@linkcode planRefill}). */
@@ -284,15 +315,23 @@ export function planRefill(
     if (next >= cap) clamped = true;
     return next < cap ? next : cap;
   });
-  if (!clamped) return { rf: rfNext, tk: capped };
+  if (!clamped) {
+    return { rf: rfNext, tk: capped, clamped: limits.map(() => false) };
+  }
   const elapsed = now > rf ? now - rf : 0n;
   const ahead = now + holdbackMs(limits.map((l) => l.p));
+  const full = limits.map(({ tk, p }) => {
+    const base = tk > p.cp ? p.cp : tk;
+    return base + (elapsed * p.ra) / p.rp;
+  });
   return {
     rf: rf > ahead ? rf : ahead,
-    tk: limits.map(({ tk, p }) => {
-      const base = tk > p.cp ? p.cp : tk;
-      const next = base + (elapsed * p.ra) / p.rp;
-      return next < p.cp ? next : p.cp;
+    tk: full.map((next, i) => {
+      const cp = (limits[i] as { p: BucketParams }).p.cp;
+      return next < cp ? next : cp;
     }),
+    clamped: full.map((next, i) =>
+      next > (limits[i] as { p: BucketParams }).p.cp
+    ),
   };
 }

@@ -10,7 +10,16 @@ import type {
   Update,
   UpdateItemCommandInput,
 } from "@aws-sdk/client-dynamodb";
-import type { BucketParams } from "./bucket.ts";
+import {
+  type BucketParams,
+  paramsOf,
+  planRefill,
+  refill,
+  sameParams,
+  settleParams,
+  shardParams,
+} from "./bucket.ts";
+import type { Limit } from "./limit.ts";
 import { Expr, type Item, updateExpression } from "./expr.ts";
 import { bool, str } from "./expr.ts";
 import {
@@ -179,6 +188,12 @@ export interface PlannedLimit {
   readonly capped?: boolean;
   /** Refuse the write when the balance no longer covers `consumed` (false for debt). @default true */
   readonly check?: boolean;
+  /**
+   * Condition the write on `tk = tkBefore` (instead of `≤`): the capacity
+   * clamp cut this limit's refill, which is right only for that exact
+   * balance (see `RefillPlan.clamped`).
+   */
+  readonly exact?: boolean;
 }
 
 /** Everything a slow-path write of one bucket item needs. */
@@ -271,11 +286,13 @@ export function slowPathWrite(table: string, w: SlowWrite): TransactWriteItem {
       const delta = l.tkAfter - l.tkBefore; // refill − consumed
       if (delta !== 0n) add.push(`${tk()} ${e.num(delta)}`);
       if (l.consumed !== 0n) add.push(`${tc()} ${e.num(l.consumed)}`);
-      // Concurrent plain writes do not move rf; the floor keeps them from being overdrawn.
-      if ((l.check ?? true) && l.consumed > 0n && -delta > 0n) {
+      // The admission: the balance, refilled, still covers the charge
+      // (concurrent plain writes do not move rf). Negative in debt too.
+      if ((l.check ?? true) && l.consumed > 0n) {
         cond.push(`${tk()} >= ${e.num(-delta)}`);
       }
-      if (l.capped) cond.push(`${tk()} <= ${e.num(l.tkBefore)}`);
+      if (l.exact) cond.push(`${tk()} = ${e.num(l.tkBefore)}`);
+      else if (l.capped) cond.push(`${tk()} <= ${e.num(l.tkBefore)}`);
     }
     if (l.paramsBefore) {
       cond.push(
@@ -413,4 +430,78 @@ export function mergeUpdated(known: BucketItem, updated: Item): BucketItem {
   }
   const ttl = bigAttr(updated["ttl"]);
   return { ...known, limits, ttl: ttl === null ? known.ttl : Number(ttl) };
+}
+
+/**
+ * The write that puts new parameters on an existing bucket item: the refill
+ * since `rf` is settled first under the smaller capacity and the slower rate
+ * of the old and new parameters (the change time is unknown to the bucket,
+ * so neither a raised rate nor a raised capacity is credited for the time
+ * before it), under the `rf` lock. `null` when no limit of `limits` is on
+ * the item.
+ */
+export function settleWrite(
+  table: string,
+  ref: BucketRef,
+  item: BucketItem,
+  limits: readonly Limit[],
+  ttl: number | "remove" | null,
+  nowMs: number,
+): UpdateItemCommandInput | null {
+  const present = limits.filter((l) => item.limits.has(l.name));
+  if (present.length === 0) return null;
+  const now = BigInt(nowMs);
+  const shards = item.shardCount;
+  const olds = present.map((l) => item.limits.get(l.name) as StoredLimit);
+  const plan = planRefill(
+    item.rf,
+    now,
+    present.map((l, i) => {
+      const old = olds[i] as StoredLimit;
+      const next = paramsOf(l, shards);
+      return {
+        tk: old.tk,
+        p: sameParams(old.params, paramsOf(l))
+          ? next
+          : settleParams(shardParams(old.params, shards), next),
+      };
+    }),
+  );
+  const planned: PlannedLimit[] = present.map((l, i) => {
+    const old = olds[i] as StoredLimit;
+    return {
+      name: l.name,
+      params: paramsOf(l),
+      paramsBefore: old.params,
+      tkBefore: old.tk,
+      tkAfter: plan.tk[i] as bigint,
+      consumed: 0n,
+      capped: true,
+      exact: plan.clamped[i] === true,
+      check: false,
+    };
+  });
+  const wcu = item.limits.get(WCU_LIMIT_NAME);
+  if (wcu) {
+    planned.push({
+      name: WCU_LIMIT_NAME,
+      params: WCU_PARAMS,
+      tkBefore: wcu.tk,
+      tkAfter: refill(wcu.tk, item.rf, plan.rf, WCU_PARAMS).tk,
+      consumed: 0n,
+      check: false,
+    });
+  }
+  const tx = slowPathWrite(table, {
+    ref,
+    create: false,
+    expectedRf: item.rf,
+    now: plan.rf,
+    limits: planned,
+    cascade: item.cascade,
+    parentId: item.parentId,
+    shardCount: item.shardCount,
+    ttl,
+  });
+  return tx.Update as UpdateItemCommandInput;
 }

@@ -28,7 +28,9 @@ import {
   planRefill,
   refill,
   retryAfterSeconds,
+  sameParams,
   saturationCeiling,
+  shardParams,
   wholeTokens,
 } from "./bucket.ts";
 import {
@@ -95,17 +97,8 @@ function refKey(ref: BucketRef): string {
   return `${ref.ns}\u0000${ref.entityId}\u0000${ref.resource}\u0000${ref.shard}`;
 }
 
-function sameParams(a: BucketParams, b: BucketParams): boolean {
-  return a.cp === b.cp && a.ra === b.ra && a.rp === b.rp;
-}
-
 /** Effective parameters of a stored limit on an item with `shards` shards. */
-export function effective(p: BucketParams, shards: number): BucketParams {
-  const n = BigInt(Math.max(1, shards));
-  const cp = p.cp / n;
-  const ra = p.ra / n;
-  return { cp: cp > 0n ? cp : 1n, ra: ra > 0n ? ra : 1n, rp: p.rp };
-}
+export const effective = shardParams;
 
 function oldImage(e: unknown): Item | undefined {
   return (e as { Item?: Item }).Item;
@@ -325,6 +318,7 @@ export class BucketWriter {
         tkAfter: tk - a,
         consumed: a,
         capped: true,
+        exact: plan.clamped[i] === true,
       });
     });
     const wcu = k.limits.get(WCU_LIMIT_NAME);
@@ -514,11 +508,15 @@ export class BucketWriter {
       const refilled = plan.tk[i] as bigint;
       const d = names.includes(n) ? deltas.get(n) as bigint : 0n;
       let after = refilled - d;
+      let cut = plan.clamped[i] === true;
       if (d < 0n) {
         // A give-back fills at most to the ceiling at `now` (the refilled
         // balance is already at or under it).
         const ceiling = saturationCeiling(plan.rf, now, p);
-        if (after > ceiling) after = refilled > ceiling ? refilled : ceiling;
+        if (after > ceiling) {
+          after = refilled > ceiling ? refilled : ceiling;
+          cut = true;
+        }
       }
       return {
         name: n,
@@ -528,6 +526,7 @@ export class BucketWriter {
         tkAfter: after,
         consumed: d,
         capped: true,
+        exact: cut,
         check: false,
       };
     });

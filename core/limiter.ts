@@ -26,6 +26,8 @@ import {
   planRefill,
   refill,
   retryAfterSeconds,
+  sameParams,
+  settleParams,
   wholeTokens,
 } from "./bucket.ts";
 import {
@@ -41,6 +43,7 @@ import {
 import {
   BucketWriter,
   type ChargeOutcome,
+  effective as effectiveParams,
   type LimitSpec,
   type Target,
 } from "./bucket_writer.ts";
@@ -190,7 +193,7 @@ type Plan = {
 };
 
 const MAX_SLOW_ATTEMPTS = 4;
-const MAX_CONFLICT_RETRIES = 6;
+const MAX_CONFLICT_RETRIES = 16;
 /** Time a compensating give-back may take after the caller's deadline passed. */
 const COMPENSATION_GRACE_MS = 1000;
 /** Time to read the stored `on_unavailable` once the deadline passed (usually cached: no I/O). */
@@ -800,13 +803,16 @@ export class RateLimiter {
     );
     let statuses: LimitStatus[] | null = null;
     let next: "params" | null | undefined = undefined;
+    // Every side whose write may have applied is reported, then the first failure thrown.
+    const failed = results.flatMap((r, i) => {
+      if (r.status !== "rejected") return [];
+      this.#maybeStranded(targets[i] as Target, sides[i] as Side, r.reason);
+      return [r.reason];
+    });
+    if (failed.length > 0) throw failed[0];
     for (let i = 0; i < sides.length; i++) {
       const r = results[i] as PromiseSettledResult<ChargeOutcome>;
-      const side = sides[i] as Side;
-      if (r.status === "rejected") {
-        this.#maybeStranded(targets[i] as Target, side, r.reason);
-        throw r.reason;
-      }
+      if (r.status === "rejected") continue;
       const o = r.value;
       if (o.kind === "refused" || o.kind === "contended") {
         statuses ??= [];
@@ -906,14 +912,23 @@ export class RateLimiter {
     };
     const rf = item ? item.rf : now;
     const effective = side.resolved.limits.map((l) => paramsOf(l, side.shards));
-    // A limit new to the item starts full (its balance is clamped like the others).
+    // A limit new to the item starts full (its balance is clamped like the
+    // others). A limit whose stored parameters differ (changed at some
+    // unknown time since rf) is refilled under the smaller capacity and the
+    // slower rate of the two.
     const refilled = planRefill(
       rf,
       now,
-      side.resolved.limits.map((l, i) => ({
-        tk: item?.limits.get(l.name)?.tk ?? (effective[i] as BucketParams).cp,
-        p: effective[i] as BucketParams,
-      })),
+      side.resolved.limits.map((l, i) => {
+        const eff = effective[i] as BucketParams;
+        const stored = item?.limits.get(l.name);
+        return {
+          tk: stored ? stored.tk : eff.cp,
+          p: stored && !sameParams(stored.params, paramsOf(l))
+            ? settleParams(effectiveParams(stored.params, side.shards), eff)
+            : eff,
+        };
+      }),
     );
     const limits: PlannedLimit[] = [];
     const statuses: LimitStatus[] = [];
@@ -942,6 +957,7 @@ export class RateLimiter {
         tkAfter: ok ? tk - amount : tk,
         consumed: ok ? amount : 0n,
         capped: stored !== undefined,
+        exact: stored !== undefined && refilled.clamped[i] === true,
       });
     });
     const wcu = item?.limits.get(WCU_LIMIT_NAME);

@@ -33,7 +33,12 @@ import {
   isResourceNotFound,
 } from "./_sdk_errors.ts";
 import { bucketTtlSeconds } from "./bucket.ts";
-import { type BucketItem, bucketKey, decodeBucket } from "./bucket_item.ts";
+import {
+  type BucketItem,
+  bucketKey,
+  decodeBucket,
+  settleWrite,
+} from "./bucket_item.ts";
 import {
   getActiveNamespaceRecord,
   registerNamespaceRecords,
@@ -129,6 +134,7 @@ import {
   type DeadlineOptions,
   guardedSend,
   type Send,
+  untilAborted,
   withDeadline,
 } from "./transport.ts";
 
@@ -1067,7 +1073,8 @@ export class Repository {
         for (const m of toFetch) this.#inflight.delete(m.slot);
       }
     }
-    if (waitFor.length > 0) await Promise.all(waitFor);
+    // Bounded by this call's own deadline, not by the one that started the read.
+    if (waitFor.length > 0) await untilAborted(Promise.all(waitFor));
     for (const m of missing) {
       const v = fetched.get(m.slot) ?? this.#config.get(m.slot);
       // With caching disabled the concurrent fetch left nothing behind: read again.
@@ -1804,61 +1811,48 @@ export class Repository {
     ttl: number | "remove" | null,
     stale: readonly string[],
   ): Promise<void> {
-    const e = new Expr();
-    const set: string[] = [];
-    const remove: string[] = [];
-    for (const l of limits) {
-      set.push(
-        `${e.n(bucketAttr(l.name, "cp"))} = ${
-          e.num(BigInt(l.capacity) * 1000n)
-        }`,
-        `${e.n(bucketAttr(l.name, "ra"))} = ${
-          e.num(BigInt(l.refillAmount) * 1000n)
-        }`,
-        `${e.n(bucketAttr(l.name, "rp"))} = ${
-          e.num(BigInt(l.refillPeriodSeconds) * 1000n)
-        }`,
-      );
-    }
-    for (const name of stale) {
-      for (const f of ["tk", "cp", "ra", "rp", "tc"] as const) {
-        remove.push(e.n(bucketAttr(name, f)));
+    const ref = { ns: this.namespaceId, entityId, resource, shard: 0 };
+    if (stale.length > 0) {
+      const e = new Expr();
+      const remove: string[] = [];
+      for (const name of stale) {
+        for (const f of ["tk", "cp", "ra", "rp", "tc"] as const) {
+          remove.push(e.n(bucketAttr(name, f)));
+        }
       }
-    }
-    if (typeof ttl === "number") set.push(`${e.n("ttl")} = ${e.num(ttl)}`);
-    else if (ttl === "remove") remove.push(e.n("ttl"));
-    await this.#s.client.send(
-      new UpdateItemCommand({
-        TableName: this.#s.table,
-        Key: bucketKey({ ns: this.namespaceId, entityId, resource, shard: 0 }),
-        UpdateExpression: updateExpression({ set, remove }),
-        ConditionExpression: "attribute_exists(PK)",
-        ...e.attrs(),
-      }),
-    ).catch((err) => {
-      if (!isConditionFailed(err)) throw err;
-    });
-    // A lowered capacity takes effect at once: clamp balances above it.
-    for (const l of limits) {
-      const c = new Expr();
-      const tk = c.n(bucketAttr(l.name, "tk"));
-      const cp = c.num(BigInt(l.capacity) * 1000n);
       await this.#s.client.send(
         new UpdateItemCommand({
           TableName: this.#s.table,
-          Key: bucketKey({
-            ns: this.namespaceId,
-            entityId,
-            resource,
-            shard: 0,
-          }),
-          UpdateExpression: `SET ${tk} = ${cp}`,
-          ConditionExpression: `${tk} > ${cp}`,
-          ...c.attrs(),
+          Key: bucketKey(ref),
+          UpdateExpression: updateExpression({ remove }),
+          ConditionExpression: "attribute_exists(PK)",
+          ...e.attrs(),
         }),
       ).catch((err) => {
         if (!isConditionFailed(err)) throw err;
       });
+    }
+    // The new parameters take effect now: the refill since rf is settled
+    // first (under the smaller capacity and the slower rate of old and new,
+    // since the change time is unknown to the bucket), under the rf lock.
+    for (let attempt = 0; attempt < 8; attempt++) {
+      const item = await this.getBucketItem(entityId, resource, 0);
+      if (!item) return;
+      const write = settleWrite(
+        this.#s.table,
+        ref,
+        item,
+        limits,
+        ttl,
+        this.#s.clock.now(),
+      );
+      if (!write) return;
+      try {
+        await this.#s.client.send(new UpdateItemCommand(write));
+        return;
+      } catch (err) {
+        if (!isConditionFailed(err)) throw err;
+      }
     }
   }
 

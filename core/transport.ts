@@ -344,3 +344,21 @@ export function withGrace<T>(
 ): Promise<T> {
   return scope.exit(() => withDeadline({}, ms, fn));
 }
+
+/**
+ * `p`, or the abort reason of the enclosing deadline if it passes first: a
+ * call that waits on work another call started (a shared config read) is
+ * bounded by its own deadline, not the other's.
+ */
+export function untilAborted<T>(p: Promise<T>): Promise<T> {
+  const signal = currentSignal();
+  if (!signal) return p;
+  if (signal.aborted) return Promise.reject(signal.reason);
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = (): void => reject(signal.reason);
+    signal.addEventListener("abort", onAbort, { once: true });
+    p.then(resolve, reject).finally(() =>
+      signal.removeEventListener("abort", onAbort)
+    );
+  });
+}
