@@ -529,8 +529,8 @@ Deno.test("createProgressReporter() rewrites one terminal line and closes it bef
   report({ kind: "progress", migration: "m", snapshot: snap({ scanned: 1 }) });
   report({ kind: "progress", migration: "m", snapshot: snap({ scanned: 2 }) });
   report({ kind: "log", level: "info", migration: null, message: "hello" });
-  assert.ok(out[0]?.startsWith("\rcopy ["));
-  assert.ok(out[1]?.startsWith("\rcopy ["));
+  assert.ok(out[0]?.startsWith("\r\x1b[2Kcopy ["));
+  assert.ok(out[1]?.startsWith("\r\x1b[2Kcopy ["));
   assert.equal(out[2], "\n");
   assert.equal(out[3], "hello\n");
 });
