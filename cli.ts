@@ -306,6 +306,14 @@ if (import.meta.main) {
     out: (t) => writeAll(Deno.stdout, t),
     err: (t) => writeAll(Deno.stderr, t),
     isTerminal: () => Deno.stderr.isTerminal(),
+    outIsTerminal: () => Deno.stdout.isTerminal(),
+    columns: () => {
+      try {
+        return Deno.consoleSize().columns;
+      } catch {
+        return undefined; // not a terminal
+      }
+    },
     errRaw: (t) => {
       const data = new TextEncoder().encode(t);
       let offset = 0;

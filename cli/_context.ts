@@ -40,6 +40,10 @@ export interface CliIo {
   isTerminal?(): boolean;
   /** Writes raw diagnostic text (no newline added; may contain `\r`). @default line-buffered `err` */
   errRaw?(text: string): void;
+  /** Width of the terminal, in columns. @default 80 */
+  columns?(): number | undefined;
+  /** Whether normal output goes to a terminal (charts are drawn only there). @default false */
+  outIsTerminal?(): boolean;
   /**
    * A signal that aborts on the first Ctrl-C. Calling it opts the command in:
    * the first Ctrl-C then stops the work cleanly instead of ending the process.
@@ -378,13 +382,60 @@ export function emit(
   else text();
 }
 
-/** Wraps a command handler as a commander action that records the exit code. */
+/** Whether `text` is one JSON object or array (a command's `--output json` document). */
+function isJsonDocument(text: string): boolean {
+  const t = text.trim();
+  if (!(t.startsWith("{") || t.startsWith("["))) return false;
+  try {
+    JSON.parse(t);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Wraps a command handler as a commander action that records the exit code.
+ *
+ * With `--output json`, standard output carries exactly one JSON document:
+ * the first JSON object or array the handler prints. Text lines it prints
+ * are not written; when it printed no JSON document, they are reported as
+ * `{"ok", "exitCode", "messages"}`, so a script reads the outcome of every
+ * command, writes included. A failure stays one line on stderr.
+ */
 export function action(
   ctx: CliContext,
   handler: (cmd: Command) => Promise<number>,
 ): (this: Command) => Promise<void> {
   return async function runAction(this: Command): Promise<void> {
-    ctx.exitCode = await handler(this);
+    if (resolveGlobals(this).output !== "json") {
+      ctx.exitCode = await handler(this);
+      return;
+    }
+    const io = ctx.io;
+    const messages: string[] = [];
+    let documents = 0;
+    (ctx as { io: CliIo }).io = {
+      ...io,
+      out(text: string): void {
+        if (documents === 0 && isJsonDocument(text)) {
+          documents++;
+          io.out(text);
+        } else if (text.trim() !== "") messages.push(text);
+      },
+    };
+    try {
+      ctx.exitCode = await handler(this);
+    } finally {
+      (ctx as { io: CliIo }).io = io;
+    }
+    if (documents === 0) {
+      io.out(JSON.stringify(
+        { ok: ctx.exitCode === EXIT.OK, exitCode: ctx.exitCode, messages },
+        null,
+        2,
+      ));
+    }
   };
 }
 

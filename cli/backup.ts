@@ -135,14 +135,17 @@ export function makeBackupCommand(ctx: CliContext): Command {
           TargetTableName: o.targetTable,
         }),
       );
-      ctx.io.out(
-        `✓ Restore into '${o.targetTable}' started (${
-          out.TableDescription?.TableStatus ?? "CREATING"
-        })`,
-      );
-      ctx.io.out(
-        `  The restored table has a new name: point clients at it (--name ${o.targetTable}) or restore under the original name after deleting the old table.`,
-      );
+      const status = out.TableDescription?.TableStatus ?? "CREATING";
+      emit(ctx, g, {
+        backupArn: o.backupArn,
+        targetTable: o.targetTable,
+        status,
+      }, () => {
+        ctx.io.out(`✓ Restore into '${o.targetTable}' started (${status})`);
+        ctx.io.out(
+          `  The restored table has a new name: point clients at it (--name ${o.targetTable}) or restore under the original name after deleting the old table.`,
+        );
+      });
       return EXIT.OK;
     }));
   return backup;
@@ -206,7 +209,16 @@ export function makePitrCommand(ctx: CliContext): Command {
           },
         }),
       );
-      ctx.io.out(`✓ Point-in-time recovery enabled for '${g.name}'`);
+      emit(
+        ctx,
+        g,
+        {
+          table: g.name,
+          pointInTimeRecovery: true,
+          recoveryDays: recoveryDays ?? null,
+        },
+        () => ctx.io.out(`✓ Point-in-time recovery enabled for '${g.name}'`),
+      );
       return EXIT.OK;
     }));
 
@@ -238,11 +250,19 @@ export function makePitrCommand(ctx: CliContext): Command {
             : { UseLatestRestorableTime: true }),
         }),
       );
-      ctx.io.out(
-        `✓ Restore of '${g.name}' ${
-          when ? `as of ${when.toISOString()}` : "to the latest restorable time"
-        } into '${o.targetTable}' started`,
-      );
+      emit(ctx, g, {
+        sourceTable: g.name,
+        targetTable: o.targetTable,
+        restoreTime: when ? when.toISOString() : "latest",
+        status: "CREATING",
+      }, () =>
+        ctx.io.out(
+          `✓ Restore of '${g.name}' ${
+            when
+              ? `as of ${when.toISOString()}`
+              : "to the latest restorable time"
+          } into '${o.targetTable}' started`,
+        ));
       return EXIT.OK;
     }));
   return pitr;

@@ -5,7 +5,16 @@
  * @module
  */
 import { Command } from "commander";
-import { action, argAt, type CliContext, connect, EXIT } from "./_context.ts";
+import {
+  action,
+  argAt,
+  type CliContext,
+  connect,
+  emit,
+  EXIT,
+  resolveGlobals,
+} from "./_context.ts";
+import { startProgress } from "./_progress.ts";
 
 /** The `bucket` command group. */
 export function makeBucketCommand(ctx: CliContext): Command {
@@ -19,14 +28,38 @@ export function makeBucketCommand(ctx: CliContext): Command {
     .argument("<entity-id>", "entity ID")
     .option("-r, --resource <resource>", "only this resource (default: all)")
     .action(action(ctx, async (cmd) => {
+      const g = resolveGlobals(cmd);
       const id = argAt(cmd, 0);
       const { resource } = cmd.opts<{ resource?: string }>();
-      const n = await (await connect(ctx, cmd)).resetBuckets(id, resource);
-      ctx.io.out(
-        `Reset ${n} bucket item(s) for entity '${id}'${
-          resource ? ` on resource '${resource}'` : ""
-        }`,
-      );
+      const repo = await connect(ctx, cmd);
+      // One resource at a time, so that an entity with many resources shows progress.
+      const resources = resource !== undefined ? [resource] : [
+        ...new Set((await repo.getEntityBuckets(id)).map((b) => b.resource)),
+      ].sort();
+      const progress = startProgress(ctx, {
+        format: "Resetting buckets of {entity} {bar} {value}/{total} resources",
+        total: resources.length,
+        payload: { entity: id },
+      }, g.output === "json");
+      let n = 0;
+      try {
+        for (const [i, r] of resources.entries()) {
+          n += await repo.resetBuckets(id, r);
+          progress.update(i + 1);
+        }
+      } finally {
+        progress.stop();
+      }
+      emit(ctx, g, {
+        entityId: id,
+        resource: resource ?? null,
+        bucketsDeleted: n,
+      }, () =>
+        ctx.io.out(
+          `Reset ${n} bucket item(s) for entity '${id}'${
+            resource ? ` on resource '${resource}'` : ""
+          }`,
+        ));
       return EXIT.OK;
     }));
   return bucket;

@@ -36,8 +36,13 @@ export function makeResourceCommand(ctx: CliContext): Command {
       await (await connect(ctx, cmd)).setResourceDefaults(r, limit, {
         principal: "cli",
       });
-      ctx.io.out(`Set ${limit.length} default(s) for resource '${r}':`);
-      printLimits(ctx, limit);
+      emit(ctx, resolveGlobals(cmd), {
+        resource: r,
+        limits: limit.map((l) => l.toDict()),
+      }, () => {
+        ctx.io.out(`Set ${limit.length} default(s) for resource '${r}':`);
+        printLimits(ctx, limit);
+      });
       return EXIT.OK;
     }));
 
@@ -71,7 +76,12 @@ export function makeResourceCommand(ctx: CliContext): Command {
       await (await connect(ctx, cmd)).deleteResourceDefaults(r, {
         principal: "cli",
       });
-      ctx.io.out(`Deleted defaults for resource '${r}'`);
+      emit(
+        ctx,
+        resolveGlobals(cmd),
+        { resource: r, deleted: true },
+        () => ctx.io.out(`Deleted defaults for resource '${r}'`),
+      );
       return EXIT.OK;
     }));
 
@@ -113,11 +123,16 @@ export function makeSystemCommand(ctx: CliContext): Command {
         ...(o.onUnavailable ? { onUnavailable: o.onUnavailable } : {}),
         principal: "cli",
       });
-      ctx.io.out(`Set ${o.limit.length} system-wide default(s):`);
-      printLimits(ctx, o.limit);
-      if (o.onUnavailable) {
-        ctx.io.out(`  on_unavailable: ${o.onUnavailable}`);
-      }
+      emit(ctx, resolveGlobals(cmd), {
+        limits: o.limit.map((l) => l.toDict()),
+        onUnavailable: o.onUnavailable ?? null,
+      }, () => {
+        ctx.io.out(`Set ${o.limit.length} system-wide default(s):`);
+        printLimits(ctx, o.limit);
+        if (o.onUnavailable) {
+          ctx.io.out(`  on_unavailable: ${o.onUnavailable}`);
+        }
+      });
       return EXIT.OK;
     }));
 
@@ -157,7 +172,12 @@ export function makeSystemCommand(ctx: CliContext): Command {
       await (await connect(ctx, cmd)).deleteSystemDefaults({
         principal: "cli",
       });
-      ctx.io.out("Deleted all system-wide defaults");
+      emit(
+        ctx,
+        resolveGlobals(cmd),
+        { deleted: true },
+        () => ctx.io.out("Deleted all system-wide defaults"),
+      );
       return EXIT.OK;
     }));
   return system;

@@ -88,10 +88,12 @@ export function makeEntityCommand(ctx: CliContext): Command {
         metadata,
         principal: "cli",
       });
-      ctx.io.out(`Created entity '${e.id}'`);
-      if (e.name !== e.id) ctx.io.out(`  Name:    ${e.name}`);
-      if (e.parentId) ctx.io.out(`  Parent:  ${e.parentId}`);
-      ctx.io.out(`  Cascade: ${e.cascade}`);
+      emit(ctx, resolveGlobals(cmd), entityJson(e), () => {
+        ctx.io.out(`Created entity '${e.id}'`);
+        if (e.name !== e.id) ctx.io.out(`  Name:    ${e.name}`);
+        if (e.parentId) ctx.io.out(`  Parent:  ${e.parentId}`);
+        ctx.io.out(`  Cascade: ${e.cascade}`);
+      });
       return EXIT.OK;
     }));
 
@@ -128,7 +130,12 @@ export function makeEntityCommand(ctx: CliContext): Command {
       const n = await (await connect(ctx, cmd)).deleteEntity(id, {
         principal: "cli",
       });
-      ctx.io.out(`Deleted entity '${id}' (${n} item(s))`);
+      emit(
+        ctx,
+        resolveGlobals(cmd),
+        { entityId: id, deleted: true, itemsDeleted: n },
+        () => ctx.io.out(`Deleted entity '${id}' (${n} item(s))`),
+      );
       return EXIT.OK;
     }));
 
@@ -232,10 +239,16 @@ export function makeEntityCommand(ctx: CliContext): Command {
         resource: o.resource,
         principal: "cli",
       });
-      ctx.io.out(
-        `Set ${o.limit.length} limit(s) for entity '${id}' on resource '${o.resource}':`,
-      );
-      printLimits(ctx, o.limit);
+      emit(ctx, resolveGlobals(cmd), {
+        entityId: id,
+        resource: o.resource,
+        limits: o.limit.map((l) => l.toDict()),
+      }, () => {
+        ctx.io.out(
+          `Set ${o.limit.length} limit(s) for entity '${id}' on resource '${o.resource}':`,
+        );
+        printLimits(ctx, o.limit);
+      });
       return EXIT.OK;
     }));
 
@@ -275,8 +288,14 @@ export function makeEntityCommand(ctx: CliContext): Command {
         resource: o.resource,
         principal: "cli",
       });
-      ctx.io.out(
-        `Deleted limits for entity '${id}' on resource '${o.resource}'`,
+      emit(
+        ctx,
+        resolveGlobals(cmd),
+        { entityId: id, resource: o.resource, deleted: true },
+        () =>
+          ctx.io.out(
+            `Deleted limits for entity '${id}' on resource '${o.resource}'`,
+          ),
       );
       return EXIT.OK;
     }));

@@ -26,6 +26,7 @@ import {
   requireYes,
   resolveGlobals,
 } from "./_context.ts";
+import { startProgress } from "./_progress.ts";
 
 /**
  * The active registry entries of a pre-0.10 table, read directly (the
@@ -103,13 +104,16 @@ export function makeNamespaceCommand(ctx: CliContext): Command {
       for (const name of names) {
         ids.push([name, await repo.registerNamespace(name)]);
       }
-      if (ids.length === 1) {
-        const [name, id] = ids[0] as [string, string];
-        ctx.io.out(`Registered namespace '${name}': ${id}`);
-      } else {
-        ctx.io.out(`Registered ${ids.length} namespace(s):`);
-        for (const [name, id] of ids) ctx.io.out(`  ${name}: ${id}`);
-      }
+      const json = ids.map(([name, namespaceId]) => ({ name, namespaceId }));
+      emit(ctx, resolveGlobals(cmd), json.length === 1 ? json[0] : json, () => {
+        if (ids.length === 1) {
+          const [name, id] = ids[0] as [string, string];
+          ctx.io.out(`Registered namespace '${name}': ${id}`);
+        } else {
+          ctx.io.out(`Registered ${ids.length} namespace(s):`);
+          for (const [name, id] of ids) ctx.io.out(`  ${name}: ${id}`);
+        }
+      });
       return EXIT.OK;
     }));
 
@@ -182,7 +186,15 @@ export function makeNamespaceCommand(ctx: CliContext): Command {
         throw new CliExit(EXIT.FAILURE, `Namespace '${name}' not found.`);
       }
       await repo.deleteNamespace(name);
-      ctx.io.out(`Namespace '${name}' deleted (data orphaned, recoverable).`);
+      emit(
+        ctx,
+        resolveGlobals(cmd),
+        { name, deleted: true },
+        () =>
+          ctx.io.out(
+            `Namespace '${name}' deleted (data orphaned, recoverable).`,
+          ),
+      );
       return EXIT.OK;
     }));
 
@@ -194,7 +206,12 @@ export function makeNamespaceCommand(ctx: CliContext): Command {
       const repo = await connect(ctx, cmd, registry);
       try {
         const name = await repo.recoverNamespace(id);
-        ctx.io.out(`Recovered namespace '${name}' (ID: ${id}).`);
+        emit(
+          ctx,
+          resolveGlobals(cmd),
+          { name, namespaceId: id, recovered: true },
+          () => ctx.io.out(`Recovered namespace '${name}' (ID: ${id}).`),
+        );
       } catch (e) {
         if (e instanceof EntityNotFoundError) {
           throw new CliExit(EXIT.FAILURE, `Namespace ID '${id}' not found.`);
@@ -232,10 +249,26 @@ export function makeNamespaceCommand(ctx: CliContext): Command {
         cmd.opts<{ yes?: boolean }>().yes,
         `permanently delete all data of namespace ID '${id}'`,
       );
+      const g = resolveGlobals(cmd);
       const repo = await connect(ctx, cmd, registry);
-      const deleted = await repo.purgeNamespace(id);
-      ctx.io.out(
-        `Purged namespace '${id}'. ${deleted} item(s) permanently deleted.`,
+      const progress = startProgress(ctx, {
+        format: "Purging namespace {id}: {value} item(s) deleted",
+        payload: { id },
+      }, g.output === "json");
+      let deleted: number;
+      try {
+        deleted = await repo.purgeNamespace(id, (n) => progress.update(n));
+      } finally {
+        progress.stop();
+      }
+      emit(
+        ctx,
+        g,
+        { namespaceId: id, purged: true, itemsDeleted: deleted },
+        () =>
+          ctx.io.out(
+            `Purged namespace '${id}'. ${deleted} item(s) permanently deleted.`,
+          ),
       );
       return EXIT.OK;
     }));

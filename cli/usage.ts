@@ -19,6 +19,7 @@ import {
   resolveGlobals,
   thousands,
 } from "./_context.ts";
+import { renderUsagePlot } from "./usage_plot.ts";
 
 function filterFrom(cmd: Command): UsageSnapshotFilter {
   const o = cmd.opts<{
@@ -71,10 +72,14 @@ export function makeUsageCommand(ctx: CliContext): Command {
   addFilterOptions(usage.command("list"))
     .description("List usage snapshots (read-only)")
     .option("--limit <n>", "page size", intInRange(1, 1000), 100)
+    .option(
+      "--plot",
+      "draw a chart per limit of the tokens consumed per window (a terminal only; else the table)",
+    )
     .action(action(ctx, async (cmd) => {
       const g = resolveGlobals(cmd);
       const f = filterFrom(cmd);
-      const { limit } = cmd.opts<{ limit: number }>();
+      const { limit, plot } = cmd.opts<{ limit: number; plot?: boolean }>();
       const repo = await connect(ctx, cmd);
       const { snapshots, more } = await repo.getUsageSnapshots({
         ...f,
@@ -83,6 +88,17 @@ export function makeUsageCommand(ctx: CliContext): Command {
       emit(ctx, g, { snapshots, more }, () => {
         if (snapshots.length === 0) {
           return ctx.io.out("No usage snapshots found");
+        }
+        if (plot && (ctx.io.outIsTerminal?.() ?? false)) {
+          ctx.io.out(renderUsagePlot(snapshots, {
+            columns: ctx.io.columns?.() ?? 80,
+          }));
+          if (more) {
+            ctx.io.out(
+              "More snapshots exist. Narrow --start/--end to see more.",
+            );
+          }
+          return;
         }
         ctx.io.out(renderTable(
           ["Window Start", "Type", "Resource", "Entity", "Events", "Counters"],

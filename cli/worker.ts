@@ -45,6 +45,7 @@ import {
   requireYes,
   resolveGlobals,
 } from "./_context.ts";
+import { startProgress } from "./_progress.ts";
 
 function workloadList(value: string): WorkloadName[] {
   const out: WorkloadName[] = [];
@@ -447,11 +448,20 @@ Example:
         tableName: g.name,
         consumerName: WORKER_CONSUMER_NAME,
       });
-      const r = await store.redrive(handler, {
-        days: f.days,
-        accepts: filter,
-        workloads: byWorkload,
-      });
+      const progress = startProgress(ctx, {
+        format: "Redriving dead letters {bar} {value}/{total}",
+      }, g.output === "json");
+      let r: Awaited<ReturnType<typeof store.redrive>>;
+      try {
+        r = await store.redrive(handler, {
+          days: f.days,
+          accepts: filter,
+          workloads: byWorkload,
+          onProgress: (done, total) => progress.update(done, {}, total),
+        });
+      } finally {
+        progress.stop();
+      }
       emit(ctx, g, r, () => {
         ctx.io.out(
           `Redriven: ${r.redriven}, still failing: ${r.failed}, kept for other workloads: ${r.skipped}`,
@@ -473,8 +483,24 @@ Example:
         tableName: g.name,
         consumerName: WORKER_CONSUMER_NAME,
       });
-      const n = await store.purge({ days: f.days });
-      ctx.io.out(`Purged ${n} dead letter(s)`);
+      const progress = startProgress(ctx, {
+        format: "Purging dead letters {bar} {value}/{total}",
+      }, g.output === "json");
+      let n: number;
+      try {
+        n = await store.purge({
+          days: f.days,
+          onProgress: (done, total) => progress.update(done, {}, total),
+        });
+      } finally {
+        progress.stop();
+      }
+      emit(
+        ctx,
+        g,
+        { purged: n },
+        () => ctx.io.out(`Purged ${n} dead letter(s)`),
+      );
       return EXIT.OK;
     }));
   return worker;

@@ -148,10 +148,19 @@ export interface DynamoDbDeadLetterStore extends DeadLetterSink {
        * `accepts` serve letters that name none.
        */
       workloads?: Readonly<Record<string, RedriveWorkload>>;
+      /** Called after each letter with the letters handled so far and the total. */
+      onProgress?: (done: number, total: number) => void;
     },
   ): Promise<RedriveResult>;
   /** Deletes letters of the last `days` days; returns how many. */
-  purge(options?: { days?: number; signal?: AbortSignal }): Promise<number>;
+  purge(
+    options?: {
+      days?: number;
+      signal?: AbortSignal;
+      /** Called after each deletion with the letters deleted so far and the total. */
+      onProgress?: (done: number, total: number) => void;
+    },
+  ): Promise<number>;
 }
 
 function day(epochMs: number): string {
@@ -414,7 +423,11 @@ export function createDynamoDbDeadLetterStore(
       let redriven = 0;
       let skipped = 0;
       const errors: { sk: string; error: string }[] = [];
-      for (const letter of letters.slice(0, o.limit ?? letters.length)) {
+      const todo = letters.slice(0, o.limit ?? letters.length);
+      let done = 0;
+      for (const letter of todo) {
+        if (done > 0) o.onProgress?.(done, todo.length);
+        done++;
         const own = letter.workload !== undefined && o.workloads !== undefined
           ? o.workloads[letter.workload]
           : undefined;
@@ -483,11 +496,13 @@ export function createDynamoDbDeadLetterStore(
           ).catch(() => {});
         }
       }
+      if (todo.length > 0) o.onProgress?.(todo.length, todo.length);
       return { redriven, skipped, failed: errors.length, errors };
     },
     async purge(o = {}) {
       let n = 0;
-      for (const letter of await list(o)) {
+      const letters = await list(o);
+      for (const letter of letters) {
         await client.send(
           new DeleteItemCommand({
             TableName: table,
@@ -496,6 +511,7 @@ export function createDynamoDbDeadLetterStore(
           o.signal ? { abortSignal: o.signal } : {},
         );
         n++;
+        o.onProgress?.(n, letters.length);
       }
       return n;
     },
