@@ -3,6 +3,7 @@
  *
  * @module
  */
+import assert from "node:assert/strict";
 import type { TransactWriteItem } from "@aws-sdk/client-dynamodb";
 import {
   FakeStream,
@@ -174,4 +175,96 @@ export function crashableStore(
       commit: (f, c, e, s) => crashed ? fail() : store.commit(f, c, e, s),
     },
   };
+}
+
+/**
+ * Checks the text exposition format 0.0.4 line by line, the way
+ * `promtool check metrics` does for structure: every line is a HELP, a TYPE
+ * or a sample; each family has one HELP and one TYPE, before its samples;
+ * samples of a family are contiguous; histogram samples are `_bucket` (with
+ * `le`, cumulative, ending with `+Inf`), `_sum` and `_count`.
+ * @returns the samples by family name
+ */
+export function parseExposition(
+  text: string,
+): Map<string, { type: string; help: string; samples: string[] }> {
+  assert.ok(text.endsWith("\n"), "ends with a newline");
+  const families = new Map<
+    string,
+    { type: string; help: string; samples: string[] }
+  >();
+  const name = "[a-zA-Z_:][a-zA-Z0-9_:]*";
+  const labels =
+    `\\{(?:[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\\\\n]|\\\\[\\\\"n])*",?)*\\}`;
+  const value =
+    "(?:[-+]?(?:[0-9]*\\.?[0-9]+(?:[eE][-+]?[0-9]+)?)|[-+]?Inf|(?:NaN|Nan|nan))";
+  const sample = new RegExp(`^(${name})(${labels})? (${value})$`);
+  let current: string | undefined;
+  const closed = new Set<string>();
+  for (const line of text.slice(0, -1).split("\n")) {
+    if (line === "") continue; // blank lines are ignored by the format
+    const meta = /^# (HELP|TYPE) (\S+) (.*)$/.exec(line);
+    if (meta) {
+      const [, kind, fam = "", rest = ""] = meta;
+      assert.match(fam, new RegExp(`^${name}$`), line);
+      if (current !== fam && current !== undefined) closed.add(current);
+      assert.ok(!closed.has(fam), `family ${fam} is split: ${line}`);
+      current = fam;
+      const f = families.get(fam) ?? { type: "", help: "", samples: [] };
+      families.set(fam, f);
+      if (kind === "HELP") {
+        assert.equal(f.help, "", `second HELP for ${fam}`);
+        assert.ok(rest.trim().length > 0, `empty HELP for ${fam}`);
+        f.help = rest;
+      } else {
+        assert.equal(f.type, "", `second TYPE for ${fam}`);
+        assert.match(rest, /^(counter|gauge|histogram|summary|untyped)$/);
+        assert.equal(f.samples.length, 0, `TYPE after samples for ${fam}`);
+        f.type = rest;
+      }
+      continue;
+    }
+    const m = sample.exec(line);
+    assert.ok(m, `not a valid sample line: ${JSON.stringify(line)}`);
+    const sampleName = m[1] ?? "";
+    assert.ok(current, `sample before any family: ${line}`);
+    const f = families.get(current);
+    assert.ok(f);
+    if (f.type === "histogram") {
+      assert.match(
+        sampleName,
+        new RegExp(`^${current}_(bucket|sum|count)$`),
+        line,
+      );
+      if (sampleName.endsWith("_bucket")) assert.match(line, /le="/);
+    } else {
+      assert.equal(sampleName, current, `sample outside its family: ${line}`);
+    }
+    f.samples.push(line);
+  }
+  for (const [fam, f] of families) {
+    assert.ok(f.type && f.help, `${fam} has HELP and TYPE`);
+    if (f.type !== "histogram") continue;
+    // Buckets are cumulative per label set and end with +Inf equal to _count.
+    const byLabels = new Map<string, number[]>();
+    for (const s of f.samples.filter((s) => s.includes("_bucket{"))) {
+      const key = s.replace(/le="[^"]*",?/, "").replace(/ [^ ]+$/, "")
+        .replace(`${fam}_bucket`, "");
+      const v = Number(s.slice(s.lastIndexOf(" ") + 1));
+      byLabels.set(key, [...(byLabels.get(key) ?? []), v]);
+      if (s.includes('le="+Inf"')) {
+        const count = f.samples.find((c) =>
+          c.startsWith(`${fam}_count${key === "{}" ? "" : key}`) &&
+          c.slice(c.lastIndexOf(" ") + 1) === String(v)
+        );
+        assert.ok(count, `${fam}${key}: +Inf bucket equals _count`);
+      }
+    }
+    for (const [key, vs] of byLabels) {
+      for (let i = 1; i < vs.length; i++) {
+        assert.ok((vs[i] ?? 0) >= (vs[i - 1] ?? 0), `${fam}${key} cumulative`);
+      }
+    }
+  }
+  return families;
 }

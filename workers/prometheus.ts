@@ -6,7 +6,8 @@
  *
  * @module
  */
-import { collectDefaultMetrics, Histogram, Registry } from "prom-client";
+import { memoryUsage } from "node:process";
+import { collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
 import type { BatchObservation, CommitObservation } from "./metrics.ts";
 import { type PrometheusInput, renderPrometheus } from "./observability.ts";
 
@@ -33,6 +34,15 @@ export interface WorkerRegistry {
    */
   render(input: PrometheusInput): Promise<string>;
 }
+
+/** Default metrics prom-client reads from `/proc/self` (0 under Deno's permissions). */
+const PROC_METRICS = [
+  "process_resident_memory_bytes",
+  "process_virtual_memory_bytes",
+  "process_heap_bytes",
+  "process_open_fds",
+  "process_max_fds",
+];
 
 /** Bucket bounds of the duration histograms, in seconds (5 ms to 60 s). */
 const DURATION_BUCKETS = [
@@ -115,6 +125,18 @@ export function createWorkerRegistry(
   });
   if (options.defaultMetrics ?? true) {
     collectDefaultMetrics({ register: registry });
+    // prom-client reads these from /proc/self, which Deno opens only with
+    // --allow-all: they would read 0. The resident set comes from
+    // process.memoryUsage() instead; the others are left out.
+    for (const name of PROC_METRICS) registry.removeSingleMetric(name);
+    new Gauge({
+      name: "process_resident_memory_bytes",
+      help: "Resident memory size in bytes.",
+      registers: [registry],
+      collect() {
+        this.set(memoryUsage().rss);
+      },
+    });
   }
 
   const labels = (workload: string | undefined): Record<string, string> =>

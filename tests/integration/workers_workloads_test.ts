@@ -9,6 +9,7 @@
  * counted exactly once and every deleted audit item is archived exactly once.
  */
 import assert from "node:assert/strict";
+import { parseExposition } from "../../workers/_test_support.ts";
 import { createDynamoDbCoordinationStore } from "../../workers/coordination_store_dynamodb.ts";
 import { tableStreamArn, workloadConsumerName } from "../../workers/runtime.ts";
 import { endpoint, freshRepo } from "./_harness.ts";
@@ -17,9 +18,12 @@ import {
   assertTotals,
   deleteAudits,
   generousLimits,
+  healthUrl,
   killAll,
+  probe,
   runLoad,
   sameTotals,
+  sample,
   snapshotTotals,
   spawnWorker,
   stopWorker,
@@ -61,6 +65,24 @@ Deno.test("worker processes with different workloads lose nothing: aggregator-on
     );
     // Its checkpoint is past the deletions: a shared lease group would hide them from any archiver.
     assert.ok((await leasesOf("aggregator")).some((l) => l.checkpoint));
+    // Its /metrics parses, and the batch histograms moved with the batches it processed.
+    const metrics = (await probe(await healthUrl(aggregator), "/metrics")).body;
+    parseExposition(metrics);
+    for (
+      const series of [
+        'zae_stream_batch_duration_seconds_count{workload="aggregator"}',
+        'zae_stream_batch_records_count{workload="aggregator"}',
+        'zae_stream_commit_duration_seconds_count{workload="aggregator"}',
+        'zae_stream_end_to_end_lag_seconds_count{workload="aggregator"}',
+      ]
+    ) {
+      assert.ok((sample(metrics, series) ?? 0) >= 1, series);
+    }
+    assert.ok(
+      (sample(metrics, 'zae_stream_batch_records_sum{workload="aggregator"}') ??
+        0) >= 20,
+      "every acquire's bucket write went through a batch",
+    );
 
     // 2. An archiver-only worker starts beside it: its own lease group, from the oldest record.
     const archiver = spawnWorker("arch-only", table, url, [
