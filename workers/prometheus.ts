@@ -35,13 +35,20 @@ export interface WorkerRegistry {
   render(input: PrometheusInput): Promise<string>;
 }
 
-/** Default metrics prom-client reads from `/proc/self` (0 under Deno's permissions). */
-const PROC_METRICS = [
+/**
+ * Default metrics left out: those prom-client reads from `/proc/self` (0
+ * under Deno's permissions), and gauges named `_total`, which
+ * `promtool check metrics` reports (the per-type gauges stay).
+ */
+const LEFT_OUT = [
   "process_resident_memory_bytes",
   "process_virtual_memory_bytes",
   "process_heap_bytes",
   "process_open_fds",
   "process_max_fds",
+  "nodejs_active_handles_total",
+  "nodejs_active_requests_total",
+  "nodejs_active_resources_total",
 ];
 
 /** Bucket bounds of the duration histograms, in seconds (5 ms to 60 s). */
@@ -125,10 +132,9 @@ export function createWorkerRegistry(
   });
   if (options.defaultMetrics ?? true) {
     collectDefaultMetrics({ register: registry });
-    // prom-client reads these from /proc/self, which Deno opens only with
-    // --allow-all: they would read 0. The resident set comes from
-    // process.memoryUsage() instead; the others are left out.
-    for (const name of PROC_METRICS) registry.removeSingleMetric(name);
+    // Deno opens /proc/self only with --allow-all: the resident set comes
+    // from process.memoryUsage() instead.
+    for (const name of LEFT_OUT) registry.removeSingleMetric(name);
     new Gauge({
       name: "process_resident_memory_bytes",
       help: "Resident memory size in bytes.",
