@@ -68,10 +68,10 @@
  * - Writes apply at most once: no SDK command has two attempts that applied
  *   or may have.
  * - Config changes: a `ConfigOp` per changed limit over the interval it may
- *   take effect: from min(call start, the bucket's stored `rf` read just
- *   before − slackMs) — the limiter computes the refill since the stored `rf`
- *   with the new rate, and the unclaimed refill of a full bucket with the
- *   new capacity (see the ignored test in `oracle_test.ts`) — to the
+ *   take effect: from the config call's start (for the Python client's raw
+ *   rewrite of `b_x_cp/ra/rp`: from min(call start, the bucket's stored
+ *   `rf` read just before − slackMs), since stored parameters rewritten in
+ *   place read as in force since the last refill) to the
  *   config call's end + 1 s config-cache TTL + 1 s of clock-correction
  *   jitter, extended to the end of every acquire or lease that started by
  *   then (stale caches decide with the old limits until they expire). One
@@ -89,17 +89,17 @@
  * at least 16 lost races; a `lease.consume` refused because the limits
  * changed under the lease.
  *
- * Known findings (ignored tests in `oracle_test.ts`) are counted, not
- * failed, unless `strict`: over-admissions through a refill write without a
- * floor (a bucket in debt); a second ambiguous cascade side not reported
- * stranded; a refusal after 7 transaction conflicts; a call held past its
- * deadline by a config read another call started. A refill write clamped
- * on the client's known balance may lose refill and give-back on a lower
- * stored balance: it gets an ambiguous debit of at most the debits others
- * made since the client's last answer on the item (0 when there were none;
- * this only lowers the refusal checks' lower bound, never the
- * over-admission bound). Config changes are checked from the stored `rf`
- * unless `configFrom: "call"`.
+ * Findings this oracle made (each pinned by a test in `oracle_test.ts`,
+ * fixed in core since) fail a history; with `strict: false` they are
+ * counted instead, for a build that still has them: over-admissions
+ * through a refill write without a floor (a bucket in debt); a second
+ * ambiguous cascade side not reported stranded; a refusal after 7
+ * transaction conflicts; a call held past its deadline by a config read
+ * another call started; a refill write clamped on the client's known
+ * balance, which may lose refill and give-back on a lower stored balance
+ * (modeled as an ambiguous debit of at most the debits others made since
+ * the client's last answer on the item; this only lowers the refusal
+ * checks' lower bound, never the over-admission bound).
  *
  * ## Slack (the derivation)
  *
@@ -720,12 +720,18 @@ export interface HistoryResult {
 /** Options of {@linkcode runHistory}. */
 export interface RunOptions {
   /**
-   * Where a config change may start taking effect: `rf` (default: from the
-   * bucket's stored `rf`, as the limiter applies it) or `call` (from the
-   * config call's start: the strict reading of the promise).
+   * Where a config change may start taking effect: `call` (the config
+   * call's start: the promise), `rf` (the bucket's stored `rf` before the
+   * call, minus slackMs: a change applied as if in force since the last
+   * refill), or `auto` (default): `rf` for the Python client's raw rewrite
+   * of `b_x_cp/ra/rp` (another writer's stored parameters are all the
+   * limiter can see), `call` for setSystemDefaults and setLimits.
    */
-  readonly configFrom?: "rf" | "call";
-  /** Fail on the known findings too (default: count them). */
+  readonly configFrom?: "rf" | "call" | "auto";
+  /**
+   * Fail on the known findings (default true); false counts them instead
+   * (for a build that still has them).
+   */
   readonly strict?: boolean;
 }
 
@@ -1949,7 +1955,9 @@ function evaluate(
   const configWindows: { bucket: string; start: number; end: number }[] = [];
   for (const cfg of run.configs) {
     let start = cfg.start;
-    if ((options.configFrom ?? "rf") === "rf" && cfg.rfBefore !== null) {
+    const from = options.configFrom ?? "auto";
+    const fromRf = from === "rf" || (from === "auto" && cfg.how === "python");
+    if (fromRf && cfg.rfBefore !== null) {
       start = Math.min(start, cfg.rfBefore - slackMs - 1);
     }
     start = Math.max(start, Number(t0));
@@ -1999,7 +2007,7 @@ function evaluate(
         o !== call && o.client === call.client && o.start <= call.start &&
         Math.abs(o.end - call.end) <= 10 && o.boundMs >= call.end - call.start
       );
-      if (shared && !options.strict) run.known.push(text);
+      if (shared && options.strict === false) run.known.push(text);
       else run.violations.push(text);
     }
     // Every write that may have applied without the library knowing is reported stranded.
@@ -2020,7 +2028,7 @@ function evaluate(
         const known = (call.outcome === "error" ||
           call.outcome === "unchecked") &&
           call.sink.stranded.some((s) => s.entityId !== entity);
-        if (known && !options.strict) run.known.push(text);
+        if (known && options.strict === false) run.known.push(text);
         else run.violations.push(text);
       }
     }
@@ -2116,7 +2124,7 @@ function evaluate(
           } else if (races >= LOST_RACES) {
             call.exempt = `${races} lost races`;
           } else if (
-            !options.strict &&
+            options.strict === false &&
             call.sink.attempts.filter((a) =>
                 a.fate === "not" && /TransactionC/.test(a.error ?? "") &&
                 /Conflict/.test(a.error ?? "")
@@ -2169,7 +2177,7 @@ function evaluate(
   // loses, on a lower stored balance, up to the debits others made since
   // the client's last answer on the item (and at most the refill it claims
   // plus its give-back): an ambiguous debit of that bound.
-  if (!options.strict) {
+  if (options.strict === false) {
     const debitsOn = (pk: string, limit: string) =>
       run.attempts.filter((a) =>
         (a.fate === "applied" || a.fate === "maybe") &&
@@ -2251,7 +2259,7 @@ function evaluate(
     stats,
     latencies,
     finalConsumed,
-    strict: options.strict ?? false,
+    strict: options.strict ?? true,
   });
 }
 
