@@ -369,8 +369,15 @@ export function plainUpdate(
     if (l.count !== 0n) {
       add.push(`${e.n(bucketAttr(l.name, "tc"))} ${e.num(l.count)}`);
     }
-    if (l.min !== null) cond.push(`${tk} >= ${e.num(l.min)}`);
-    if (l.max !== null) cond.push(`${tk} <= ${e.num(l.max)}`);
+    if (l.min !== null && l.max !== null) {
+      // An empty range (min > max) can never hold, as the two comparisons.
+      cond.push(
+        l.min <= l.max
+          ? `${tk} BETWEEN ${e.num(l.min)} AND ${e.num(l.max)}`
+          : `${tk} >= ${e.num(l.min)} AND ${tk} <= ${e.num(l.max)}`,
+      );
+    } else if (l.min !== null) cond.push(`${tk} >= ${e.num(l.min)}`);
+    else if (l.max !== null) cond.push(`${tk} <= ${e.num(l.max)}`);
     if (l.params) {
       cond.push(
         `${e.n(bucketAttr(l.name, "cp"))} = ${e.num(l.params.cp)}`,

@@ -277,18 +277,23 @@ export class Lease implements AsyncDisposable {
         this.#report(first.ref, deltas, "giveback", e);
       }
     }));
+    // Every group whose write may have applied is reported, then the first failure thrown.
+    const failed = results.flatMap((r, i) => {
+      if (r.status !== "rejected") return [];
+      const g = groups[i] as LeaseEntry[];
+      const first = g[0] as LeaseEntry;
+      if (!certainlyNotApplied(r.reason)) {
+        writer.remember(first.ref, null);
+        this.#report(first.ref, amountsOf(g), "debit", r.reason);
+      }
+      return [r.reason];
+    });
+    if (failed.length > 0) throw this.#unavailable(failed[0], "lease.consume");
     const statuses: LimitStatus[] = [];
     for (let i = 0; i < groups.length; i++) {
       const r = results[i] as PromiseSettledResult<ChargeOutcome>;
       const g = groups[i] as LeaseEntry[];
-      if (r.status === "rejected") {
-        const first = g[0] as LeaseEntry;
-        if (!certainlyNotApplied(r.reason)) {
-          writer.remember(first.ref, null);
-          this.#report(first.ref, amountsOf(g), "debit", r.reason);
-        }
-        throw this.#unavailable(r.reason, "lease.consume");
-      }
+      if (r.status === "rejected") continue;
       const o = r.value;
       if (o.kind === "refused" || o.kind === "contended") {
         statuses.push(...o.statuses);
