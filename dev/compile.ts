@@ -70,15 +70,17 @@ async function main(): Promise<number> {
       return 1;
     }
     console.error(stderr);
+    await removeOutput();
     console.error(
       `Cannot compile ${OUTPUT}: deno compile exited ${out.code}` +
-        (/denort|base binary/i.test(stderr)
-          ? ` (the Deno runtime${
-            denortBin ? ` at DENORT_BIN "${denortBin}"` : ""
-          } is unusable). ${ALTERNATIVES}`
+        (denortBin
+          ? ` (DENORT_BIN is "${denortBin}": it must be the denort runtime of Deno ${Deno.version.deno}). ${ALTERNATIVES}`
+          : /denort|base binary/i.test(stderr)
+          ? ` (the Deno runtime is unusable). ${ALTERNATIVES}`
           : ""),
     );
-    return out.code || 1;
+    // One exit status for every failure, whatever deno compile died of (a crash is 134).
+    return 1;
   }
   const problem = await verifyCli([`./${OUTPUT}`], {
     env: { DENO_NO_UPDATE_CHECK: "1" },

@@ -96,9 +96,11 @@ Deno.test("deno task compile refuses a binary that is not the CLI (DENORT_BIN po
     env: { DENORT_BIN: Deno.execPath() },
   });
   assert.equal(r.code, 1, r.out + r.err);
+  // Either the binary was built and refused (it is plain deno), or deno
+  // compile itself failed on the wrong runtime (seen: a stack overflow).
   assert.match(
     r.err,
-    /not the zae-limiter CLI: '--version' answered "deno \d+\.\d+\.\d+/,
+    /not the zae-limiter CLI: '--version' answered "deno \d+\.\d+\.\d+|deno compile exited/,
   );
   assert.match(r.err, /DENORT_BIN .* must be the denort runtime/);
   assert.equal(await exists(BINARY), false);
