@@ -488,16 +488,8 @@ export function settleWrite(
       check: false,
     };
   });
-  const wcu = item.limits.get(WCU_LIMIT_NAME);
-  if (wcu) {
-    planned.push({
-      name: WCU_LIMIT_NAME,
-      params: WCU_PARAMS,
-      tkBefore: wcu.tk,
-      tkAfter: refill(wcu.tk, item.rf, plan.rf, WCU_PARAMS).tk,
-      consumed: 0n,
-      check: false,
-    });
+  if (item.limits.has(WCU_LIMIT_NAME)) {
+    planned.push(wcuPlanned(item, plan.rf, 0n));
   }
   const tx = slowPathWrite(table, {
     ref,
@@ -511,4 +503,28 @@ export function settleWrite(
     ttl,
   });
   return tx.Update as UpdateItemCommandInput;
+}
+
+/**
+ * The hidden `wcu` limit's part of a write under the `rf` lock: refilled
+ * from `rf` to `rfNext` (as every limit of the item is), minus `take`
+ * millitokens; a full bucket when the item has none yet.
+ */
+export function wcuPlanned(
+  item: BucketItem | null,
+  rfNext: bigint,
+  take: bigint,
+): PlannedLimit {
+  const wcu = item?.limits.get(WCU_LIMIT_NAME);
+  const now = wcu && item
+    ? refill(wcu.tk, item.rf, rfNext, WCU_PARAMS).tk
+    : WCU_PARAMS.cp;
+  return {
+    name: WCU_LIMIT_NAME,
+    params: WCU_PARAMS,
+    tkBefore: wcu ? wcu.tk : null,
+    tkAfter: now - take,
+    consumed: take,
+    check: false,
+  };
 }

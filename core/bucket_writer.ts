@@ -46,6 +46,7 @@ import {
   slowPathWrite,
   WCU_PARAMS,
   WCU_PER_WRITE,
+  wcuPlanned,
 } from "./bucket_item.ts";
 import { UpdateItemCommand } from "@aws-sdk/client-dynamodb";
 import type { Clock } from "./clock.ts";
@@ -96,9 +97,6 @@ const KNOWN_MAX = 100_000;
 function refKey(ref: BucketRef): string {
   return `${ref.ns}\u0000${ref.entityId}\u0000${ref.resource}\u0000${ref.shard}`;
 }
-
-/** Effective parameters of a stored limit on an item with `shards` shards. */
-export const effective = shardParams;
 
 function oldImage(e: unknown): Item | undefined {
   return (e as { Item?: Item }).Item;
@@ -321,17 +319,8 @@ export class BucketWriter {
         exact: plan.clamped[i] === true,
       });
     });
-    const wcu = k.limits.get(WCU_LIMIT_NAME);
-    const wcuNow = wcu ? refill(wcu.tk, k.rf, plan.rf, WCU_PARAMS).tk : null;
-    if (wcu && wcuNow !== null) {
-      limits.push({
-        name: WCU_LIMIT_NAME,
-        params: WCU_PARAMS,
-        tkBefore: wcu.tk,
-        tkAfter: wcuNow - wcuTake,
-        consumed: wcuTake,
-        check: false,
-      });
+    if (k.limits.has(WCU_LIMIT_NAME)) {
+      limits.push(wcuPlanned(k, plan.rf, wcuTake));
     }
     const ttl = target.ttl === "remove" ? "remove" : target.ttl;
     const tx = slowPathWrite(this.#repo.tableName, {
@@ -409,7 +398,7 @@ export class BucketWriter {
         const ceiling = saturationCeiling(
           k.rf,
           now,
-          effective(st.params, shards),
+          shardParams(st.params, shards),
         );
         return st.tk <= ceiling + (d < 0n ? d : 0n);
       });
@@ -423,7 +412,7 @@ export class BucketWriter {
             const ceiling = saturationCeiling(
               k.rf,
               now,
-              effective(st.params, shards),
+              shardParams(st.params, shards),
             );
             return {
               name: n,
@@ -497,7 +486,7 @@ export class BucketWriter {
     const entries = [...k.limits.entries()].filter(([n]) =>
       n !== WCU_LIMIT_NAME
     );
-    const effs = entries.map(([, st]) => effective(st.params, shards));
+    const effs = entries.map(([, st]) => shardParams(st.params, shards));
     const plan = planRefill(
       k.rf,
       now,
@@ -530,18 +519,7 @@ export class BucketWriter {
         check: false,
       };
     });
-    const wst = k.limits.get(WCU_LIMIT_NAME);
-    if (wst) {
-      const w = refill(wst.tk, k.rf, plan.rf, WCU_PARAMS).tk;
-      limits.push({
-        name: WCU_LIMIT_NAME,
-        params: WCU_PARAMS,
-        tkBefore: wst.tk,
-        tkAfter: w - wcu,
-        consumed: wcu,
-        check: false,
-      });
-    }
+    if (k.limits.has(WCU_LIMIT_NAME)) limits.push(wcuPlanned(k, plan.rf, wcu));
     const tx = slowPathWrite(this.#repo.tableName, {
       ref,
       create: false,

@@ -28,6 +28,7 @@ import {
   retryAfterSeconds,
   sameParams,
   settleParams,
+  shardParams,
   wholeTokens,
 } from "./bucket.ts";
 import {
@@ -37,13 +38,12 @@ import {
   decodeBucket,
   type PlannedLimit,
   slowPathWrite,
-  WCU_PARAMS,
   WCU_PER_WRITE,
+  wcuPlanned,
 } from "./bucket_item.ts";
 import {
   BucketWriter,
   type ChargeOutcome,
-  effective as effectiveParams,
   type LimitSpec,
   type Target,
 } from "./bucket_writer.ts";
@@ -92,7 +92,6 @@ import {
   validateLimitName,
   validateOptions,
   validateResource,
-  WCU_LIMIT_NAME,
 } from "./validation.ts";
 
 /** Options of {@linkcode RateLimiter}. */
@@ -925,7 +924,7 @@ export class RateLimiter {
         return {
           tk: stored ? stored.tk : eff.cp,
           p: stored && !sameParams(stored.params, paramsOf(l))
-            ? settleParams(effectiveParams(stored.params, side.shards), eff)
+            ? settleParams(shardParams(stored.params, side.shards), eff)
             : eff,
         };
       }),
@@ -960,25 +959,15 @@ export class RateLimiter {
         exact: stored !== undefined && refilled.clamped[i] === true,
       });
     });
-    const wcu = item?.limits.get(WCU_LIMIT_NAME);
-    const wcuNow = wcu
-      ? refill(wcu.tk, rf, refilled.rf, WCU_PARAMS).tk
-      : WCU_PARAMS.cp;
-    limits.push({
-      name: WCU_LIMIT_NAME,
-      params: WCU_PARAMS,
-      tkBefore: wcu ? wcu.tk : null,
-      tkAfter: wcuNow - WCU_PER_WRITE,
-      consumed: WCU_PER_WRITE,
-      check: false,
-    });
+    const wcu = wcuPlanned(item, refilled.rf, WCU_PER_WRITE);
+    limits.push(wcu);
     return {
       side,
       ref,
       item,
       limits,
       statuses,
-      wcuShort: wcuNow < WCU_PER_WRITE,
+      wcuShort: wcu.tkAfter < 0n,
       rfAfter: item ? refilled.rf : now,
       cascade: meta.cascade,
       parentId: meta.parentId,
