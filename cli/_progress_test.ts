@@ -1,6 +1,10 @@
 import assert from "node:assert/strict";
 import type { CliContext, CliIo } from "./_context.ts";
-import { startProgress } from "./_progress.ts";
+import {
+  formatPlainProgress,
+  progressIntervalFromEnv,
+  startProgress,
+} from "./_progress.ts";
 
 function fakeContext(
   io: Partial<CliIo>,
@@ -36,21 +40,20 @@ function visible(raw: readonly string[]): string[] {
     .split(/[\r\n]/).filter((l) => l.trim() !== "");
 }
 
-Deno.test("startProgress() draws nothing when stderr is not a terminal, nor with quiet (JSON output)", async () => {
-  for (const [isTerminal, quiet] of [[false, false], [true, true]] as const) {
+Deno.test("startProgress() draws nothing with quiet (JSON output)", async () => {
+  for (const isTerminal of [false, true]) {
     const { ctx, err, raw } = fakeContext({ isTerminal: () => isTerminal });
     const p = startProgress(ctx, {
       format: "Work {bar} {value}/{total}",
       total: 10,
       delayMs: 0,
-      plainIntervalMs: 1,
-    }, quiet);
+      plainIntervalMs: 0,
+    }, true);
     await tick();
     for (let i = 1; i <= 10; i++) p.update(i);
-    await tick();
     p.stop();
-    assert.deepEqual(err, [], `isTerminal ${isTerminal}, quiet ${quiet}`);
-    assert.deepEqual(raw, [], `isTerminal ${isTerminal}, quiet ${quiet}`);
+    assert.deepEqual(err, [], `isTerminal ${isTerminal}`);
+    assert.deepEqual(raw, [], `isTerminal ${isTerminal}`);
   }
 });
 
@@ -76,17 +79,109 @@ Deno.test("startProgress() on a terminal: lines fit its width and the count neve
   assert.ok(!lines.some((l) => l.includes("12/")), lines.join("\n"));
 });
 
-Deno.test("startProgress() with plain lines off a terminal writes log lines, and a total learnt later is used", async () => {
-  const { ctx, err } = fakeContext({ isTerminal: () => false });
-  const p = startProgress(ctx, {
-    format: "Purging {value}/{total}",
-    delayMs: 0,
-    plain: true,
-    plainIntervalMs: 10,
+Deno.test("startProgress() off a terminal writes plain lines: throttled, a total learnt later, never past 100 %, a last line at the end", () => {
+  let now = 0;
+  const { ctx, err, raw } = fakeContext({ isTerminal: () => false });
+  const p = startProgress({ ...ctx, now: () => now }, {
+    format: "Purging {bar} {value}/{total} items",
+    delayMs: 1000,
+    plainIntervalMs: 5000,
   });
-  await tick();
-  p.update(2, {}, 4);
-  await tick(40);
+  p.update(1);
+  assert.deepEqual(err, [], "nothing before the delay");
+  now = 1000;
+  p.update(2, {}, 8);
+  now = 2000;
+  p.update(3); // throttled
+  now = 6000;
+  p.update(6);
+  now = 6500;
+  p.update(12); // past the total: shown as the total, at the end
   p.stop();
-  assert.ok(err.some((l) => l.includes("Purging 2/4")), err.join("\n"));
+  p.update(9); // after stop: ignored
+  assert.deepEqual(err, [
+    "Purging 2/8 items (25%)",
+    "Purging 6/8 items (75%)",
+    "Purging 8/8 items (100%)",
+  ]);
+  assert.deepEqual(raw, []);
+});
+
+Deno.test("startProgress() writes plain lines on a dumb terminal and for a terminal without a raw writer", () => {
+  for (
+    const [withRaw, env] of [
+      [true, { TERM: "dumb" }],
+      [false, {}],
+    ] as const
+  ) {
+    const { ctx: base, err, raw } = fakeContext({ isTerminal: () => true });
+    const { errRaw: _errRaw, ...withoutRaw } = base.io;
+    const ctx = { ...base, io: withRaw ? base.io : withoutRaw };
+    const p = startProgress({ ...ctx, env }, {
+      format: "Resetting {bar} {value}/{total}",
+      total: 2,
+      delayMs: 0,
+      plainIntervalMs: 0,
+    });
+    p.update(1);
+    p.update(2);
+    p.stop();
+    assert.deepEqual(err, ["Resetting 1/2 (50%)", "Resetting 2/2 (100%)"]);
+    assert.deepEqual(raw, []);
+  }
+});
+
+Deno.test("startProgress() takes ZAEL_PROGRESS_INTERVAL_MS as the interval and the longest delay", () => {
+  const { ctx, err } = fakeContext({ isTerminal: () => false });
+  const p = startProgress({ ...ctx, env: { ZAEL_PROGRESS_INTERVAL_MS: "0" } }, {
+    format: "Purging namespace {id}: {value} item(s) deleted",
+    payload: { id: "abc" },
+  });
+  p.update(25);
+  p.update(50);
+  p.stop();
+  assert.deepEqual(err, [
+    "Purging namespace abc: 25 item(s) deleted",
+    "Purging namespace abc: 50 item(s) deleted",
+  ]);
+});
+
+Deno.test("progressIntervalFromEnv() reads whole milliseconds and ignores anything else", () => {
+  assert.equal(
+    progressIntervalFromEnv({ ZAEL_PROGRESS_INTERVAL_MS: "250" }),
+    250,
+  );
+  assert.equal(
+    progressIntervalFromEnv({ ZAEL_PROGRESS_INTERVAL_MS: "-1" }),
+    undefined,
+  );
+  assert.equal(
+    progressIntervalFromEnv({ ZAEL_PROGRESS_INTERVAL_MS: "1s" }),
+    undefined,
+  );
+  assert.equal(progressIntervalFromEnv({}), undefined);
+});
+
+Deno.test("formatPlainProgress() fills the fields, leaves the bar out and shows an unknown total as ?", () => {
+  assert.equal(
+    formatPlainProgress(
+      "Applying {bar} {value}/{total} unit(s), ETA {eta_formatted}",
+      {
+        value: 1,
+        total: 4,
+        payload: {},
+        elapsedMs: 2000,
+      },
+    ),
+    "Applying 1/4 unit(s), ETA 6s (25%)",
+  );
+  assert.equal(
+    formatPlainProgress("Redriving dead letters {bar} {value}/{total}", {
+      value: 3,
+      total: 0,
+      payload: {},
+      elapsedMs: 0,
+    }),
+    "Redriving dead letters 3/?",
+  );
 });

@@ -455,7 +455,6 @@ Examples:
           "Load test {bar} {value}/{total}s | {rate} decisions/s | {refused} refused | {errors} errors",
         total: o.duration,
         payload: { rate: 0, refused: 0, errors: 0 },
-        plain: true,
         plainIntervalMs: 5000,
         delayMs: 0,
       }, json);

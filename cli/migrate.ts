@@ -16,6 +16,7 @@ import {
   type MigrationReport,
 } from "../migrations/migration.ts";
 import { createProgressReporter } from "../migrations/progress.ts";
+import { progressIntervalFromEnv, progressIsTerminal } from "./_progress.ts";
 import {
   applyMigrations,
   type LockHolder,
@@ -106,7 +107,9 @@ function migrationContext(
   g: GlobalConfig,
   flags: ContextFlags = {},
 ): MigrationContext {
-  const tty = ctx.io.isTerminal?.() ?? false;
+  const tty = progressIsTerminal(ctx);
+  const interval = progressIntervalFromEnv(ctx.env);
+  const columns = ctx.io.columns?.();
   const options: MigrationContextOptions = {
     client: dynamoClient(ctx, g),
     tableName: g.name,
@@ -122,6 +125,8 @@ function migrationContext(
           write: progressWriter(ctx),
           tty,
           clock: { now: () => ctx.now() },
+          ...(columns ? { columns } : {}),
+          ...(interval === undefined ? {} : { minIntervalMs: interval }),
         }),
       }
       : {}),
@@ -571,7 +576,7 @@ async function runVerify(ctx: CliContext, cmd: Command): Promise<number> {
   const g = resolveGlobals(cmd);
   const o = cmd.opts<{ expectDeleted?: boolean; sample?: number }>();
   return await guarded(g, async () => {
-    const mctx = migrationContext(ctx, g);
+    const mctx = migrationContext(ctx, g, { progress: true });
     const stored = await readStoredVersion(mctx);
     if (stored === null) {
       throw new CliExit(
