@@ -52,6 +52,7 @@ import { makeLimitsCommand } from "./cli/limits.ts";
 import { makeResourceCapacityCommand } from "./cli/capacity.ts";
 import { makeLocalCommand } from "./cli/local.ts";
 import { makeLoadtestCommand } from "./cli/loadtest.ts";
+import { makeCompletionCommand } from "./cli/completion.ts";
 
 export type { CliIo } from "./cli/_context.ts";
 
@@ -81,6 +82,7 @@ export const COMMANDS: Readonly<Record<string, CommandFactory>> = {
   limits: makeLimitsCommand,
   local: makeLocalCommand,
   loadtest: makeLoadtestCommand,
+  completion: makeCompletionCommand,
 };
 
 const EXIT_CODES_HELP = `

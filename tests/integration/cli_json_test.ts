@@ -209,6 +209,7 @@ Deno.test("every command that writes accepts --output json and prints exactly on
       "worker dead-letters purge",
       () => local("worker", "dead-letters", "purge", "--yes"),
     ],
+    ["completion", () => local("completion", "bash")],
     ["delete", () => local("delete", "--yes")],
     ["backup create", () => cloud("backup", "create", "--backup-name", "b1")],
     [
