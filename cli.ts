@@ -156,10 +156,24 @@ export function createProgram(ctx: CliContext): Command {
         .default("default").argParser(namespaceArg),
     )
     .addOption(
-      new Option("--output <format>", "output format of read commands")
-        .choices(OUTPUT_FORMATS).default("table"),
+      new Option(
+        "--output <format>",
+        "output format (json: one JSON document on stdout, for every command)",
+      ).choices(OUTPUT_FORMATS).default("table"),
     )
-    .addHelpText("after", EXIT_CODES_HELP);
+    .addHelpText("after", EXIT_CODES_HELP)
+    .hook("preAction", function checkStackFromEnv(_program, actionCommand) {
+      // A name from ZAEL_STACK skips the --name parser; check it here, before any call.
+      if (actionCommand.getOptionValueSourceWithGlobals("name") === "default") {
+        try {
+          stackNameArg(stackDefault);
+        } catch (e) {
+          throw new CliUsageError(
+            `ZAEL_STACK: ${e instanceof Error ? e.message : String(e)}`,
+          );
+        }
+      }
+    });
   for (const factory of Object.values(COMMANDS)) {
     program.addCommand(factory(ctx));
   }
@@ -167,7 +181,21 @@ export function createProgram(ctx: CliContext): Command {
   return program;
 }
 
-function report(ctx: CliContext, e: unknown): number {
+/**
+ * Where the calls went, for an error line: `at <endpoint>`, else
+ * `in region <region>`, else nothing.
+ */
+function describeTarget(
+  program: Command,
+  env: CliContext["env"],
+): string {
+  const o = program.opts<{ endpointUrl?: string; region?: string }>();
+  if (o.endpointUrl) return ` at ${o.endpointUrl}`;
+  const region = o.region ?? env["AWS_REGION"] ?? env["AWS_DEFAULT_REGION"];
+  return region ? ` in region ${region}` : "";
+}
+
+function report(ctx: CliContext, e: unknown, target: string): number {
   if (e instanceof CommanderError) {
     if (
       e.code === "commander.helpDisplayed" || e.code === "commander.version"
@@ -183,7 +211,7 @@ function report(ctx: CliContext, e: unknown): number {
     ctx.io.err(`error: ${e.message}`);
     return EXIT.USAGE;
   }
-  const unreachable = connectionFailure(e);
+  const unreachable = connectionFailure(e, target);
   if (unreachable) {
     ctx.io.err(`Error: ${unreachable}`);
     return EXIT.FAILURE;
@@ -199,7 +227,10 @@ function report(ctx: CliContext, e: unknown): number {
   const err = e instanceof Error
     ? e
     : new Error(`Non-error thrown: ${String(e)}`);
-  ctx.io.err(`Error: ${err.name}: ${err.message}`);
+  // A plain Error's name adds nothing ("Error: Error: …").
+  ctx.io.err(
+    `Error: ${err.name === "Error" ? "" : `${err.name}: `}${err.message}`,
+  );
   return EXIT.FAILURE;
 }
 
@@ -213,10 +244,11 @@ const NETWORK_CODES: Readonly<Record<string, string>> = {
 };
 
 /**
- * One line for a failure to reach DynamoDB or to find credentials (anywhere
- * in the cause chain), naming the endpoint and what to check; else null.
+ * One line for a failure to reach DynamoDB or to find credentials or a
+ * region (anywhere in the cause chain), naming the endpoint and what to
+ * check; else null.
  */
-function connectionFailure(e: unknown): string | null {
+function connectionFailure(e: unknown, target: string): string | null {
   let c: unknown = e;
   for (let depth = 0; c && depth < 8; depth++) {
     const err = c as { code?: unknown; name?: unknown; message?: unknown };
@@ -228,12 +260,15 @@ function connectionFailure(e: unknown): string | null {
       const address =
         /(?:ECONN\w+|ENOTFOUND|EAI_AGAIN|ETIMEDOUT|EHOSTUNREACH)\s+(\S+)/
           .exec(message)?.[1];
-      return `cannot reach DynamoDB${address ? ` at ${address}` : ""} (${
+      return `cannot reach DynamoDB${address ? ` at ${address}` : target} (${
         NETWORK_CODES[code]
       }): check --endpoint-url / ZAEL_ENDPOINT_URL, --region and that the service is running`;
     }
     if (err.name === "CredentialsProviderError") {
-      return `no AWS credentials found (${message}): set AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY`;
+      return `no AWS credentials found${target} (${message}): set AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or pass --endpoint-url for DynamoDB Local`;
+    }
+    if (message === "Region is missing") {
+      return `no AWS region set: pass --region or set AWS_REGION (or pass --endpoint-url for DynamoDB Local)`;
     }
     c = (c as { cause?: unknown }).cause;
   }
@@ -278,11 +313,12 @@ export async function main(
     exitCode: EXIT.OK,
     clients: [],
   };
+  const program = createProgram(ctx);
   try {
-    await createProgram(ctx).parseAsync([...argv], { from: "user" });
+    await program.parseAsync([...argv], { from: "user" });
     return ctx.exitCode;
   } catch (e) {
-    return report(ctx, e);
+    return report(ctx, e, describeTarget(program, env));
   } finally {
     for (const c of ctx.clients) c.destroy();
   }
@@ -304,9 +340,28 @@ if (import.meta.main) {
     if (interrupt === null || interrupt.signal.aborted) Deno.exit(130);
     interrupt.abort(new Error("interrupted by a signal"));
   };
+  // The reader of stdout went away (`zae-limiter … | head`): stop quietly
+  // with exit 0, as other CLIs do, instead of failing with BrokenPipe. A
+  // command that stops cleanly on Ctrl-C is stopped that way; any other ends
+  // at once. A closed stderr only loses the diagnostics.
+  let outClosed = false;
+  const ignoreBrokenPipe = (write: () => void): boolean => {
+    try {
+      write();
+      return true;
+    } catch (e) {
+      if (e instanceof Deno.errors.BrokenPipe) return false;
+      throw e;
+    }
+  };
   const code = await main(Deno.args, {
-    out: (t) => writeAll(Deno.stdout, t),
-    err: (t) => writeAll(Deno.stderr, t),
+    out: (t) => {
+      if (outClosed || ignoreBrokenPipe(() => writeAll(Deno.stdout, t))) return;
+      outClosed = true;
+      if (interrupt === null) Deno.exit(0);
+      interrupt.abort(new Error("standard output was closed"));
+    },
+    err: (t) => void ignoreBrokenPipe(() => writeAll(Deno.stderr, t)),
     isTerminal: () => Deno.stderr.isTerminal(),
     outIsTerminal: () => Deno.stdout.isTerminal(),
     columns: () => {
@@ -316,13 +371,14 @@ if (import.meta.main) {
         return undefined; // not a terminal
       }
     },
-    errRaw: (t) => {
-      const data = new TextEncoder().encode(t);
-      let offset = 0;
-      while (offset < data.length) {
-        offset += Deno.stderr.writeSync(data.subarray(offset));
-      }
-    },
+    errRaw: (t) =>
+      void ignoreBrokenPipe(() => {
+        const data = new TextEncoder().encode(t);
+        let offset = 0;
+        while (offset < data.length) {
+          offset += Deno.stderr.writeSync(data.subarray(offset));
+        }
+      }),
     interruptSignal: () => {
       if (interrupt === null) {
         interrupt = new AbortController();

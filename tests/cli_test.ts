@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
-import { COMMANDS, main } from "../cli.ts";
+import type { Command } from "commander";
+import { COMMANDS, createProgram, main } from "../cli.ts";
 import {
   formatLimit,
   parseLimitSpec,
@@ -348,19 +349,61 @@ Deno.test("worker run: a bad env default names the variable; the archiver withou
   assert.match(flagWins.err, /only one of --archive-bucket and --archive-dir/);
 });
 
-Deno.test("--name shorter than a DynamoDB table name is a usage error (exit 2) before any call", async () => {
+Deno.test("an invalid table name, from --name or ZAEL_STACK, is a usage error (exit 2) before any call", async () => {
+  // No network permission here: any DynamoDB call would fail with exit 1.
+  const invalid = ["t2", "a_b", "a.b", "1abc", "bad name", "a".repeat(256)];
+  for (const name of invalid) {
+    const flag = await run([
+      "--endpoint-url",
+      "http://127.0.0.1:9",
+      "--name",
+      name,
+      "version",
+    ]);
+    assert.equal(flag.code, 2, `--name ${name}: ${flag.err}`);
+    assert.match(flag.err, /--name/);
+    const env = await run(["--endpoint-url", "http://127.0.0.1:9", "version"], {
+      ZAEL_STACK: name,
+    });
+    assert.equal(env.code, 2, `ZAEL_STACK=${name}: ${env.err}`);
+    assert.match(env.err, /^error: ZAEL_STACK: Invalid name/);
+    assert.equal(env.err.split("\n").length, 1, env.err);
+  }
   const r = await run(["--name", "t2", "version"]);
-  assert.equal(r.code, 2);
   assert.match(r.err, /must be 3 to 255 characters/);
-  assert.doesNotMatch(r.err, /DynamoDB error|ValidationException/);
+  // --help runs no command, so an invalid ZAEL_STACK does not stop it.
+  assert.equal((await run(["--help"], { ZAEL_STACK: "t2" })).code, 0);
 });
 
-Deno.test("every subcommand's --help lists the global flags", async () => {
-  for (const argv of [["deploy", "--help"], ["usage", "list", "--help"]]) {
-    const r = await run(argv);
-    assert.equal(r.code, 0, argv.join(" "));
-    assert.match(r.out, /Global Options:/, argv.join(" "));
-    assert.match(r.out, /--name <name>/, argv.join(" "));
-    assert.match(r.out, /--endpoint-url <url>/, argv.join(" "));
+Deno.test("every command's --help lists the global flags", async () => {
+  const paths: string[][] = [];
+  const collect = (c: Command, path: string[]): void => {
+    for (const sub of c.commands) {
+      paths.push([...path, sub.name()]);
+      collect(sub, [...path, sub.name()]);
+    }
+  };
+  collect(
+    createProgram({
+      io: { out() {}, err() {} },
+      env: {},
+      sleep: () => Promise.resolve(),
+      now: () => 0,
+      exitCode: 0,
+      clients: [],
+    }),
+    [],
+  );
+  assert.ok(paths.length > 50, `${paths.length} commands`);
+  for (const path of paths) {
+    const r = await run([...path, "--help"]);
+    const what = path.join(" ");
+    assert.equal(r.code, 0, what);
+    assert.match(r.out, /Global Options:/, what);
+    assert.match(r.out, /-n, --name <name>/, what);
+    assert.match(r.out, /--region <region>/, what);
+    assert.match(r.out, /--endpoint-url <url>/, what);
+    assert.match(r.out, /-N, --namespace <namespace>/, what);
+    assert.match(r.out, /--output <format>/, what);
   }
 });

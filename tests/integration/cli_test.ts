@@ -1238,3 +1238,69 @@ Deno.test("an unreachable endpoint is one clear line naming it, exit 1", async (
   );
   assert.doesNotMatch(r.err, /Error: Error/);
 });
+
+/**
+ * Runs `cli.ts` as a process with only the given environment: no AWS
+ * settings of this machine (no config or credentials files, no instance
+ * metadata).
+ */
+async function spawnCli(
+  args: string[],
+  env: Record<string, string>,
+): Promise<Run> {
+  const root = new URL("../../", import.meta.url).pathname;
+  const none = `${root}.no-such-aws-file`;
+  const inherit = (name: string): Record<string, string> => {
+    const v = Deno.env.get(name);
+    return v === undefined ? {} : { [name]: v };
+  };
+  const r = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", "cli.ts", ...args],
+    cwd: root,
+    clearEnv: true,
+    env: {
+      ...inherit("HOME"),
+      ...inherit("PATH"),
+      ...inherit("DENO_DIR"),
+      AWS_EC2_METADATA_DISABLED: "true",
+      AWS_CONFIG_FILE: none,
+      AWS_SHARED_CREDENTIALS_FILE: none,
+      NO_COLOR: "1",
+      ...env,
+    },
+    stdin: "null",
+    signal: AbortSignal.timeout(60_000),
+  }).output();
+  const dec = new TextDecoder();
+  return {
+    code: r.code,
+    out: dec.decode(r.stdout),
+    err: dec.decode(r.stderr),
+  };
+}
+
+Deno.test("a missing region or missing credentials is one line saying what to set, never 'Error: Error:'", async () => {
+  const noRegion = await spawnCli(["--name", "prod", "namespace", "list"], {});
+  assert.equal(noRegion.code, 1, noRegion.err);
+  assert.equal(
+    noRegion.err.trim(),
+    "Error: no AWS region set: pass --region or set AWS_REGION (or pass --endpoint-url for DynamoDB Local)",
+  );
+  const noCredentials = await spawnCli(
+    ["--name", "prod", "namespace", "list"],
+    { AWS_REGION: "eu-west-1" },
+  );
+  assert.equal(noCredentials.code, 1, noCredentials.err);
+  assert.equal(
+    noCredentials.err.trim().split("\n").length,
+    1,
+    noCredentials.err,
+  );
+  assert.match(
+    noCredentials.err,
+    /^Error: no AWS credentials found in region eu-west-1 \(.*\): set AWS_PROFILE or AWS_ACCESS_KEY_ID\/AWS_SECRET_ACCESS_KEY/,
+  );
+  for (const r of [noRegion, noCredentials]) {
+    assert.doesNotMatch(r.err, /Error: Error/);
+  }
+});
