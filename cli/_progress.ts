@@ -211,6 +211,10 @@ function startBar(
     barsize: barSize(options.format, columns()),
     barCompleteChar: "#",
     barIncompleteChar: "-",
+    // A total not known yet is an empty bar and "?", not a full bar and "0".
+    emptyOnZero: true,
+    formatValue: (v, _options, type) =>
+      type === "total" && v <= 0 ? "?" : String(v),
   });
   let total = options.total ?? 0;
   const clamp = (v: number): number =>

@@ -185,3 +185,19 @@ Deno.test("formatPlainProgress() fills the fields, leaves the bar out and shows 
     "Redriving dead letters 3/?",
   );
 });
+
+Deno.test("startProgress() on a terminal shows a total not known yet as an empty bar and ?", () => {
+  const { ctx, raw } = fakeContext({
+    isTerminal: () => true,
+    columns: () => 80,
+  });
+  const p = startProgress(ctx, {
+    format: "Redriving dead letters {bar} {value}/{total}",
+    delayMs: 0,
+  });
+  p.stop();
+  assert.ok(
+    visible(raw).some((l) => /^Redriving dead letters -+ 0\/\?$/.test(l)),
+    visible(raw).join("\n"),
+  );
+});

@@ -15,7 +15,9 @@ import {
   DeleteChangeSetCommand,
   DeleteStackCommand,
   DescribeChangeSetCommand,
+  type DescribeChangeSetCommandOutput,
   DescribeStackEventsCommand,
+  DescribeStackResourcesCommand,
   DescribeStacksCommand,
   ExecuteChangeSetCommand,
   type Parameter,
@@ -52,6 +54,7 @@ import {
   resolveGlobals,
 } from "./_context.ts";
 import { checkTable, describeIssue } from "./version.ts";
+import { type Progress, startProgress } from "./_progress.ts";
 
 /** Milliseconds between polls of a stack or change set. */
 export const POLL_INTERVAL_MS = 5000;
@@ -222,28 +225,146 @@ async function failWithEvents(
   throw new CliExit(EXIT.FAILURE, reason);
 }
 
-/** Polls until the stack leaves `*_IN_PROGRESS`; fails unless it reaches `success`. */
+/** What a stack wait shows progress of. */
+export interface StackWatch {
+  /** Start of the progress line, e.g. `Creating stack 'prod'`. */
+  readonly label: string;
+  /** Logical IDs of the resources the operation changes (the total), or `null` when unknown. */
+  readonly resources: ReadonlySet<string> | null;
+  /** The newest stack event before the operation: only later events count. */
+  readonly sinceEventId: string | null;
+  /** Show nothing (`--output json`). */
+  readonly quiet: boolean;
+}
+
+/** Stack event statuses that end a resource's part of an operation. */
+const RESOURCE_DONE = /_(COMPLETE|FAILED|SKIPPED)$/;
+
+/**
+ * The newest event of a stack, or `null` (no stack, or the events cannot be
+ * read: progress is best effort and never fails an operation).
+ */
+async function latestEventId(
+  cfn: CloudFormationClient,
+  name: string,
+): Promise<string | null> {
+  try {
+    const out = await cfn.send(
+      new DescribeStackEventsCommand({ StackName: name }),
+    );
+    return out.StackEvents?.[0]?.EventId ?? null;
+  } catch {
+    return null;
+  }
+}
+
+/** Logical IDs of a stack's resources, or `null` when they cannot be read. */
+async function stackResourceIds(
+  cfn: CloudFormationClient,
+  name: string,
+): Promise<Set<string> | null> {
+  try {
+    const out = await cfn.send(
+      new DescribeStackResourcesCommand({ StackName: name }),
+    );
+    const ids = (out.StackResources ?? []).flatMap((r) =>
+      r.LogicalResourceId ? [r.LogicalResourceId] : []
+    );
+    return ids.length > 0 ? new Set(ids) : null;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * How many resources of the watch have finished since `sinceEventId`
+ * (newest events first, at most 10 pages), or `null` when the events
+ * cannot be read.
+ */
+async function finishedResources(
+  cfn: CloudFormationClient,
+  name: string,
+  watch: StackWatch,
+): Promise<number | null> {
+  const done = new Set<string>();
+  try {
+    let token: string | undefined;
+    for (let page = 0; page < 10; page++) {
+      const out = await cfn.send(
+        new DescribeStackEventsCommand({
+          StackName: name,
+          ...(token ? { NextToken: token } : {}),
+        }),
+      );
+      for (const e of out.StackEvents ?? []) {
+        if (e.EventId === watch.sinceEventId) return done.size;
+        const id = e.LogicalResourceId;
+        const counted = watch.resources
+          ? id !== undefined && watch.resources.has(id)
+          : e.ResourceType !== "AWS::CloudFormation::Stack";
+        if (id && counted && RESOURCE_DONE.test(e.ResourceStatus ?? "")) {
+          done.add(id);
+        }
+      }
+      token = out.NextToken;
+      if (!token) break;
+    }
+    return done.size;
+  } catch {
+    return null;
+  }
+}
+
+/** A progress display for a wait on CloudFormation, shown at once. */
+function stackProgress(ctx: CliContext, watch: StackWatch): Progress {
+  return startProgress(ctx, {
+    format: watch.resources
+      ? "{label}: {status} {bar} {value}/{total} resources, {duration_formatted}"
+      : "{label}: {status}, {value} resource(s) done, {duration_formatted}",
+    total: watch.resources?.size ?? 0,
+    payload: { label: watch.label, status: "waiting" },
+    delayMs: 0,
+  }, watch.quiet);
+}
+
+/**
+ * Polls until the stack leaves `*_IN_PROGRESS`, showing how many of the
+ * watched resources are done; fails unless it reaches `success`.
+ */
 async function waitForStack(
   ctx: CliContext,
   cfn: CloudFormationClient,
   name: string,
   success: string,
+  watch: StackWatch,
 ): Promise<Stack | null> {
-  for (let i = 0; i < MAX_POLLS; i++) {
-    const stack = await describeStack(cfn, name);
-    const status = stack?.StackStatus ?? "DELETE_COMPLETE";
-    if (!status.endsWith("_IN_PROGRESS")) {
-      if (status === success) return stack;
-      return await failWithEvents(
-        ctx,
-        cfn,
-        name,
-        `Stack '${name}' ended in ${status}${
-          stack?.StackStatusReason ? `: ${stack.StackStatusReason}` : ""
-        }`,
-      );
+  const progress = stackProgress(ctx, watch);
+  let done = 0;
+  try {
+    for (let i = 0; i < MAX_POLLS; i++) {
+      const stack = await describeStack(cfn, name);
+      const status = stack?.StackStatus ?? "DELETE_COMPLETE";
+      if (status === success) {
+        progress.update(watch.resources?.size ?? done, { status });
+        return stack;
+      }
+      done = (await finishedResources(cfn, name, watch)) ?? done;
+      progress.update(done, { status });
+      if (!status.endsWith("_IN_PROGRESS")) {
+        progress.stop();
+        return await failWithEvents(
+          ctx,
+          cfn,
+          name,
+          `Stack '${name}' ended in ${status}${
+            stack?.StackStatusReason ? `: ${stack.StackStatusReason}` : ""
+          }`,
+        );
+      }
+      await ctx.sleep(POLL_INTERVAL_MS);
     }
-    await ctx.sleep(POLL_INTERVAL_MS);
+  } finally {
+    progress.stop();
   }
   throw new CliExit(
     EXIT.FAILURE,
@@ -266,57 +387,120 @@ function noChanges(reason: string): boolean {
   return /didn't contain changes|No updates are to be performed/i.test(reason);
 }
 
+/** What {@linkcode runChangeSet} did. */
+type ChangeSetOutcome =
+  | {
+    readonly kind: "executed";
+    /** Logical IDs of the resources the change set adds, modifies or removes. */
+    readonly resources: ReadonlySet<string> | null;
+    /** The newest stack event before the execution. */
+    readonly sinceEventId: string | null;
+  }
+  | { readonly kind: "no-changes" };
+
+/** Logical IDs in a ready change set (every page), or `null` when it lists none. */
+async function changedResources(
+  cfn: CloudFormationClient,
+  first: DescribeChangeSetCommandOutput,
+  stackName: string,
+  changeSet: string,
+): Promise<Set<string> | null> {
+  const ids = new Set<string>();
+  let page = first;
+  try {
+    for (let i = 0; i < 10; i++) {
+      for (const c of page.Changes ?? []) {
+        const id = c.ResourceChange?.LogicalResourceId;
+        if (id) ids.add(id);
+      }
+      if (!page.NextToken) break;
+      page = await cfn.send(
+        new DescribeChangeSetCommand({
+          StackName: stackName,
+          ChangeSetName: changeSet,
+          NextToken: page.NextToken,
+        }),
+      );
+    }
+  } catch {
+    // Progress only: a partial list is a smaller total.
+  }
+  return ids.size > 0 ? ids : null;
+}
+
 /**
- * Creates a change set, waits until it is ready, and executes it.
- * Returns `"no-changes"` (and deletes the change set) when there is nothing to do.
+ * Creates a change set, waits until it is ready (with progress), and
+ * executes it. Returns `"no-changes"` (and deletes the change set) when
+ * there is nothing to do.
  */
 async function runChangeSet(
   ctx: CliContext,
   cfn: CloudFormationClient,
   input: ConstructorParameters<typeof CreateChangeSetCommand>[0],
-): Promise<"executed" | "no-changes"> {
+  quiet: boolean,
+): Promise<ChangeSetOutcome> {
   const stackName = input.StackName ?? "";
   const created = await cfn.send(new CreateChangeSetCommand(input));
   const changeSet = created.Id ?? input.ChangeSetName ?? "";
-  for (let i = 0; i < MAX_POLLS; i++) {
-    const d = await cfn.send(
-      new DescribeChangeSetCommand({
-        StackName: stackName,
-        ChangeSetName: changeSet,
-      }),
-    );
-    if (d.Status === "CREATE_COMPLETE") {
-      await cfn.send(
-        new ExecuteChangeSetCommand({
+  const progress = startProgress(ctx, {
+    format:
+      "Preparing change set for stack '{stack}': {status}, {duration_formatted}",
+    payload: { stack: stackName, status: "CREATE_PENDING" },
+    delayMs: 0,
+  }, quiet);
+  try {
+    for (let i = 0; i < MAX_POLLS; i++) {
+      const d = await cfn.send(
+        new DescribeChangeSetCommand({
           StackName: stackName,
           ChangeSetName: changeSet,
         }),
       );
-      return "executed";
-    }
-    if (d.Status === "FAILED") {
-      const reason = d.StatusReason ?? "unknown reason";
-      await bestEffort(() =>
-        cfn.send(
-          new DeleteChangeSetCommand({
+      progress.update(0, { status: d.Status ?? "?" });
+      if (d.Status === "CREATE_COMPLETE") {
+        progress.stop();
+        const resources = await changedResources(
+          cfn,
+          d,
+          stackName,
+          changeSet,
+        );
+        const sinceEventId = await latestEventId(cfn, stackName);
+        await cfn.send(
+          new ExecuteChangeSetCommand({
             StackName: stackName,
             ChangeSetName: changeSet,
           }),
-        )
-      );
-      if (noChanges(reason)) return "no-changes";
-      if (input.ChangeSetType === "CREATE") {
-        // The failed CREATE change set leaves an empty REVIEW_IN_PROGRESS stack.
+        );
+        return { kind: "executed", resources, sinceEventId };
+      }
+      if (d.Status === "FAILED") {
+        progress.stop();
+        const reason = d.StatusReason ?? "unknown reason";
         await bestEffort(() =>
-          cfn.send(new DeleteStackCommand({ StackName: stackName }))
+          cfn.send(
+            new DeleteChangeSetCommand({
+              StackName: stackName,
+              ChangeSetName: changeSet,
+            }),
+          )
+        );
+        if (noChanges(reason)) return { kind: "no-changes" };
+        if (input.ChangeSetType === "CREATE") {
+          // The failed CREATE change set leaves an empty REVIEW_IN_PROGRESS stack.
+          await bestEffort(() =>
+            cfn.send(new DeleteStackCommand({ StackName: stackName }))
+          );
+        }
+        throw new CliExit(
+          EXIT.FAILURE,
+          `Change set for stack '${stackName}' failed: ${reason}`,
         );
       }
-      throw new CliExit(
-        EXIT.FAILURE,
-        `Change set for stack '${stackName}' failed: ${reason}`,
-      );
+      await ctx.sleep(POLL_INTERVAL_MS);
     }
-    await ctx.sleep(POLL_INTERVAL_MS);
+  } finally {
+    progress.stop();
   }
   throw new CliExit(
     EXIT.FAILURE,
@@ -492,8 +676,8 @@ function makeDeployCommand(ctx: CliContext): Command {
         Parameters: parameters,
         Capabilities: ["CAPABILITY_NAMED_IAM"],
         Tags: tags,
-      });
-      if (outcome === "no-changes") {
+      }, g.output === "json");
+      if (outcome.kind === "no-changes") {
         throw new CliExit(EXIT.FAILURE, `Stack '${g.name}' was not created`);
       }
       if (!flags.wait) {
@@ -502,7 +686,12 @@ function makeDeployCommand(ctx: CliContext): Command {
         );
         return EXIT.OK;
       }
-      const stack = await waitForStack(ctx, cfn, g.name, "CREATE_COMPLETE");
+      const stack = await waitForStack(ctx, cfn, g.name, "CREATE_COMPLETE", {
+        label: `Creating stack '${g.name}'`,
+        resources: outcome.resources,
+        sinceEventId: outcome.sinceEventId,
+        quiet: g.output === "json",
+      });
       ctx.io.out(`✓ Stack create complete`);
       ctx.io.out(`  Stack ID: ${stack?.StackId ?? "-"}`);
       await initVersionRecord(ctx, g, workerVersion);
@@ -642,11 +831,16 @@ Exit codes: 0 upgraded or already up to date, 1 failure, 2 usage error,
           schemaVersion: record.schemaVersion,
           workerVersion,
         }),
-      });
-      if (outcome === "no-changes") {
+      }, g.output === "json");
+      if (outcome.kind === "no-changes") {
         ctx.io.out("✓ Stack already up to date (no changes)");
       } else {
-        await waitForStack(ctx, cfn, g.name, "UPDATE_COMPLETE");
+        await waitForStack(ctx, cfn, g.name, "UPDATE_COMPLETE", {
+          label: `Updating stack '${g.name}'`,
+          resources: outcome.resources,
+          sinceEventId: outcome.sinceEventId,
+          quiet: g.output === "json",
+        });
         ctx.io.out("✓ Stack update complete");
       }
       if (legacy !== null) {
@@ -715,9 +909,16 @@ function makeDeleteCommand(ctx: CliContext): Command {
         return EXIT.OK;
       }
       ctx.io.out(`Deleting stack: ${g.name}`);
+      const resources = o.wait ? await stackResourceIds(cfn, g.name) : null;
+      const sinceEventId = o.wait ? await latestEventId(cfn, g.name) : null;
       await cfn.send(new DeleteStackCommand({ StackName: g.name }));
       if (o.wait) {
-        await waitForStack(ctx, cfn, g.name, "DELETE_COMPLETE");
+        await waitForStack(ctx, cfn, g.name, "DELETE_COMPLETE", {
+          label: `Deleting stack '${g.name}'`,
+          resources,
+          sinceEventId,
+          quiet: g.output === "json",
+        });
         ctx.io.out(`✓ Stack '${g.name}' deleted successfully`);
       } else {
         ctx.io.out("Stack deletion initiated.");

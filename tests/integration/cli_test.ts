@@ -25,8 +25,11 @@ import {
   DeleteStackCommand,
   DescribeChangeSetCommand,
   DescribeStackEventsCommand,
+  DescribeStackResourcesCommand,
   DescribeStacksCommand,
   ExecuteChangeSetCommand,
+  type ResourceStatus,
+  type StackStatus,
 } from "@aws-sdk/client-cloudformation";
 import { mockClient } from "aws-sdk-client-mock";
 import { main } from "../../cli.ts";
@@ -1302,5 +1305,209 @@ Deno.test("a missing region or missing credentials is one line saying what to se
   );
   for (const r of [noRegion, noCredentials]) {
     assert.doesNotMatch(r.err, /Error: Error/);
+  }
+});
+
+Deno.test("deploy, upgrade and delete waits show progress: resources done of the change set, a bar on a terminal, plain lines otherwise", async () => {
+  const cfn = mockClient(CloudFormationClient);
+  const ddb = mockClient(DynamoDBClient);
+  const event = (id: string, logical: string, status: ResourceStatus) => ({
+    StackId: "arn:stack/prod",
+    EventId: id,
+    StackName: "prod",
+    Timestamp: new Date(0),
+    LogicalResourceId: logical,
+    ResourceType: logical === "prod"
+      ? "AWS::CloudFormation::Stack"
+      : "AWS::Test::Thing",
+    ResourceStatus: status,
+  });
+  const stack = (status: StackStatus) => ({
+    Stacks: [{
+      StackName: "prod",
+      StackId: "arn:stack/prod",
+      StackStatus: status,
+      CreationTime: new Date(),
+      Parameters: [{ ParameterKey: "SchemaVersion", ParameterValue: "x" }],
+    }],
+  });
+  /** Mocks a create (or update) of three resources that finish over two polls. */
+  const mockOperation = (kind: "CREATE" | "UPDATE") => {
+    cfn.reset();
+    const prefix = kind;
+    const describe = cfn.on(DescribeStacksCommand);
+    (kind === "CREATE"
+      ? describe.rejectsOnce(
+        Object.assign(new Error("Stack with id prod does not exist"), {
+          name: "ValidationError",
+        }),
+      )
+      : describe.resolvesOnce(stack("UPDATE_COMPLETE")))
+      .resolvesOnce(stack(`${prefix}_IN_PROGRESS`))
+      .resolvesOnce(stack(`${prefix}_IN_PROGRESS`))
+      .resolves(stack(`${prefix}_COMPLETE`));
+    cfn.on(CreateChangeSetCommand).resolves({ Id: "arn:cs/1" });
+    cfn.on(DescribeChangeSetCommand)
+      .resolvesOnce({ Status: "CREATE_PENDING" })
+      .resolves({
+        Status: "CREATE_COMPLETE",
+        Changes: ["Table", "Role", "Alarm"].map((id) => ({
+          Type: "Resource",
+          ResourceChange: { Action: "Add", LogicalResourceId: id },
+        })),
+      });
+    cfn.on(ExecuteChangeSetCommand).resolves({});
+    // Before the execution; then one resource done (an earlier operation's
+    // events are older than the first one read); then all three.
+    const old = [
+      event("e0", "prod", "CREATE_IN_PROGRESS"),
+      event("old", "Table", `${prefix}_COMPLETE`),
+    ];
+    cfn.on(DescribeStackEventsCommand)
+      .resolvesOnce({ StackEvents: old })
+      .resolvesOnce({
+        StackEvents: [
+          event("e2", "Table", `${prefix}_COMPLETE`),
+          event("e1", "Table", `${prefix}_IN_PROGRESS`),
+          ...old,
+        ],
+      })
+      .resolves({
+        StackEvents: [
+          event("e5", "Alarm", `${prefix}_COMPLETE`),
+          event("e4", "Role", `${prefix}_COMPLETE`),
+          event("e3", "Alarm", `${prefix}_IN_PROGRESS`),
+          event("e2", "Table", `${prefix}_COMPLETE`),
+          event("e1", "Table", `${prefix}_IN_PROGRESS`),
+          ...old,
+        ],
+      });
+  };
+  const run = async (argv: string[], terminal: boolean, pollMs = 0) => {
+    const out: string[] = [];
+    const err: string[] = [];
+    const raw: string[] = [];
+    const code = await main([...REGION, "--name", "prod", ...argv], {
+      out: (t) => out.push(t),
+      err: (t) => err.push(t),
+      // cli-progress redraws at most every 200 ms: a terminal run polls slower.
+      sleep: () => new Promise((resolve) => setTimeout(resolve, pollMs)),
+      isTerminal: () => terminal,
+      errRaw: (t) => raw.push(t),
+      columns: () => 100,
+    }, { ZAEL_PROGRESS_INTERVAL_MS: "0" });
+    return { code, out: out.join("\n"), err, raw: raw.join("") };
+  };
+  try {
+    ddb.onAnyCommand().resolves({});
+    mockOperation("CREATE");
+    const plain = await run(["deploy"], false);
+    assert.equal(plain.code, 0, plain.err.join("\n"));
+    const lines = plain.err.map((l) => l.replace(/, \d+s/, ""));
+    assert.ok(
+      lines.includes("Preparing change set for stack 'prod': CREATE_PENDING"),
+      lines.join("\n"),
+    );
+    assert.deepEqual(
+      lines.filter((l) => l.startsWith("Creating stack")),
+      [
+        "Creating stack 'prod': CREATE_IN_PROGRESS 1/3 resources (33%)",
+        "Creating stack 'prod': CREATE_IN_PROGRESS 3/3 resources (100%)",
+        "Creating stack 'prod': CREATE_COMPLETE 3/3 resources (100%)",
+      ],
+    );
+    assert.equal(plain.raw, "", "no bar off a terminal");
+
+    mockOperation("CREATE");
+    const tty = await run(["deploy"], true, 250);
+    assert.equal(tty.code, 0, tty.err.join("\n"));
+    assert.deepEqual(tty.err, [], "a terminal gets the bar, not lines");
+    assert.match(
+      tty.raw,
+      /Creating stack 'prod': CREATE_IN_PROGRESS [#-]+ \d\/3 resources/,
+    );
+    assert.match(
+      tty.raw,
+      /Creating stack 'prod': CREATE_COMPLETE #+ 3\/3 resources/,
+    );
+    assert.ok(
+      tty.raw.includes("\x1b[2K"),
+      "the bar line is cleared at the end",
+    );
+
+    // upgrade reads the version record and the default namespace first.
+    const record = {
+      PK: { S: "_/SYSTEM#" },
+      SK: { S: "#VERSION" },
+      "schema_version": { S: SCHEMA_VERSION },
+      "client_min_version": { S: "0.0.0" },
+      "lambda_version": { S: "0.9.0" },
+    };
+    const defaultNs = {
+      PK: { S: "_/SYSTEM#" },
+      SK: { S: "#NAMESPACE#default" },
+      status: { S: "active" },
+      "namespace_id": { S: "abc" },
+    };
+    ddb.on(GetItemCommand).resolves({ Item: record });
+    ddb.on(GetItemCommand, {
+      Key: { PK: { S: "_/SYSTEM#" }, SK: { S: "#NAMESPACE#default" } },
+    }).resolves({ Item: defaultNs });
+    ddb.on(BatchGetItemCommand).resolves({
+      Responses: { prod: [record, defaultNs] },
+    });
+    mockOperation("UPDATE");
+    const upgrade = await run(["upgrade"], false);
+    assert.equal(upgrade.code, 0, upgrade.err.join("\n"));
+    assert.ok(
+      upgrade.err.some((l) =>
+        /^Updating stack 'prod': UPDATE_IN_PROGRESS 1\/3 resources, \d+s \(33%\)$/
+          .test(l)
+      ),
+      upgrade.err.join("\n"),
+    );
+
+    const json = await run(["--output", "json", "upgrade"], true);
+    assert.equal(json.raw, "", "nothing drawn with --output json");
+
+    // delete: the stack's resources are the total.
+    cfn.reset();
+    cfn.on(DescribeStacksCommand)
+      .resolvesOnce(stack("CREATE_COMPLETE"))
+      .resolvesOnce(stack("DELETE_IN_PROGRESS"))
+      .rejects(
+        Object.assign(new Error("Stack with id prod does not exist"), {
+          name: "ValidationError",
+        }),
+      );
+    cfn.on(DescribeStackResourcesCommand).resolves({
+      StackResources: ["Table", "Role"].map((id) => ({
+        LogicalResourceId: id,
+        ResourceType: "AWS::Test::Thing",
+        ResourceStatus: "CREATE_COMPLETE",
+        Timestamp: new Date(0),
+      })),
+    });
+    cfn.on(DescribeStackEventsCommand)
+      .resolvesOnce({ StackEvents: [event("d0", "prod", "CREATE_COMPLETE")] })
+      .resolves({
+        StackEvents: [
+          event("d1", "Role", "DELETE_COMPLETE"),
+          event("d0", "prod", "CREATE_COMPLETE"),
+        ],
+      });
+    cfn.on(DeleteStackCommand).resolves({});
+    const deleted = await run(["delete", "--yes"], false);
+    assert.equal(deleted.code, 0, deleted.err.join("\n"));
+    assert.deepEqual(
+      deleted.err.map((l) => l.replace(/, \d+s/, "")),
+      [
+        "Deleting stack 'prod': DELETE_IN_PROGRESS 1/2 resources (50%)",
+        "Deleting stack 'prod': DELETE_COMPLETE 2/2 resources (100%)",
+      ],
+    );
+  } finally {
+    cfn.restore();
+    ddb.restore();
   }
 });
