@@ -1,14 +1,20 @@
 /**
  * `--output json` on every command: the test walks the command tree, runs
- * each command that writes (and the cheap reads) against DynamoDB Local, or
- * against aws-sdk-client-mock for backup and PITR, and checks that standard
- * output is exactly one JSON document. A new command fails the test until it
- * is listed here.
+ * every command but daemons and `local` (listed with the reason) against
+ * DynamoDB Local, or against aws-sdk-client-mock for backup, PITR and
+ * CloudFormation, and checks that standard output is exactly one JSON
+ * document. A new command fails the test until it is listed here.
  */
 import assert from "node:assert/strict";
 import {
+  CloudFormationClient,
+  DescribeStacksCommand,
+} from "@aws-sdk/client-cloudformation";
+import {
   CreateBackupCommand,
+  DescribeContinuousBackupsCommand,
   DynamoDBClient,
+  ListBackupsCommand,
   RestoreTableFromBackupCommand,
   RestoreTableToPointInTimeCommand,
   UpdateContinuousBackupsCommand,
@@ -58,7 +64,7 @@ function leafCommands(): string[] {
 /** Commands not run here, and why. */
 const NOT_RUN: Readonly<Record<string, string>> = {
   "upgrade":
-    "CloudFormation only (cli_test.ts mocks it); with --endpoint-url it is a usage failure",
+    "CloudFormation only: cli_test.ts runs it with --output json on a mocked CloudFormation",
   "worker run": "a daemon: its output is JSON log lines on stderr",
   "local up": "starts its own DynamoDB Local (local_test.ts)",
   "local down":
@@ -66,22 +72,6 @@ const NOT_RUN: Readonly<Record<string, string>> = {
   "local status": "reads 'local up' state (local_test.ts)",
   "local env": "reads 'local up' state (local_test.ts)",
   "loadtest": "runs for seconds (loadtest_test.ts reads its --output json)",
-  "list": "lists CloudFormation stacks (cli_test.ts mocks it)",
-  "cfn-template": "prints the CloudFormation template, JSON in every mode",
-  "backup list": "read-only; covered by cli_test.ts",
-  "pitr status": "read-only; covered by cli_test.ts",
-  "worker status": "read-only; covered by workers tests",
-  "limits export": "read-only; covered by limits_test.ts",
-  "limits diff": "read-only; covered by limits_test.ts",
-  "limits plan": "read-only; covered by limits_test.ts",
-  "migrate plan": "read-only; covered by migrations tests",
-  "migrate status": "read-only; covered by migrations tests",
-  "migrate verify": "read-only; covered by migrations tests",
-  "resource capacity": "read-only; covered by capacity tests",
-  "entity verify": "read-only; covered by cli_test.ts",
-  "entity list-resources": "read-only",
-  "entity children": "read-only",
-  "usage summary": "read-only",
 };
 
 function mockDynamoDb(): ReturnType<typeof mockClient> {
@@ -101,7 +91,42 @@ function mockDynamoDb(): ReturnType<typeof mockClient> {
   });
   ddb.on(UpdateContinuousBackupsCommand).resolves({});
   ddb.on(RestoreTableToPointInTimeCommand).resolves({});
+  ddb.on(ListBackupsCommand).resolves({
+    BackupSummaries: [{
+      TableName: "prod",
+      BackupArn: "arn:b/1",
+      BackupName: "b1",
+      BackupStatus: "AVAILABLE",
+      BackupType: "USER",
+      BackupCreationDateTime: new Date(),
+      BackupSizeBytes: 10,
+    }],
+  });
+  ddb.on(DescribeContinuousBackupsCommand).resolves({
+    ContinuousBackupsDescription: {
+      ContinuousBackupsStatus: "ENABLED",
+      PointInTimeRecoveryDescription: {
+        PointInTimeRecoveryStatus: "ENABLED",
+        RecoveryPeriodInDays: 7,
+        EarliestRestorableDateTime: new Date(0),
+        LatestRestorableDateTime: new Date(),
+      },
+    },
+  });
   return ddb;
+}
+
+function mockCloudFormation(): ReturnType<typeof mockClient> {
+  const cfn = mockClient(CloudFormationClient);
+  cfn.on(DescribeStacksCommand).resolves({
+    Stacks: [{
+      StackName: "prod",
+      StackStatus: "CREATE_COMPLETE",
+      CreationTime: new Date(0),
+      Tags: [{ Key: "ManagedBy", Value: "zae-limiter" }],
+    }],
+  });
+  return cfn;
 }
 
 const MANIFEST = `namespace: default
@@ -111,7 +136,7 @@ resources:
       rpm: 100/min
 `;
 
-Deno.test("every command that writes accepts --output json and prints exactly one JSON document", async () => {
+Deno.test("every command accepts --output json and prints exactly one JSON document", async () => {
   const table = tableName("json");
   const ep = await endpoint();
   const dir = await Deno.makeTempDir({ prefix: "zael-json-" });
@@ -177,6 +202,16 @@ Deno.test("every command that writes accepts --output json and prints exactly on
       () => local("system", "delete-defaults", "--yes"),
     ],
     ["bucket reset", () => local("bucket", "reset", "e1")],
+    ["entity verify", () => local("entity", "verify", "e1")],
+    ["entity children", () => local("entity", "children", "e1")],
+    ["entity list-resources", () => local("entity", "list-resources")],
+    ["resource capacity", () => local("resource", "capacity", "r1")],
+    ["usage summary", () => local("usage", "summary", "-e", "e1")],
+    ["migrate plan", () => local("migrate", "plan")],
+    ["migrate status", () => local("migrate", "status")],
+    ["migrate verify", () => local("migrate", "verify")],
+    ["worker status", () => local("worker", "status")],
+    ["cfn-template", () => local("cfn-template")],
     ["audit list", () => local("audit", "list", "-e", "e1")],
     ["usage list", () => local("usage", "list", "-e", "e1", "--plot")],
     ["entity delete", () => local("entity", "delete", "e1", "--yes")],
@@ -194,7 +229,11 @@ Deno.test("every command that writes accepts --output json and prints exactly on
       assert.equal(d.code, 0, d.err);
       return await local("namespace", "purge", state["nsid"] ?? "?", "--yes");
     }],
+    ["limits plan", () => local("limits", "plan", "-f", manifest)],
     ["limits apply", () => local("limits", "apply", "-f", manifest)],
+    // After the apply: no difference, exit 0.
+    ["limits diff", () => local("limits", "diff", "-f", manifest)],
+    ["limits export", () => local("limits", "export")],
     ["migrate apply", () => local("migrate", "apply", "--yes")],
     [
       "migrate rollback",
@@ -224,11 +263,14 @@ Deno.test("every command that writes accepts --output json and prints exactly on
           "t2",
         ),
     ],
+    ["backup list", () => cloud("backup", "list")],
     ["pitr enable", () => cloud("pitr", "enable")],
+    ["pitr status", () => cloud("pitr", "status")],
     [
       "pitr restore",
       () => cloud("pitr", "restore", "--target-table", "t3", "--latest"),
     ],
+    ["list", () => cloud("list")],
   ];
 
   const leaves = leafCommands();
@@ -245,11 +287,13 @@ Deno.test("every command that writes accepts --output json and prints exactly on
   );
 
   let ddb: ReturnType<typeof mockClient> | undefined;
+  let cfn: ReturnType<typeof mockClient> | undefined;
   try {
     for (const [path, run] of steps) {
       if (path === "backup create") {
-        // The cloud commands: DynamoDB calls answered by the mock from here on.
+        // The cloud commands: DynamoDB and CloudFormation calls answered by mocks from here on.
         ddb = mockDynamoDb();
+        cfn = mockCloudFormation();
       }
       const r = await run();
       assert.equal(r.code, 0, `${path}: ${r.err}`);
@@ -281,6 +325,7 @@ Deno.test("every command that writes accepts --output json and prints exactly on
     }
   } finally {
     ddb?.restore();
+    cfn?.restore();
     await cli(["--endpoint-url", ep, "--name", table, "delete", "--yes"]);
     await Deno.remove(dir, { recursive: true });
   }

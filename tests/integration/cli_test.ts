@@ -1467,8 +1467,13 @@ Deno.test("deploy, upgrade and delete waits show progress: resources done of the
       upgrade.err.join("\n"),
     );
 
+    mockOperation("UPDATE");
     const json = await run(["--output", "json", "upgrade"], true);
+    assert.equal(json.code, 0, json.err.join("\n"));
     assert.equal(json.raw, "", "nothing drawn with --output json");
+    const doc = JSON.parse(json.out) as { ok?: unknown; messages?: unknown };
+    assert.equal(doc.ok, true, json.out);
+    assert.ok(Array.isArray(doc.messages), json.out);
 
     // delete: the stack's resources are the total.
     cfn.reset();
