@@ -13,7 +13,7 @@ import {
   RestoreTableToPointInTimeCommand,
   UpdateContinuousBackupsCommand,
 } from "@aws-sdk/client-dynamodb";
-import { Command } from "commander";
+import { Command, InvalidArgumentError } from "commander";
 import {
   action,
   type CliContext,
@@ -25,6 +25,22 @@ import {
   renderTable,
   resolveGlobals,
 } from "./_context.ts";
+
+/**
+ * A commander parser for a name DynamoDB takes for a table or a backup: 3 to
+ * 255 letters, digits, `_`, `-` and `.`; anything else is a usage error
+ * before any call.
+ */
+function dynamoName(what: string): (value: string) => string {
+  return function parseDynamoName(value: string): string {
+    if (!/^[A-Za-z0-9_.-]{3,255}$/.test(value)) {
+      throw new InvalidArgumentError(
+        `Invalid ${what} "${value}": must be 3 to 255 letters, digits, '_', '-' or '.'`,
+      );
+    }
+    return value;
+  };
+}
 
 function iso(d: Date | undefined): string | null {
   return d ? d.toISOString() : null;
@@ -45,6 +61,7 @@ export function makeBackupCommand(ctx: CliContext): Command {
     .option(
       "--backup-name <name>",
       "backup name (default: {table}-{timestamp})",
+      dynamoName("backup name"),
     )
     .action(action(ctx, async (cmd) => {
       const g = resolveGlobals(cmd);
@@ -125,7 +142,11 @@ export function makeBackupCommand(ctx: CliContext): Command {
   backup.command("restore")
     .description("Restore a backup into a NEW table")
     .requiredOption("--backup-arn <arn>", "backup to restore")
-    .requiredOption("--target-table <name>", "name of the new table")
+    .requiredOption(
+      "--target-table <name>",
+      "name of the new table",
+      dynamoName("table name"),
+    )
     .action(action(ctx, async (cmd) => {
       const g = resolveGlobals(cmd);
       const o = cmd.opts<{ backupArn: string; targetTable: string }>();
@@ -224,7 +245,11 @@ export function makePitrCommand(ctx: CliContext): Command {
 
   pitr.command("restore")
     .description("Restore the table as of a time into a NEW table")
-    .requiredOption("--target-table <name>", "name of the new table")
+    .requiredOption(
+      "--target-table <name>",
+      "name of the new table",
+      dynamoName("table name"),
+    )
     .option("--time <iso>", "restore time, e.g. 2026-01-15T10:00:00Z")
     .option("--latest", "restore to the latest restorable time")
     .action(action(ctx, async (cmd) => {

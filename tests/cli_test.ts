@@ -137,12 +137,24 @@ Deno.test("main() returns 2 and names the flag for usage errors", async (t) => {
     [["usage", "summary", "-w", "weekly", "-e", "x"], /--window.*'weekly'/],
     [["audit", "list"], /required option '-e, --entity-id <id>'/],
     [["audit", "list", "-e", "x", "--limit", "0"], /--limit <n>.*'0'/],
-    [["pitr", "restore", "--target-table", "t2"], /--time <iso> or --latest/],
+    [["pitr", "restore", "--target-table", "t-2"], /--time <iso> or --latest/],
     [
-      ["pitr", "restore", "--target-table", "t2", "--time", "yesterday"],
+      ["pitr", "restore", "--target-table", "t-2", "--time", "yesterday"],
       /--time 'yesterday'/,
     ],
     [["pitr", "enable", "--recovery-days", "36"], /--recovery-days <n>.*'36'/],
+    [
+      ["pitr", "restore", "--target-table", "t2", "--latest"],
+      /--target-table <name>.*'t2'.*3 to 255/,
+    ],
+    [
+      ["backup", "restore", "--backup-arn", "a", "--target-table", "bad name"],
+      /--target-table <name>.*'bad name'/,
+    ],
+    [
+      ["backup", "create", "--backup-name", "b/1"],
+      /--backup-name <name>.*'b\/1'/,
+    ],
     [["upgrade", "--workers-only"], /--worker-image/],
     [
       ["deploy", "--create-iam-roles", "--no-iam"],

@@ -79,7 +79,7 @@ function mockDynamoDb(): ReturnType<typeof mockClient> {
   ddb.on(CreateBackupCommand).resolves({
     BackupDetails: {
       BackupArn: "arn:b/1",
-      BackupName: "b1",
+      BackupName: "bk1",
       BackupStatus: "CREATING",
       BackupSizeBytes: 0,
       BackupType: "USER",
@@ -95,7 +95,7 @@ function mockDynamoDb(): ReturnType<typeof mockClient> {
     BackupSummaries: [{
       TableName: "prod",
       BackupArn: "arn:b/1",
-      BackupName: "b1",
+      BackupName: "bk1",
       BackupStatus: "AVAILABLE",
       BackupType: "USER",
       BackupCreationDateTime: new Date(),
@@ -250,7 +250,7 @@ Deno.test("every command accepts --output json and prints exactly one JSON docum
     ],
     ["completion", () => local("completion", "bash")],
     ["delete", () => local("delete", "--yes")],
-    ["backup create", () => cloud("backup", "create", "--backup-name", "b1")],
+    ["backup create", () => cloud("backup", "create", "--backup-name", "bk1")],
     [
       "backup restore",
       () =>
@@ -260,7 +260,7 @@ Deno.test("every command accepts --output json and prints exactly one JSON docum
           "--backup-arn",
           "arn:b/1",
           "--target-table",
-          "t2",
+          "prod-restored",
         ),
     ],
     ["backup list", () => cloud("backup", "list")],
@@ -268,7 +268,7 @@ Deno.test("every command accepts --output json and prints exactly one JSON docum
     ["pitr status", () => cloud("pitr", "status")],
     [
       "pitr restore",
-      () => cloud("pitr", "restore", "--target-table", "t3", "--latest"),
+      () => cloud("pitr", "restore", "--target-table", "prod-pitr", "--latest"),
     ],
     ["list", () => cloud("list")],
   ];

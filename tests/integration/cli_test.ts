@@ -962,7 +962,7 @@ Deno.test("backup and pitr commands send the recovery runbook's requests", async
     ddb.on(CreateBackupCommand).resolves({
       BackupDetails: {
         BackupArn: "arn:backup/1",
-        BackupName: "b1",
+        BackupName: "bk1",
         BackupStatus: "CREATING",
         BackupSizeBytes: 0,
         BackupType: "USER",
@@ -971,7 +971,7 @@ Deno.test("backup and pitr commands send the recovery runbook's requests", async
     });
     ddb.on(ListBackupsCommand).resolves({
       BackupSummaries: [{
-        BackupName: "b1",
+        BackupName: "bk1",
         BackupArn: "arn:backup/1",
         BackupStatus: "AVAILABLE",
         BackupCreationDateTime: new Date("2026-01-01T00:00:00Z"),
@@ -990,12 +990,12 @@ Deno.test("backup and pitr commands send the recovery runbook's requests", async
       "backup",
       "create",
       "--backup-name",
-      "b1",
+      "bk1",
     ]);
     assert.equal(create.code, 0, create.err);
     assert.deepEqual(ddb.commandCalls(CreateBackupCommand)[0]?.args[0].input, {
       TableName: "prod",
-      BackupName: "b1",
+      BackupName: "bk1",
     });
     const list = await cli([
       ...REGION,
@@ -1061,7 +1061,7 @@ Deno.test("backup and pitr commands send the recovery runbook's requests", async
         "pitr",
         "restore",
         "--target-table",
-        "p2",
+        "pitr-2",
         "--time",
         "2026-01-15T10:00:00Z",
       ])).code,
@@ -1075,7 +1075,7 @@ Deno.test("backup and pitr commands send the recovery runbook's requests", async
         "pitr",
         "restore",
         "--target-table",
-        "p3",
+        "pitr-3",
         "--latest",
       ])).code,
       0,
@@ -1084,12 +1084,12 @@ Deno.test("backup and pitr commands send the recovery runbook's requests", async
       .map((c) => c.args[0].input);
     assert.deepEqual(atTime, {
       SourceTableName: "prod",
-      TargetTableName: "p2",
+      TargetTableName: "pitr-2",
       RestoreDateTime: new Date("2026-01-15T10:00:00Z"),
     });
     assert.deepEqual(latest, {
       SourceTableName: "prod",
-      TargetTableName: "p3",
+      TargetTableName: "pitr-3",
       UseLatestRestorableTime: true,
     });
   } finally {
