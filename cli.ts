@@ -260,7 +260,13 @@ function connectionFailure(e: unknown, target: string): string | null {
       const address =
         /(?:ECONN\w+|ENOTFOUND|EAI_AGAIN|ETIMEDOUT|EHOSTUNREACH)\s+(\S+)/
           .exec(message)?.[1];
-      return `cannot reach DynamoDB${address ? ` at ${address}` : target} (${
+      // Deploy and upgrade call CloudFormation, archive commands S3.
+      const service = /(^|\.)cloudformation\./i.test(address ?? "")
+        ? "CloudFormation"
+        : /(^|\.)s3[.-]/i.test(address ?? "")
+        ? "S3"
+        : "DynamoDB";
+      return `cannot reach ${service}${address ? ` at ${address}` : target} (${
         NETWORK_CODES[code]
       }): check --endpoint-url / ZAEL_ENDPOINT_URL, --region and that the service is running`;
     }

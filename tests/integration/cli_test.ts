@@ -1282,7 +1282,7 @@ async function spawnCli(
   };
 }
 
-Deno.test("a missing region or missing credentials is one line saying what to set, never 'Error: Error:'", async () => {
+Deno.test("a missing region, missing credentials or an unknown host is one line saying what to check, never 'Error: Error:'", async () => {
   const noRegion = await spawnCli(["--name", "prod", "namespace", "list"], {});
   assert.equal(noRegion.code, 1, noRegion.err);
   assert.equal(
@@ -1303,7 +1303,18 @@ Deno.test("a missing region or missing credentials is one line saying what to se
     noCredentials.err,
     /^Error: no AWS credentials found in region eu-west-1 \(.*\): set AWS_PROFILE or AWS_ACCESS_KEY_ID\/AWS_SECRET_ACCESS_KEY/,
   );
-  for (const r of [noRegion, noCredentials]) {
+  // deploy talks to CloudFormation: the line names that service and its host.
+  const noHost = await spawnCli(
+    ["--name", "prod", "--region", "xx-nowhere-9", "deploy"],
+    { AWS_ACCESS_KEY_ID: "a", AWS_SECRET_ACCESS_KEY: "b" },
+  );
+  assert.equal(noHost.code, 1, noHost.err);
+  assert.equal(noHost.err.trim().split("\n").length, 1, noHost.err);
+  assert.match(
+    noHost.err.trim(),
+    /^Error: cannot reach CloudFormation at cloudformation\.xx-nowhere-9\.amazonaws\.com \((host not found|host name lookup failed|connection timed out)\): check --endpoint-url/,
+  );
+  for (const r of [noRegion, noCredentials, noHost]) {
     assert.doesNotMatch(r.err, /Error: Error/);
   }
 });
