@@ -352,8 +352,10 @@ export interface PlainWrite {
  * its admission floor and its saturation ceiling, and on `rf` not being
  * older than the one the ceilings were computed from. A missing item or
  * attribute fails every comparison, so an ADD can never create a partial
- * item. Answers `UPDATED_NEW` (the caller learns the new balances for free,
- * see {@linkcode mergeUpdated}) and `ALL_OLD` on a failed condition.
+ * item. Answers nothing on success (the caller advances what it knows by
+ * its own deltas, see {@linkcode afterPlain}: returning the new balances
+ * costs DynamoDB and the client a serialization per admission) and
+ * `ALL_OLD` on a failed condition.
  */
 export function plainUpdate(
   table: string,
@@ -410,33 +412,35 @@ export function plainUpdate(
     UpdateExpression: updateExpression({ set, add }),
     ConditionExpression: cond.join(" AND "),
     ...e.attrs(),
-    ReturnValues: "UPDATED_NEW",
     ReturnValuesOnConditionCheckFailure: "ALL_OLD",
   };
 }
 
 /**
- * The item after a successful {@linkcode plainUpdate}: `known` with the
- * balances and counters the answer (`UPDATED_NEW`) carries. The write's
- * conditions held, so the parameters are unchanged; `rf` is at least the
- * known one (an older `rf` only makes the next ceiling more cautious).
+ * What this process knows of the item after a successful
+ * {@linkcode plainUpdate}: `known` moved by the write's own deltas. The
+ * write's conditions held, so the parameters are unchanged and `rf` is at
+ * least the known one (an older `rf` only makes the next ceiling more
+ * cautious). Other writers' charges are not seen until a failed condition
+ * brings the item back (`ALL_OLD`): a guess that is too high costs one
+ * failed write, never an admission, since every write is conditioned on
+ * the stored balance.
  */
-export function mergeUpdated(known: BucketItem, updated: Item): BucketItem {
+export function afterPlain(known: BucketItem, w: PlainWrite): BucketItem {
   const limits = new Map(known.limits);
-  for (const attr of Object.keys(updated)) {
-    const parsed = parseBucketAttr(attr);
-    if (!parsed) continue;
-    const old = limits.get(parsed.limitName);
-    if (!old) continue;
-    const v = bigAttr(updated[attr]);
-    if (v === null) continue;
-    if (parsed.field === "tk") limits.set(parsed.limitName, { ...old, tk: v });
-    else if (parsed.field === "tc") {
-      limits.set(parsed.limitName, { ...old, tc: v });
+  const move = (name: string, take: bigint, count: bigint): void => {
+    const old = limits.get(name);
+    if (old) {
+      limits.set(name, {
+        ...old,
+        tk: old.tk - take,
+        tc: (old.tc ?? 0n) + count,
+      });
     }
-  }
-  const ttl = bigAttr(updated["ttl"]);
-  return { ...known, limits, ttl: ttl === null ? known.ttl : Number(ttl) };
+  };
+  for (const l of w.limits) move(l.name, l.take, l.count);
+  if (w.wcu !== 0n) move(WCU_LIMIT_NAME, w.wcu, w.wcu);
+  return { ...known, limits, ttl: w.ttl ?? known.ttl };
 }
 
 /**

@@ -34,14 +34,15 @@ import {
   wholeTokens,
 } from "./bucket.ts";
 import {
+  afterPlain,
   type BucketItem,
   bucketKey,
   type BucketRef,
   decodeBucket,
   deltaUpdate,
-  mergeUpdated,
   type PlainLimit,
   plainUpdate,
+  type PlainWrite,
   type PlannedLimit,
   slowPathWrite,
   WCU_PARAMS,
@@ -100,6 +101,22 @@ function refKey(ref: BucketRef): string {
 
 function oldImage(e: unknown): Item | undefined {
   return (e as { Item?: Item }).Item;
+}
+
+/** Seconds of `ttl` left under which a plain charge checks the item has not expired. */
+const EXPIRY_CHECK_MARGIN_S = 60;
+
+/**
+ * The epoch second a plain charge conditions `ttl` against, or `null` when
+ * the known `ttl` is more than a minute ahead: every writer sets `ttl` at
+ * least a refill period ahead of its own clock, and a plain write never
+ * lowers it, so an item known to live that long cannot be TTL-expired
+ * (waiting for deletion) when the write lands. An item without a known
+ * `ttl` is checked, since another writer may have set one since.
+ */
+function expiryCheck(k: BucketItem, now: bigint): number | null {
+  const sec = Number(now / 1000n);
+  return k.ttl !== null && k.ttl > sec + EXPIRY_CHECK_MARGIN_S ? null : sec;
 }
 
 /** Writes bucket items exactly and remembers what each answer showed. */
@@ -188,9 +205,11 @@ export class BucketWriter {
         return tk >= a && tk <= saturationCeiling(k.rf, now, s.eff);
       });
       let input;
-      let after: BucketItem | null = null;
+      let after: BucketItem;
       if (plainFits) {
-        input = this.#plainCharge(target, amounts, k, now, wcu);
+        const w = this.#plainCharge(target, amounts, k, now, wcu);
+        input = plainUpdate(this.#repo.tableName, w);
+        after = afterPlain(k, w);
       } else {
         const plan = this.#refillPlan(target, k, now, amounts, wcu);
         // A refusal is decided only on state fresh from DynamoDB; a stale
@@ -202,13 +221,8 @@ export class BucketWriter {
         after = plan.after;
       }
       try {
-        const out = await this.#repo.send<{ Attributes?: Item }>(
-          new UpdateItemCommand(input),
-        );
-        this.remember(
-          target.ref,
-          after ?? (out.Attributes ? mergeUpdated(k, out.Attributes) : k),
-        );
+        await this.#repo.send(new UpdateItemCommand(input));
+        this.remember(target.ref, after);
         return { kind: "ok" };
       } catch (e) {
         if (isConditionFailed(e)) {
@@ -248,7 +262,7 @@ export class BucketWriter {
     k: BucketItem,
     now: bigint,
     wcu: bigint,
-  ) {
+  ): PlainWrite {
     const limits: PlainLimit[] = [];
     for (const s of target.limits) {
       const a = amounts.get(s.limit.name);
@@ -262,14 +276,14 @@ export class BucketWriter {
         max: saturationCeiling(k.rf, now, s.eff),
       });
     }
-    return plainUpdate(this.#repo.tableName, {
+    return {
       ref: target.ref,
       limits,
       rfMin: k.rf,
       wcu,
-      notExpiredAt: Number(now / 1000n),
+      notExpiredAt: expiryCheck(k, now),
       ttl: this.#ttlRefresh(target, k, Number(now)),
-    });
+    };
   }
 
   /** A `ttl` to set on a plain write when the stored one is due for refresh. */
@@ -403,8 +417,9 @@ export class BucketWriter {
         return st.tk <= ceiling + (d < 0n ? d : 0n);
       });
       let input;
+      let plain: PlainWrite | null = null;
       if (fits) {
-        input = plainUpdate(this.#repo.tableName, {
+        plain = {
           ref,
           limits: names.map((n) => {
             const st = k.limits.get(n) as { tk: bigint; params: BucketParams };
@@ -427,7 +442,8 @@ export class BucketWriter {
           wcu,
           notExpiredAt: null,
           ttl: null,
-        });
+        };
+        input = plainUpdate(this.#repo.tableName, plain);
       } else {
         input = this.#refillDelta(ref, shards, k, now, names, deltas, wcu);
       }
@@ -435,13 +451,9 @@ export class BucketWriter {
         const out = await this.#repo.send<{ Attributes?: Item }>(
           new UpdateItemCommand(input),
         );
-        if (out.Attributes) {
-          this.remember(
-            ref,
-            fits
-              ? mergeUpdated(k, out.Attributes)
-              : decodeBucket(out.Attributes, ref.shard),
-          );
+        if (plain) this.remember(ref, afterPlain(k, plain));
+        else if (out.Attributes) {
+          this.remember(ref, decodeBucket(out.Attributes, ref.shard));
         }
         return 0n;
       } catch (e) {

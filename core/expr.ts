@@ -7,6 +7,14 @@
  */
 import type { AttributeValue } from "@aws-sdk/client-dynamodb";
 
+/**
+ * An attribute name that may stand in an expression as it is: letters,
+ * digits and underscores, starting with a letter, with at least one
+ * underscore (no DynamoDB reserved word has one). Bucket attributes
+ * (`b_rpm_tk`) qualify, so the hot path sends no alias for them.
+ */
+const PLAIN_NAME = /^[A-Za-z][A-Za-z0-9_]*_[A-Za-z0-9_]*$/;
+
 /** Collects attribute names and values for one request. */
 export class Expr {
   /** `ExpressionAttributeNames`. */
@@ -15,9 +23,11 @@ export class Expr {
   readonly values: Record<string, AttributeValue> = {};
   #nameIndex = new Map<string, string>();
   #valueCount = 0;
+  #scalars = new Map<string, string>();
 
-  /** Placeholder for an attribute name (reused for the same name). */
+  /** The name itself when it needs no alias, else a placeholder (reused for the same name). */
   n(name: string): string {
+    if (PLAIN_NAME.test(name)) return name;
     let p = this.#nameIndex.get(name);
     if (p === undefined) {
       p = `#n${this.#nameIndex.size}`;
@@ -34,14 +44,27 @@ export class Expr {
     return p;
   }
 
-  /** Placeholder for a number value. */
+  /** Placeholder for a number value (reused for the same number). */
   num(value: bigint | number): string {
-    return this.v({ N: String(value) });
+    const n = String(value);
+    const key = `N${n}`;
+    let p = this.#scalars.get(key);
+    if (p === undefined) {
+      p = this.v({ N: n });
+      this.#scalars.set(key, p);
+    }
+    return p;
   }
 
-  /** Placeholder for a string value. */
+  /** Placeholder for a string value (reused for the same string). */
   str(value: string): string {
-    return this.v({ S: value });
+    const key = `S${value}`;
+    let p = this.#scalars.get(key);
+    if (p === undefined) {
+      p = this.v({ S: value });
+      this.#scalars.set(key, p);
+    }
+    return p;
   }
 
   /** The name/value maps, omitting empty ones (DynamoDB rejects empty maps). */

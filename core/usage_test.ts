@@ -104,7 +104,7 @@ Deno.test("snapshotUpdate: one atomic create-and-add; colliding names cannot ove
   const [setPart, addPart] = expr.split(" ADD ");
   assert.ok(setPart?.startsWith("SET "));
   const nameOf = (placeholder: string): string =>
-    u.ExpressionAttributeNames?.[placeholder] ?? "";
+    u.ExpressionAttributeNames?.[placeholder] ?? placeholder;
   const added = (addPart ?? "").split(", ").map((c) =>
     nameOf(c.split(" ")[0] ?? "")
   );
