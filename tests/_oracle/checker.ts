@@ -42,7 +42,8 @@
  * - L(t): every debit that may come first (`start ≤ t`, ambiguous ones too)
  *   at `min(end, t)`; only certain give-backs that must come first
  *   (`end < t`), at their `start`; a config's smaller capacity and slower
- *   rate from its `start` (clamping there) until its `end`.
+ *   rate from its `settleFrom` (default: its `start`; clamping there) until
+ *   its `end`.
  *
  * Why these are bounds. All ideal operations are monotone 1-Lipschitz maps
  * of the balance b (refill min(cp, b + r·Δ), debit b − d, give-back
@@ -205,6 +206,14 @@ export interface ConfigOp extends Timed {
   readonly limit: string;
   /** New parameters. */
   readonly params: LimitParams;
+  /**
+   * For the refusal checks only: the smaller capacity and slower rate of old
+   * and new apply from here (≤ `start`) instead of from `start`. A limiter
+   * that settles the refill since the bucket's last refill write under
+   * those parameters (it cannot know when the change happened) passes its
+   * `rf` before the change here; the over-admission checks keep `start`.
+   */
+  readonly settleFrom?: bigint;
 }
 
 /** Any operation. */
@@ -360,6 +369,8 @@ interface Effect {
 interface ConfigChange {
   readonly start: bigint;
   readonly end: bigint;
+  /** Where the stingy parameters of the lower bound start (≤ start). */
+  readonly settleFrom: bigint;
   readonly before: LimitParams;
   readonly after: LimitParams;
 }
@@ -480,9 +491,14 @@ function addConfigs(models: Map<string, Model>, configs: ConfigOp[]): void {
         `config ${op.id} overlaps an earlier config of ${op.bucket}/${op.limit}`,
       );
     }
+    let settleFrom = op.settleFrom ?? op.start;
+    if (settleFrom > op.start) settleFrom = op.start;
+    const floor = prev ? prev.end + 1n : m.t0;
+    if (settleFrom < floor) settleFrom = floor;
     m.configs.push({
       start: op.start,
       end: op.end,
+      settleFrom,
       before: prev?.after ?? m.initial,
       after: op.params,
     });
@@ -575,13 +591,15 @@ function configSteps(
   m: Model,
   t: bigint,
   during: (a: LimitParams, b: LimitParams) => LimitParams,
+  settle = false,
 ): Step[] {
   const steps: Step[] = [];
   m.configs.forEach((c, i) => {
-    if (c.start > t) return;
+    const from = settle ? c.settleFrom : c.start;
+    if (from > t) return;
     const p = during(c.before, c.after);
     steps.push({
-      time: c.start,
+      time: from,
       rank: 1 + 2 * i,
       run: (l, at) => l.setParams(at, p),
     });
@@ -627,7 +645,7 @@ function upperAt(m: Model, t: bigint, strict = false): Ratio {
 function lowerAt(m: Model, t: bigint): Ratio {
   const hit = m.lower.get(t);
   if (hit) return hit;
-  const steps = configSteps(m, t, minParams);
+  const steps = configSteps(m, t, minParams, true);
   for (const g of m.giveBacks) {
     if (g.certain && g.end < t) steps.push(giveBackStep(g.start, 0, g.amount));
   }
@@ -656,7 +674,7 @@ function minLower(m: Model, s: bigint, e: bigint): { at: bigint; u: Ratio } {
   const times = new Set<bigint>([s]);
   for (const d of m.debits) if (d.start > s && d.start <= e) times.add(d.start);
   for (const c of m.configs) {
-    if (c.start > s && c.start <= e) times.add(c.start);
+    if (c.settleFrom > s && c.settleFrom <= e) times.add(c.settleFrom);
   }
   return extreme(times, (t) => lowerAt(m, t), -1);
 }

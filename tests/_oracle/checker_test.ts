@@ -609,3 +609,39 @@ Deno.test("an admission whose interval allows a refill or a config raise is not 
     operations: [acquire("x", 5n, 300n, 9000n, "admitted")],
   });
 });
+
+Deno.test("settleFrom: a refusal is judged with the slower rate back to the settled refill, an admission is not", () => {
+  // Empty at 0, 10 tokens a minute; at 30 s the rate drops to 1 a minute.
+  // The ideal bucket holds 5 tokens at 31 s. A limiter that settles the
+  // refill since its last refill write (0) under the slower rate holds 0.5.
+  const slow: LimitParams = { cp: 10_000n, ra: 1000n, rp: 60_000n };
+  const config = (settleFrom?: bigint): Operation => ({
+    kind: "config",
+    id: "slower",
+    start: 30_000n,
+    end: 30_100n,
+    bucket: B,
+    limit: "rpm",
+    params: slow,
+    ...(settleFrom === undefined ? {} : { settleFrom }),
+  });
+  const refused = acquire("x", 31_000n, 31_010n, 4000n, "refused");
+  // Without settleFrom the refusal of 4 tokens is unjustified (5 were there).
+  const r = assertFlagged({
+    limits: [limit(TEN_PER_MINUTE, 0n)],
+    operations: [config(), refused],
+  });
+  assert.equal(r.unjustifiedRefusals.length, 1);
+  assertOk({
+    limits: [limit(TEN_PER_MINUTE, 0n)],
+    operations: [config(0n), refused],
+  });
+  // The over-admission bound keeps `start`: 6 tokens at 31 s are still too many.
+  assertFlagged({
+    limits: [limit(TEN_PER_MINUTE, 0n)],
+    operations: [
+      config(0n),
+      acquire("y", 31_000n, 31_010n, 6000n, "admitted"),
+    ],
+  });
+});

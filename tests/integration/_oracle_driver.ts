@@ -76,7 +76,10 @@
  *   jitter, extended to the end of every acquire or lease that started by
  *   then (stale caches decide with the old limits until they expire). One
  *   config change per bucket and history, so config intervals of a limit
- *   never overlap.
+ *   never overlap. For the refusal checks, the smaller capacity and the
+ *   slower rate of old and new apply from the stored `rf` read before the
+ *   call (the README's bound: the refill since the bucket's last refill
+ *   write is settled under them), `settleFrom` in the checker.
  * - Final `tc` of every limit (raw `b_x_tc`) is the accounting input.
  *
  * Skew: clients with a skewed clock (±5-60 s) open with `clockSync: true`;
@@ -1957,10 +1960,14 @@ function evaluate(
     let start = cfg.start;
     const from = options.configFrom ?? "auto";
     const fromRf = from === "rf" || (from === "auto" && cfg.how === "python");
-    if (fromRf && cfg.rfBefore !== null) {
-      start = Math.min(start, cfg.rfBefore - slackMs - 1);
-    }
+    // The documented bound: the refill since the bucket's last refill write
+    // before the change is settled under the smaller and slower parameters.
+    const settle = cfg.rfBefore === null
+      ? start
+      : Math.min(start, cfg.rfBefore - slackMs - 1);
+    if (fromRf) start = settle;
     start = Math.max(start, Number(t0));
+    const settleFrom = Math.max(settle, Number(t0));
     const horizon = cfg.end + CONFIG_TTL_MS + CLOCK_JITTER_MS;
     let end = horizon;
     for (const c of run.calls) {
@@ -1983,6 +1990,7 @@ function evaluate(
         params: p,
         start: BigInt(start),
         end: BigInt(end),
+        settleFrom: BigInt(settleFrom),
       });
     }
   }
