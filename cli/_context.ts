@@ -200,7 +200,12 @@ function s(item: Record<string, AttributeValue>, key: string): string | null {
 export type VersionState =
   | { readonly kind: "no-table" }
   | { readonly kind: "not-initialized" }
-  | { readonly kind: "legacy"; readonly schemaVersion: string }
+  | {
+    readonly kind: "legacy";
+    readonly schemaVersion: string;
+    /** The pre-0.10 record as stored at `SYSTEM#` / `#VERSION`. */
+    readonly record: VersionRecord;
+  }
   | { readonly kind: "record"; readonly record: VersionRecord };
 
 /**
@@ -226,24 +231,18 @@ export async function readVersionState(
     if (isTableMissing(e)) return { kind: "no-table" };
     throw e;
   }
-  if (item) {
-    return {
-      kind: "record",
-      record: {
-        schemaVersion: s(item, "schema_version") ?? "1.0.0",
-        clientMinVersion: s(item, "client_min_version") ?? "0.0.0",
-        lambdaVersion: s(item, "lambda_version"),
-        updatedAt: s(item, "updated_at"),
-        updatedBy: s(item, "updated_by"),
-      },
-    };
-  }
+  const decode = (it: Record<string, AttributeValue>): VersionRecord => ({
+    schemaVersion: s(it, "schema_version") ?? "1.0.0",
+    clientMinVersion: s(it, "client_min_version") ?? "0.0.0",
+    lambdaVersion: s(it, "lambda_version"),
+    updatedAt: s(it, "updated_at"),
+    updatedBy: s(it, "updated_by"),
+  });
+  if (item) return { kind: "record", record: decode(item) };
   const legacy = await get("SYSTEM#");
   if (legacy) {
-    return {
-      kind: "legacy",
-      schemaVersion: s(legacy, "schema_version") ?? "1.0.0",
-    };
+    const record = decode(legacy);
+    return { kind: "legacy", schemaVersion: record.schemaVersion, record };
   }
   return { kind: "not-initialized" };
 }

@@ -25,6 +25,12 @@ import {
   renderTable,
   resolveGlobals,
 } from "./_context.ts";
+import { awsOnly, LOCAL_BACKUP_INSTEAD } from "./_aws_only.ts";
+import { isoTimeArg } from "./_iso_time.ts";
+
+/** The alternative to point-in-time recovery on DynamoDB Local. */
+const LOCAL_PITR_INSTEAD =
+  "the deployed template enables it on AWS; locally, keep a copy of the --data-dir of 'zae-limiter local up' (stopped) to go back to";
 
 /**
  * A commander parser for a name DynamoDB takes for a table or a backup: 3 to
@@ -67,9 +73,14 @@ export function makeBackupCommand(ctx: CliContext): Command {
       const g = resolveGlobals(cmd);
       const { backupName } = cmd.opts<{ backupName?: string }>();
       const name = backupName ?? `${g.name}-${stamp(ctx.now())}`;
-      const out = await dynamoClient(ctx, g).send(
-        new CreateBackupCommand({ TableName: g.name, BackupName: name }),
-      );
+      const out = await awsOnly(g, {
+        action: `create a backup of table '${g.name}'`,
+        missing: "on-demand backups",
+        instead: LOCAL_BACKUP_INSTEAD,
+      }, () =>
+        dynamoClient(ctx, g).send(
+          new CreateBackupCommand({ TableName: g.name, BackupName: name }),
+        ));
       const d = out.BackupDetails;
       emit(ctx, g, {
         backupArn: d?.BackupArn ?? null,
@@ -88,7 +99,11 @@ export function makeBackupCommand(ctx: CliContext): Command {
 
   backup.command("list")
     .description("List backups of the table (read-only)")
-    .option("--since <iso>", "only backups created at or after this time")
+    .option(
+      "--since <iso>",
+      "only backups created at or after this time",
+      isoTimeArg,
+    )
     .action(action(ctx, async (cmd) => {
       const g = resolveGlobals(cmd);
       const { since } = cmd.opts<{ since?: string }>();
@@ -108,13 +123,19 @@ export function makeBackupCommand(ctx: CliContext): Command {
       }[] = [];
       let start: string | undefined;
       do {
-        const out = await client.send(
-          new ListBackupsCommand({
-            TableName: g.name,
-            ...(lower ? { TimeRangeLowerBound: lower } : {}),
-            ...(start ? { ExclusiveStartBackupArn: start } : {}),
-          }),
-        );
+        const from = start;
+        const out = await awsOnly(g, {
+          action: `list backups of table '${g.name}'`,
+          missing: "on-demand backups",
+          instead: LOCAL_BACKUP_INSTEAD,
+        }, () =>
+          client.send(
+            new ListBackupsCommand({
+              TableName: g.name,
+              ...(lower ? { TimeRangeLowerBound: lower } : {}),
+              ...(from ? { ExclusiveStartBackupArn: from } : {}),
+            }),
+          ));
         for (const b of out.BackupSummaries ?? []) {
           rows.push({
             name: b.BackupName ?? "",
@@ -150,12 +171,17 @@ export function makeBackupCommand(ctx: CliContext): Command {
     .action(action(ctx, async (cmd) => {
       const g = resolveGlobals(cmd);
       const o = cmd.opts<{ backupArn: string; targetTable: string }>();
-      const out = await dynamoClient(ctx, g).send(
-        new RestoreTableFromBackupCommand({
-          BackupArn: o.backupArn,
-          TargetTableName: o.targetTable,
-        }),
-      );
+      const out = await awsOnly(g, {
+        action: `restore a backup into table '${o.targetTable}'`,
+        missing: "on-demand backups",
+        instead: LOCAL_BACKUP_INSTEAD,
+      }, () =>
+        dynamoClient(ctx, g).send(
+          new RestoreTableFromBackupCommand({
+            BackupArn: o.backupArn,
+            TargetTableName: o.targetTable,
+          }),
+        ));
       const status = out.TableDescription?.TableStatus ?? "CREATING";
       emit(ctx, g, {
         backupArn: o.backupArn,
@@ -182,9 +208,14 @@ export function makePitrCommand(ctx: CliContext): Command {
     .description("Show point-in-time recovery settings (read-only)")
     .action(action(ctx, async (cmd) => {
       const g = resolveGlobals(cmd);
-      const out = await dynamoClient(ctx, g).send(
-        new DescribeContinuousBackupsCommand({ TableName: g.name }),
-      );
+      const out = await awsOnly(g, {
+        action: `show point-in-time recovery of table '${g.name}'`,
+        missing: "point-in-time recovery",
+        instead: LOCAL_PITR_INSTEAD,
+      }, () =>
+        dynamoClient(ctx, g).send(
+          new DescribeContinuousBackupsCommand({ TableName: g.name }),
+        ));
       const p = out.ContinuousBackupsDescription
         ?.PointInTimeRecoveryDescription;
       const status = {
@@ -219,17 +250,22 @@ export function makePitrCommand(ctx: CliContext): Command {
     .action(action(ctx, async (cmd) => {
       const g = resolveGlobals(cmd);
       const { recoveryDays } = cmd.opts<{ recoveryDays?: number }>();
-      await dynamoClient(ctx, g).send(
-        new UpdateContinuousBackupsCommand({
-          TableName: g.name,
-          PointInTimeRecoverySpecification: {
-            PointInTimeRecoveryEnabled: true,
-            ...(recoveryDays !== undefined
-              ? { RecoveryPeriodInDays: recoveryDays }
-              : {}),
-          },
-        }),
-      );
+      await awsOnly(g, {
+        action: `enable point-in-time recovery of table '${g.name}'`,
+        missing: "point-in-time recovery",
+        instead: LOCAL_PITR_INSTEAD,
+      }, () =>
+        dynamoClient(ctx, g).send(
+          new UpdateContinuousBackupsCommand({
+            TableName: g.name,
+            PointInTimeRecoverySpecification: {
+              PointInTimeRecoveryEnabled: true,
+              ...(recoveryDays !== undefined
+                ? { RecoveryPeriodInDays: recoveryDays }
+                : {}),
+            },
+          }),
+        ));
       emit(
         ctx,
         g,
@@ -250,7 +286,11 @@ export function makePitrCommand(ctx: CliContext): Command {
       "name of the new table",
       dynamoName("table name"),
     )
-    .option("--time <iso>", "restore time, e.g. 2026-01-15T10:00:00Z")
+    .option(
+      "--time <iso>",
+      "restore time, e.g. 2026-01-15T10:00:00Z",
+      isoTimeArg,
+    )
     .option("--latest", "restore to the latest restorable time")
     .action(action(ctx, async (cmd) => {
       const g = resolveGlobals(cmd);
@@ -266,15 +306,20 @@ export function makePitrCommand(ctx: CliContext): Command {
           `Invalid --time '${o.time}': use an ISO 8601 time`,
         );
       }
-      await dynamoClient(ctx, g).send(
-        new RestoreTableToPointInTimeCommand({
-          SourceTableName: g.name,
-          TargetTableName: o.targetTable,
-          ...(when
-            ? { RestoreDateTime: when }
-            : { UseLatestRestorableTime: true }),
-        }),
-      );
+      await awsOnly(g, {
+        action: `restore table '${g.name}' to a point in time`,
+        missing: "point-in-time recovery",
+        instead: LOCAL_BACKUP_INSTEAD,
+      }, () =>
+        dynamoClient(ctx, g).send(
+          new RestoreTableToPointInTimeCommand({
+            SourceTableName: g.name,
+            TargetTableName: o.targetTable,
+            ...(when
+              ? { RestoreDateTime: when }
+              : { UseLatestRestorableTime: true }),
+          }),
+        ));
       emit(ctx, g, {
         sourceTable: g.name,
         targetTable: o.targetTable,

@@ -27,7 +27,9 @@ import {
 import {
   DeleteTableCommand,
   DescribeTableCommand,
+  UpdateTableCommand,
 } from "@aws-sdk/client-dynamodb";
+import { createTableInput } from "../core/schema.ts";
 import { Command, Option } from "commander";
 import { CLIENT_VERSION, Repository, SCHEMA_VERSION } from "../mod.ts";
 import {
@@ -53,6 +55,7 @@ import {
   requireYes,
   resolveGlobals,
 } from "./_context.ts";
+import { awsOnly } from "./_aws_only.ts";
 import { checkTable, describeIssue } from "./version.ts";
 import { type Progress, startProgress } from "./_progress.ts";
 
@@ -699,6 +702,129 @@ function makeDeployCommand(ctx: CliContext): Command {
     }));
 }
 
+/**
+ * The image reference with its tag replaced by `tag` (added when it has
+ * none); `null` when it is pinned by digest.
+ */
+function retagImage(image: string, tag: string): string | null {
+  if (image.includes("@")) return null;
+  const slash = image.lastIndexOf("/");
+  const colon = image.lastIndexOf(":");
+  const repo = colon > slash ? image.slice(0, colon) : image;
+  return `${repo}:${tag}`;
+}
+
+/**
+ * `upgrade --endpoint-url`: there is no stack, so only the template's
+ * change to the table itself is applied, as CloudFormation would: indexes
+ * the table lacks (GSI4 on a 0.9 table) are created and awaited. On a
+ * pre-0.10 table `default` is registered too (seed 002 step 1), so the
+ * runbook can be rehearsed locally in its own order. IAM policies and
+ * workers exist only on AWS, which the output says.
+ */
+async function upgradeLocal(
+  ctx: CliContext,
+  g: GlobalConfig,
+  workersOnly: boolean,
+): Promise<number> {
+  if (workersOnly) {
+    throw new CliExit(
+      EXIT.FAILURE,
+      `Cannot upgrade workers of '${g.name}': ${g.endpointUrl} (DynamoDB Local) has no stack and no workers; run 'zae-limiter worker run' locally instead`,
+    );
+  }
+  const result = await checkTable(ctx, g);
+  if (result.kind !== "checked") {
+    throw new CliExit(
+      EXIT.FAILURE,
+      `Infrastructure not initialized (${result.kind}). Run 'zae-limiter deploy --name ${g.name}' first.`,
+    );
+  }
+  const legacy = result.state.kind === "legacy"
+    ? result.state.schemaVersion
+    : null;
+  if (!result.compatibility.compatible && legacy === null) {
+    ctx.io.err(
+      "✗ Cannot upgrade: the table is not compatible with this client",
+    );
+    for (const i of result.compatibility.issues) {
+      ctx.io.err(`  - ${describeIssue(i)}`);
+    }
+    return EXIT.INCOMPATIBLE;
+  }
+  const client = dynamoClient(ctx, g);
+  const described = (await client.send(
+    new DescribeTableCommand({ TableName: g.name }),
+  )).Table;
+  const have = new Set(
+    (described?.GlobalSecondaryIndexes ?? []).map((i) => i.IndexName ?? ""),
+  );
+  const wanted = createTableInput(g.name);
+  ctx.io.out(
+    `Upgrading local table: ${g.name} (no stack at ${g.endpointUrl}: only the template's table changes apply; IAM policies and workers exist on AWS only)`,
+  );
+  for (const index of wanted.GlobalSecondaryIndexes ?? []) {
+    const name = index.IndexName ?? "";
+    if (have.has(name)) continue;
+    const keys = new Set((index.KeySchema ?? []).map((k) => k.AttributeName));
+    await client.send(
+      new UpdateTableCommand({
+        TableName: g.name,
+        AttributeDefinitions: (wanted.AttributeDefinitions ?? []).filter((a) =>
+          keys.has(a.AttributeName)
+        ),
+        GlobalSecondaryIndexUpdates: [{
+          Create: {
+            IndexName: name,
+            KeySchema: index.KeySchema,
+            Projection: index.Projection,
+            ...(index.ProvisionedThroughput
+              ? { ProvisionedThroughput: index.ProvisionedThroughput }
+              : {}),
+          },
+        }],
+      }),
+    );
+    for (let i = 0;; i++) {
+      const d = await client.send(
+        new DescribeTableCommand({ TableName: g.name }),
+      );
+      const status = d.Table?.GlobalSecondaryIndexes?.find((x) =>
+        x.IndexName === name
+      )?.IndexStatus;
+      if (status === "ACTIVE") break;
+      if (i >= 600) {
+        throw new CliExit(
+          EXIT.FAILURE,
+          `Cannot upgrade table '${g.name}': index ${name} is still ${
+            status ?? "missing"
+          } after 60 s`,
+        );
+      }
+      await ctx.sleep(100);
+    }
+    ctx.io.out(`✓ Index ${name} created`);
+  }
+  if (legacy === null) {
+    ctx.io.out("✓ Upgrade complete!");
+    return EXIT.OK;
+  }
+  const id = await registerNamespaceRecords({
+    client,
+    table: g.name,
+    clock: { now: () => ctx.now(), sleep },
+  }, "default");
+  ctx.io.out(`✓ Namespace 'default' registered: ${id}`);
+  ctx.io.out(
+    `  The data still uses the pre-0.10 key layout (schema ${legacy}); GSI4 starts empty.`,
+  );
+  ctx.io.out(
+    `  Next: 'zae-limiter namespace show default --name ${g.name}', then 'zae-limiter migrate plan --name ${g.name}' and 'migrate apply --yes'.`,
+  );
+  ctx.io.out("✓ Upgrade complete (data migration pending)");
+  return EXIT.OK;
+}
+
 function makeUpgradeCommand(ctx: CliContext): Command {
   return new Command("upgrade")
     .description(
@@ -726,15 +852,7 @@ Exit codes: 0 upgraded or already up to date, 1 failure, 2 usage error,
         { workersOnly?: boolean; lambdaOnly?: boolean; workerImage?: string }
       >();
       const workersOnly = Boolean(o.workersOnly || o.lambdaOnly);
-      if (workersOnly && !o.workerImage) {
-        throw new CliUsageError("--workers-only needs --worker-image <image>");
-      }
-      if (g.endpointUrl) {
-        throw new CliExit(
-          EXIT.FAILURE,
-          "upgrade applies the CloudFormation template; a table deployed with --endpoint-url has no stack",
-        );
-      }
+      if (g.endpointUrl) return await upgradeLocal(ctx, g, workersOnly);
       const result = await checkTable(ctx, g);
       if (result.kind !== "checked") {
         throw new CliExit(
@@ -759,14 +877,8 @@ Exit codes: 0 upgraded or already up to date, 1 failure, 2 usage error,
       }
       const record = result.state.kind === "record"
         ? result.state.record
-        : legacy !== null
-        ? {
-          schemaVersion: legacy,
-          clientMinVersion: "0.0.0",
-          lambdaVersion: null,
-          updatedAt: null,
-          updatedBy: null,
-        }
+        : legacy !== null && result.state.kind === "legacy"
+        ? result.state.record
         : null;
       if (record === null) return EXIT.INCOMPATIBLE;
       const cfn = cloudFormationClient(ctx, g);
@@ -785,23 +897,45 @@ Exit codes: 0 upgraded or already up to date, 1 failure, 2 usage error,
           p,
         ) => [p.ParameterKey ?? "", p.ParameterValue ?? ""]),
       );
+      // Seed 000's `upgrade --lambda-only`: without --worker-image, the
+      // deployed worker image moves to this client's version tag.
+      let chosenImage = o.workerImage;
+      if (workersOnly && chosenImage === undefined) {
+        const deployed = previous.get("WorkerImage") ?? "";
+        if (deployed === "") {
+          ctx.io.out(
+            `No workers are deployed on stack '${g.name}' (WorkerImage is empty): nothing to update. Deploy them with 'upgrade --worker-image <image>'.`,
+          );
+          return EXIT.OK;
+        }
+        const retagged = retagImage(deployed, CLIENT_VERSION);
+        if (retagged === null) {
+          throw new CliUsageError(
+            `--workers-only without --worker-image moves the deployed image to tag ${CLIENT_VERSION}, but '${deployed}' is pinned by digest: pass --worker-image <image>`,
+          );
+        }
+        chosenImage = retagged;
+        ctx.io.out(
+          `Worker image: ${deployed} -> ${retagged} (this client's version; --worker-image chooses another)`,
+        );
+      }
       const keys = workersOnly
         ? [...previous.keys()]
         : Object.keys(renderTemplate().Parameters).filter((k) =>
           previous.has(k)
         );
       const parameters: Parameter[] = keys.map((k) =>
-        k === "WorkerImage" && o.workerImage
-          ? { ParameterKey: k, ParameterValue: o.workerImage }
+        k === "WorkerImage" && chosenImage
+          ? { ParameterKey: k, ParameterValue: chosenImage }
           : { ParameterKey: k, UsePreviousValue: true }
       );
-      if (o.workerImage && !previous.has("WorkerImage") && !workersOnly) {
+      if (chosenImage && !previous.has("WorkerImage") && !workersOnly) {
         parameters.push({
           ParameterKey: "WorkerImage",
-          ParameterValue: o.workerImage,
+          ParameterValue: chosenImage,
         });
       }
-      const workerImage = o.workerImage ?? previous.get("WorkerImage") ?? "";
+      const workerImage = chosenImage ?? previous.get("WorkerImage") ?? "";
       const workerVersion = workerImage ? CLIENT_VERSION : record.lambdaVersion;
       const userTags = (stack.Tags ?? [])
         .filter((t) =>
@@ -881,13 +1015,32 @@ Exit codes: 0 upgraded or already up to date, 1 failure, 2 usage error,
 function makeDeleteCommand(ctx: CliContext): Command {
   return new Command("delete")
     .description(
-      "Delete the stack; the table is retained (with --endpoint-url: delete the local table)",
+      "Delete the stack; the table is retained (with --endpoint-url the local table is kept too, unless --drop-table)",
     )
     .option("-y, --yes", "confirm")
     .option("--no-wait", "return once deletion has started")
+    .option(
+      "--drop-table",
+      "with --endpoint-url: also delete the local table and its data",
+    )
     .action(action(ctx, async (cmd) => {
       const g = resolveGlobals(cmd);
-      const o = cmd.opts<{ yes?: boolean; wait: boolean }>();
+      const o = cmd.opts<
+        { yes?: boolean; wait: boolean; dropTable?: boolean }
+      >();
+      if (o.dropTable && !g.endpointUrl) {
+        throw new CliUsageError(
+          "--drop-table is for --endpoint-url (a local table); on AWS the table is retained by the stack's DeletionPolicy",
+        );
+      }
+      if (g.endpointUrl && !o.dropTable) {
+        // As on AWS (DeletionPolicy: Retain): the data stays.
+        requireYes(o.yes, `delete stack '${g.name}'`);
+        ctx.io.out(
+          `Table '${g.name}' kept with its data: ${g.endpointUrl} has no CloudFormation stack to delete, and on AWS 'delete' retains the table too. Pass --drop-table to delete the local table.`,
+        );
+        return EXIT.OK;
+      }
       if (g.endpointUrl) {
         requireYes(o.yes, `delete local table '${g.name}' and all its data`);
         try {
@@ -956,7 +1109,7 @@ function makeStatusCommand(ctx: CliContext): Command {
     .description("Show stack, table and version status (read-only)")
     .addHelpText(
       "after",
-      "\nExit codes: 0 available, 1 table unavailable or stack failed.",
+      "\nExit codes: 0 available, 1 table unavailable or stack failed, 3 the table needs a migration before this client can use it.",
     )
     .action(action(ctx, async (cmd) => {
       const g = resolveGlobals(cmd);
@@ -1076,7 +1229,11 @@ function makeStatusCommand(ctx: CliContext): Command {
         }
         ctx.io.out("");
         if (!table) ctx.io.out("✗ Infrastructure is not available");
-        else if (stackStatus && /FAILED|ROLLBACK/.test(stackStatus)) {
+        else if (version.kind === "legacy") {
+          ctx.io.out(
+            `✗ Table uses the pre-0.10 key layout (schema ${version.schemaVersion}): no ${CLIENT_VERSION} client can open it. Run 'zae-limiter upgrade --name ${g.name}', then 'zae-limiter migrate apply --name ${g.name} --yes'.`,
+          );
+        } else if (stackStatus && /FAILED|ROLLBACK/.test(stackStatus)) {
           ctx.io.out("✗ Stack is in failed state");
         } else if (stackStatus?.endsWith("IN_PROGRESS")) {
           ctx.io.out("⏳ Operation in progress...");
@@ -1086,6 +1243,7 @@ function makeStatusCommand(ctx: CliContext): Command {
       if (stackStatus && /FAILED|ROLLBACK/.test(stackStatus)) {
         return EXIT.FAILURE;
       }
+      if (version.kind === "legacy") return EXIT.INCOMPATIBLE;
       return EXIT.OK;
     }));
 }
@@ -1106,9 +1264,16 @@ function makeListCommand(ctx: CliContext): Command {
       }[] = [];
       let token: string | undefined;
       do {
-        const out = await cfn.send(
-          new DescribeStacksCommand(token ? { NextToken: token } : {}),
-        );
+        const next = token;
+        const out = await awsOnly(g, {
+          action: "list stacks",
+          missing: "CloudFormation stacks",
+          instead:
+            "locally, 'zae-limiter local status' shows the local DynamoDB and 'zae-limiter status --name <table>' one table",
+        }, () =>
+          cfn.send(
+            new DescribeStacksCommand(next ? { NextToken: next } : {}),
+          ));
         for (const s of out.Stacks ?? []) {
           const tags = new Map(
             (s.Tags ?? []).map((t) => [t.Key ?? "", t.Value ?? ""]),

@@ -42,6 +42,7 @@ import {
   action,
   type CliContext,
   CliExit,
+  CliUsageError,
   dynamoClient,
   emit,
   EXIT,
@@ -71,8 +72,21 @@ function positiveNumber(value: string): number {
   return n;
 }
 
+/** `--to`: a version this client has a schema for (none past {@linkcode SCHEMA_VERSION}). */
+function targetVersionArg(value: string): string {
+  const v = versionArg(value);
+  if (compareVersions(v, SCHEMA_VERSION) > 0) {
+    throw new InvalidArgumentError(
+      `Expected a schema version up to ${SCHEMA_VERSION}, the newest this client has.`,
+    );
+  }
+  return v;
+}
+
 function toOption(description: string): Option {
-  return new Option("--to <version>", description).argParser(versionArg);
+  return new Option("--to <version>", description).argParser(
+    targetVersionArg,
+  );
 }
 
 /** Line-buffers raw progress text into `io.err` lines when no raw writer exists. */
@@ -656,6 +670,11 @@ async function runRollback(ctx: CliContext, cmd: Command): Promise<number> {
     });
     switch (r.kind) {
       case "up_to_date":
+        if (compareVersions(o.to, r.version) > 0) {
+          throw new CliUsageError(
+            `Invalid --to '${o.to}': table '${g.name}' is at schema ${r.version}; a rollback goes to an earlier version`,
+          );
+        }
         ctx.io.out(
           `Table '${g.name}' is at schema ${r.version}; nothing to roll back.`,
         );

@@ -19,6 +19,7 @@ import {
   resolveGlobals,
   thousands,
 } from "./_context.ts";
+import { isoTimeArg } from "./_iso_time.ts";
 import { renderUsagePlot } from "./usage_plot.ts";
 
 function filterFrom(cmd: Command): UsageSnapshotFilter {
@@ -54,8 +55,12 @@ function addFilterOptions(cmd: Command): Command {
         "monthly",
       ]),
     )
-    .option("--start <iso>", "first window start, e.g. 2026-01-15T00:00:00Z")
-    .option("--end <iso>", "last window start");
+    .option(
+      "--start <iso>",
+      "first window start, e.g. 2026-01-15T00:00:00Z",
+      isoTimeArg,
+    )
+    .option("--end <iso>", "last window start", isoTimeArg);
 }
 
 function countersText(c: Readonly<Record<string, number>>): string {

@@ -87,7 +87,7 @@ function compatibilityOf(
     case "legacy":
       return schemaBlocked(
         state.schemaVersion,
-        `the table uses the pre-0.10 key layout; back it up ('zae-limiter backup create') and run the namespace-keys migration to ${SCHEMA_VERSION}`,
+        `the table uses the pre-0.10 key layout; back it up ('zae-limiter backup create'), run 'zae-limiter upgrade' (GSI4, namespace policies, 'default' registered), then the namespace-keys migration to ${SCHEMA_VERSION} ('zae-limiter migrate apply')`,
       );
     case "record":
       // Never throws: an unreadable stored version is an issue of the result.
@@ -145,7 +145,8 @@ function recordFields(state: VersionState): {
   updatedBy: string | null;
   updatedAt: string | null;
 } {
-  if (state.kind === "record") {
+  if (state.kind === "record" || state.kind === "legacy") {
+    // A pre-0.10 record is shown as stored (at `SYSTEM#`), not as "unknown".
     return {
       tableSchema: state.record.schemaVersion,
       clientMin: state.record.clientMinVersion,
@@ -155,7 +156,7 @@ function recordFields(state: VersionState): {
     };
   }
   return {
-    tableSchema: state.kind === "legacy" ? state.schemaVersion : null,
+    tableSchema: null,
     clientMin: null,
     workers: null,
     updatedBy: null,

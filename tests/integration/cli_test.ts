@@ -79,7 +79,15 @@ async function localCli(): Promise<
     repo: (namespace = "default") =>
       Repository.open({ client, stack: table, namespace }),
     async [Symbol.asyncDispose]() {
-      await cli(["--endpoint-url", ep, "--name", table, "delete", "--yes"]);
+      await cli([
+        "--endpoint-url",
+        ep,
+        "--name",
+        table,
+        "delete",
+        "--yes",
+        "--drop-table",
+      ]);
       client.destroy();
     },
   };

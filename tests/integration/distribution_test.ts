@@ -186,6 +186,7 @@ Deno.test("the bundle and deno install -g give a working zae-limiter command", a
       table,
       "delete",
       "--yes",
+      "--drop-table",
     ], { env });
     await Deno.remove(tmp, { recursive: true });
   }

@@ -56,7 +56,7 @@ Deno.test("usage list --plot draws a chart per limit on a terminal and prints th
     assert.match(piped.out, /Total: 3 snapshots/);
     assert.doesNotMatch(piped.out, /[┤┼╭╮]/);
   } finally {
-    await run(false, "delete", "--yes");
+    await run(false, "delete", "--yes", "--drop-table");
     client.destroy();
   }
 });

@@ -275,7 +275,15 @@ Deno.test("worker image: the Dockerfile's bundle carries only runtime packages a
       await (worker as Deno.ChildProcess).status;
     }
     await reading;
-    await main(["--endpoint-url", ep, "--name", table, "delete", "--yes"], {
+    await main([
+      "--endpoint-url",
+      ep,
+      "--name",
+      table,
+      "delete",
+      "--yes",
+      "--drop-table",
+    ], {
       out() {},
       err() {},
     });
