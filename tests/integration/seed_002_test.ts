@@ -1,10 +1,11 @@
 /**
  * Seed 002 (the namespace-keys runbook) in its own order, on DynamoDB Local:
- * a 0.9 table without GSI4, the stack upgrade (the change set through
- * aws-sdk-client-mock; its effect on the table — GSI4 — applied with
- * UpdateTable, as CloudFormation would), namespace discovery on the
- * pre-0.10 table, plan, apply, an old client writing in the dual-format
- * window, verify, delete and check.
+ * a 0.9 table of the reference's items without GSI4; the stack upgrade
+ * (on AWS through a change set, mocked here; on DynamoDB Local the
+ * command itself adds GSI4 and registers `default`); namespace discovery
+ * on the pre-0.10 table; plan, apply, an old client writing in the
+ * dual-format window, verify, delete and check; then the migrated items
+ * compared with what the reference stores at 0.10.
  */
 import assert from "node:assert/strict";
 import {
@@ -14,9 +15,9 @@ import {
   DynamoDBClient,
   GetItemCommand,
   PutItemCommand,
+  QueryCommand,
   ScanCommand,
   TransactWriteItemsCommand,
-  UpdateTableCommand,
 } from "@aws-sdk/client-dynamodb";
 import {
   CloudFormationClient,
@@ -33,11 +34,14 @@ import { createTableInput } from "../../core/schema.ts";
 import { Repository } from "../../mod.ts";
 import {
   legacyEntityItems,
-  legacySystemItems,
   putItemsBatched,
 } from "../../migrations/bench_support.ts";
 import { planItemCopy } from "../../migrations/v0_10_0_namespace_keys.ts";
 import { endpoint, localClient, tableName } from "./_harness.ts";
+import {
+  referenceLegacyItems,
+  referenceV010Items,
+} from "./_reference_items.ts";
 
 interface Run {
   readonly code: number;
@@ -90,49 +94,6 @@ async function createLegacyTable(
       ) => i.IndexName !== "GSI4"),
     }),
   );
-}
-
-/** What the 0.10 template's table change does: add GSI4. */
-async function addGsi4(client: DynamoDBClient, table: string): Promise<void> {
-  const input = createTableInput(table);
-  const gsi4 = (input.GlobalSecondaryIndexes ?? []).find((i) =>
-    i.IndexName === "GSI4"
-  );
-  assert.ok(gsi4);
-  await client.send(
-    new UpdateTableCommand({
-      TableName: table,
-      AttributeDefinitions: (input.AttributeDefinitions ?? []).filter((a) =>
-        a.AttributeName?.startsWith("GSI4")
-      ),
-      GlobalSecondaryIndexUpdates: [{
-        Create: {
-          IndexName: "GSI4",
-          KeySchema: gsi4.KeySchema,
-          Projection: gsi4.Projection,
-          ...(gsi4.ProvisionedThroughput
-            ? { ProvisionedThroughput: gsi4.ProvisionedThroughput }
-            : {}),
-        },
-      }],
-    }),
-  );
-  for (let i = 0; i < 200; i++) {
-    const d = await client.send(new DescribeTableCommand({ TableName: table }));
-    const idx = d.Table?.GlobalSecondaryIndexes?.find((x) =>
-      x.IndexName === "GSI4"
-    );
-    if (idx?.IndexStatus === "ACTIVE") return;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
-
-function legacyFixture(): Item[] {
-  return [
-    ...legacySystemItems({ schemaVersion: "0.9.0", resources: ["api"] }),
-    ...legacyEntityItems({ id: "u1", resources: ["api", "openai/gpt-4"] }),
-    ...legacyEntityItems({ id: "u2", parentId: "u1", resources: ["api"] }),
-  ];
 }
 
 Deno.test("upgrade on a pre-0.10 table applies the template and registers 'default' without a version record", async () => {
@@ -188,7 +149,7 @@ Deno.test("upgrade on a pre-0.10 table applies the template and registers 'defau
   }
 });
 
-Deno.test("seed 002 in order on a 0.9 table, with an old client writing in the dual-format window", async () => {
+Deno.test("seed 002 in order on a 0.9 table of the reference's items, with an old client writing in the dual-format window", async () => {
   const ep = await endpoint();
   const { client } = await localClient();
   const table = tableName("seed2");
@@ -196,7 +157,7 @@ Deno.test("seed 002 in order on a 0.9 table, with an old client writing in the d
     cli(["--endpoint-url", ep, "--name", table, ...argv]);
   try {
     await createLegacyTable(client, table);
-    const legacy = legacyFixture();
+    const legacy = referenceLegacyItems();
     await putItemsBatched(client, table, legacy);
 
     // Migrating before step 1 is refused: no GSI4.
@@ -215,17 +176,25 @@ Deno.test("seed 002 in order on a 0.9 table, with an old client writing in the d
     );
     const earlyPlan = await run("migrate", "plan");
     assert.equal(earlyPlan.code, 1);
+    const status = await run("status");
+    assert.equal(status.code, 3, status.out + status.err);
+    assert.doesNotMatch(status.out, /Infrastructure is ready/);
 
-    // Step 1: upgrade (GSI4 from the template; 'default' registered).
-    await addGsi4(client, table);
-    const { registerNamespaceRecords } = await import(
-      "../../core/namespace_registry.ts"
+    // Step 1: upgrade, as written (locally: the template's GSI4, 'default').
+    const upgrade = await run("upgrade");
+    assert.equal(upgrade.code, 0, upgrade.out + upgrade.err);
+    assert.match(upgrade.out, /Index GSI4 created/);
+    assert.match(upgrade.out, /Namespace 'default' registered/);
+    assert.match(upgrade.out, /data migration pending/);
+    const described = await client.send(
+      new DescribeTableCommand({ TableName: table }),
     );
-    const { systemClock } = await import("../../core/clock.ts");
-    await registerNamespaceRecords(
-      { client, table, clock: systemClock },
-      "default",
+    assert.ok(
+      described.Table?.GlobalSecondaryIndexes?.some((i) =>
+        i.IndexName === "GSI4"
+      ),
     );
+    assert.equal((await run("upgrade")).code, 0, "upgrade runs twice");
 
     // Step 2: discover the id on the pre-0.10 table.
     const show = await run("namespace", "show", "default");
@@ -242,25 +211,25 @@ Deno.test("seed 002 in order on a 0.9 table, with an old client writing in the d
     const apply = await run("migrate", "apply", "--yes");
     assert.equal(apply.code, 0, apply.out + apply.err);
 
-    // Dual-format window: an old client changes a limit and adds an entity.
+    // Dual-format window: an old (0.9) client changes a limit, adds an
+    // entity with its config, and records an audit event.
     const cfg = legacy.find((i) =>
-      str(i, "PK") === "ENTITY#u1" && str(i, "SK") === "#CONFIG#api"
+      str(i, "PK") === "ENTITY#user-1" &&
+      str(i, "SK") === "#CONFIG#openai/gpt-4"
     );
     assert.ok(cfg);
+    const changedCfg = { ...cfg, "l_rpm_cp": { N: "777" } };
     await client.send(
-      new PutItemCommand({
-        TableName: table,
-        Item: { ...cfg, l_rpm_cp: { N: "777" } },
-      }),
+      new PutItemCommand({ TableName: table, Item: changedCfg }),
     );
-    await putItemsBatched(
-      client,
-      table,
-      legacyEntityItems({ id: "late", resources: ["api"] }),
-    );
+    const late = legacyEntityItems({ id: "late", resources: ["api"] });
+    await putItemsBatched(client, table, late);
     const drift = await run("migrate", "verify", "--sample", "0");
     assert.equal(drift.code, 1, drift.out + drift.err);
-    assert.match(drift.err, /ENTITY#u1 SK=#CONFIG#api changed after its copy/);
+    assert.match(
+      drift.err,
+      /ENTITY#user-1 SK=#CONFIG#openai\/gpt-4 changed after its copy/,
+    );
     assert.match(drift.err, /missing copy of entity item PK=ENTITY#late/);
     const refused = await run("migrate", "apply", "--delete", "--yes");
     assert.equal(refused.code, 1, refused.out + refused.err);
@@ -283,41 +252,70 @@ Deno.test("seed 002 in order on a 0.9 table, with an old client writing in the d
     // COMPATIBLE; exit 4 only says the recorded 0.9 workers can be updated.
     assert.equal(check.code, 4, check.out + check.err);
     assert.match(check.out, /Result: COMPATIBLE/);
+    const ready = await run("status");
+    assert.equal(ready.code, 0, ready.out + ready.err);
+    assert.match(ready.out, /Infrastructure is ready/);
 
     // Nothing the old client wrote is lost.
     const repo = await Repository.open({ client, stack: table });
-    const limits = await repo.getLimits("u1", { resource: "api" });
+    const limits = await repo.getLimits("user-1", { resource: "openai/gpt-4" });
     assert.equal(limits.find((l) => l.name === "rpm")?.capacity, 777);
     assert.equal((await repo.getEntity("late"))?.name, "Entity late");
+    assert.equal((await repo.getEntity("user-1"))?.parentId, "org-1");
 
-    // Every migrated item is the original under the namespace id (spec 06
-    // §6), apart from the documented bucket addition.
+    // The migrated table is what the reference stores at 0.10, apart from
+    // the documented additions (README, "What the migration adds").
     const items = await scanAll(client, table);
     assert.deepEqual(
       items.filter((i) => isUnprefixedKey(str(i, "PK") ?? "")),
       [],
     );
-    const originals = [
-      ...legacy.map((i) =>
-        str(i, "PK") === "ENTITY#u1" && str(i, "SK") === "#CONFIG#api"
-          ? { ...i, l_rpm_cp: { N: "777" } }
-          : i
-      ),
-      ...legacyEntityItems({ id: "late", resources: ["api"] }),
-    ];
     const byKey = new Map(
       items.map((i) => [`${str(i, "PK")}|${str(i, "SK")}`, i]),
     );
-    for (const o of originals) {
-      const d = planItemCopy(o, id);
-      if (d.kind !== "copy" || d.type === "version") continue;
-      const got = byKey.get(`${str(d.item, "PK")}|${str(d.item, "SK")}`);
-      assert.deepEqual(
-        got,
-        d.item,
-        `${str(d.item, "PK")} ${str(d.item, "SK")}`,
-      );
+    const seen = new Set<string>();
+    const expectOne = (expected: Item, additions: Item = {}): void => {
+      const k = `${str(expected, "PK")}|${str(expected, "SK")}`;
+      seen.add(k);
+      assert.deepEqual(byKey.get(k), { ...expected, ...additions }, k);
+    };
+    for (const e of referenceV010Items(id)) {
+      const pk = str(e, "PK") ?? "";
+      const sk = str(e, "SK") ?? "";
+      if (sk === "#CONFIG#openai/gpt-4" && pk.endsWith("/ENTITY#user-1")) {
+        expectOne({ ...e, "l_rpm_cp": { N: "777" } });
+      } else if (sk === "#STATE") {
+        expectOne(e, {
+          "migrated_from": { S: "BUCKET#user-1#openai/gpt-4#0" },
+        });
+      } else if (sk === "#PROVISIONER") {
+        expectOne(e, { GSI4SK: { S: `${id}/SYSTEM#` } });
+      } else expectOne(e);
     }
+    // The old client's late items, as the reference would store them at 0.10.
+    for (const o of late) {
+      const d = planItemCopy(o, id);
+      assert.equal(d.kind, "copy");
+      if (d.kind === "copy") expectOne(d.item);
+    }
+    // The version record moved to `_` and says 0.10.0.
+    const version = byKey.get("_/SYSTEM#|#VERSION");
+    seen.add("_/SYSTEM#|#VERSION");
+    assert.equal(version?.["schema_version"]?.S, "0.10.0");
+    assert.equal(version?.["GSI4PK"]?.S, "_");
+    assert.equal(version?.["GSI4SK"]?.S, "_/SYSTEM#");
+    // Everything else: the namespace registry (the reference's own records)
+    // and the migration history (a documented addition). No lock, no
+    // checkpoint is left behind.
+    const rest = [...byKey.keys()].filter((k) => !seen.has(k)).sort();
+    assert.deepEqual(rest, [
+      `_/SYSTEM#|#MIGRATION_HISTORY#0.10.0-lsis`,
+      `_/SYSTEM#|#MIGRATION_HISTORY#0.10.0-namespace-keys`,
+      `_/SYSTEM#|#NAMESPACE#default`,
+      `_/SYSTEM#|#NSID#${id}`,
+    ]);
+
+    await referenceReadsIgnoreAdditions(client, table, id);
   } finally {
     await client.send(new DeleteTableCommand({ TableName: table })).catch(
       () => {},
@@ -325,3 +323,97 @@ Deno.test("seed 002 in order on a 0.9 table, with an old client writing in the d
     client.destroy();
   }
 });
+
+/**
+ * The Python client's read paths (spec 01 §7, spec 03) replayed with raw
+ * requests on the migrated table. No Python runtime of the reference is
+ * available here, so this is a structural proof from the spec: each path is
+ * the query the reference sends, and its answer must not contain or be
+ * changed by the additions (`migrated_from`, `#MIGRATION_HISTORY#` items,
+ * the provisioner's GSI4SK).
+ */
+async function referenceReadsIgnoreAdditions(
+  client: DynamoDBClient,
+  table: string,
+  ns: string,
+): Promise<void> {
+  const query = async (input: {
+    index?: string;
+    key: string;
+    value: string;
+    begins?: [string, string];
+  }): Promise<Item[]> => {
+    const out: Item[] = [];
+    let start: Item | undefined;
+    do {
+      const r = await client.send(
+        new QueryCommand({
+          TableName: table,
+          ...(input.index ? { IndexName: input.index } : {}),
+          KeyConditionExpression: `${input.key} = :v${
+            input.begins ? ` AND begins_with(${input.begins[0]}, :b)` : ""
+          }`,
+          ExpressionAttributeValues: {
+            ":v": { S: input.value },
+            ...(input.begins ? { ":b": { S: input.begins[1] } } : {}),
+          },
+          ...(start ? { ExclusiveStartKey: start } : {}),
+        }),
+      );
+      out.push(...(r.Items ?? []));
+      start = r.LastEvaluatedKey;
+    } while (start);
+    return out;
+  };
+  // list_namespaces(): forward records only.
+  const forward = await query({
+    key: "PK",
+    value: "_/SYSTEM#",
+    begins: ["SK", "#NAMESPACE#"],
+  });
+  assert.deepEqual(forward.map((i) => str(i, "SK")), ["#NAMESPACE#default"]);
+  // list_orphan_namespaces(): reverse records.
+  const reverse = await query({
+    key: "PK",
+    value: "_/SYSTEM#",
+    begins: ["SK", "#NSID#"],
+  });
+  assert.deepEqual(reverse.map((i) => str(i, "SK")), [`#NSID#${ns}`]);
+  // purge_namespace(ns): every GSI4 item of the namespace; the history
+  // items are under `_`, which the reference can neither register, delete
+  // nor purge (no reverse record).
+  const purge = await query({ index: "GSI4", key: "GSI4PK", value: ns });
+  assert.ok(purge.length > 0);
+  for (const k of purge) {
+    assert.ok((str(k, "PK") ?? "").startsWith(`${ns}/`), str(k, "PK") ?? "");
+  }
+  assert.ok(
+    purge.some((k) => str(k, "SK") === "#PROVISIONER"),
+    "the provisioner record is purged with its namespace",
+  );
+  const reserved = await query({ index: "GSI4", key: "GSI4PK", value: "_" });
+  for (const k of reserved) {
+    assert.equal(str(k, "PK"), "_/SYSTEM#");
+  }
+  // get_buckets(): limits are the attributes `b_{limit}_tk`; `wcu` removed.
+  const bucket = (await query({
+    index: "GSI3",
+    key: "GSI3PK",
+    value: `${ns}/ENTITY#user-1`,
+    begins: ["GSI3SK", "BUCKET#"],
+  }))[0];
+  assert.ok(bucket);
+  const full = await client.send(
+    new GetItemCommand({
+      TableName: table,
+      Key: { PK: bucket["PK"] ?? { S: "" }, SK: bucket["SK"] ?? { S: "" } },
+    }),
+  );
+  assert.ok(full.Item?.["migrated_from"]);
+  const limitNames = (item: Item): string[] =>
+    Object.keys(item).filter((a) => a.startsWith("b_") && a.endsWith("_tk"))
+      .map((a) => a.slice(2, -3)).filter((l) => l !== "wcu").sort();
+  const { "migrated_from": _dropped, ...without } = full.Item ?? {};
+  assert.deepEqual(limitNames(full.Item ?? {}), ["rpm"]);
+  assert.deepEqual(limitNames(full.Item ?? {}), limitNames(without));
+}
