@@ -31,6 +31,7 @@ import {
   SK,
   skConfig,
 } from "../core/keys.ts";
+import { tableOf } from "../core/store/table.ts";
 import type { LimitSet, LimitsState } from "./limits_manifest.ts";
 import type {
   Change,
@@ -156,7 +157,7 @@ export async function readLiveLimits(
     want({ level: "resource", resource: r });
   }
   for (const r of await repo.listResourcesWithEntityConfigs()) {
-    const ids = (await repo.queryAll({
+    const ids = (await tableOf(repo).queryAll({
       IndexName: "GSI3",
       KeyConditionExpression: "GSI3PK = :pk",
       ExpressionAttributeValues: { ":pk": { S: gsi3PkEntityConfig(ns, r) } },
@@ -178,7 +179,7 @@ export async function readLiveLimits(
   const all = [...keys.values()];
   const items: Item[] = [];
   for (let i = 0; i < all.length; i += 1000) {
-    items.push(...await repo.batchGet(all.slice(i, i + 1000), true));
+    items.push(...await tableOf(repo).batchGet(all.slice(i, i + 1000), true));
     options.onProgress?.(items.length);
   }
   let system: LiveTarget | null = null;
@@ -455,7 +456,7 @@ async function writeUnit(
 ): Promise<void> {
   for (let attempt = 0;; attempt++) {
     try {
-      await repo.writeItems(writes);
+      await tableOf(repo).writeItems(writes);
       return;
     } catch (e) {
       const conflict = isTransactionConflictOnly(e) ||
@@ -580,7 +581,7 @@ async function dropEmptyCount(
   resource: string,
 ): Promise<void> {
   const e = new Expr();
-  await repo.writeItems([{
+  await tableOf(repo).writeItems([{
     Update: {
       TableName: repo.tableName,
       Key: {

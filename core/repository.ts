@@ -8,14 +8,10 @@
  */
 import {
   type AttributeValue,
-  BatchGetItemCommand,
-  type BatchGetItemCommandOutput,
-  BatchWriteItemCommand,
   CreateTableCommand,
   DeleteItemCommand,
   DeleteTableCommand,
   DescribeTableCommand,
-  type DynamoDBClient,
   GetItemCommand,
   PutItemCommand,
   QueryCommand,
@@ -24,7 +20,6 @@ import {
   TransactWriteItemsCommand,
   UpdateItemCommand,
   UpdateTimeToLiveCommand,
-  type WriteRequest,
 } from "@aws-sdk/client-dynamodb";
 import {
   cancellationCodes,
@@ -110,7 +105,13 @@ import {
   TTL_ATTRIBUTE,
 } from "./schema.ts";
 import { createUlid } from "./ulid.ts";
-import { queryAllItems, queryPages } from "./query.ts";
+import {
+  bindTable,
+  createTableClient,
+  type DynamoDbClientLike,
+  type SdkClient,
+  type TableClient,
+} from "./store/table.ts";
 import {
   type ResourceCapacity,
   ResourceCapacityAccumulator,
@@ -138,20 +139,7 @@ import {
   withDeadline,
 } from "./transport.ts";
 
-/**
- * The part of an AWS SDK v3 `DynamoDBClient` the library uses: `send`. A
- * `DynamoDBClient` fits as is; a fake may implement just this.
- */
-export interface DynamoDbClientLike {
-  /** Sends an SDK command and resolves to its output. */
-  send(
-    command: unknown,
-    options?: { abortSignal?: AbortSignal },
-  ): Promise<unknown>;
-}
-
-/** The SDK's typed `send`, which every {@linkcode DynamoDbClientLike} is at run time. */
-type SdkClient = Pick<DynamoDBClient, "send">;
+export type { DynamoDbClientLike } from "./store/table.ts";
 
 /** Options of {@linkcode Repository.open}. */
 export interface RepositoryOptions {
@@ -236,6 +224,7 @@ export interface CreateEntityOptions {
 
 interface Shared {
   readonly client: SdkClient;
+  readonly io: TableClient;
   readonly table: string;
   readonly clock: Clock;
   readonly clockSync: ClockSync | null;
@@ -314,9 +303,14 @@ export class Repository {
   readonly namespaceId: string;
   readonly #config: ConfigCache;
 
-  /** @internal Use {@linkcode Repository.open}. */
-  constructor(shared: unknown, namespaceName: string, namespaceId: string) {
-    this.#s = shared as Shared;
+  /** Use {@linkcode Repository.open} (or {@linkcode Repository.namespace}). */
+  private constructor(
+    shared: Shared,
+    namespaceName: string,
+    namespaceId: string,
+  ) {
+    this.#s = shared;
+    bindTable(this, shared.io);
     this.namespaceName = namespaceName;
     this.namespaceId = namespaceId;
     this.#config = new ConfigCache(
@@ -369,16 +363,19 @@ export class Repository {
       : undefined;
     const timeoutMs = options.timeoutMs ?? 10_000;
     const rawSend = options.client.send.bind(options.client) as Send;
+    const clock = sync ? sync.clock(localClock) : localClock;
+    const io = createTableClient({
+      send: guardedSend(countingSend(rawSend), {
+        defaultTimeoutMs: timeoutMs,
+        clockSync: sync,
+        localClock,
+      }),
+    }, { tableName: table, clock });
     const shared: Shared = {
-      client: {
-        send: guardedSend(countingSend(rawSend), {
-          defaultTimeoutMs: timeoutMs,
-          clockSync: sync,
-          localClock,
-        }),
-      } as unknown as SdkClient,
+      client: io.client,
+      io,
       table,
-      clock: sync ? sync.clock(localClock) : localClock,
+      clock,
       clockSync: sync ?? null,
       timeoutMs,
       ulid: createUlid(),
@@ -400,7 +397,7 @@ export class Repository {
     let version: Item | undefined;
     let created = false;
     try {
-      const got = await system.#batchGet([
+      const got = await shared.io.batchGet([
         {
           PK: { S: pkSystem(RESERVED_NAMESPACE) },
           SK: { S: skNamespace(nsName) },
@@ -569,11 +566,14 @@ export class Repository {
     return this.#s.clockSync?.bounds ?? null;
   }
 
-  /** Sends any SDK command through this repository's client. *
-   * @ignore Low-level helper for the CLI, workers and migrations.
+  /**
+   * Sends any SDK command through this repository's client.
+   *
+   * @deprecated Internal: use `tableOf(repo).send` from `core/store/table.ts`.
+   * @ignore
    */
   send<T>(command: unknown): Promise<T> {
-    return (this.#s.client.send as (c: unknown) => Promise<T>)(command);
+    return this.#s.io.send<T>(command);
   }
 
   // ---------------------------------------------------------------- table
@@ -636,73 +636,14 @@ export class Repository {
     }
   }
 
-  // ---------------------------------------------------------------- low-level helpers
-
-  async #batchGet(keys: Item[], consistent: boolean): Promise<Item[]> {
-    const out: Item[] = [];
-    let pending: Item[] = keys;
-    for (let attempt = 0; pending.length > 0; attempt++) {
-      const chunk = pending.slice(0, 100);
-      const rest = pending.slice(100);
-      const res: BatchGetItemCommandOutput = await this.#s.client.send(
-        new BatchGetItemCommand({
-          RequestItems: {
-            [this.#s.table]: { Keys: chunk, ConsistentRead: consistent },
-          },
-        }),
-      );
-      out.push(...(res.Responses?.[this.#s.table] ?? []));
-      const unprocessed = res.UnprocessedKeys?.[this.#s.table]?.Keys ?? [];
-      pending = [...unprocessed, ...rest];
-      if (unprocessed.length > 0) {
-        await this.#s.clock.sleep(
-          Math.min(1000, 25 * 2 ** Math.min(attempt, 5)),
-        );
-      }
-    }
-    return out;
-  }
-
-  /** Reads items by key with as few BatchGetItem calls as possible (unprocessed keys retried). *
-   * @ignore Low-level helper for the CLI, workers and migrations.
+  /**
+   * Reads items by key (unprocessed keys retried).
+   *
+   * @deprecated Internal: use `tableOf(repo).batchGet` from `core/store/table.ts`.
+   * @ignore
    */
   batchGet(keys: Item[], consistent = true): Promise<Item[]> {
-    return this.#batchGet(keys, consistent);
-  }
-
-  /** All pages of a query. *
-   * @ignore Low-level helper for the CLI, workers and migrations.
-   */
-  queryAll(input: Omit<QueryCommandInput, "TableName">): Promise<Item[]> {
-    return queryAllItems(this.#s.client, {
-      ...input,
-      TableName: this.#s.table,
-    });
-  }
-
-  /** Deletes keys in batches of 25, retrying unprocessed items until none are left. *
-   * @ignore Low-level helper for the CLI, workers and migrations.
-   */
-  async batchDelete(keys: Item[]): Promise<number> {
-    let pending: WriteRequest[] = keys.map((k) => ({
-      DeleteRequest: { Key: k },
-    }));
-    const total = pending.length;
-    for (let attempt = 0; pending.length > 0; attempt++) {
-      const chunk = pending.slice(0, 25);
-      const rest = pending.slice(25);
-      const res = await this.#s.client.send(
-        new BatchWriteItemCommand({ RequestItems: { [this.#s.table]: chunk } }),
-      );
-      const unprocessed = res.UnprocessedItems?.[this.#s.table] ?? [];
-      pending = [...unprocessed, ...rest];
-      if (unprocessed.length > 0) {
-        await this.#s.clock.sleep(
-          Math.min(2000, 50 * 2 ** Math.min(attempt, 6)),
-        );
-      }
-    }
-    return total;
+    return this.#s.io.batchGet(keys, consistent);
   }
 
   // ---------------------------------------------------------------- namespace registry
@@ -742,7 +683,7 @@ export class Repository {
 
   /** Every active namespace, sorted by name. */
   async listNamespaces(): Promise<NamespaceInfo[]> {
-    const items = await this.queryAll({
+    const items = await this.#s.io.queryAll({
       KeyConditionExpression: "PK = :pk AND begins_with(SK, :sk)",
       ExpressionAttributeValues: {
         ":pk": { S: pkSystem(RESERVED_NAMESPACE) },
@@ -878,7 +819,7 @@ export class Repository {
 
   /** Soft-deleted namespaces that can be recovered or purged. */
   async listOrphanNamespaces(): Promise<NamespaceInfo[]> {
-    const items = await this.queryAll({
+    const items = await this.#s.io.queryAll({
       KeyConditionExpression: "PK = :pk AND begins_with(SK, :sk)",
       ExpressionAttributeValues: {
         ":pk": { S: pkSystem(RESERVED_NAMESPACE) },
@@ -947,7 +888,7 @@ export class Repository {
         PK: i["PK"] as AttributeValue,
         SK: i["SK"] as AttributeValue,
       }));
-      deleted += await this.batchDelete(keys);
+      deleted += await this.#s.io.batchDelete(keys);
       onProgress?.(deleted);
       start = res.LastEvaluatedKey;
     } while (start);
@@ -1054,7 +995,10 @@ export class Repository {
     const fetched = new Map<string, ConfigSlot>();
     if (toFetch.length > 0) {
       const run = (async () => {
-        const items = await this.#batchGet(toFetch.map((m) => m.key), false);
+        const items = await this.#s.io.batchGet(
+          toFetch.map((m) => m.key),
+          false,
+        );
         const bySlot = new Map(
           items.map((
             i,
@@ -1080,7 +1024,7 @@ export class Repository {
       // With caching disabled the concurrent fetch left nothing behind: read again.
       found.set(
         m.slot,
-        v ?? this.#slotFrom((await this.#batchGet([m.key], false))[0]),
+        v ?? this.#slotFrom((await this.#s.io.batchGet([m.key], false))[0]),
       );
     }
     return found;
@@ -1202,7 +1146,7 @@ export class Repository {
 
   /** Every bucket item of an entity (all resources and shards), through GSI3. */
   async getEntityBuckets(entityId: string): Promise<BucketItem[]> {
-    const keys = await this.queryAll({
+    const keys = await this.#s.io.queryAll({
       IndexName: "GSI3",
       KeyConditionExpression: "GSI3PK = :pk AND begins_with(GSI3SK, :b)",
       ExpressionAttributeValues: {
@@ -1211,7 +1155,7 @@ export class Repository {
       },
     });
     if (keys.length === 0) return [];
-    const items = await this.#batchGet(
+    const items = await this.#s.io.batchGet(
       keys.map((k) => ({
         PK: k["PK"] as AttributeValue,
         SK: k["SK"] as AttributeValue,
@@ -1243,7 +1187,7 @@ export class Repository {
       })
     );
     this.forgetEntity(entityId);
-    return await this.batchDelete(keys);
+    return await this.#s.io.batchDelete(keys);
   }
 
   /**
@@ -1273,8 +1217,7 @@ export class Repository {
       this.#s.clock.now(),
       options,
     );
-    const pages = queryPages(this.#s.client, {
-      TableName: this.#s.table,
+    const pages = this.#s.io.queryPages({
       IndexName: "GSI2",
       KeyConditionExpression: "GSI2PK = :pk AND begins_with(GSI2SK, :b)",
       ExpressionAttributeValues: {
@@ -1403,9 +1346,8 @@ export class Repository {
       (filter.start === undefined || s.windowStart >= filter.start) &&
       (filter.end === undefined || s.windowStart <= filter.end);
     const out: UsageSnapshot[] = [];
-    const pages = queryPages(this.#s.client, {
+    const pages = this.#s.io.queryPages({
       ...input,
-      TableName: this.#s.table,
       ...(max !== undefined ? { Limit: max + 1 } : {}),
     });
     for await (const page of pages) {
@@ -1603,7 +1545,7 @@ export class Repository {
   /** Children of a parent (all pages). */
   async getChildren(parentId: string): Promise<Entity[]> {
     validateIdentifier(parentId, "parent_id");
-    const items = await this.queryAll({
+    const items = await this.#s.io.queryAll({
       IndexName: "GSI1",
       KeyConditionExpression: "GSI1PK = :pk",
       ExpressionAttributeValues: {
@@ -1638,14 +1580,14 @@ export class Repository {
         }); delete them first`,
       );
     }
-    const own = await this.queryAll({
+    const own = await this.#s.io.queryAll({
       KeyConditionExpression: "PK = :pk",
       ExpressionAttributeValues: {
         ":pk": { S: pkEntity(this.namespaceId, entityId) },
       },
       ProjectionExpression: "PK, SK",
     });
-    const buckets = await this.queryAll({
+    const buckets = await this.#s.io.queryAll({
       IndexName: "GSI3",
       KeyConditionExpression: "GSI3PK = :pk AND begins_with(GSI3SK, :b)",
       ExpressionAttributeValues: {
@@ -1662,7 +1604,7 @@ export class Repository {
       sk.startsWith(`${SK.CONFIG}#`)
     )
       .map((sk) => sk.slice(SK.CONFIG.length + 1));
-    const deleted = await this.batchDelete(keys);
+    const deleted = await this.#s.io.batchDelete(keys);
     for (const r of configResources) {
       await this.#decrementConfigRegistry(r);
       this.#config.evict(
@@ -1929,7 +1871,7 @@ export class Repository {
 
   /** Entity ids with custom limits for a resource (GSI3, all pages). */
   async listEntitiesWithCustomLimits(resource: string): Promise<string[]> {
-    const items = await this.queryAll({
+    const items = await this.#s.io.queryAll({
       IndexName: "GSI3",
       KeyConditionExpression: "GSI3PK = :pk",
       ExpressionAttributeValues: {
@@ -2215,22 +2157,13 @@ export class Repository {
     return pkBucket(this.namespaceId, entityId, resource, shard);
   }
 
-  /** Sends a one-item write, or a transaction for several. *
-   * @ignore Low-level helper for the CLI, workers and migrations.
+  /**
+   * Sends a one-item write, or a transaction for several.
+   *
+   * @deprecated Internal: use `tableOf(repo).writeItems` from `core/store/table.ts`.
+   * @ignore
    */
-  async writeItems(items: readonly TransactWriteItem[]): Promise<void> {
-    if (items.length === 1) {
-      const only = items[0] as TransactWriteItem;
-      if (only.Put) await this.#s.client.send(new PutItemCommand(only.Put));
-      else if (only.Update) {
-        await this.#s.client.send(new UpdateItemCommand(only.Update));
-      } else if (only.Delete) {
-        await this.#s.client.send(new DeleteItemCommand(only.Delete));
-      }
-      return;
-    }
-    await this.#s.client.send(
-      new TransactWriteItemsCommand({ TransactItems: [...items] }),
-    );
+  writeItems(items: readonly TransactWriteItem[]): Promise<void> {
+    return this.#s.io.writeItems(items);
   }
 }

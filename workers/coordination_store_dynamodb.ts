@@ -32,7 +32,7 @@ import {
   type UpdateItemCommandOutput,
 } from "@aws-sdk/client-dynamodb";
 import { type Clock, systemClock } from "../core/clock.ts";
-import { queryAllItems } from "../core/query.ts";
+import { queryAllItems } from "../core/store/table.ts";
 import {
   assertCommitSize,
   type CommitResult,

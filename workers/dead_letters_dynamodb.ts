@@ -27,7 +27,7 @@ import {
   UpdateItemCommand,
 } from "@aws-sdk/client-dynamodb";
 import type { Clock } from "../core/clock.ts";
-import { queryAllItems } from "../core/query.ts";
+import { queryAllItems } from "../core/store/table.ts";
 import { systemClock } from "../core/clock.ts";
 import {
   type DeadLetter,

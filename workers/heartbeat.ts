@@ -26,7 +26,7 @@ import {
   PutItemCommand,
   type QueryCommand,
 } from "@aws-sdk/client-dynamodb";
-import { queryAllItems } from "../core/query.ts";
+import { queryAllItems } from "../core/store/table.ts";
 import { type Clock, systemClock } from "../core/clock.ts";
 import { COORDINATION_PK_PREFIX } from "./coordination_store.ts";
 
