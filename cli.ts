@@ -27,7 +27,11 @@ import {
   InvalidArgumentError,
   Option,
 } from "commander";
-import { CLIENT_VERSION, ZAELimiterError } from "./mod.ts";
+import {
+  CLIENT_VERSION,
+  ZAELimiterError,
+  type ZaeLimiterErrorCode,
+} from "./mod.ts";
 import { validateNamespaceName, validateStackName } from "./core/validation.ts";
 import {
   type CliContext,
@@ -217,11 +221,16 @@ function report(ctx: CliContext, e: unknown, target: string): number {
     return EXIT.FAILURE;
   }
   if (e instanceof CliExit) {
-    ctx.io.err(`Error: ${e.message}`);
+    // A library error a command already explained (migrate adds its hint) keeps its code.
+    ctx.io.err(
+      e.cause instanceof ZAELimiterError
+        ? libraryErrorLine(e.cause, e.message)
+        : `Error: ${e.message}`,
+    );
     return e.exitCode;
   }
   if (e instanceof ZAELimiterError) {
-    ctx.io.err(`Error: ${e.message}`);
+    ctx.io.err(libraryErrorLine(e, e.message));
     return EXIT.FAILURE;
   }
   const err = e instanceof Error
@@ -232,6 +241,33 @@ function report(ctx: CliContext, e: unknown, target: string): number {
     `Error: ${err.name === "Error" ? "" : `${err.name}: `}${err.message}`,
   );
   return EXIT.FAILURE;
+}
+
+/**
+ * What to do about a library error whose message does not already say it,
+ * by code. Codes not listed carry their own advice in the message (e.g.
+ * `INFRASTRUCTURE_NOT_FOUND` names the deploy command, `NAMESPACE_STATE`
+ * the state that forbids the operation).
+ */
+const NEXT_STEP: Partial<Readonly<Record<ZaeLimiterErrorCode, string>>> = {
+  RATE_LIMITER_UNAVAILABLE: "check that DynamoDB is reachable, then retry",
+  ENTITY_NOT_FOUND: "check the entity id and --namespace",
+  VALIDATION_FAILED: "fix the value and run the command again",
+  INVALID_IDENTIFIER: "fix the value and run the command again",
+  INVALID_NAME: "fix the value and run the command again",
+  STREAM_THROTTLED: "retry later",
+  STREAM_UNAVAILABLE: "check that DynamoDB Streams is reachable, then retry",
+  DEPENDENCY_TIMEOUT: "check that DynamoDB is reachable, then retry",
+  COORDINATION_CONFLICT: "retry",
+};
+
+/**
+ * The one line of every library error: `Error: <message>; <what to do>
+ * [<CODE>]`, the advice only where the message lacks one.
+ */
+function libraryErrorLine(e: ZAELimiterError, message: string): string {
+  const next = NEXT_STEP[e.code];
+  return `Error: ${message}${next ? `; ${next}` : ""} [${e.code}]`;
 }
 
 const NETWORK_CODES: Readonly<Record<string, string>> = {

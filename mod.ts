@@ -49,7 +49,14 @@ export {
   VersionMismatchError,
   ZAELimiterError,
 } from "./core/errors.ts";
-export type { UnavailableContext, ZaeLimiterErrorCode } from "./core/errors.ts";
+export type {
+  MigrationErrorCode,
+  StreamWorkerErrorCode,
+  UnavailableContext,
+  WorkerErrorCode,
+  ZaeLimiterErrorCode,
+  ZAELimiterErrorOptions,
+} from "./core/errors.ts";
 export { Limit, LimitName } from "./core/limit.ts";
 export type { LimitDict } from "./core/limit.ts";
 export { AuditAction } from "./core/models.ts";

@@ -36,26 +36,20 @@ import {
 import {
   afterPlain,
   type BucketItem,
-  bucketKey,
   type BucketRef,
-  decodeBucket,
-  deltaUpdate,
   type PlainLimit,
-  plainUpdate,
   type PlainWrite,
   type PlannedLimit,
-  slowPathWrite,
+  type SlowWrite,
   WCU_PARAMS,
   WCU_PER_WRITE,
   wcuPlanned,
 } from "./bucket_item.ts";
-import { UpdateItemCommand } from "@aws-sdk/client-dynamodb";
+import type { BucketStore, BucketWrite } from "./acquire/bucket_store.ts";
 import type { Clock } from "./clock.ts";
-import type { Item } from "./expr.ts";
 import type { Limit } from "./limit.ts";
 import type { LimitStatus } from "./models.ts";
-import type { Repository } from "./repository.ts";
-import { errorName, isConditionFailed } from "./_sdk_errors.ts";
+import { errorName } from "./_sdk_errors.ts";
 import { checkDeadline, currentSignal } from "./transport.ts";
 import { WCU_LIMIT_NAME } from "./validation.ts";
 
@@ -99,10 +93,6 @@ function refKey(ref: BucketRef): string {
   return `${ref.ns}\u0000${ref.entityId}\u0000${ref.resource}\u0000${ref.shard}`;
 }
 
-function oldImage(e: unknown): Item | undefined {
-  return (e as { Item?: Item }).Item;
-}
-
 /** Seconds of `ttl` left under which a plain charge checks the item has not expired. */
 const EXPIRY_CHECK_MARGIN_S = 60;
 
@@ -121,23 +111,25 @@ function expiryCheck(k: BucketItem, now: bigint): number | null {
 
 /** Writes bucket items exactly and remembers what each answer showed. */
 export class BucketWriter {
-  readonly #repo: Repository;
+  readonly #store: BucketStore;
+  readonly #clock: Clock;
   readonly #random: () => number;
   readonly #known = new Map<string, BucketItem>();
 
-  /** Creates a writer over a repository. */
-  constructor(repo: Repository, random: () => number = Math.random) {
-    this.#repo = repo;
+  /** A writer over a store, reading time from `clock`. */
+  constructor(
+    store: BucketStore,
+    clock: Clock,
+    random: () => number = Math.random,
+  ) {
+    this.#store = store;
+    this.#clock = clock;
     this.#random = random;
   }
 
-  /** The repository. */
-  get repository(): Repository {
-    return this.#repo;
-  }
-
-  get #clock(): Clock {
-    return this.#repo.clock;
+  /** The store. */
+  get store(): BucketStore {
+    return this.#store;
   }
 
   /** The item as last seen, or `undefined`. */
@@ -204,12 +196,14 @@ export class BucketWriter {
         const tk = (k.limits.get(s.limit.name) as { tk: bigint }).tk;
         return tk >= a && tk <= saturationCeiling(k.rf, now, s.eff);
       });
-      let input;
-      let after: BucketItem;
+      let write: BucketWrite;
+      let after: (() => BucketItem) | BucketItem;
       if (plainFits) {
         const w = this.#plainCharge(target, amounts, k, now, wcu);
-        input = plainUpdate(this.#repo.tableName, w);
-        after = afterPlain(k, w);
+        write = { kind: "plain", write: w };
+        // Moved from what is known when the answer comes: concurrent
+        // charges of this process then add up instead of overwriting.
+        after = () => afterPlain(this.known(target.ref) ?? k, w);
       } else {
         const plan = this.#refillPlan(target, k, now, amounts, wcu);
         // A refusal is decided only on state fresh from DynamoDB; a stale
@@ -217,26 +211,25 @@ export class BucketWriter {
         if (plan.refused && fresh) {
           return { kind: "refused", statuses: plan.statuses(target, k) };
         }
-        input = plan.write;
+        write = { kind: "slow", write: plan.write };
         after = plan.after;
       }
       try {
-        await this.#repo.send(new UpdateItemCommand(input));
-        this.remember(target.ref, after);
-        return { kind: "ok" };
-      } catch (e) {
-        if (isConditionFailed(e)) {
-          const old = oldImage(e);
+        const r = await this.#store.write(write);
+        if (r.ok) {
           this.remember(
             target.ref,
-            old ? decodeBucket(old, target.ref.shard) : null,
+            typeof after === "function" ? after() : after,
           );
-          fresh = true;
-          // The answer carries the item: decide again at once, and back off
-          // only when the races keep being lost.
-          if (attempt >= 2) await this.backoff(attempt - 2);
-          continue;
+          return { kind: "ok" };
         }
+        this.remember(target.ref, r.old);
+        fresh = true;
+        // The answer carries the item: decide again at once, and back off
+        // only when the races keep being lost.
+        if (attempt >= 2) await this.backoff(attempt - 2);
+        continue;
+      } catch (e) {
         if (errorName(e) === "TransactionConflictException") {
           await this.backoff(attempt);
           continue;
@@ -337,7 +330,7 @@ export class BucketWriter {
       limits.push(wcuPlanned(k, plan.rf, wcuTake));
     }
     const ttl = target.ttl === "remove" ? "remove" : target.ttl;
-    const tx = slowPathWrite(this.#repo.tableName, {
+    const write: SlowWrite = {
       ref: target.ref,
       create: false,
       expectedRf: k.rf,
@@ -347,10 +340,10 @@ export class BucketWriter {
       parentId: k.parentId,
       shardCount: k.shardCount,
       ttl,
-    });
+    };
     return {
       refused,
-      write: tx.Update as NonNullable<typeof tx.Update>,
+      write,
       after: afterRefill(k, { rf: plan.rf, limits, ttl }),
       statuses: (t: Target, item: BucketItem): LimitStatus[] =>
         t.limits.map((s) => {
@@ -393,12 +386,7 @@ export class BucketWriter {
       checkDeadline();
       let k = this.known(ref);
       if (!k) {
-        k = await this.#repo.getBucketItem(
-          ref.entityId,
-          ref.resource,
-          ref.shard,
-        ) ??
-          undefined;
+        k = (await this.#store.read([ref])).items[0] ?? undefined;
         if (!k) return 0n; // the item expired: nothing to give back or charge
         this.remember(ref, k);
       }
@@ -416,7 +404,7 @@ export class BucketWriter {
         );
         return st.tk <= ceiling + (d < 0n ? d : 0n);
       });
-      let input;
+      let write: BucketWrite;
       let plain: PlainWrite | null = null;
       if (fits) {
         plain = {
@@ -443,26 +431,24 @@ export class BucketWriter {
           notExpiredAt: null,
           ttl: null,
         };
-        input = plainUpdate(this.#repo.tableName, plain);
+        write = { kind: "plain", write: plain };
       } else {
-        input = this.#refillDelta(ref, shards, k, now, names, deltas, wcu);
+        write = {
+          kind: "slow",
+          write: this.#refillDelta(ref, shards, k, now, names, deltas, wcu),
+        };
       }
       try {
-        const out = await this.#repo.send<{ Attributes?: Item }>(
-          new UpdateItemCommand(input),
-        );
-        if (plain) this.remember(ref, afterPlain(k, plain));
-        else if (out.Attributes) {
-          this.remember(ref, decodeBucket(out.Attributes, ref.shard));
-        }
-        return 0n;
-      } catch (e) {
-        if (isConditionFailed(e)) {
-          const old = oldImage(e);
-          this.remember(ref, old ? decodeBucket(old, ref.shard) : null);
-          if (!old) return 0n;
+        const r = await this.#store.write(write, { answer: plain === null });
+        if (!r.ok) {
+          this.remember(ref, r.old);
+          if (!r.old) return 0n;
           continue;
         }
+        if (plain) this.remember(ref, afterPlain(this.known(ref) ?? k, plain));
+        else if (r.item) this.remember(ref, r.item);
+        return 0n;
+      } catch (e) {
         if (errorName(e) === "TransactionConflictException") {
           await this.backoff(attempt);
           continue;
@@ -478,9 +464,7 @@ export class BucketWriter {
       else stranded -= d;
     }
     if (takes.size > 0) {
-      await this.#repo.send(
-        new UpdateItemCommand(deltaUpdate(this.#repo.tableName, ref, takes)),
-      );
+      await this.#store.write({ kind: "debt", ref, deltas: takes });
       this.remember(ref, null);
     }
     return stranded;
@@ -494,7 +478,7 @@ export class BucketWriter {
     names: readonly string[],
     deltas: ReadonlyMap<string, bigint>,
     wcu: bigint,
-  ) {
+  ): SlowWrite {
     const entries = [...k.limits.entries()].filter(([n]) =>
       n !== WCU_LIMIT_NAME
     );
@@ -532,7 +516,7 @@ export class BucketWriter {
       };
     });
     if (k.limits.has(WCU_LIMIT_NAME)) limits.push(wcuPlanned(k, plan.rf, wcu));
-    const tx = slowPathWrite(this.#repo.tableName, {
+    return {
       ref,
       create: false,
       expectedRf: k.rf,
@@ -542,16 +526,7 @@ export class BucketWriter {
       parentId: k.parentId,
       shardCount: k.shardCount,
       ttl: null,
-    });
-    return {
-      ...(tx.Update as NonNullable<typeof tx.Update>),
-      ReturnValues: "ALL_NEW" as const,
     };
-  }
-
-  /** The key of a bucket item (re-exported for the limiter). */
-  static key(ref: BucketRef): Item {
-    return bucketKey(ref);
   }
 }
 

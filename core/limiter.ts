@@ -18,8 +18,7 @@
  *
  * @module
  */
-import type { TransactWriteItem } from "@aws-sdk/client-dynamodb";
-import { UpdateItemCommand } from "@aws-sdk/client-dynamodb";
+import type { BucketStore, BucketWrite } from "./acquire/bucket_store.ts";
 import {
   type BucketParams,
   paramsOf,
@@ -33,11 +32,8 @@ import {
 } from "./bucket.ts";
 import {
   type BucketItem,
-  bucketKey,
   type BucketRef,
-  decodeBucket,
   type PlannedLimit,
-  slowPathWrite,
   WCU_PER_WRITE,
   wcuPlanned,
 } from "./bucket_item.ts";
@@ -48,6 +44,7 @@ import {
   type Target,
 } from "./bucket_writer.ts";
 import type { Clock } from "./clock.ts";
+import { DynamoBucketStore } from "./store/dynamo_bucket_store.ts";
 import {
   CommitFailedError,
   RateLimiterUnavailable,
@@ -56,8 +53,6 @@ import {
   ValidationError,
   ZAELimiterError,
 } from "./errors.ts";
-import { bool, type Item, str } from "./expr.ts";
-import { pkEntity, SK } from "./keys.ts";
 import {
   Lease,
   type LeaseEntry,
@@ -78,12 +73,7 @@ import {
   withDeadline,
   withGrace,
 } from "./transport.ts";
-import {
-  cancellationCodes,
-  errorName,
-  isConditionFailed,
-  isTransactionConflictOnly,
-} from "./_sdk_errors.ts";
+import { errorName, isTransactionConflictOnly } from "./_sdk_errors.ts";
 import {
   validateAmount,
   validateAmounts,
@@ -129,6 +119,13 @@ export interface RateLimiterOptions {
    * @default the global providers (no-ops unless an SDK is installed before the limiter is created)
    */
   readonly telemetry?: TelemetryOptions;
+  /**
+   * Where bucket items live. @default the repository's DynamoDB table;
+   * tests pass a `MemoryBucketStore` (from the `./testing` export) to
+   * inject faults at the store, configuration still coming from the
+   * repository
+   */
+  readonly bucketStore?: BucketStore;
 }
 
 interface Refusal {
@@ -233,6 +230,7 @@ export class RateLimiter {
   readonly #refusals = new Map<string, Refusal>();
   readonly #refusalCacheSize: number;
   readonly #writer: BucketWriter;
+  readonly #store: BucketStore;
   readonly #timeoutMs: number;
   readonly #onStranded: (charge: StrandedCharge) => void;
   readonly #leaseOptions: LeaseOptions;
@@ -250,7 +248,12 @@ export class RateLimiter {
     this.#random = options.random ?? Math.random;
     this.#clock = repository.clock;
     this.#refusalCacheSize = options.refusalCacheSize ?? 10_000;
-    this.#writer = new BucketWriter(repository, this.#random);
+    this.#store = options.bucketStore ??
+      new DynamoBucketStore(
+        repository.tableName,
+        (c: unknown) => repository.send(c),
+      );
+    this.#writer = new BucketWriter(this.#store, this.#clock, this.#random);
     this.#timeoutMs = options.timeoutMs ?? 3000;
     this.#onStranded = options.onStranded ??
       ((c) =>
@@ -974,19 +977,22 @@ export class RateLimiter {
     };
   }
 
-  #write(plan: Plan, nowMs: number): TransactWriteItem {
+  #write(plan: Plan, nowMs: number): BucketWrite {
     const item = plan.item;
-    return slowPathWrite(this.#repo.tableName, {
-      ref: plan.ref,
-      create: item === null,
-      expectedRf: item ? item.rf : 0n,
-      now: plan.rfAfter,
-      limits: plan.limits,
-      cascade: plan.cascade,
-      parentId: plan.parentId,
-      shardCount: plan.side.shards,
-      ttl: this.#repo.bucketTtl(plan.side.resolved, nowMs),
-    });
+    return {
+      kind: "slow",
+      write: {
+        ref: plan.ref,
+        create: item === null,
+        expectedRf: item ? item.rf : 0n,
+        now: plan.rfAfter,
+        limits: plan.limits,
+        cascade: plan.cascade,
+        parentId: plan.parentId,
+        shardCount: plan.side.shards,
+        ttl: this.#repo.bucketTtl(plan.side.resolved, nowMs),
+      },
+    };
   }
 
   /** The item as a successful slow-path write left it (balances are upper bounds under concurrency). */
@@ -1052,37 +1058,24 @@ export class RateLimiter {
       const parentShard = parentShards > 1
         ? Math.floor(this.#random() * parentShards)
         : 0;
-      const keys: Item[] = [
-        { PK: { S: pkEntity(ns, child.entityId) }, SK: { S: SK.META } },
-        bucketKey({
-          ns,
-          entityId: child.entityId,
-          resource,
-          shard: child.shard,
-        }),
-      ];
+      const childRef: BucketRef = {
+        ns,
+        entityId: child.entityId,
+        resource,
+        shard: child.shard,
+      };
+      const refs = [childRef];
       if (guessParent) {
-        keys.push(
-          bucketKey({
-            ns,
-            entityId: guessParent,
-            resource,
-            shard: parentShard,
-          }),
-        );
+        refs.push({ ns, entityId: guessParent, resource, shard: parentShard });
       }
-      const items = await this.#repo.batchGet(keys, true);
-      const byPk = new Map(items.map((i) => [str(i, "PK") ?? "", i]));
-      const metaItem = byPk.get(pkEntity(ns, child.entityId));
-      const cascade = metaItem ? bool(metaItem, "cascade") ?? false : false;
-      const parentId = metaItem ? str(metaItem, "parent_id") : null;
+      const read = await this.#store.read(refs, {
+        ns,
+        entityId: child.entityId,
+      });
+      const cascade = read.link?.cascade ?? false;
+      const parentId = read.link?.parentId ?? null;
       this.#repo.rememberEntity(child.entityId, { cascade, parentId });
-      const childItemRaw = byPk.get(
-        this.#repo.bucketPk(child.entityId, resource, child.shard),
-      );
-      const childItem = childItemRaw
-        ? decodeBucket(childItemRaw, child.shard)
-        : null;
+      const childItem = read.items[0] ?? null;
       if (childItem) this.#learn(child.entityId, resource, childItem);
       if (childItem && childItem.shardCount !== child.shards) {
         child = { ...child, shards: childItem.shardCount };
@@ -1102,12 +1095,14 @@ export class RateLimiter {
           this.#checkSatisfiable(parent, resource);
           // The parent's bucket was read in the same batch when the cache knew the parent.
           const shard = parentId === guessParent ? parentShard : parent.shard;
-          const raw = parentId === guessParent
-            ? byPk.get(this.#repo.bucketPk(parentId, resource, shard))
-            : undefined;
           const pItem = parentId === guessParent
-            ? (raw ? decodeBucket(raw, shard) : null)
-            : await this.#repo.getBucketItem(parentId, resource, shard);
+            ? read.items[1] ?? null
+            : (await this.#store.read([{
+              ns,
+              entityId: parentId,
+              resource,
+              shard,
+            }])).items[0] ?? null;
           parentStale = this.#staleParams(parent, pItem);
           plans.push(
             this.#parentPlan({ ...parent, shard }, resource, pItem, nowMs),
@@ -1212,35 +1207,18 @@ export class RateLimiter {
    * conflicts, which DynamoDB refused before applying anything.
    */
   async #send(
-    writes: TransactWriteItem[],
+    writes: BucketWrite[],
     plans: Plan[],
   ): Promise<"ok" | "conflict"> {
     for (let attempt = 0;; attempt++) {
       try {
-        await this.#repo.writeItems(writes);
-        return "ok";
+        const r = await this.#store.transact(writes);
+        if (r.ok) return "ok";
+        plans.forEach((p, i) =>
+          this.#writer.remember(p.ref, r.olds[i] ?? null)
+        );
+        return "conflict";
       } catch (e) {
-        if (isConditionFailed(e)) {
-          const old = (e as { Item?: Item }).Item;
-          const p = plans[0] as Plan;
-          this.#writer.remember(
-            p.ref,
-            old ? decodeBucket(old, p.ref.shard) : null,
-          );
-          return "conflict";
-        }
-        if (cancellationCodes(e).includes("ConditionalCheckFailed")) {
-          const reasons = (e as { CancellationReasons?: { Item?: Item }[] })
-            .CancellationReasons ?? [];
-          plans.forEach((p, i) => {
-            const old = reasons[i]?.Item;
-            this.#writer.remember(
-              p.ref,
-              old ? decodeBucket(old, p.ref.shard) : null,
-            );
-          });
-          return "conflict";
-        }
         // Other writers on the same items (a transaction, or a write racing one).
         const conflict = isTransactionConflictOnly(e) ||
           errorName(e) === "TransactionConflictException";
@@ -1266,32 +1244,23 @@ export class RateLimiter {
     item: BucketItem | null,
   ): Promise<void> {
     const current = item?.shardCount ?? 1;
-    const key = bucketKey({
+    const ref: BucketRef = {
       ns: this.#repo.namespaceId,
       entityId,
       resource,
       shard: 0,
+    };
+    const r = await this.#store.write({
+      kind: "shards",
+      ref,
+      from: current,
+      to: current * 2,
     });
-    try {
-      await this.#repo.send(
-        new UpdateItemCommand({
-          TableName: this.#repo.tableName,
-          Key: key,
-          UpdateExpression: "SET shard_count = :n",
-          ConditionExpression: "shard_count = :c",
-          ExpressionAttributeValues: {
-            ":n": { N: String(current * 2) },
-            ":c": { N: String(current) },
-          },
-        }),
-      );
-      this.#repo.rememberEntity(entityId, {
-        cascade: item?.cascade ?? false,
-        parentId: item?.parentId ?? null,
-      }, { resource, count: current * 2 });
-    } catch (e) {
-      if (!isConditionFailed(e)) throw e;
-    }
+    if (!r.ok) return;
+    this.#repo.rememberEntity(entityId, {
+      cascade: item?.cascade ?? false,
+      parentId: item?.parentId ?? null,
+    }, { resource, count: current * 2 });
   }
 
   // ------------------------------------------------------------------ capacity queries
@@ -1340,12 +1309,21 @@ export class RateLimiter {
       shards: number;
     }[] = [];
     const load = async (id: string, r: ResolvedLimits): Promise<void> => {
-      const first = await this.#repo.getBucketItem(id, resource, 0);
+      const ns = this.#repo.namespaceId;
+      const ref = (shard: number): BucketRef => ({
+        ns,
+        entityId: id,
+        resource,
+        shard,
+      });
+      const first = (await this.#store.read([ref(0)])).items[0] ?? null;
       const shards = first?.shardCount ?? 1;
       const items: BucketItem[] = first ? [first] : [];
-      for (let s = 1; s < shards; s++) {
-        const it = await this.#repo.getBucketItem(id, resource, s);
-        if (it) items.push(it);
+      if (shards > 1) {
+        const rest = await this.#store.read(
+          Array.from({ length: shards - 1 }, (_, i) => ref(i + 1)),
+        );
+        for (const it of rest.items) if (it) items.push(it);
       }
       out.push({ side: r, entityId: id, items, shards });
     };

@@ -22,6 +22,11 @@
  */
 import type { DynamoDBClient } from "@aws-sdk/client-dynamodb";
 import { type Clock, systemClock } from "../core/clock.ts";
+import {
+  type MigrationErrorCode,
+  toError,
+  ZAELimiterError,
+} from "../core/zae_limiter_error.ts";
 import type { DynamoDbClientLike } from "../core/repository.ts";
 import type { ProgressSnapshot } from "./progress.ts";
 
@@ -270,38 +275,17 @@ export function withContext(
   return { ...ctx, ...patch };
 }
 
-/**
- * Stable codes of {@linkcode MigrationError}:
- *
- * | code | meaning |
- * |------|---------|
- * | `MIGRATION_LOCKED` | another run holds the migration lock (`details.owner`, `details.expiresAt`, `details.stale`) |
- * | `MIGRATION_LOCK_LOST` | this run's lock was taken over (it expired and was broken) |
- * | `MIGRATION_FAILED` | a migration threw (`cause`; `details.migration`, `details.applied`) |
- * | `MIGRATION_NOT_INITIALIZED` | the table has no version record at all |
- * | `MIGRATION_NAMESPACE_MISSING` | the target namespace is not registered and registration is off |
- * | `MIGRATION_DRIFT` | the delete phase found originals changed after their copy (`details.keys`); nothing of that page was deleted |
- * | `MIGRATION_SCHEMA_MISSING` | the table lacks what the 0.10 layout needs (`details.missing`, e.g. `GSI4`) |
- */
-export type MigrationErrorCode =
-  | "MIGRATION_LOCKED"
-  | "MIGRATION_LOCK_LOST"
-  | "MIGRATION_FAILED"
-  | "MIGRATION_NOT_INITIALIZED"
-  | "MIGRATION_NAMESPACE_MISSING"
-  | "MIGRATION_DRIFT"
-  | "MIGRATION_SCHEMA_MISSING";
+export { type MigrationErrorCode, toError };
 
 /**
- * A migration condition callers are expected to handle. (It extends `Error`
- * rather than the core error class because the core code union has no
- * migration codes yet.)
+ * A migration condition callers are expected to handle. It extends the
+ * library's base `ZAELimiterError`; its codes ({@linkcode MigrationErrorCode})
+ * are documented with the library's one code union in
+ * `core/zae_limiter_error.ts`.
  */
-export class MigrationError extends Error {
+export class MigrationError extends ZAELimiterError {
   /** Stable code. */
-  readonly code: MigrationErrorCode;
-  /** Whether retrying later may succeed. */
-  readonly retryable: boolean;
+  declare readonly code: MigrationErrorCode;
   /** Facts for the caller (owner of a lock, applied migrations, …). */
   readonly details: Readonly<Record<string, unknown>>;
 
@@ -314,18 +298,11 @@ export class MigrationError extends Error {
       details?: Record<string, unknown>;
     } = {},
   ) {
-    super(
-      message,
-      options.cause === undefined ? undefined : { cause: options.cause },
-    );
+    super(code, message, {
+      retryable: options.retryable ?? false,
+      ...(options.cause === undefined ? {} : { cause: options.cause }),
+    });
     this.name = "MigrationError";
-    this.code = code;
-    this.retryable = options.retryable ?? false;
     this.details = Object.freeze({ ...(options.details ?? {}) });
   }
-}
-
-/** Normalises anything thrown into an `Error`. */
-export function toError(e: unknown): Error {
-  return e instanceof Error ? e : new Error(`Non-error thrown: ${String(e)}`);
 }

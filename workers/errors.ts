@@ -1,31 +1,19 @@
 /**
- * Errors of the stream-consumer framework.
- *
- * | code | meaning |
- * |------|---------|
- * | `STREAM_THROTTLED` | DynamoDB Streams refused the call for rate (`LimitExceededException`, throttling) |
- * | `STREAM_ITERATOR_EXPIRED` | the shard iterator is older than 15 minutes (`ExpiredIteratorException`) |
- * | `STREAM_DATA_TRIMMED` | the requested position is older than the 24 h retention (`TrimmedDataAccessException`) |
- * | `STREAM_NOT_FOUND` | the stream or shard does not exist (`ResourceNotFoundException`) |
- * | `STREAM_UNAVAILABLE` | any other failure of the Streams service or the network |
- * | `COORDINATION_CONFLICT` | a lease or commit write lost a race that is worth retrying (transaction conflict) |
- * | `DEPENDENCY_TIMEOUT` | a DynamoDB or DynamoDB Streams call did not answer within its deadline (retryable) |
- *
- * These codes belong next to `ZaeLimiterErrorCode` in `core/errors.ts` once the
- * framework is exported from `mod.ts`.
+ * Errors of the stream-consumer framework: {@linkcode StreamWorkerError}
+ * extends the library's base `ZAELimiterError`, and its codes
+ * ({@linkcode StreamWorkerErrorCode}) are part of the library's one code
+ * union, documented in `core/zae_limiter_error.ts`.
  *
  * @module
  */
 
-/** Stable codes of {@linkcode StreamWorkerError}. */
-export type StreamWorkerErrorCode =
-  | "STREAM_THROTTLED"
-  | "STREAM_ITERATOR_EXPIRED"
-  | "STREAM_DATA_TRIMMED"
-  | "STREAM_NOT_FOUND"
-  | "STREAM_UNAVAILABLE"
-  | "COORDINATION_CONFLICT"
-  | "DEPENDENCY_TIMEOUT";
+import {
+  type StreamWorkerErrorCode,
+  toError,
+  ZAELimiterError,
+} from "../core/zae_limiter_error.ts";
+
+export { type StreamWorkerErrorCode, toError };
 
 /** Options of {@linkcode StreamWorkerError}. */
 export interface StreamWorkerErrorOptions extends ErrorOptions {
@@ -34,7 +22,8 @@ export interface StreamWorkerErrorOptions extends ErrorOptions {
 }
 
 /**
- * An error of the stream-consumer framework with a stable `code`.
+ * An error of the stream-consumer framework with a stable `code`. The
+ * service (DynamoDB Streams, DynamoDB) failed, so `fault` is `server`.
  *
  * @example Classify a throttle
  * ```ts
@@ -46,11 +35,9 @@ export interface StreamWorkerErrorOptions extends ErrorOptions {
  * assert.equal(e.retryable, true);
  * ```
  */
-export class StreamWorkerError extends Error {
+export class StreamWorkerError extends ZAELimiterError {
   /** Stable machine-readable code. */
-  readonly code: StreamWorkerErrorCode;
-  /** Whether the same call may succeed later. */
-  readonly retryable: boolean;
+  declare readonly code: StreamWorkerErrorCode;
 
   /** Creates the error; `options.cause` is forwarded. */
   constructor(
@@ -58,13 +45,12 @@ export class StreamWorkerError extends Error {
     message: string,
     options: StreamWorkerErrorOptions = {},
   ) {
-    super(
-      message,
-      options.cause === undefined ? undefined : { cause: options.cause },
-    );
+    super(code, message, {
+      retryable: options.retryable ?? false,
+      fault: "server",
+      ...(options.cause === undefined ? {} : { cause: options.cause }),
+    });
     this.name = "StreamWorkerError";
-    this.code = code;
-    this.retryable = options.retryable ?? false;
   }
 }
 
@@ -75,13 +61,6 @@ export function isStreamWorkerError(
 ): error is StreamWorkerError {
   return error instanceof StreamWorkerError &&
     (code === undefined || error.code === code);
-}
-
-/** Normalizes a thrown value into an `Error`. */
-export function toError(error: unknown): Error {
-  return error instanceof Error
-    ? error
-    : new Error(`Non-error thrown: ${String(error)}`);
 }
 
 /**

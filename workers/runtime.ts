@@ -28,6 +28,7 @@ import { DEFAULT_NAMESPACE } from "../core/keys.ts";
 import { getActiveNamespaceRecord } from "../core/namespace_registry.ts";
 import { CLIENT_VERSION, SCHEMA_VERSION } from "../core/schema.ts";
 import type { SnapshotWindow } from "../core/usage.ts";
+import { ZAELimiterError } from "../core/zae_limiter_error.ts";
 import { fullJitter, sleepUnlessAborted } from "./_util.ts";
 import { createAggregatorWorkload } from "./aggregator.ts";
 import { createWorkerRegistry } from "./prometheus.ts";
@@ -158,10 +159,16 @@ export interface WorkerStopReport {
  * The worker stopped on a failure no retry can fix. It was logged (JSON,
  * with the reason) before this was thrown; `cause` is the failure.
  */
-export class WorkerStoppedError extends Error {
+export class WorkerStoppedError extends ZAELimiterError {
+  /** Stable code: always `WORKER_STOPPED`. */
+  declare readonly code: "WORKER_STOPPED";
+
   /** Creates the error. */
   constructor(message: string, options?: ErrorOptions) {
-    super(message, options);
+    super("WORKER_STOPPED", message, {
+      fault: "server",
+      ...(options?.cause === undefined ? {} : { cause: options.cause }),
+    });
     this.name = "WorkerStoppedError";
   }
 }
@@ -213,7 +220,12 @@ export async function tableStreamArn(
   return arn;
 }
 
-/** Builds the chosen workloads. */
+/**
+ * Builds the chosen workloads.
+ *
+ * @throws {ZAELimiterError} `CONFIG_INVALID` when the archiver is chosen
+ * without a destination
+ */
 export function buildWorkloads(
   options: Pick<
     WorkerProcessOptions,
@@ -252,7 +264,8 @@ export function buildWorkloads(
         break;
       case "archiver":
         if (options.archiveSink === undefined) {
-          throw new Error(
+          throw new ZAELimiterError(
+            "CONFIG_INVALID",
             "Cannot run the archiver without a destination: give --archive-bucket or --archive-dir",
           );
         }
@@ -263,7 +276,7 @@ export function buildWorkloads(
         break;
       default: {
         const _exhaustive: never = name;
-        throw new Error(`Unknown workload ${String(_exhaustive)}`);
+        throw new TypeError(`Unknown workload ${String(_exhaustive)}`);
       }
     }
   }
