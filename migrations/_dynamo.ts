@@ -7,6 +7,7 @@
  * @module
  */
 import { errorName } from "../core/_sdk_errors.ts";
+import { exponentialBackoff } from "../core/_backoff.ts";
 import {
   type AttributeValue,
   BatchGetItemCommand,
@@ -134,6 +135,107 @@ export async function forEachConcurrent<T>(
   if (failed) throw failure;
 }
 
+/**
+ * A pool of conditional writes shared by every scan segment: at most
+ * `limit()` calls in flight, so a segment waiting on its scan or finishing
+ * the tail of a page leaves its slots to the others. The limit adapts to
+ * throttling (AIMD): a throttled call halves it (never below 1), and each
+ * `limit()` successful calls in a row raise it by one, up to `max`.
+ */
+export interface WritePool {
+  /** Waits for a slot (abort-aware), runs `fn`, frees the slot. */
+  run<T>(signal: AbortSignal, fn: () => Promise<T>): Promise<T>;
+  /** Reports a throttled call: halves the limit. */
+  throttled(): void;
+  /** The current limit. */
+  limit(): number;
+  /** Calls in flight now. */
+  inFlight(): number;
+}
+
+/** Creates a {@linkcode WritePool} of at most `max` calls in flight. */
+export function createWritePool(max: number): WritePool {
+  let limit = Math.max(1, max);
+  let inFlight = 0;
+  let streak = 0;
+  const waiters: (() => void)[] = [];
+  const wake = (): void => {
+    while (inFlight < limit && waiters.length > 0) {
+      inFlight++;
+      (waiters.shift() as () => void)();
+    }
+  };
+  function acquire(signal: AbortSignal): Promise<void> {
+    signal.throwIfAborted();
+    if (inFlight < limit && waiters.length === 0) {
+      inFlight++;
+      return Promise.resolve();
+    }
+    return new Promise<void>((resolve, reject) => {
+      const onAbort = (): void => {
+        const i = waiters.indexOf(grant);
+        if (i >= 0) waiters.splice(i, 1);
+        reject(signal.reason);
+      };
+      const grant = (): void => {
+        signal.removeEventListener("abort", onAbort);
+        resolve();
+      };
+      waiters.push(grant);
+      signal.addEventListener("abort", onAbort, { once: true });
+    });
+  }
+  return {
+    async run<T>(signal: AbortSignal, fn: () => Promise<T>): Promise<T> {
+      await acquire(signal);
+      try {
+        const out = await fn();
+        if (++streak >= limit && limit < max) {
+          limit++;
+          streak = 0;
+        }
+        return out;
+      } finally {
+        inFlight--;
+        wake();
+      }
+    },
+    throttled(): void {
+      limit = Math.max(1, Math.floor(limit / 2));
+      streak = 0;
+    },
+    limit: () => limit,
+    inFlight: () => inFlight,
+  };
+}
+
+/**
+ * Runs `fn` over `items` through a shared {@linkcode WritePool}. The first
+ * failure (or an abort) stops the items not started yet; the calls in
+ * flight settle, then the failure is rethrown.
+ */
+export async function forEachPooled<T>(
+  items: readonly T[],
+  pool: WritePool,
+  signal: AbortSignal,
+  fn: (item: T) => Promise<void>,
+): Promise<void> {
+  const stop = new AbortController();
+  const both = AbortSignal.any([signal, stop.signal]);
+  let failure: { readonly error: unknown } | null = null;
+  await Promise.all(items.map(async (item) => {
+    try {
+      await pool.run(both, () => fn(item));
+    } catch (e) {
+      if (failure === null) {
+        failure = { error: signal.aborted ? signal.reason : e };
+        stop.abort(e);
+      }
+    }
+  }));
+  if (failure !== null) throw (failure as { readonly error: unknown }).error;
+}
+
 const THROTTLE_ERRORS = new Set([
   "ProvisionedThroughputExceededException",
   "ThrottlingException",
@@ -150,24 +252,32 @@ export { isConditionFailed } from "../core/_sdk_errors.ts";
 
 /** Backoff for attempt `n` (0-based): 50 ms doubling, capped at 5 s. */
 export function backoffMs(attempt: number): number {
-  return Math.min(5000, 50 * 2 ** Math.min(attempt, 7));
+  return exponentialBackoff(attempt, 50, 5000);
 }
 
 /**
  * Calls `op`, retrying throttling errors (after the SDK's own retries) with
- * backoff up to `attempts` times.
+ * backoff up to `attempts` times; `onThrottle` hears each one (a
+ * {@linkcode WritePool} halves its limit).
  */
 export async function retryThrottled<T>(
   ctx: MigrationContext,
   op: () => Promise<T>,
-  attempts = 10,
+  options: {
+    /** Attempts in all. @default 10 */
+    readonly attempts?: number;
+    /** Hears each throttled attempt. */
+    readonly onThrottle?: () => void;
+  } = {},
 ): Promise<T> {
+  const attempts = options.attempts ?? 10;
   for (let attempt = 0;; attempt++) {
     ctx.signal.throwIfAborted();
     try {
       return await op();
     } catch (e) {
       if (!isThrottled(e) || attempt + 1 >= attempts) throw e;
+      options.onThrottle?.();
       await ctx.clock.sleep(backoffMs(attempt), ctx.signal);
     }
   }

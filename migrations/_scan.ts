@@ -13,6 +13,7 @@ import {
   QueryCommand,
   ScanCommand,
   type ScanCommandInput,
+  type ScanCommandOutput,
 } from "@aws-sdk/client-dynamodb";
 import { isoSeconds } from "../core/clock.ts";
 import { type Item, num } from "../core/expr.ts";
@@ -154,6 +155,12 @@ export interface ScanPhaseOptions {
   readonly checkpointPrefix: string | null;
   /** Strongly consistent scan. @default false */
   readonly consistentRead?: boolean;
+  /**
+   * Scan a segment's next page while its current page is processed (at
+   * most two pages per segment in memory; checkpoints stay in page order).
+   * @default false
+   */
+  readonly prefetch?: boolean;
   /** Scan read budget. */
   readonly readBudget: CapacityBudget;
   /** Write budget (for progress: consumed WCU). */
@@ -269,7 +276,9 @@ export async function runScanPhase(
     if (cp?.done) return;
     let start: Item | undefined = cp?.lastKey ?? undefined;
     let scannedHere = cp?.scanned ?? 0;
-    for (;;) {
+    const fetchPage = async (
+      from: Item | undefined,
+    ): Promise<ScanCommandOutput> => {
       signal.throwIfAborted();
       await ctx.keepAlive();
       const input: ScanCommandInput = {
@@ -279,7 +288,7 @@ export async function runScanPhase(
         Limit: ctx.options.pageSize,
         ConsistentRead: options.consistentRead ?? false,
         ReturnConsumedCapacity: "TOTAL",
-        ...(start ? { ExclusiveStartKey: start } : {}),
+        ...(from ? { ExclusiveStartKey: from } : {}),
       };
       // Estimate: a full page of ~1 KB items, eventually consistent.
       const estimate = Math.max(0.5, ctx.options.pageSize / 8);
@@ -290,32 +299,54 @@ export async function runScanPhase(
       );
       const measured = capacityOf(page.ConsumedCapacity);
       if (measured !== null) options.readBudget.adjust(measured - estimate);
-      const items = page.Items ?? [];
-      const outcome = await options.onPage(items, segCtx, segment);
-      totals.scanned += items.length;
-      totals.written += outcome.written;
-      totals.alreadyPresent += outcome.alreadyPresent;
-      totals.deleted += outcome.deleted;
-      scannedHere += items.length;
-      start = page.LastEvaluatedKey;
-      const done = start === undefined;
-      if (prefix !== null) {
-        await saveCheckpoint(ctx, {
-          sk: `${prefix}${segment}`,
-          segment,
-          totalSegments: segments,
-          lastKey: start ?? null,
-          done,
-          scanned: scannedHere,
+      return page;
+    };
+    let next: Promise<ScanCommandOutput> = fetchPage(start);
+    try {
+      await processPages();
+    } catch (e) {
+      // Stop a prefetched scan and let it settle before the segment fails.
+      if (!inner.signal.aborted) inner.abort(toError(e));
+      await next.catch(() => {});
+      throw e;
+    }
+
+    async function processPages(): Promise<void> {
+      for (;;) {
+        const page = await next;
+        if (options.prefetch && page.LastEvaluatedKey !== undefined) {
+          next = fetchPage(page.LastEvaluatedKey);
+          // Awaited on the next turn; a failure meanwhile must not go unhandled.
+          next.catch(() => {});
+        } else next = Promise.resolve({ $metadata: {} });
+        const items = page.Items ?? [];
+        const outcome = await options.onPage(items, segCtx, segment);
+        totals.scanned += items.length;
+        totals.written += outcome.written;
+        totals.alreadyPresent += outcome.alreadyPresent;
+        totals.deleted += outcome.deleted;
+        scannedHere += items.length;
+        start = page.LastEvaluatedKey;
+        const done = start === undefined;
+        if (prefix !== null) {
+          await saveCheckpoint(ctx, {
+            sk: `${prefix}${segment}`,
+            segment,
+            totalSegments: segments,
+            lastKey: start ?? null,
+            done,
+            scanned: scannedHere,
+          });
+        }
+        if (done) totals.segmentsDone++;
+        ctx.report({
+          kind: "progress",
+          migration: options.migration,
+          snapshot: snapshot(),
         });
+        if (done) return;
+        if (!options.prefetch) next = fetchPage(start);
       }
-      if (done) totals.segmentsDone++;
-      ctx.report({
-        kind: "progress",
-        migration: options.migration,
-        snapshot: snapshot(),
-      });
-      if (done) return;
     }
   }
 

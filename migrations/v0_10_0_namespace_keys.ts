@@ -11,9 +11,12 @@
  *   checkpointed at `_/SYSTEM#` / `#MIGRATION#0.10.0#SEGMENT#{n}`; a crashed
  *   or aborted run resumes from there (redoing at most one page per segment,
  *   which the conditional writes make harmless).
- * * **Throughput** — conditional PutItems with bounded concurrency per
- *   segment, paced by a token bucket fed with the measured
- *   `ConsumedCapacity` against `maxWcuPerSecond`.
+ * * **Throughput** — conditional PutItems through one write pool shared
+ *   by every segment (`segments × writeConcurrency` in flight, halved on
+ *   each throttled write and grown back one by one), each segment scanning
+ *   its next page while the current one is written, paced by a token
+ *   bucket fed with the measured `ConsumedCapacity` against
+ *   `maxWcuPerSecond`.
  * * **Verification** — {@linkcode verifyNamespaceKeys} compares counts per
  *   record type, checks every original has its copy (and, after deletion,
  *   that nothing unprefixed is left) and reads samples back through the
@@ -75,13 +78,16 @@ import {
   type CapacityBudget,
   capacityOf,
   createCapacityBudget,
+  createWritePool,
   deleteKeys,
   forEachConcurrent,
+  forEachPooled,
   isConditionFailed,
   itemSizeBytes,
   keyOf,
   lacksGsi4,
   retryThrottled,
+  type WritePool,
 } from "./_dynamo.ts";
 import {
   clearCheckpoints,
@@ -340,7 +346,7 @@ async function putIfAbsent(
   item: Item,
   budget: CapacityBudget,
 ): Promise<boolean> {
-  return (await putCopy(ctx, item, budget, false)).written;
+  return (await putCopy(ctx, item, budget)).written;
 }
 
 /**
@@ -351,27 +357,37 @@ async function putCopy(
   ctx: MigrationContext,
   item: Item,
   budget: CapacityBudget,
-  returnExisting: boolean,
-  condition = "attribute_not_exists(PK)",
+  options: {
+    readonly returnExisting?: boolean;
+    readonly condition?: string;
+    readonly pool?: WritePool;
+  } = {},
 ): Promise<PutOutcome> {
+  const returnExisting = options.returnExisting ?? false;
+  const condition = options.condition ?? "attribute_not_exists(PK)";
+  const pool = options.pool;
   const estimate = estimateWriteUnits(item);
   // A throttled page can outlast the lock: renew between writes too (a no-op until due).
   await ctx.keepAlive();
   await budget.take(estimate, ctx.signal);
   try {
-    const res = await retryThrottled(ctx, () =>
-      ctx.client.send(
-        new PutItemCommand({
-          TableName: ctx.tableName,
-          Item: item,
-          ConditionExpression: condition,
-          ...(returnExisting
-            ? { ReturnValuesOnConditionCheckFailure: "ALL_OLD" as const }
-            : {}),
-          ReturnConsumedCapacity: "TOTAL",
-        }),
-        { abortSignal: ctx.signal },
-      ));
+    const res = await retryThrottled(
+      ctx,
+      () =>
+        ctx.client.send(
+          new PutItemCommand({
+            TableName: ctx.tableName,
+            Item: item,
+            ConditionExpression: condition,
+            ...(returnExisting
+              ? { ReturnValuesOnConditionCheckFailure: "ALL_OLD" as const }
+              : {}),
+            ReturnConsumedCapacity: "TOTAL",
+          }),
+          { abortSignal: ctx.signal },
+        ),
+      pool ? { onThrottle: () => pool.throttled() } : {},
+    );
     const measured = capacityOf(res.ConsumedCapacity);
     if (measured !== null) budget.adjust(measured - estimate);
     return { written: true };
@@ -391,6 +407,7 @@ async function copyPage(
   items: readonly Item[],
   namespaceId: string,
   budget: CapacityBudget,
+  pool: WritePool,
 ): Promise<PageOutcome> {
   const copies: { item: Item; type: RecordType }[] = [];
   for (const it of items) {
@@ -399,13 +416,16 @@ async function copyPage(
   }
   let written = 0;
   let alreadyPresent = 0;
-  await forEachConcurrent(
+  await forEachPooled(
     copies,
-    ctx.options.writeConcurrency,
+    pool,
     ctx.signal,
     async ({ item: copy, type }) => {
       const live = LIVE_COPY_TYPES.has(type);
-      const r = await putCopy(ctx, copy, budget, !live);
+      const r = await putCopy(ctx, copy, budget, {
+        returnExisting: !live,
+        pool,
+      });
       if (r.written) {
         written++;
         return;
@@ -419,13 +439,10 @@ async function copyPage(
       // Drift: an old client changed the original after it was copied. The
       // original wins until --delete (no 0.10 client writes these record
       // types before the seed's step 4), so the copy is replaced.
-      const seen = await putCopy(
-        ctx,
-        copy,
-        budget,
-        false,
-        "attribute_exists(PK)",
-      );
+      const seen = await putCopy(ctx, copy, budget, {
+        condition: "attribute_exists(PK)",
+        pool,
+      });
       if (seen.written) {
         written++;
         ctx.report({
@@ -471,13 +488,18 @@ export async function copyNamespaceKeys(
     ctx.options.maxRcuPerSecond,
     ctx.clock,
   );
+  // One pool for every segment: segments × writeConcurrency writes in flight.
+  const pool = createWritePool(
+    ctx.options.segments * ctx.options.writeConcurrency,
+  );
   const r = await runScanPhase(ctx, {
     migration: NAMESPACE_KEYS_ID,
     phase: "copy",
     checkpointPrefix: COPY_CHECKPOINT_PREFIX,
     readBudget,
     writeBudget,
-    onPage: (items, c) => copyPage(c, items, namespaceId, writeBudget),
+    prefetch: true,
+    onPage: (items, c) => copyPage(c, items, namespaceId, writeBudget, pool),
   });
   return {
     namespaceId,
@@ -571,7 +593,9 @@ export async function deleteUnprefixedOriginals(
         c.options.writeConcurrency,
         c.signal,
         async (copy) => {
-          await putCopy(c, copy, writeBudget, false, "attribute_exists(PK)");
+          await putCopy(c, copy, writeBudget, {
+            condition: "attribute_exists(PK)",
+          });
           written++;
         },
       );

@@ -4,7 +4,9 @@ import type { Item } from "../core/expr.ts";
 import { compareVersions } from "../core/version.ts";
 import {
   createCapacityBudget,
+  createWritePool,
   forEachConcurrent,
+  forEachPooled,
   itemSizeBytes,
 } from "../migrations/_dynamo.ts";
 import {
@@ -622,6 +624,55 @@ Deno.test("forEachConcurrent() stops on the first failure after in-flight calls 
   );
   assert.ok(started < 6);
   assert.equal(finished, started - 1);
+});
+
+Deno.test("createWritePool() shares one cap between callers, halves it on throttling and grows it back", async () => {
+  const pool = createWritePool(8);
+  let inFlight = 0;
+  let peak = 0;
+  const signal = new AbortController().signal;
+  const body = async (): Promise<void> => {
+    peak = Math.max(peak, ++inFlight);
+    await Promise.resolve();
+    inFlight--;
+  };
+  const task = () => pool.run(signal, body);
+  // Two "segments" feeding the same pool never exceed its cap together.
+  await Promise.all([
+    forEachPooled(Array.from({ length: 30 }), pool, signal, body),
+    forEachPooled(Array.from({ length: 30 }), pool, signal, body),
+  ]);
+  assert.equal(peak, 8);
+  pool.throttled();
+  assert.equal(pool.limit(), 4);
+  pool.throttled();
+  pool.throttled();
+  pool.throttled();
+  assert.equal(pool.limit(), 1);
+  // Each `limit()` successes in a row add one.
+  for (let i = 0; i < 1 + 2 + 3; i++) await task();
+  assert.equal(pool.limit(), 4);
+  assert.equal(pool.inFlight(), 0);
+});
+
+Deno.test("forEachPooled() stops the items not started after a failure and rethrows it", async () => {
+  const pool = createWritePool(2);
+  let started = 0;
+  await assert.rejects(
+    forEachPooled(
+      [1, 2, 3, 4, 5, 6],
+      pool,
+      new AbortController().signal,
+      async (i) => {
+        started++;
+        await Promise.resolve();
+        if (i === 1) throw new Error("boom");
+      },
+    ),
+    { message: "boom" },
+  );
+  assert.ok(started < 6, `started ${started}`);
+  assert.equal(pool.inFlight(), 0);
 });
 
 Deno.test("forEachConcurrent() stops starting work once aborted", async () => {
