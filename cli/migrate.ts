@@ -5,6 +5,7 @@
  *
  * @module
  */
+import process from "node:process";
 import { Command, InvalidArgumentError, Option } from "commander";
 import { SCHEMA_VERSION } from "../core/schema.ts";
 import { compareVersions, parseVersion } from "../core/version.ts";
@@ -172,8 +173,10 @@ function lockHolder(): LockHolder {
 
 /**
  * Whether a lock's holder provably is not running: it recorded this host
- * and its pid has no `/proc` entry. Unknown (another host, no `/proc`)
- * counts as alive.
+ * and no process has its pid. Asked first with signal 0 (`kill -0`: ESRCH
+ * means no such process; needs `--allow-run`), then through `/proc` (Deno
+ * 2.9 lets only `--allow-all` read it). Unknown (another host, neither
+ * permission) counts as alive.
  */
 function isHolderDead(lock: LockInfo): boolean {
   const me = lockHolder();
@@ -181,6 +184,15 @@ function isHolderDead(lock: LockInfo): boolean {
     return false;
   }
   if (lock.host === "unknown" || lock.pid === me.pid) return false;
+  try {
+    process.kill(lock.pid, 0);
+    return false;
+  } catch (e) {
+    const code = (e as { code?: unknown }).code;
+    if (code === "ESRCH") return true;
+    if (code === "EPERM") return false;
+    // No permission to signal: try /proc.
+  }
   try {
     Deno.statSync("/proc/self");
   } catch {
@@ -199,11 +211,14 @@ function lockOptions(breakStaleLock: boolean | undefined): {
   breakStaleLock: boolean;
   holder: LockHolder;
   isHolderDead: (lock: LockInfo) => boolean;
+  takeOverDeadHolder: boolean;
 } {
   return {
     breakStaleLock: breakStaleLock ?? false,
     holder: lockHolder(),
     isHolderDead,
+    // A run killed on this host (no such pid) is taken over at once.
+    takeOverDeadHolder: true,
   };
 }
 

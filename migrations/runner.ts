@@ -229,6 +229,13 @@ export interface LockOptions {
    * holder `isHolderDead` proves dead. @default false
    */
   readonly breakStaleLock?: boolean;
+  /**
+   * Take over, without `breakStaleLock`, a lock whose holder
+   * `isHolderDead` proves dead (a crashed run on this host): no waiting and
+   * no flag, since that holder cannot be running. An expired lock of a
+   * holder not proven dead still needs `breakStaleLock`. @default false
+   */
+  readonly takeOverDeadHolder?: boolean;
   /** Recorded in the lock (host and pid of this run). @default not recorded */
   readonly holder?: LockHolder;
   /**
@@ -287,6 +294,7 @@ async function acquireLock(
   operation: string,
   holder: LockHolder | undefined,
   isHolderDead: (lock: LockInfo) => boolean,
+  takeOverDead: boolean,
 ): Promise<void> {
   for (let attempt = 0; attempt < 3; attempt++) {
     try {
@@ -306,7 +314,10 @@ async function acquireLock(
     const expired = held.expiresAt <= ctx.clock.now();
     const dead = held.owner !== owner && isHolderDead(held);
     const stale = expired || dead;
-    if (held.owner !== owner && !(stale && breakStale)) {
+    if (
+      held.owner !== owner && !(stale && breakStale) &&
+      !(dead && takeOverDead)
+    ) {
       const who = `"${held.owner}"${
         held.host === null ? "" : ` (host ${held.host}, pid ${held.pid})`
       }`;
@@ -353,9 +364,9 @@ async function acquireLock(
           kind: "log",
           level: "warn",
           migration: null,
-          message: `broke the ${
-            dead ? "dead holder's" : "stale"
-          } migration lock of "${held.owner}"`,
+          message: dead
+            ? `took over the migration lock of "${held.owner}": its holder (host ${held.host}, pid ${held.pid}) is no longer running (a crashed run)`
+            : `broke the stale migration lock of "${held.owner}"`,
         });
       }
       return;
@@ -445,6 +456,7 @@ export async function withMigrationLock<T>(
     options.operation ?? "migrate",
     options.holder,
     options.isHolderDead ?? (() => false),
+    options.takeOverDeadHolder ?? false,
   );
   let renewedAt = ctx.clock.now();
   let renewing: Promise<void> | null = null;
