@@ -61,7 +61,11 @@ import {
 } from "./lease.ts";
 import { type Limit, validateLimitList } from "./limit.ts";
 import type { ConfigSource, LimitStatus, OnUnavailable } from "./models.ts";
-import type { Repository, ResolvedLimits } from "./repository.ts";
+import type { Repository } from "./repository.ts";
+import type {
+  LimiterSource,
+  ResolvedLimits,
+} from "./acquire/limiter_source.ts";
 import {
   LimiterTelemetry,
   markPath,
@@ -132,6 +136,16 @@ interface Refusal {
   readonly until: number;
   readonly amounts: ReadonlyMap<string, bigint>;
   readonly error: RateLimitExceeded;
+}
+
+function dynamoStore(source: Repository | LimiterSource): BucketStore {
+  if (!("send" in source)) {
+    throw new TypeError(
+      "A RateLimiter on a memory source needs options.bucketStore (a MemoryBucketStore)",
+    );
+  }
+  const repo = source as Repository;
+  return new DynamoBucketStore(repo.tableName, (c: unknown) => repo.send(c));
 }
 
 /** What to acquire. */
@@ -222,7 +236,7 @@ function reportToConsole(error: unknown, context: string): void {
  * ```
  */
 export class RateLimiter {
-  readonly #repo: Repository;
+  readonly #repo: LimiterSource;
   readonly #speculative: boolean;
   readonly #onError: (error: unknown, context: string) => void;
   readonly #random: () => number;
@@ -240,19 +254,22 @@ export class RateLimiter {
     Map<number, readonly LimitSpec[]>
   >();
 
-  /** Creates a limiter over a repository. */
-  constructor(repository: Repository, options: RateLimiterOptions = {}) {
+  /**
+   * Creates a limiter over a repository (or, for tests, a
+   * `MemoryLimiterSource` with a `MemoryBucketStore` as `bucketStore`: see
+   * the `./testing` export).
+   */
+  constructor(
+    repository: Repository | LimiterSource,
+    options: RateLimiterOptions = {},
+  ) {
     this.#repo = repository;
     this.#speculative = options.speculativeWrites ?? true;
     this.#onError = options.onError ?? reportToConsole;
     this.#random = options.random ?? Math.random;
     this.#clock = repository.clock;
     this.#refusalCacheSize = options.refusalCacheSize ?? 10_000;
-    this.#store = options.bucketStore ??
-      new DynamoBucketStore(
-        repository.tableName,
-        (c: unknown) => repository.send(c),
-      );
+    this.#store = options.bucketStore ?? dynamoStore(repository);
     this.#writer = new BucketWriter(this.#store, this.#clock, this.#random);
     this.#timeoutMs = options.timeoutMs ?? 3000;
     this.#onStranded = options.onStranded ??
@@ -277,9 +294,14 @@ export class RateLimiter {
     };
   }
 
-  /** The repository. */
+  /** The repository (a limiter built on a `MemoryLimiterSource` has none: it throws). */
   get repository(): Repository {
-    return this.#repo;
+    if (!("send" in this.#repo)) {
+      throw new TypeError(
+        "This limiter runs on a memory source, not on a Repository",
+      );
+    }
+    return this.#repo as Repository;
   }
 
   /**

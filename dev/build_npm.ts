@@ -81,7 +81,7 @@ function compile(): readonly string[] {
   host.readFile = (f) =>
     f === packageJson ? '{ "type": "module" }' : readFile.call(host, f);
   const program = ts.createProgram(
-    [new URL("mod.ts", ROOT).pathname],
+    [new URL("mod.ts", ROOT).pathname, new URL("testing.ts", ROOT).pathname],
     options,
     host,
   );
@@ -126,10 +126,19 @@ export async function buildNpm(): Promise<
     type: "module",
     exports: {
       ".": { types: "./mod.d.ts", import: "./mod.js" },
+      "./testing": { types: "./testing.d.ts", import: "./testing.js" },
       "./package.json": "./package.json",
     },
     types: "./mod.d.ts",
-    files: ["mod.js", "mod.d.ts", "core/", "README.md", "LICENSE"],
+    files: [
+      "mod.js",
+      "mod.d.ts",
+      "testing.js",
+      "testing.d.ts",
+      "core/",
+      "README.md",
+      "LICENSE",
+    ],
     sideEffects: false,
     engines: { node: NODE_ENGINES },
     dependencies: Object.fromEntries(

@@ -1,0 +1,205 @@
+/**
+ * The admission algorithm without DynamoDB: several limiters (separate
+ * caches, like separate processes) share one memory store, run random
+ * concurrent acquires, cascades and rollbacks on the real clock, with
+ * faults injected at the store (a throttle before a write applies, a lost
+ * answer after it applied) and random store latency. The ideal-bucket
+ * checker judges each history (the same checker as the DynamoDB Local
+ * oracle in `tests/integration/oracle_test.ts`). Seeds are printed.
+ */
+import assert from "node:assert/strict";
+import { AsyncLocalStorage } from "node:async_hooks";
+import fc from "fast-check";
+import { Limit, RateLimitExceeded } from "../mod.ts";
+import { createTestLimiter, MemoryBucketStore } from "../testing.ts";
+import { MemoryLimiterSource } from "../core/store/memory_limiter_source.ts";
+import { RateLimiter } from "../core/limiter.ts";
+import {
+  check,
+  format,
+  type History,
+  type Operation,
+} from "./_oracle/checker.ts";
+
+interface Scenario {
+  readonly seed: number;
+  readonly capacity: number;
+  readonly clients: number;
+  readonly faults: boolean;
+}
+
+const PERIOD_S = 1;
+
+class BodyError extends Error {}
+
+async function runHistory(
+  sc: Scenario,
+): Promise<{ history: History; writes: number }> {
+  let rnd = sc.seed >>> 0 || 1;
+  const random = (): number => {
+    rnd ^= rnd << 13;
+    rnd ^= rnd >>> 17;
+    rnd ^= rnd << 5;
+    return (rnd >>> 0) / 2 ** 32;
+  };
+  const call = new AsyncLocalStorage<{ faulted: boolean }>();
+  let writes = 0;
+  const store = new MemoryBucketStore({
+    hook: async (phase, op) => {
+      if (phase === "before") {
+        if (op !== "read") writes++;
+        await new Promise((r) => setTimeout(r, Math.floor(random() * 3)));
+        if (sc.faults && op !== "read" && random() < 0.08) {
+          const c = call.getStore();
+          if (c) c.faulted = true;
+          throw Object.assign(new Error("injected throttle"), {
+            name: "ThrottlingException",
+          });
+        }
+      } else if (sc.faults && random() < 0.05) {
+        const c = call.getStore();
+        if (c) c.faulted = true;
+        throw Object.assign(new Error("injected: answer lost after apply"), {
+          name: "InternalServerError",
+        });
+      }
+    },
+  });
+  const source = new MemoryLimiterSource(store);
+  source.setSystemDefaults([
+    Limit.custom("rpm", sc.capacity, sc.capacity, PERIOD_S),
+  ]);
+  source.createEntity("parent");
+  source.createEntity("child", { parentId: "parent", cascade: true });
+  const limiters = Array.from(
+    { length: sc.clients },
+    () =>
+      new RateLimiter(source, {
+        bucketStore: store,
+        refusalCacheSize: 0,
+        onError: () => {},
+        random,
+      }),
+  );
+  const ops: Operation[] = [];
+  const t0 = BigInt(Date.now());
+  const end = Date.now() + 1200;
+  let n = 0;
+  await Promise.all(limiters.map(async (limiter) => {
+    while (Date.now() < end) {
+      const id = `op${n++}`;
+      const entityId = random() < 0.5 ? "child" : "solo";
+      const amount = 1 + Math.floor(random() * 3);
+      const fails = random() < 0.2;
+      const charges = (entityId === "child" ? ["child", "parent"] : ["solo"])
+        .map((bucket) => ({
+          bucket,
+          limit: "rpm",
+          amountMilli: BigInt(amount) * 1000n,
+        }));
+      const ctx = { faulted: false };
+      const start = BigInt(Date.now());
+      let outcome = "admitted" as "admitted" | "refused" | "error";
+      let bodyRan = false;
+      await call.run(ctx, async () => {
+        try {
+          await limiter.acquire(
+            { entityId, resource: "api", consume: { rpm: amount } },
+            () => {
+              bodyRan = true;
+              if (fails) throw new BodyError();
+            },
+          );
+        } catch (e) {
+          if (e instanceof BodyError) return;
+          outcome = e instanceof RateLimitExceeded ? "refused" : "error";
+        }
+      });
+      const stop = BigInt(Date.now());
+      ops.push({
+        kind: "acquire",
+        id,
+        start,
+        end: stop,
+        charges,
+        outcome: bodyRan
+          ? "admitted"
+          : ctx.faulted && outcome !== "refused"
+          ? "error"
+          : outcome,
+      });
+      if (bodyRan && fails) {
+        ops.push({
+          kind: "rollback",
+          id: `${id}/rollback`,
+          start,
+          end: stop,
+          charges,
+          outcome: ctx.faulted ? "ambiguous" : "applied",
+        });
+      }
+      await new Promise((r) => setTimeout(r, Math.floor(random() * 20)));
+    }
+  }));
+  const params = {
+    cp: BigInt(sc.capacity) * 1000n,
+    ra: BigInt(sc.capacity) * 1000n,
+    rp: BigInt(PERIOD_S) * 1000n,
+  };
+  return {
+    history: {
+      t0,
+      limits: ["child", "parent", "solo"].map((bucket) => ({
+        bucket,
+        limit: "rpm",
+        params,
+      })),
+      operations: ops,
+    },
+    writes,
+  };
+}
+
+Deno.test("memory store: random concurrent histories with faults never over-admit and refuse only with cause", async () => {
+  await fc.assert(
+    fc.asyncProperty(
+      fc.record({
+        seed: fc.integer({ min: 1, max: 2 ** 31 - 1 }),
+        capacity: fc.integer({ min: 3, max: 12 }),
+        clients: fc.integer({ min: 2, max: 4 }),
+        faults: fc.boolean(),
+      }),
+      async (sc) => {
+        const { history, writes } = await runHistory(sc);
+        const acquires = history.operations.filter((o) => o.kind === "acquire");
+        assert.ok(acquires.length > 10, "the history has traffic");
+        const report = check(history, {
+          slackMilli: 1n,
+          refusalSlackMilli: BigInt(sc.capacity) * 10n + BigInt(writes) + 1n,
+        });
+        assert.ok(
+          report.ok,
+          `seed ${JSON.stringify(sc)}: ${format(report)}`,
+        );
+      },
+    ),
+    { numRuns: 6 },
+  );
+});
+
+Deno.test("memory store: createTestLimiter admits the capacity, refuses the next, and refills", async () => {
+  const { limiter, source, store } = createTestLimiter();
+  source.setSystemDefaults([Limit.custom("rps", 3, 3, 1)]);
+  const req = { entityId: "k", resource: "api", consume: { rps: 1 } };
+  for (let i = 0; i < 3; i++) await limiter.acquire(req, () => {});
+  await assert.rejects(limiter.acquire(req, () => {}), RateLimitExceeded);
+  const item = store.get({
+    ns: "default",
+    entityId: "k",
+    resource: "api",
+    shard: 0,
+  });
+  assert.equal(item?.limits.get("rps")?.tk, 0n);
+  await new Promise((r) => setTimeout(r, 400));
+  await limiter.acquire(req, () => {}); // 1.2 tokens refilled
+});
