@@ -12,6 +12,7 @@ import {
 } from "@aws-sdk/client-dynamodb";
 import type { DynamoDBClient } from "@aws-sdk/client-dynamodb";
 import { cancellationCodes, isTransactionConflictOnly } from "./_sdk_errors.ts";
+import { exponentialBackoff } from "./_backoff.ts";
 import { type Clock, isoSeconds } from "./clock.ts";
 import { NamespaceStateError } from "./errors.ts";
 import { type Item, str } from "./expr.ts";
@@ -107,7 +108,10 @@ export async function registerNamespaceRecords(
         continue; // a deleted name's forward record was being replaced: try again
       }
       if (isTransactionConflictOnly(e)) {
-        await target.clock.sleep(25 * 2 ** attempt, target.signal);
+        await target.clock.sleep(
+          exponentialBackoff(attempt, 25, Infinity),
+          target.signal,
+        );
         continue;
       }
       if (codes[1] === "ConditionalCheckFailed") continue; // id collision: draw another

@@ -25,17 +25,6 @@ export function maxSequence(
   return compareSequence(a, b) >= 0 ? a : b;
 }
 
-/** Full-jitter exponential backoff: a random delay in `[0, min(cap, base * 2^attempt)]`. */
-export function fullJitter(
-  attempt: number,
-  baseMs: number,
-  capMs: number,
-  random: () => number,
-): number {
-  const ceiling = Math.min(capMs, baseMs * 2 ** Math.max(0, attempt));
-  return Math.floor(random() * ceiling);
-}
-
 /** Sleeps on the clock; resolves `false` instead of rejecting when `signal` aborts. */
 export async function sleepUnlessAborted(
   clock: Clock,

@@ -14,7 +14,8 @@
  */
 import type { TransactWriteItem } from "@aws-sdk/client-dynamodb";
 import type { Clock } from "../core/clock.ts";
-import { fullJitter, sleepUnlessAborted } from "./_util.ts";
+import { fullJitter } from "../core/_backoff.ts";
+import { sleepUnlessAborted } from "./_util.ts";
 import {
   type CommitResult,
   COORDINATION_PK_PREFIX,

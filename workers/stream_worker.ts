@@ -33,13 +33,9 @@
  * @module
  */
 import type { TransactWriteItem } from "@aws-sdk/client-dynamodb";
+import { fullJitter } from "../core/_backoff.ts";
 import { type Clock, systemClock } from "../core/clock.ts";
-import {
-  fullJitter,
-  maxSequence,
-  SerialQueue,
-  sleepUnlessAborted,
-} from "./_util.ts";
+import { maxSequence, SerialQueue, sleepUnlessAborted } from "./_util.ts";
 import {
   type BatchEnvironment,
   type DeadLetterSink,
