@@ -1,5 +1,9 @@
 import assert from "node:assert/strict";
-import { createWorld, parseExposition, startWorker } from "./_test_support.ts";
+import {
+  createWorld,
+  parseExposition,
+  startWorker,
+} from "../tests/_fakes/stream_world.ts";
 import { createStreamWorkerMetrics } from "./metrics.ts";
 import { createWorkerRegistry } from "./prometheus.ts";
 

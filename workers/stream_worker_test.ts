@@ -5,7 +5,7 @@ import {
   createWorld,
   recordingHandler,
   startWorker,
-} from "./_test_support.ts";
+} from "../tests/_fakes/stream_world.ts";
 import {
   COORDINATION_PK_PREFIX,
   type CoordinationStore,

@@ -9,7 +9,7 @@
  * counted exactly once and every deleted audit item is archived exactly once.
  */
 import assert from "node:assert/strict";
-import { parseExposition } from "../../workers/_test_support.ts";
+import { parseExposition } from "../_fakes/stream_world.ts";
 import { createDynamoDbCoordinationStore } from "../../workers/coordination_store_dynamodb.ts";
 import { tableStreamArn, workloadConsumerName } from "../../workers/runtime.ts";
 import { endpoint, freshRepo } from "./_harness.ts";

@@ -1,36 +1,33 @@
 /**
- * Shared fixtures of the worker tests (not exported from `mod.ts`).
+ * Shared fixtures of the worker tests (was `workers/_test_support.ts`).
  *
  * @module
  */
 import assert from "node:assert/strict";
 import type { TransactWriteItem } from "@aws-sdk/client-dynamodb";
-import {
-  FakeStream,
-  type FakeStreamOptions,
-} from "../tests/_fakes/fake_stream.ts";
-import { VirtualClock } from "../tests/_fakes/virtual_clock.ts";
+import { FakeStream, type FakeStreamOptions } from "./fake_stream.ts";
+import { VirtualClock } from "./virtual_clock.ts";
 import {
   createMemoryDeadLetterSink,
   type MemoryDeadLetterSink,
   type StreamHandler,
-} from "./batch_processor.ts";
+} from "../../workers/batch_processor.ts";
 import {
   type CoordinationStore,
   createMemoryCoordinationStore,
   type MemoryCoordinationStore,
-} from "./coordination_store.ts";
+} from "../../workers/coordination_store.ts";
 import {
   createStreamWorkerMetrics,
   type StreamWorkerEvent,
   type StreamWorkerMetrics,
-} from "./metrics.ts";
-import type { StreamRecord } from "./stream_source.ts";
+} from "../../workers/metrics.ts";
+import type { StreamRecord } from "../../workers/stream_source.ts";
 import {
   runStreamWorker,
   type StreamWorkerOptions,
   type StreamWorkerStopReport,
-} from "./stream_worker.ts";
+} from "../../workers/stream_worker.ts";
 
 /** One effect per record, on a distinct item keyed by the event id. */
 export function effectFor(record: StreamRecord): TransactWriteItem {
