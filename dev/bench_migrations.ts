@@ -12,7 +12,10 @@
  */
 import { DynamoDBClient } from "@aws-sdk/client-dynamodb";
 import { startDynamoDbLocal } from "./dynamodb_local.ts";
-import { createTable, seedLegacyTable } from "../migrations/bench_support.ts";
+import {
+  createTable,
+  seedLegacyTable,
+} from "../tests/_fixtures/legacy_items.ts";
 
 const SIZES = (Deno.env.get("BENCH_MIGRATION_SIZES") ?? "10000,100000")
   .split(",").map((s) => Number(s.trim())).filter((n) => n > 0);

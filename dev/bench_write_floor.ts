@@ -10,7 +10,10 @@
  */
 import { DynamoDBClient, PutItemCommand } from "@aws-sdk/client-dynamodb";
 import { type Item, str } from "../core/expr.ts";
-import { createTable, seedLegacyTable } from "../migrations/bench_support.ts";
+import {
+  createTable,
+  seedLegacyTable,
+} from "../tests/_fixtures/legacy_items.ts";
 import { forEachConcurrent } from "../migrations/_dynamo.ts";
 import { createMigrationContext } from "../migrations/migration.ts";
 import {

@@ -14,7 +14,7 @@ import {
   legacyLimitItem,
   legacySystemItems,
   seededRandom,
-} from "../migrations/bench_support.ts";
+} from "./_fixtures/legacy_items.ts";
 import {
   createMigrationContext,
   EMPTY_REPORT,

@@ -384,7 +384,7 @@ Deno.test({
   ignore: !(await hasScript()),
   async fn() {
     const { createTable, seedLegacyTable } = await import(
-      "../../migrations/bench_support.ts"
+      "../_fixtures/legacy_items.ts"
     );
     const { DeleteTableCommand } = await import("@aws-sdk/client-dynamodb");
     const ep = await endpoint();

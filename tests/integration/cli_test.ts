@@ -1107,7 +1107,7 @@ Deno.test("backup and pitr commands send the recovery runbook's requests", async
 
 Deno.test("migrate plan, apply, verify, status and apply --delete migrate a seeded legacy table", async () => {
   const { createTable, seedLegacyTable } = await import(
-    "../../migrations/bench_support.ts"
+    "../_fixtures/legacy_items.ts"
   );
   const { DeleteTableCommand, ScanCommand } = await import(
     "@aws-sdk/client-dynamodb"

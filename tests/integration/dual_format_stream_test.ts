@@ -19,7 +19,7 @@ import {
   legacySystemItems,
   putItemsBatched,
   seededRandom,
-} from "../../migrations/bench_support.ts";
+} from "../_fixtures/legacy_items.ts";
 import { createMigrationContext } from "../../migrations/migration.ts";
 import { applyMigrations } from "../../migrations/runner.ts";
 import { deleteUnprefixedOriginals } from "../../migrations/v0_10_0_namespace_keys.ts";

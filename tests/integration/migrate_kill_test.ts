@@ -14,10 +14,7 @@ import {
 } from "@aws-sdk/client-dynamodb";
 import { main } from "../../cli.ts";
 import type { Item } from "../../core/expr.ts";
-import {
-  createTable,
-  seedLegacyTable,
-} from "../../migrations/bench_support.ts";
+import { createTable, seedLegacyTable } from "../_fixtures/legacy_items.ts";
 import { endpoint, localClient, tableName } from "./_harness.ts";
 
 const ITEMS = 5000;

@@ -19,7 +19,7 @@ import {
   putItemsBatched,
   seededRandom,
   seedLegacyTable,
-} from "../../migrations/bench_support.ts";
+} from "../_fixtures/legacy_items.ts";
 import {
   createMigrationContext,
   type Migration,

@@ -35,7 +35,7 @@ import { Repository } from "../../mod.ts";
 import {
   legacyEntityItems,
   putItemsBatched,
-} from "../../migrations/bench_support.ts";
+} from "../_fixtures/legacy_items.ts";
 import { planItemCopy } from "../../migrations/v0_10_0_namespace_keys.ts";
 import { endpoint, localClient, tableName } from "./_harness.ts";
 import {

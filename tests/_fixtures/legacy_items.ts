@@ -1,5 +1,6 @@
 /**
- * Legacy (pre-0.10) fixtures for tests and benchmarks: builders of items in
+ * Legacy (pre-0.10) fixtures for tests and benchmarks (was
+ * `migrations/bench_support.ts`; `dev/bench_migrations.ts` imports it too): builders of items in
  * the exact unprefixed layouts of spec 01 §5 and the namespace-keys runbook,
  * and a fast seeder (BatchWriteItem, 25 per call, several in flight,
  * unprocessed items retried).
@@ -7,7 +8,7 @@
  * @example Build one legacy entity's items (pure)
  * ```ts
  * import assert from "node:assert/strict";
- * import { legacyEntityItems } from "./bench_support.ts";
+ * import { legacyEntityItems } from "./legacy_items.ts";
  *
  * const items = legacyEntityItems({ id: "u1", parentId: "org-1", resources: ["openai/gpt-4"] });
  * const meta = items.find((i) => i["SK"]?.S === "#META");
@@ -24,13 +25,13 @@ import {
   DescribeTableCommand,
   type WriteRequest,
 } from "@aws-sdk/client-dynamodb";
-import { type Clock, isoSeconds, systemClock } from "../core/clock.ts";
-import type { Item } from "../core/expr.ts";
-import type { DynamoDbClientLike } from "../core/repository.ts";
-import { createTableInput } from "../core/schema.ts";
-import { createUlid } from "../core/ulid.ts";
-import { backoffMs, forEachConcurrent } from "./_dynamo.ts";
-import { asSdkClient } from "./migration.ts";
+import { type Clock, isoSeconds, systemClock } from "../../core/clock.ts";
+import type { Item } from "../../core/expr.ts";
+import type { DynamoDbClientLike } from "../../core/repository.ts";
+import { createTableInput } from "../../core/schema.ts";
+import { createUlid } from "../../core/ulid.ts";
+import { backoffMs, forEachConcurrent } from "../../migrations/_dynamo.ts";
+import { asSdkClient } from "../../migrations/migration.ts";
 
 /** A deterministic pseudo-random generator (mulberry32) in [0, 1). */
 export function seededRandom(seed: number): () => number {
