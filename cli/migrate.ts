@@ -206,6 +206,17 @@ function isHolderDead(lock: LockInfo): boolean {
   }
 }
 
+/** Whether this process may signal others (`kill -0`), i.e. has `--allow-run`. */
+function canSignal(): boolean {
+  try {
+    process.kill(1, 0);
+    return true;
+  } catch (e) {
+    const code = (e as { code?: unknown }).code;
+    return code === "EPERM" || code === "ESRCH";
+  }
+}
+
 /** Lock options of a CLI run. */
 function lockOptions(breakStaleLock: boolean | undefined): {
   breakStaleLock: boolean;
@@ -238,6 +249,12 @@ async function guarded<T>(g: GlobalConfig, fn: () => Promise<T>): Promise<T> {
       const cause = e.cause instanceof Error ? e.cause : null;
       const hint = e.code === "MIGRATION_LOCKED" && e.details["stale"] === true
         ? "; pass --break-stale-lock to take it over"
+        : e.code === "MIGRATION_LOCKED" &&
+            e.details["host"] === lockHolder().host &&
+            typeof e.details["pid"] === "number" && !canSignal()
+        ? `; if that run crashed, this process cannot tell (checking pid ${
+          e.details["pid"]
+        } needs 'deno run --allow-run'): run it with --allow-run and it takes the lock over at once`
         : e.code === "MIGRATION_FAILED"
         ? "; fix the cause and run 'migrate apply' again to resume"
         : "";

@@ -149,6 +149,30 @@ Deno.test("migrate apply killed with SIGKILL mid-copy resumes at once when run a
     await stderr;
     assert.ok(caught, "the run was caught mid-copy");
 
+    // Without --allow-run the CLI cannot prove the holder dead: it says how.
+    const blind = await new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "--allow-net=127.0.0.1",
+        "--allow-read",
+        "--allow-env",
+        "--allow-sys",
+        CLI,
+        "--endpoint-url",
+        ep,
+        "--name",
+        killed,
+        "migrate",
+        "apply",
+        "--yes",
+      ],
+      stdout: "null",
+      stderr: "piped",
+    }).output();
+    const blindErr = new TextDecoder().decode(blind.stderr);
+    assert.equal(blind.code, 1, blindErr);
+    assert.match(blindErr, /cannot tell .*--allow-run.*takes the lock over/);
+
     // The same command, at once: no waiting for the 5-minute lock.
     const t0 = Date.now();
     const again = await run(ep, killed);
