@@ -1,0 +1,160 @@
+/**
+ * Pins the public surface of `mod.ts`: every exported name and its kind. An
+ * API change is then a visible diff of this file (house style A.3).
+ */
+import assert from "node:assert/strict";
+import * as api from "../mod.ts";
+
+/** Every runtime export of `mod.ts` and its kind. */
+const RUNTIME_EXPORTS: Readonly<Record<string, string>> = {
+  AmbiguousWriteError: "class",
+  AuditAction: "object",
+  CLIENT_VERSION: "string",
+  CommitFailedError: "class",
+  DEFAULT_NAMESPACE: "string",
+  DEFAULT_RESOURCE: "string",
+  DeadlineExceededError: "class",
+  EntityError: "class",
+  EntityExistsError: "class",
+  EntityNotFoundError: "class",
+  IncompatibleSchemaError: "class",
+  InfrastructureError: "class",
+  InfrastructureNotFoundError: "class",
+  InvalidIdentifierError: "class",
+  InvalidNameError: "class",
+  KeyParseError: "class",
+  Lease: "class",
+  LeaseExpiredError: "class",
+  Limit: "class",
+  LimitName: "object",
+  MinimumClientVersionError: "class",
+  NamespaceNotFoundError: "class",
+  NamespaceStateError: "class",
+  RESERVED_NAMESPACE: "string",
+  RateLimitError: "class",
+  RateLimitExceeded: "class",
+  RateLimiter: "class",
+  RateLimiterUnavailable: "class",
+  Repository: "class",
+  RequestExceedsCapacity: "class",
+  SCHEMA_VERSION: "string",
+  StackAlreadyExistsError: "class",
+  StackOperationError: "class",
+  ValidationError: "class",
+  VersionError: "class",
+  VersionMismatchError: "class",
+  ZAELimiterError: "class",
+  checkCompatibility: "function",
+  isUnprefixedKey: "function",
+  parseBucketPk: "function",
+  parseNamespace: "function",
+  safeParseBucketPk: "function",
+  safeParseNamespace: "function",
+  systemClock: "object",
+};
+
+/** Every type-only export of `mod.ts` (erased at runtime, read from its text). */
+const TYPE_EXPORTS: readonly string[] = [
+  "AcquireOptions",
+  "AuditActionName",
+  "AuditEvent",
+  "BucketItem",
+  "BucketKey",
+  "BucketParams",
+  "BucketRef",
+  "CacheStats",
+  "CapacityOptions",
+  "Clock",
+  "Compatibility",
+  "CompatibilityIssue",
+  "ConfigSource",
+  "CreateEntityOptions",
+  "DeadlineOptions",
+  "DecisionOutcome",
+  "DecisionPath",
+  "DynamoDbClientLike",
+  "Entity",
+  "EntityCapacity",
+  "EntityInfo",
+  "KeyIssue",
+  "LeaseEntry",
+  "LeaseState",
+  "LimitCapacity",
+  "LimitDict",
+  "LimitStatus",
+  "MeterProviderLike",
+  "MigrationErrorCode",
+  "NamespaceInfo",
+  "NamespacedKey",
+  "OnUnavailable",
+  "ParseResult",
+  "RateLimiterOptions",
+  "RepositoryOptions",
+  "ResolvedLimits",
+  "ResourceCapacity",
+  "ResourceCapacityOptions",
+  "ResourceCapacityProgress",
+  "StoredLimit",
+  "StrandedCharge",
+  "StreamWorkerErrorCode",
+  "TelemetryOptions",
+  "TracerProviderLike",
+  "UnavailableContext",
+  "UsageSnapshot",
+  "UsageSnapshotFilter",
+  "VersionRecord",
+  "WorkerErrorCode",
+  "ZAELimiterErrorOptions",
+  "ZaeLimiterErrorCode",
+];
+
+function kindOf(value: unknown): string {
+  if (typeof value === "function") {
+    return /^class\b/.test(Function.prototype.toString.call(value))
+      ? "class"
+      : "function";
+  }
+  return value === null ? "null" : typeof value;
+}
+
+/** The names `mod.ts` exports, split by kind of export clause. */
+function declaredExports(
+  source: string,
+): { values: string[]; types: string[] } {
+  const values: string[] = [];
+  const types: string[] = [];
+  const clause = /export\s+(type\s+)?\{([^}]*)\}\s*from\s*"[^"]+";/g;
+  for (const [, typeOnly, body] of source.matchAll(clause)) {
+    for (const raw of (body ?? "").split(",")) {
+      const entry = raw.replace(/\/\/.*$/gm, "").trim();
+      if (entry === "") continue;
+      const isType = typeOnly !== undefined || entry.startsWith("type ");
+      const name = entry.replace(/^type\s+/, "").split(/\s+as\s+/).at(-1)
+        ?.trim() as string;
+      (isType ? types : values).push(name);
+    }
+  }
+  assert.doesNotMatch(
+    source,
+    /export\s+\*|export\s+(const|let|function|class|interface|type\s+\w+\s*=|default)\b/,
+    "mod.ts lists re-exports by name only",
+  );
+  return { values: values.sort(), types: types.sort() };
+}
+
+Deno.test("mod.ts exports exactly the pinned runtime names, each of its kind", () => {
+  const actual = Object.fromEntries(
+    Object.keys(api).sort().map((k) => [
+      k,
+      kindOf((api as Record<string, unknown>)[k]),
+    ]),
+  );
+  assert.deepEqual(actual, RUNTIME_EXPORTS);
+});
+
+Deno.test("mod.ts exports exactly the pinned type names", async () => {
+  const source = await Deno.readTextFile(new URL("../mod.ts", import.meta.url));
+  const { values, types } = declaredExports(source);
+  assert.deepEqual(values, Object.keys(RUNTIME_EXPORTS).sort());
+  assert.deepEqual(types, [...TYPE_EXPORTS].sort());
+});
