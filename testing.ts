@@ -52,6 +52,12 @@ export type {
   WriteResult,
 } from "./core/acquire/bucket_store.ts";
 export type {
+  PlainLimit,
+  PlainWrite,
+  PlannedLimit,
+  SlowWrite,
+} from "./core/bucket_item.ts";
+export type {
   EntityInfo,
   LimiterSource,
   ResolvedLimits,

@@ -199,13 +199,20 @@ export class MemoryBucketStore implements BucketStore {
     return it ? decodeBucket(it, ref.shard) : null;
   }
 
-  /** The stored attribute map of a bucket (a copy), or `null`. */
+  /**
+   * The stored attribute map of a bucket (a copy), or `null`.
+   * @ignore Low-level: DynamoDB attribute values.
+   */
   raw(ref: BucketRef): Item | null {
     const it = this.#items.get(refKey(ref));
     return it ? clone(it) : null;
   }
 
-  /** Replaces or deletes the stored attribute map of a bucket (another writer, a TTL deletion). */
+  /**
+   * Replaces or deletes the stored attribute map of a bucket (another
+   * writer, a TTL deletion).
+   * @ignore Low-level: DynamoDB attribute values.
+   */
   putRaw(ref: BucketRef, item: Item | null): void {
     if (item) this.#items.set(refKey(ref), clone(item));
     else this.#items.delete(refKey(ref));
