@@ -52,6 +52,8 @@ export interface TableClient {
   readonly name: string;
   /** The client, with the SDK's typed `send`. */
   readonly client: SdkClient;
+  /** The clock (retry waits, timestamps). */
+  readonly clock: Clock;
   /** Sends any SDK command and resolves to its output, typed by the caller. */
   send<T>(command: unknown): Promise<T>;
   /**
@@ -205,6 +207,7 @@ export function createTableClient(
   return {
     name: table,
     client: sdk,
+    clock,
     send,
     batchGet,
     batchWrite,
