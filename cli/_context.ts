@@ -23,9 +23,12 @@ import {
   DEFAULT_NAMESPACE,
   pkSystem,
   RESERVED_NAMESPACE,
-  SK,
   skNamespace,
 } from "../core/keys.ts";
+import {
+  decodeVersionRecord,
+  readVersionItem,
+} from "../core/store/version_record.ts";
 import { formatLimit, safeParseLimitSpec } from "./limit_spec.ts";
 
 /** Where the CLI writes, and how it waits. Tests pass buffers and an instant `sleep`. */
@@ -216,32 +219,18 @@ export async function readVersionState(
   client: DynamoDBClient,
   table: string,
 ): Promise<VersionState> {
-  const get = async (pk: string) =>
-    (await client.send(
-      new GetItemCommand({
-        TableName: table,
-        Key: { PK: { S: pk }, SK: { S: SK.VERSION } },
-        ConsistentRead: true,
-      }),
-    )).Item;
+  const source = { client, name: table };
   let item: Record<string, AttributeValue> | undefined;
   try {
-    item = await get(pkSystem(RESERVED_NAMESPACE));
+    item = await readVersionItem(source);
   } catch (e) {
     if (isTableMissing(e)) return { kind: "no-table" };
     throw e;
   }
-  const decode = (it: Record<string, AttributeValue>): VersionRecord => ({
-    schemaVersion: s(it, "schema_version") ?? "1.0.0",
-    clientMinVersion: s(it, "client_min_version") ?? "0.0.0",
-    lambdaVersion: s(it, "lambda_version"),
-    updatedAt: s(it, "updated_at"),
-    updatedBy: s(it, "updated_by"),
-  });
-  if (item) return { kind: "record", record: decode(item) };
-  const legacy = await get("SYSTEM#");
+  if (item) return { kind: "record", record: decodeVersionRecord(item) };
+  const legacy = await readVersionItem(source, { legacy: true });
   if (legacy) {
-    const record = decode(legacy);
+    const record = decodeVersionRecord(legacy);
     return { kind: "legacy", schemaVersion: record.schemaVersion, record };
   }
   return { kind: "not-initialized" };

@@ -27,7 +27,7 @@ import {
   toError,
   ZAELimiterError,
 } from "../core/zae_limiter_error.ts";
-import type { DynamoDbClientLike } from "../core/repository.ts";
+import type { DynamoDbClientLike } from "../core/store/table.ts";
 import type { ProgressSnapshot } from "./progress.ts";
 
 /** What a migration did. Counts are of this run only. */

@@ -42,6 +42,10 @@ import { isoSeconds } from "../core/clock.ts";
 import { Expr, type Item, num, str } from "../core/expr.ts";
 import { RESERVED_NAMESPACE, SK } from "../core/keys.ts";
 import { SCHEMA_VERSION } from "../core/schema.ts";
+import {
+  decodeVersionRecord,
+  LEGACY_VERSION_PK,
+} from "../core/store/version_record.ts";
 import { compareVersions, parseVersion } from "../core/version.ts";
 import { isConditionFailed } from "./_dynamo.ts";
 import { queryReservedPrefix, SYSTEM_PK } from "./_scan.ts";
@@ -59,7 +63,7 @@ import { NAMESPACE_KEYS_ID } from "./v0_10_0_namespace_keys.ts";
 /** SK of the lock item. */
 export const LOCK_SK = "#MIGRATION_LOCK";
 const HISTORY_SK = "#MIGRATION_HISTORY#";
-const LEGACY_SYSTEM_PK = "SYSTEM#";
+const LEGACY_SYSTEM_PK = LEGACY_VERSION_PK;
 /** First schema version whose version record lives under `_/SYSTEM#`. */
 const NAMESPACED_SCHEMA = "0.10.0";
 
@@ -108,15 +112,7 @@ function decodeVersion(
   item: Item,
   location: StoredVersion["location"],
 ): StoredVersion {
-  return {
-    schemaVersion: str(item, "schema_version") ?? "1.0.0",
-    clientMinVersion: str(item, "client_min_version") ?? "0.0.0",
-    lambdaVersion: str(item, "lambda_version"),
-    updatedAt: str(item, "updated_at"),
-    updatedBy: str(item, "updated_by"),
-    location,
-    reservedClaim: null,
-  };
+  return { ...decodeVersionRecord(item), location, reservedClaim: null };
 }
 
 /** Reads the version record (`_/SYSTEM#` first, then the legacy `SYSTEM#`), or `null`. */

@@ -25,14 +25,13 @@ import {
   GetItemCommand,
   type GetItemCommandOutput,
   PutItemCommand,
-  type QueryCommand,
   type TransactWriteItem,
   TransactWriteItemsCommand,
   UpdateItemCommand,
   type UpdateItemCommandOutput,
 } from "@aws-sdk/client-dynamodb";
 import { type Clock, systemClock } from "../core/clock.ts";
-import { queryAllItems } from "../core/store/table.ts";
+import { type DynamoDbClientLike, queryAllItems } from "../core/store/table.ts";
 import {
   assertCommitSize,
   type CommitResult,
@@ -46,19 +45,8 @@ import {
   type NewLease,
 } from "./coordination_store.ts";
 
-/** The part of `DynamoDBClient` the store uses (a real client fits). */
-export interface DynamoDbClientLike {
-  /** Sends one command. */
-  send(
-    command:
-      | QueryCommand
-      | GetItemCommand
-      | PutItemCommand
-      | UpdateItemCommand
-      | TransactWriteItemsCommand,
-    options?: { abortSignal?: AbortSignal },
-  ): Promise<unknown>;
-}
+/** The part of `DynamoDBClient` the store uses (a real client fits): the library's one client interface. */
+export type { DynamoDbClientLike };
 
 /** Options of {@linkcode createDynamoDbCoordinationStore}. */
 export interface DynamoDbCoordinationStoreOptions {

@@ -65,19 +65,23 @@ export function encodeVersionRecord(
   };
 }
 
-/** Where to read or write the record (a `TableClient` fits). */
-export interface VersionTable {
+/** Where to read the record (a `TableClient` fits). */
+export interface VersionSource {
   /** The client. */
   readonly client: SdkClient;
   /** Table name. */
   readonly name: string;
+}
+
+/** Where to write the record (a `TableClient` fits). */
+export interface VersionTable extends VersionSource {
   /** Clock for `updated_at`. */
   readonly clock: Clock;
 }
 
 /** The stored version record item (strongly consistent), or `undefined`. */
 export async function readVersionItem(
-  table: VersionTable,
+  table: VersionSource,
   options: { legacy?: boolean } = {},
 ): Promise<Item | undefined> {
   const out = await table.client.send(
@@ -92,7 +96,7 @@ export async function readVersionItem(
 
 /** The version record at the 0.10 key (or the legacy one), or `null`. */
 export async function readVersionRecord(
-  table: VersionTable,
+  table: VersionSource,
   options: { legacy?: boolean } = {},
 ): Promise<VersionRecord | null> {
   const item = await readVersionItem(table, options);
@@ -144,7 +148,9 @@ export function enforceVersion(record: VersionRecord): void {
  *
  * @throws {IncompatibleSchemaError} when the legacy record exists
  */
-export async function rejectLegacyTable(table: VersionTable): Promise<void> {
+export async function rejectLegacyTable(
+  table: VersionSource,
+): Promise<void> {
   const item = await readVersionItem(table, { legacy: true });
   if (item) {
     const legacy = str(item, "schema_version") ?? "1.0.0";

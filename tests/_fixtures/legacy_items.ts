@@ -27,7 +27,7 @@ import {
 } from "@aws-sdk/client-dynamodb";
 import { type Clock, isoSeconds, systemClock } from "../../core/clock.ts";
 import type { Item } from "../../core/expr.ts";
-import type { DynamoDbClientLike } from "../../core/repository.ts";
+import type { DynamoDbClientLike } from "../../core/store/table.ts";
 import { createTableInput } from "../../core/schema.ts";
 import { createUlid } from "../../core/ulid.ts";
 import { backoffMs, forEachConcurrent } from "../../migrations/_dynamo.ts";

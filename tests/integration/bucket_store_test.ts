@@ -1,4 +1,5 @@
 import { DynamoBucketStore } from "../../core/store/dynamo_bucket_store.ts";
+import { tableOf } from "../../core/store/table.ts";
 import { bucketStoreContract } from "../bucket_store_contract.ts";
 import { freshRepo } from "./_harness.ts";
 
@@ -6,7 +7,7 @@ bucketStoreContract("DynamoDB store", async () => {
   const env = await freshRepo();
   const store = new DynamoBucketStore(
     env.repo.tableName,
-    (c) => env.repo.send(c),
+    (c) => tableOf(env.repo).send(c),
   );
   return {
     store,
