@@ -8,7 +8,9 @@
  * peak-RSS figures and their ratio (a streaming migration should stay
  * near 1x for 10x the items).
  *
- * `BENCH_MIGRATION_SIZES=10000,100000` overrides the sizes.
+ * `BENCH_MIGRATION_SIZES=10000,100000` overrides the sizes; `--1m` (or
+ * `BENCH_MIGRATION_1M=1` through `deno task bench`) adds a 1,000,000-item
+ * run, which takes a long while on DynamoDB Local.
  */
 import { DynamoDBClient } from "@aws-sdk/client-dynamodb";
 import { startDynamoDbLocal } from "./dynamodb_local.ts";
@@ -19,6 +21,10 @@ import {
 
 const SIZES = (Deno.env.get("BENCH_MIGRATION_SIZES") ?? "10000,100000")
   .split(",").map((s) => Number(s.trim())).filter((n) => n > 0);
+// 1M items take a long while on DynamoDB Local: only when asked.
+if (
+  Deno.args.includes("--1m") || Deno.env.get("BENCH_MIGRATION_1M") === "1"
+) SIZES.push(1_000_000);
 const SLOW_SECONDS = 240;
 
 interface ChildResult {
