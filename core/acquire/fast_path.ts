@@ -1,0 +1,200 @@
+/**
+ * The fast path: one conditional write per side (the entity and, with
+ * cascade, its parent, sent together) from the state the last answers
+ * showed, through `BucketWriter.charge`. All or nothing: when one
+ * side fails, the sides charged are given back before the answer.
+ *
+ * @module
+ */
+import { paramsOf } from "../bucket.ts";
+import { type BucketRef, WCU_PER_WRITE } from "../bucket_item.ts";
+import type { ChargeOutcome, LimitSpec, Target } from "../bucket_writer.ts";
+import { RateLimitExceeded } from "../errors.ts";
+import { Lease } from "../lease.ts";
+import type { Limit } from "../limit.ts";
+import type { LimitStatus } from "../models.ts";
+import { certainlyNotApplied, withGrace } from "../transport.ts";
+import { type Admission, reportStranded } from "./admission.ts";
+import { chargedParent } from "./cascade.ts";
+import { leaseEntries, passingStatuses, type Side, sideRef } from "./plan.ts";
+
+/** Time a compensating give-back may take after the caller's deadline passed. */
+const COMPENSATION_GRACE_MS = 1000;
+
+/** Limit specs, computed once per limit set (the config cache hands out the same array until it refetches). */
+const specCache = new WeakMap<
+  readonly Limit[],
+  Map<number, readonly LimitSpec[]>
+>();
+
+function specs(limits: readonly Limit[], shards: number): readonly LimitSpec[] {
+  let byShards = specCache.get(limits);
+  if (!byShards) {
+    byShards = new Map();
+    specCache.set(limits, byShards);
+  }
+  let out = byShards.get(shards);
+  if (!out) {
+    out = limits.map((l) => ({
+      limit: l,
+      stored: paramsOf(l),
+      eff: paramsOf(l, shards),
+    }));
+    byShards.set(shards, out);
+  }
+  return out;
+}
+
+function target(
+  adm: Admission,
+  side: Side,
+  resource: string,
+  nowMs: number,
+): Target {
+  return {
+    ref: sideRef(adm.source.namespaceId, side, resource),
+    limits: specs(side.resolved.limits, side.shards),
+    shards: side.shards,
+    ttl: adm.source.bucketTtl(side.resolved, nowMs),
+  };
+}
+
+/**
+ * The fast path. `null` sends the caller to the slow path (entity unknown
+ * or due for a re-read, nothing known of an item, item or limit missing);
+ * `"params"` asks it to re-read the config.
+ *
+ * @throws {RateLimitExceeded} a side refused (decided on fresh state) or
+ * stayed contended
+ * @throws the store's error when a write failed without a verdict (reported
+ * as stranded when it may have applied)
+ */
+export async function fastPath(
+  adm: Admission,
+  child: Side,
+  resource: string,
+  consume: ReadonlyMap<string, bigint>,
+  override: readonly Limit[] | null,
+): Promise<Lease | "params" | null> {
+  const nowMs = adm.clock.now();
+  const info = adm.source.entityInfo(child.entityId);
+  // Unknown entity, or its cascade flags are due for a re-read: the slow path reads META.
+  if (info === undefined || info.refreshAt <= nowMs) return null;
+  const sides: Side[] = [child];
+  if (info.cascade && info.parentId) {
+    const parent = await chargedParent(
+      adm,
+      info.parentId,
+      resource,
+      consume,
+      override,
+    );
+    if (parent) sides.push(parent);
+  }
+  const targets = sides.map((s) => target(adm, s, resource, nowMs));
+  const writer = adm.writer;
+  if (targets.some((t) => writer.known(t.ref) === undefined)) {
+    return null;
+  }
+  const results = await Promise.allSettled(
+    sides.map((s, i) => writer.charge(targets[i] as Target, s.charge)),
+  );
+  const ok = results.map((r) =>
+    r.status === "fulfilled" && r.value.kind === "ok"
+  );
+  if (ok.every(Boolean)) {
+    return new Lease(
+      writer,
+      child.entityId,
+      resource,
+      sides.flatMap((s) =>
+        leaseEntries(s, sideRef(adm.source.namespaceId, s, resource))
+      ),
+      false,
+      adm.leaseOptions,
+    );
+  }
+  // All or nothing: give back what was charged, then answer for the rest.
+  await Promise.all(
+    sides.map((s, i) => ok[i] ? compensate(adm, s, resource) : null),
+  );
+  let statuses: LimitStatus[] | null = null;
+  let next: "params" | null | undefined = undefined;
+  // Every side whose write may have applied is reported, then the first failure thrown.
+  const failed = results.flatMap((r, i) => {
+    if (r.status !== "rejected") return [];
+    maybeStranded(adm, (targets[i] as Target).ref, sides[i] as Side, r.reason);
+    return [r.reason];
+  });
+  if (failed.length > 0) throw failed[0];
+  for (let i = 0; i < sides.length; i++) {
+    const r = results[i] as PromiseSettledResult<ChargeOutcome>;
+    if (r.status === "rejected") continue;
+    const o = r.value;
+    if (o.kind === "refused" || o.kind === "contended") {
+      statuses ??= [];
+      statuses.push(...o.statuses);
+    } else if (o.kind === "params") next = "params";
+    else if (o.kind === "missing" && next === undefined) next = null;
+  }
+  if (statuses) {
+    const refusedIds = new Set(statuses.map((s) => s.entityId));
+    for (const s of sides) {
+      if (!refusedIds.has(s.entityId)) {
+        statuses.push(...passing(adm, s, resource));
+      }
+    }
+    throw new RateLimitExceeded(statuses);
+  }
+  return next ?? null;
+}
+
+/** Passing statuses of a side from what the writer knows of its item. */
+function passing(
+  adm: Admission,
+  side: Side,
+  resource: string,
+): LimitStatus[] {
+  const known = adm.writer.known(
+    sideRef(adm.source.namespaceId, side, resource),
+  );
+  return passingStatuses(side, resource, known);
+}
+
+/**
+ * Gives a side's charge back (and its `wcu` write, so usage snapshots do
+ * not count a refused acquire). Runs with its own short grace when the
+ * caller's deadline has passed; a failure is reported as stranded.
+ */
+async function compensate(
+  adm: Admission,
+  side: Side,
+  resource: string,
+): Promise<void> {
+  const deltas = new Map<string, bigint>();
+  for (const [n, a] of side.charge) deltas.set(n, -a);
+  const ref: BucketRef = sideRef(adm.source.namespaceId, side, resource);
+  try {
+    const left = await withGrace(
+      COMPENSATION_GRACE_MS,
+      () => adm.writer.apply(ref, side.shards, deltas, -WCU_PER_WRITE),
+    );
+    if (left > 0n) {
+      reportStranded(adm, ref, new Map([["*", left]]), "giveback", null);
+    }
+  } catch (e) {
+    reportStranded(adm, ref, side.charge, "debit", e);
+  }
+}
+
+/** A write that failed without a verdict may have applied: report it. */
+function maybeStranded(
+  adm: Admission,
+  ref: BucketRef,
+  side: Side,
+  e: unknown,
+): void {
+  if (certainlyNotApplied(e)) return;
+  adm.writer.remember(ref, null);
+  reportStranded(adm, ref, side.charge, "debit", e);
+}
