@@ -33,6 +33,7 @@ import {
   type ZaeLimiterErrorCode,
 } from "./mod.ts";
 import { validateNamespaceName, validateStackName } from "./core/validation.ts";
+import { toError } from "./core/zae_limiter_error.ts";
 import {
   type CliContext,
   CliExit,
@@ -233,9 +234,7 @@ function report(ctx: CliContext, e: unknown, target: string): number {
     ctx.io.err(libraryErrorLine(e, e.message));
     return EXIT.FAILURE;
   }
-  const err = e instanceof Error
-    ? e
-    : new Error(`Non-error thrown: ${String(e)}`);
+  const err = toError(e);
   // A plain Error's name adds nothing ("Error: Error: …").
   ctx.io.err(
     `Error: ${err.name === "Error" ? "" : `${err.name}: `}${err.message}`,
