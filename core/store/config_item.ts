@@ -1,5 +1,5 @@
 /**
- * The config item codec: limits as `{name}#cp`, `{name}#ra`, `{name}#rp`
+ * The config item codec: limits as `l_{name}_cp`, `l_{name}_ra`, `l_{name}_rp`
  * attributes (schema 0.10, shared with the Python client), and a config
  * item as the config cache's slot.
  *
@@ -29,7 +29,7 @@ export function limitsFromItem(item: Item | undefined): Limit[] {
   return out;
 }
 
-/** The `{name}#cp/ra/rp` attributes of a list of limits. */
+/** The `l_{name}_cp/ra/rp` attributes of a list of limits. */
 export function limitAttrs(limits: readonly Limit[]): Item {
   const out: Item = {};
   for (const l of limits) {
