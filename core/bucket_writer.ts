@@ -49,6 +49,8 @@ import type { BucketStore, BucketWrite } from "./acquire/bucket_store.ts";
 import type { Clock } from "./clock.ts";
 import type { Limit } from "./limit.ts";
 import type { LimitStatus } from "./models.ts";
+import { exponentialBackoff } from "./_backoff.ts";
+import { BoundedMap } from "./_bounded_map.ts";
 import { errorName } from "./_sdk_errors.ts";
 import { checkDeadline, currentSignal } from "./transport.ts";
 import { WCU_LIMIT_NAME } from "./validation.ts";
@@ -114,7 +116,7 @@ export class BucketWriter {
   readonly #store: BucketStore;
   readonly #clock: Clock;
   readonly #random: () => number;
-  readonly #known = new Map<string, BucketItem>();
+  readonly #known = new BoundedMap<string, BucketItem>(KNOWN_MAX);
 
   /** A writer over a store, reading time from `clock`. */
   constructor(
@@ -140,13 +142,9 @@ export class BucketWriter {
   /** Records an item as seen (an answer, a read, or the state a write left). */
   remember(ref: BucketRef, item: BucketItem | null): void {
     const k = refKey(ref);
+    // Deleted first, so a known item is renewed and a forgotten one goes.
     this.#known.delete(k);
-    if (!item) return;
-    if (this.#known.size >= KNOWN_MAX) {
-      const oldest = this.#known.keys().next();
-      if (!oldest.done) this.#known.delete(oldest.value);
-    }
-    this.#known.set(k, item);
+    if (item) this.#known.set(k, item);
   }
 
   /**
@@ -245,7 +243,7 @@ export class BucketWriter {
 
   /** Sleeps a jittered, growing time (lost races and transaction conflicts). */
   async backoff(attempt: number): Promise<void> {
-    const base = 10 * 2 ** Math.min(attempt, 5);
+    const base = exponentialBackoff(attempt, 10, 320);
     await this.#clock.sleep(base / 2 + this.#random() * base, currentSignal());
   }
 
