@@ -14,6 +14,7 @@
 import type { TransactWriteItem } from "@aws-sdk/client-dynamodb";
 import type { OnUnavailable, Repository } from "../mod.ts";
 import { Limit } from "../mod.ts";
+import { exponentialBackoff } from "../core/_backoff.ts";
 import {
   cancellationCodes,
   errorName,
@@ -462,7 +463,11 @@ async function writeUnit(
       const conflict = isTransactionConflictOnly(e) ||
         errorName(e) === "TransactionConflictException";
       if (!conflict || attempt >= 5) throw e;
-      await sleep(50 * 2 ** attempt + Math.floor(Math.random() * 50));
+      // Up to 50 ms of jitter on top of the doubling delay (attempts 0-4).
+      await sleep(
+        exponentialBackoff(attempt, 50, Infinity) +
+          Math.floor(Math.random() * 50),
+      );
     }
   }
 }
