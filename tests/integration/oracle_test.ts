@@ -230,7 +230,7 @@ Deno.test({
 });
 
 Deno.test({
-  // FINDING, fixed (core/limiter.ts #send, MAX_CONFLICT_RETRIES = 6): the slow
+  // FINDING, fixed (core/acquire/slow_path.ts send, MAX_CONFLICT_RETRIES = 6): the slow
   // path refuses after 7 transaction conflicts in a row, with the Retry-After
   // of the next token (360 s on 10 per hour) although 9 tokens are there.
   // The README: "After 16 lost races in a row within the deadline, a request
@@ -448,7 +448,7 @@ Deno.test({
 });
 
 Deno.test({
-  // FINDING, fixed (core/limiter.ts #fast, core/lease.ts consume): when both writes
+  // FINDING, fixed (core/acquire/fast_path.ts fastPath, core/lease.ts consume): when both writes
   // of a cascade fail in a way that may have applied them (here: both
   // applied, answers lost, the deadline passes), only the first failed side
   // (the child) is reported to onStranded: the loop over the results
