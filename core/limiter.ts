@@ -16,6 +16,16 @@
  * Every call runs under a deadline; a request larger than a capacity is
  * refused before any write.
  *
+ * This file is the facade (options, validation, deadlines, `onUnavailable`,
+ * telemetry, and the choice of path); the algorithm is in `acquire/`. A
+ * warm acquire walks `limiter.ts` → `acquire/fast_path.ts` →
+ * `bucket_writer.ts` → the store (`store/dynamo_bucket_store.ts`) →
+ * `lease.ts`, using the pure helpers of `acquire/plan.ts`, the shared steps
+ * of `acquire/admission.ts` and the refusal cache
+ * (`acquire/refusal_cache.ts`). A cold one takes `acquire/slow_path.ts`
+ * instead of the fast path; `acquire/cascade.ts` adds the parent on either
+ * path; `acquire/capacity.ts` answers the capacity queries.
+ *
  * @module
  */
 import {
