@@ -177,8 +177,18 @@ function reportToConsole(error: unknown, context: string): void {
  * Admits or refuses requests against stored or given limits.
  *
  * @example Callback-scoped lease (commit on success, rollback on error)
- * ```ts ignore
- * const limiter = new RateLimiter(await Repository.open({ client }));
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { Limit, RateLimiter } from "@zae/limiter";
+ * import { MemoryBucketStore, MemoryLimiterSource } from "@zae/limiter/testing";
+ *
+ * // In production: new RateLimiter(await Repository.open({ client })).
+ * const store = new MemoryBucketStore();
+ * const source = new MemoryLimiterSource(store);
+ * source.setSystemDefaults([Limit.perMinute("rpm", 60), Limit.perMinute("tpm", 10_000)]);
+ * const limiter = new RateLimiter(source, { bucketStore: store });
+ *
+ * const callModel = () => Promise.resolve({ text: "hi", usage: { total_tokens: 120 } });
  * const answer = await limiter.acquire(
  *   { entityId: "key-1", resource: "openai/gpt-4", consume: { rpm: 1, tpm: 500 } },
  *   async (lease) => {
@@ -187,6 +197,9 @@ function reportToConsole(error: unknown, context: string): void {
  *     return r;
  *   },
  * );
+ * assert.equal(answer.text, "hi");
+ * const left = await limiter.available({ entityId: "key-1", resource: "openai/gpt-4" });
+ * assert.ok((left.tpm ?? 0) >= 10_000 - 120); // 120 used, plus what refilled since
  * ```
  */
 export class RateLimiter {
