@@ -1,0 +1,181 @@
+// deno-lint-ignore-file no-console -- a benchmark prints its figures
+/**
+ * `deno task bench:compare [REV]`: the acquire benchmark of `dev/bench.ts`
+ * for two builds side by side in one process on one DynamoDB Local: the
+ * working tree and git revision REV (default: the last commit before the
+ * admission work, 4eb7ab3), checked out into a temporary worktree. Each
+ * build gets its own table with identical settings (stream, indexes,
+ * limits, entities); rows alternate between the builds and the raw
+ * conditional `UpdateItem` baseline on the same table, round after round,
+ * and each cell is the median ratio acquire/raw over `ROUNDS` rounds, so
+ * load that drifts during the run hits both builds alike.
+ *
+ * Environment: `BENCH_MS` (per cell, default 3000), `ROUNDS` (default 3).
+ */
+import {
+  DynamoDBClient,
+  PutItemCommand,
+  UpdateItemCommand,
+} from "@aws-sdk/client-dynamodb";
+import { startDynamoDbLocal } from "./dynamodb_local.ts";
+
+const BASELINE = Deno.args[0] ?? "4eb7ab3";
+const MS = Number(Deno.env.get("BENCH_MS") ?? 3000);
+const ROUNDS = Number(Deno.env.get("ROUNDS") ?? 3);
+const ROOT = new URL("../", import.meta.url).pathname;
+
+type Op = (worker: number) => Promise<unknown>;
+
+async function git(...args: string[]): Promise<string> {
+  const out = await new Deno.Command("git", {
+    args,
+    cwd: ROOT,
+    stderr: "piped",
+  })
+    .output();
+  if (!out.success) {
+    throw new Error(
+      `git ${args.join(" ")} failed: ${new TextDecoder().decode(out.stderr)}`,
+    );
+  }
+  return new TextDecoder().decode(out.stdout).trim();
+}
+
+async function measure(c: number, op: Op, ms: number): Promise<number> {
+  let n = 0;
+  const end = performance.now() + ms;
+  const t0 = performance.now();
+  await Promise.all(
+    Array.from({ length: c }, async (_, w) => {
+      while (performance.now() < end) {
+        await op(w);
+        n++;
+      }
+    }),
+  );
+  return n / ((performance.now() - t0) / 1000);
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)] as number;
+}
+
+const rev = await git("rev-parse", "--short", BASELINE);
+const tree = await Deno.makeTempDir({ prefix: "zael-bench-" });
+await git("worktree", "add", "--detach", tree, rev);
+await Deno.symlink(`${ROOT}node_modules`, `${tree}/node_modules`);
+const local = await startDynamoDbLocal();
+const client = new DynamoDBClient({
+  endpoint: local.endpoint,
+  region: "us-east-1",
+  credentials: { accessKeyId: "local", secretAccessKey: "local" },
+});
+try {
+  const builds = [{ name: rev, root: `${tree}/` }, {
+    name: "working tree",
+    root: ROOT,
+  }];
+  const scenarios: Record<string, Op[]> = { one: [], two: [], cascade: [] };
+  let table = "";
+  for (const [i, b] of builds.entries()) {
+    const lib = await import(`${b.root}mod.ts`);
+    const repo = await lib.Repository.open({
+      client,
+      stack: `bench-compare-${i}`,
+      provision: true,
+    });
+    table = repo.tableName;
+    const huge = 1_000_000_000;
+    const { Limit } = lib;
+    await repo.setSystemDefaults([
+      Limit.perMinute("rpm", huge),
+      Limit.perMinute("tpm", huge),
+    ]);
+    await repo.setResourceDefaults("one", [Limit.perMinute("rpm", huge)]);
+    await repo.setResourceDefaults("two", [
+      Limit.perMinute("rpm", huge),
+      Limit.perMinute("tpm", huge),
+    ]);
+    for (let w = 0; w < 32; w++) {
+      await repo.createEntity(`parent-${w}`);
+      await repo.createEntity(`child-${w}`, {
+        parentId: `parent-${w}`,
+        cascade: true,
+      });
+    }
+    const limiter = new lib.RateLimiter(repo);
+    const acquire = (entityId: string, resource: string, consume: object) =>
+      limiter.acquire({ entityId, resource, consume }, () => {});
+    scenarios.one?.push((w) => acquire(`key-${w}`, "one", { rpm: 1 }));
+    scenarios.two?.push((w) =>
+      acquire(`key-${w}`, "two", { rpm: 1, tpm: 100 })
+    );
+    scenarios.cascade?.push((w) =>
+      acquire(`child-${w}`, "two", { rpm: 1, tpm: 100 })
+    );
+  }
+  for (let w = 0; w < 32; w++) {
+    await client.send(
+      new PutItemCommand({
+        TableName: table,
+        Item: {
+          PK: { S: `bench/RAW#${w}` },
+          SK: { S: "#STATE" },
+          tk: { N: String(10n ** 15n) },
+        },
+      }),
+    );
+  }
+  const raw: Op = (w) =>
+    client.send(
+      new UpdateItemCommand({
+        TableName: table,
+        Key: { PK: { S: `bench/RAW#${w}` }, SK: { S: "#STATE" } },
+        UpdateExpression: "ADD #tk :d",
+        ConditionExpression: "#tk >= :c",
+        ExpressionAttributeNames: { "#tk": "tk" },
+        ExpressionAttributeValues: {
+          ":d": { N: "-1000" },
+          ":c": { N: "1000" },
+        },
+      }),
+    );
+  console.log("warming up DynamoDB Local and caches...");
+  await measure(32, raw, 3000);
+  for (const ops of Object.values(scenarios)) {
+    for (const op of ops) await measure(32, op, 1500);
+  }
+  console.log(
+    `\nacquire/raw conditional UpdateItem, median of ${ROUNDS} rounds, ${MS} ms per cell`,
+  );
+  console.log(
+    `scenario   conc  ${
+      builds.map((b) => b.name.padStart(12)).join(" ")
+    }   change`,
+  );
+  for (const c of [1, 32]) {
+    for (const [name, ops] of Object.entries(scenarios)) {
+      const ratios: number[][] = ops.map(() => []);
+      for (let r = 0; r < ROUNDS; r++) {
+        for (const [i, op] of ops.entries()) {
+          const before = await measure(c, raw, MS / 2);
+          const x = await measure(c, op, MS);
+          const after = await measure(c, raw, MS / 2);
+          ratios[i]?.push(x / ((before + after) / 2));
+        }
+      }
+      const m = ratios.map(median);
+      const change = ((m[1] as number) / (m[0] as number) - 1) * 100;
+      console.log(
+        `${name.padEnd(10)} ${String(c).padStart(4)}  ${
+          m.map((x) => x.toFixed(2).padStart(12)).join(" ")
+        }   ${change >= 0 ? "+" : ""}${change.toFixed(0)}%`,
+      );
+    }
+  }
+} finally {
+  client.destroy();
+  await local.stop();
+  await git("worktree", "remove", "--force", tree).catch(() => {});
+}
