@@ -51,6 +51,16 @@ async function run(
   };
 }
 
+/** Every file under `dir` (relative to the root), subfolders included. */
+async function coreFiles(dir: string): Promise<string[]> {
+  const out: string[] = [];
+  for await (const e of Deno.readDir(`${ROOT}${dir}`)) {
+    if (e.isDirectory) out.push(...await coreFiles(`${dir}/${e.name}`));
+    else out.push(`${dir}/${e.name}`);
+  }
+  return out;
+}
+
 async function exists(path: string): Promise<boolean> {
   return await Deno.stat(path).then(() => true, () => false);
 }
@@ -66,13 +76,12 @@ Deno.test("deno publish --dry-run passes and would publish only the library", as
   assert.match(text, /Dry run complete/);
   const listed = [...text.matchAll(/file:\/\/(\S+) \(/g)]
     .map((m) => (m[1] ?? "").slice(ROOT.length)).sort();
-  const core = (await Array.fromAsync(Deno.readDir(`${ROOT}core`)))
-    .map((e) => e.name)
-    .filter((n) => n.endsWith(".ts") && !n.endsWith("_test.ts"))
-    .map((n) => `core/${n}`);
+  const core = (await coreFiles("core"))
+    .filter((n) => n.endsWith(".ts") && !n.endsWith("_test.ts"));
   assert.deepEqual(
     listed,
-    ["LICENSE", "README.md", "deno.json", "mod.ts", ...core].sort(),
+    ["LICENSE", "README.md", "deno.json", "mod.ts", "testing.ts", ...core]
+      .sort(),
   );
 });
 
