@@ -90,7 +90,8 @@ function decodeEffect(u: Update): {
   const added: Record<string, number> = {};
   for (const clause of addPart.split(", ")) {
     const [n, v] = clause.split(" ");
-    added[names[n ?? ""] ?? "?"] = Number(values[v ?? ""]?.N);
+    // A name without a "#" alias (no reserved word has an underscore) is sent as is.
+    added[names[n ?? ""] ?? n ?? "?"] = Number(values[v ?? ""]?.N);
   }
   return { pk: u.Key?.["PK"]?.S ?? "", sk: u.Key?.["SK"]?.S ?? "", added };
 }
