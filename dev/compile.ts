@@ -20,7 +20,7 @@ import { verifyCli } from "./verify_cli.ts";
 const OUTPUT = "dist/zae-limiter";
 const ALTERNATIVES =
   "Alternatives that need no download: 'deno task bundle' (dist/zae-limiter.js, run with " +
-  "'deno run --allow-net --allow-env --allow-read --allow-sys=hostname,osRelease dist/zae-limiter.js') " +
+  "'deno run --allow-net --allow-env --allow-read --allow-run --allow-sys=hostname,osRelease dist/zae-limiter.js') " +
   "or 'deno task install:cli' (the bundle as a 'zae-limiter' command, via deno install -g).";
 
 async function removeOutput(): Promise<void> {
@@ -34,10 +34,12 @@ async function main(): Promise<number> {
     args: [
       "compile",
       "--frozen",
-      // The CLI talks to AWS or a local endpoint, reads AWS config/credential files and env.
+      // The CLI talks to AWS or a local endpoint, reads AWS config/credential files and env,
+      // and asks whether a crashed migration's holder still runs (kill -0 needs --allow-run).
       "--allow-net",
       "--allow-env",
       "--allow-read",
+      "--allow-run",
       "--allow-sys=hostname,osRelease",
       "--output",
       OUTPUT,
