@@ -199,7 +199,10 @@ Deno.test("memory store: createTestLimiter admits the capacity, refuses the next
     resource: "api",
     shard: 0,
   });
-  assert.equal(item?.limits.get("rps")?.tk, 0n);
+  // Less than a token: the refused call may have stored the few
+  // millitokens refilled since (the clock is real).
+  const left = item?.limits.get("rps")?.tk ?? -1n;
+  assert.ok(left >= 0n && left < 1000n, `stored ${left} millitokens`);
   await new Promise((r) => setTimeout(r, 400));
   await limiter.acquire(req, () => {}); // 1.2 tokens refilled
 });
