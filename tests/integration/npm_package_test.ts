@@ -40,6 +40,18 @@ async function run(
 }
 
 /** `npm:name@1.2.3` of deno.json, as `name@1.2.3`. */
+/** Every file under `dir`, subfolders included (names relative to `dir`). */
+async function sourceFiles(dir: URL): Promise<string[]> {
+  const out: string[] = [];
+  for await (const e of Deno.readDir(dir)) {
+    if (e.isDirectory) {
+      const sub = await sourceFiles(new URL(`${e.name}/`, dir));
+      out.push(...sub.map((n) => `${e.name}/${n}`));
+    } else out.push(e.name);
+  }
+  return out;
+}
+
 async function pinned(name: string): Promise<string> {
   const config = JSON.parse(
     await Deno.readTextFile(new URL("deno.json", ROOT)),
@@ -67,15 +79,13 @@ Deno.test("the npm package installs into a Node project, acquires under plain no
         const files = listing.out.trim().split("\n").map((f) =>
           f.replace(/^package\//, "")
         ).sort();
-        const sources =
-          (await Array.fromAsync(Deno.readDir(new URL("core/", ROOT))))
-            .map((e) => e.name)
-            .filter((n) => n.endsWith(".ts") && !n.endsWith("_test.ts"));
+        const sources = (await sourceFiles(new URL("core/", ROOT)))
+          .filter((n) => n.endsWith(".ts") && !n.endsWith("_test.ts"));
         // Every shipped module is mod or core/, in .js and .d.ts; nothing else of the repository.
         for (const f of files) {
           assert.match(
             f,
-            /^(package\.json|README\.md|LICENSE|mod\.(js|d\.ts)|core\/[a-z_]+\.(js|d\.ts))$/,
+            /^(package\.json|README\.md|LICENSE|(mod|testing)\.(js|d\.ts)|core\/([a-z_]+\/)?[a-z_]+\.(js|d\.ts))$/,
           );
         }
         for (const n of ["mod.js", "mod.d.ts", "package.json", "LICENSE"]) {
