@@ -8,6 +8,7 @@
  *
  * @module
  */
+import type { LimiterSource } from "./acquire/limiter_source.ts";
 import type { BucketItem } from "./bucket_item.ts";
 import type { Clock } from "./clock.ts";
 import { NamespaceNotFoundError } from "./errors.ts";
@@ -64,8 +65,7 @@ import {
 import { bootstrapNamespace, openError } from "./store/bootstrap.ts";
 
 export type { DynamoDbClientLike } from "./store/table.ts";
-export type { EntityInfo } from "./store/entity_cache.ts";
-export type { ResolvedLimits } from "./store/config_store.ts";
+export type { EntityInfo, ResolvedLimits } from "./acquire/limiter_source.ts";
 export type { CreateEntityOptions } from "./store/entity_store.ts";
 export type { RepositoryOptions } from "./repository_config.ts";
 
@@ -74,7 +74,7 @@ export type { RepositoryOptions } from "./repository_config.ts";
  * {@linkcode Repository.namespace} gives a sibling bound to another namespace
  * that shares the client and the entity cache.
  */
-export class Repository {
+export class Repository implements LimiterSource {
   readonly #s: ResolvedRepositoryConfig;
   /** Namespace name. */
   readonly namespaceName: string;

@@ -32,6 +32,7 @@ import {
   validateResource,
 } from "../validation.ts";
 import { untilAborted } from "../transport.ts";
+import type { ResolvedLimits } from "../acquire/limiter_source.ts";
 import type { AuditLog } from "./audit_log.ts";
 import {
   limitAttrs,
@@ -42,13 +43,7 @@ import {
 import { ConfigRegistry } from "./config_registry.ts";
 import type { TableClient } from "./table.ts";
 
-/** Resolved limits and where they came from. */
-export interface ResolvedLimits {
-  /** The limits. */
-  readonly limits: readonly Limit[];
-  /** Their level. */
-  readonly source: ConfigSource;
-}
+export type { ResolvedLimits };
 
 /** Which stored config: an entity's (for a resource, or `_default_`), a resource's default, or the system default. */
 export type ConfigTarget =

@@ -5,19 +5,10 @@
  *
  * @module
  */
+import type { EntityInfo } from "../acquire/limiter_source.ts";
 import type { Clock } from "../clock.ts";
 
-/** What the limiter knows about an entity without reading it. */
-export interface EntityInfo {
-  /** Cascade flag. */
-  readonly cascade: boolean;
-  /** Parent id. */
-  readonly parentId: string | null;
-  /** Shard count per resource. */
-  readonly shards: ReadonlyMap<string, number>;
-  /** Clock time after which the next write should re-read the denormalised flags. */
-  readonly refreshAt: number;
-}
+export type { EntityInfo };
 
 /** Options of {@linkcode EntityCache}. */
 export interface EntityCacheOptions {
