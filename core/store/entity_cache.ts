@@ -6,6 +6,7 @@
  * @module
  */
 import type { EntityInfo } from "../acquire/limiter_source.ts";
+import { BoundedMap } from "../_bounded_map.ts";
 import type { Clock } from "../clock.ts";
 
 export type { EntityInfo };
@@ -22,12 +23,13 @@ export interface EntityCacheOptions {
 
 /** Entity info keyed by namespace id and entity id. */
 export class EntityCache {
-  readonly #entries = new Map<string, EntityInfo>();
+  readonly #entries: BoundedMap<string, EntityInfo>;
   readonly #options: EntityCacheOptions;
 
   /** An empty cache. */
   constructor(options: EntityCacheOptions) {
     this.#options = options;
+    this.#entries = new BoundedMap(options.size);
   }
 
   /** Cached info of an entity, or `undefined`. */
@@ -46,16 +48,11 @@ export class EntityCache {
     },
   ): void {
     const key = `${ns}\u0000${entityId}`;
-    const cache = this.#entries;
-    const old = cache.get(key);
+    const old = this.#entries.get(key);
     const shards = new Map(old?.shards ?? []);
     if (update.shard) shards.set(update.shard.resource, update.shard.count);
-    if (old) cache.delete(key);
-    else if (cache.size >= this.#options.size) {
-      const oldest = cache.keys().next();
-      if (!oldest.done) cache.delete(oldest.value);
-    }
-    cache.set(key, {
+    // A remembered entity becomes the newest; the oldest goes first when full.
+    this.#entries.set(key, {
       cascade: update.cascade,
       parentId: update.parentId,
       shards,
