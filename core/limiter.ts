@@ -57,7 +57,8 @@ import {
 import { Lease, type StrandedCharge } from "./lease.ts";
 import { type Limit, validateLimitList } from "./limit.ts";
 import type { OnUnavailable } from "./models.ts";
-import type { Repository } from "./repository.ts";
+import { Repository } from "./repository.ts";
+import { tableOf } from "./store/table.ts";
 import {
   LimiterTelemetry,
   markPath,
@@ -119,13 +120,13 @@ export interface RateLimiterOptions {
 }
 
 function dynamoStore(source: Repository | LimiterSource): BucketStore {
-  if (!("send" in source)) {
+  if (!(source instanceof Repository)) {
     throw new TypeError(
       "A RateLimiter on a memory source needs options.bucketStore (a MemoryBucketStore)",
     );
   }
-  const repo = source as Repository;
-  return new DynamoBucketStore(repo.tableName, (c: unknown) => repo.send(c));
+  const table = tableOf(source);
+  return new DynamoBucketStore(table.name, (c: unknown) => table.send(c));
 }
 
 /** What to acquire. */
@@ -263,7 +264,7 @@ export class RateLimiter {
 
   /** The repository (a limiter built on a `MemoryLimiterSource` has none: it throws). */
   get repository(): Repository {
-    if (!("send" in this.#repo)) {
+    if (!(this.#repo instanceof Repository)) {
       throw new TypeError(
         "This limiter runs on a memory source, not on a Repository",
       );

@@ -217,16 +217,6 @@ export class Repository implements LimiterSource {
     return this.#s.clockSync?.bounds ?? null;
   }
 
-  /**
-   * Sends any SDK command through this repository's client.
-   *
-   * @deprecated Internal: use `tableOf(repo).send` from `core/store/table.ts`.
-   * @ignore
-   */
-  send<T>(command: unknown): Promise<T> {
-    return this.#s.io.send<T>(command);
-  }
-
   /** Creates the table (schema 0.10) and enables TTL; an existing table is left as is. */
   createTable(): Promise<void> {
     return createTableIfMissing(this.#s.io);
