@@ -473,13 +473,16 @@ Deno.test({
     const limiter = new RateLimiter(
       await Repository.open({ client: fcl.client, stack: env.repo.tableName }),
       {
-        timeoutMs: 300,
+        // Long enough for both writes to reach DynamoDB Local on a loaded
+        // machine before the deadline aborts their hung answers.
+        timeoutMs: 1500,
         onStranded: (s) => stranded.push(s),
         onError: () => {},
       },
     );
     const req = { entityId: "c", resource: "api", consume: { rph: 1 } };
-    await limiter.acquire(req, () => {}); // warm: the next acquire writes both sides at once
+    // Warm (with a generous deadline): the next acquire writes both sides at once.
+    await limiter.acquire({ ...req, timeoutMs: 20_000 }, () => {});
     fcl.faults.inject({
       command: "UpdateItem",
       times: 2,
