@@ -8,7 +8,12 @@ import assert from "node:assert/strict";
 import { gunzipSync } from "node:zlib";
 import { DeleteItemCommand, PutItemCommand } from "@aws-sdk/client-dynamodb";
 import { DynamoDBStreamsClient } from "@aws-sdk/client-dynamodb-streams";
-import { Limit, RateLimiter, type Repository } from "../../mod.ts";
+import {
+  Limit,
+  RateLimiter,
+  RateLimitExceeded,
+  type Repository,
+} from "../../mod.ts";
 import { endpoint } from "./_harness.ts";
 
 /** A streams client on the local endpoint. */
@@ -73,13 +78,25 @@ export async function runLoad(
     const entity = options.entities[i % options.entities.length] ?? "e";
     const estimate = 100 + (i % 7) * 10;
     const actual = estimate + ((i % 3) - 1) * 25; // -25, 0 or +25
-    await limiter.acquire(
-      { entityId: entity, resource, consume: { rpm: 1, tpm: estimate } },
-      (lease) => {
-        options.onAcquired?.(i, Date.now());
-        if (actual !== estimate) lease.adjust({ tpm: actual - estimate });
-      },
-    );
+    // A refusal charged nothing: retry after its Retry-After, as a client
+    // would (a slow DynamoDB Local can make hot buckets contended).
+    for (let attempt = 0;; attempt++) {
+      try {
+        await limiter.acquire(
+          { entityId: entity, resource, consume: { rpm: 1, tpm: estimate } },
+          (lease) => {
+            options.onAcquired?.(i, Date.now());
+            if (actual !== estimate) lease.adjust({ tpm: actual - estimate });
+          },
+        );
+        break;
+      } catch (e) {
+        if (!(e instanceof RateLimitExceeded) || attempt >= 20) throw e;
+        await new Promise((r) =>
+          setTimeout(r, 10 + e.retryAfterSeconds * 1000)
+        );
+      }
+    }
     add(out.tokens, `${entity}|${resource}|rpm`, 1);
     add(out.tokens, `${entity}|${resource}|tpm`, actual);
     add(out.events, `${entity}|${resource}`, 1);
