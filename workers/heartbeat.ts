@@ -121,10 +121,16 @@ export function createHeartbeat(
     SK: { S: `#WORKER#${options.workerId}` },
   };
   const startedAt = new Date(clock.now()).toISOString();
+  // A beat still in flight when the worker stops would land after the
+  // delete and leave a live-looking row: remove() waits for it, and no beat
+  // is written after remove() began.
+  let inFlight: Promise<unknown> = Promise.resolve();
+  let removed = false;
   return {
     async beat(state, signal) {
+      if (removed) return;
       const now = clock.now();
-      await client.send(
+      const put = client.send(
         new PutItemCommand({
           TableName: options.tableName,
           Item: {
@@ -146,8 +152,12 @@ export function createHeartbeat(
         }),
         signal ? { abortSignal: signal } : {},
       );
+      inFlight = put.catch(() => {});
+      await put;
     },
     async remove(signal) {
+      removed = true;
+      await inFlight;
       await client.send(
         new DeleteItemCommand({ TableName: options.tableName, Key: key }),
         signal ? { abortSignal: signal } : {},
