@@ -125,8 +125,7 @@ function dynamoStore(source: Repository | LimiterSource): BucketStore {
       "A RateLimiter on a memory source needs options.bucketStore (a MemoryBucketStore)",
     );
   }
-  const table = tableOf(source);
-  return new DynamoBucketStore(table.name, (c: unknown) => table.send(c));
+  return new DynamoBucketStore(tableOf(source));
 }
 
 /** What to acquire. */

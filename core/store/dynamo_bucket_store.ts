@@ -8,7 +8,6 @@
  * @module
  */
 import {
-  BatchGetItemCommand,
   PutItemCommand,
   type TransactWriteItem,
   TransactWriteItemsCommand,
@@ -34,9 +33,10 @@ import {
 import { bool, type Item, str } from "../expr.ts";
 import { pkEntity, SK } from "../keys.ts";
 import { cancellationCodes, isConditionFailed } from "../_sdk_errors.ts";
+import type { TableClient } from "./table.ts";
 
-/** Sends one SDK command (the repository's guarded send). */
-export type SendCommand = (command: unknown) => Promise<unknown>;
+/** What the store needs of the table helper (`tableOf(repo)`). */
+export type BucketTable = Pick<TableClient, "name" | "send" | "batchGet">;
 
 /** The transaction item of one write. */
 export function transactItem(table: string, w: BucketWrite): TransactWriteItem {
@@ -68,17 +68,15 @@ function refOf(w: BucketWrite): BucketRef {
   return w.kind === "plain" || w.kind === "slow" ? w.write.ref : w.ref;
 }
 
-const BATCH_GET_ATTEMPTS = 8;
-
 /** Bucket items in one DynamoDB table. */
 export class DynamoBucketStore implements BucketStore {
   readonly name: string;
-  readonly #send: SendCommand;
+  readonly #table: BucketTable;
 
-  /** A store on `table`, sending through `send`. */
-  constructor(table: string, send: SendCommand) {
-    this.name = table;
-    this.#send = send;
+  /** A store on a table, sending through its guarded send. */
+  constructor(table: BucketTable) {
+    this.name = table.name;
+    this.#table = table;
   }
 
   async read(
@@ -89,30 +87,8 @@ export class DynamoBucketStore implements BucketStore {
     const metaPk = entity ? pkEntity(entity.ns, entity.entityId) : null;
     if (metaPk) keys.push({ PK: { S: metaPk }, SK: { S: SK.META } });
     const byKey = new Map<string, Item>();
-    let pending: Item[] = dedupe(keys);
-    for (let attempt = 0; pending.length > 0; attempt++) {
-      if (attempt >= BATCH_GET_ATTEMPTS) {
-        throw Object.assign(
-          new Error(
-            `BatchGetItem left ${pending.length} keys unprocessed after ${BATCH_GET_ATTEMPTS} attempts`,
-          ),
-          { name: "ProvisionedThroughputExceededException" },
-        );
-      }
-      const out = await this.#send(
-        new BatchGetItemCommand({
-          RequestItems: {
-            [this.name]: { Keys: pending, ConsistentRead: true },
-          },
-        }),
-      ) as {
-        Responses?: Record<string, Item[]>;
-        UnprocessedKeys?: Record<string, { Keys?: Item[] }>;
-      };
-      for (const it of out.Responses?.[this.name] ?? []) {
-        byKey.set(keyOf(it), it);
-      }
-      pending = out.UnprocessedKeys?.[this.name]?.Keys ?? [];
+    for (const it of await this.#table.batchGet(keys, true)) {
+      byKey.set(keyOf(it), it);
     }
     const items = refs.map((r) => {
       const it = byKey.get(keyOf(bucketKey(r)));
@@ -139,15 +115,15 @@ export class DynamoBucketStore implements BucketStore {
     const tx = transactItem(this.name, w);
     try {
       if (tx.Put) {
-        await this.#send(new PutItemCommand(tx.Put));
+        await this.#table.send(new PutItemCommand(tx.Put));
         return { ok: true, item: null };
       }
       const input = tx.Update as NonNullable<typeof tx.Update>;
-      const out = await this.#send(
+      const out = await this.#table.send<{ Attributes?: Item }>(
         new UpdateItemCommand(
           options.answer ? { ...input, ReturnValues: "ALL_NEW" } : input,
         ),
-      ) as { Attributes?: Item };
+      );
       return {
         ok: true,
         item: out.Attributes ? decodeBucket(out.Attributes, ref.shard) : null,
@@ -165,7 +141,7 @@ export class DynamoBucketStore implements BucketStore {
       return r.ok ? { ok: true } : { ok: false, olds: [r.old] };
     }
     try {
-      await this.#send(
+      await this.#table.send(
         new TransactWriteItemsCommand({
           TransactItems: ws.map((w) => transactItem(this.name, w)),
         }),
@@ -188,14 +164,4 @@ export class DynamoBucketStore implements BucketStore {
 
 function keyOf(item: Item): string {
   return `${str(item, "PK") ?? ""}\u0000${str(item, "SK") ?? ""}`;
-}
-
-function dedupe(keys: Item[]): Item[] {
-  const seen = new Set<string>();
-  return keys.filter((k) => {
-    const id = keyOf(k);
-    if (seen.has(id)) return false;
-    seen.add(id);
-    return true;
-  });
 }

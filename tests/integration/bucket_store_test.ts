@@ -5,10 +5,7 @@ import { freshRepo } from "./_harness.ts";
 
 bucketStoreContract("DynamoDB store", async () => {
   const env = await freshRepo();
-  const store = new DynamoBucketStore(
-    env.repo.tableName,
-    (c) => tableOf(env.repo).send(c),
-  );
+  const store = new DynamoBucketStore(tableOf(env.repo));
   return {
     store,
     ns: env.repo.namespaceId,
