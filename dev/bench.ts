@@ -8,11 +8,8 @@
  * its own entity (as separate API keys would). Prints ops/s, p50/p99 and the
  * acquire/raw throughput ratio.
  */
-import {
-  DynamoDBClient,
-  PutItemCommand,
-  UpdateItemCommand,
-} from "@aws-sdk/client-dynamodb";
+import { DynamoDBClient } from "@aws-sdk/client-dynamodb";
+import { acquireScenarios, rawBaseline } from "./_bench_setup.ts";
 import { startDynamoDbLocal } from "./dynamodb_local.ts";
 import { Limit, RateLimiter, Repository } from "../mod.ts";
 
@@ -34,7 +31,7 @@ function percentile(sorted: number[], p: number): number {
 
 async function measure(
   concurrency: number,
-  op: (worker: number) => Promise<void>,
+  op: (worker: number) => Promise<unknown>,
   ms = DURATION_MS,
 ): Promise<Result> {
   const latencies: number[] = [];
@@ -69,80 +66,8 @@ try {
     stack: "zae-limiter-bench",
     provision: true,
   });
-  const huge = 1_000_000_000;
-  await repo.setSystemDefaults([
-    Limit.perMinute("rpm", huge),
-    Limit.perMinute("tpm", huge),
-  ]);
-  await repo.setResourceDefaults("one", [Limit.perMinute("rpm", huge)]);
-  await repo.setResourceDefaults("two", [
-    Limit.perMinute("rpm", huge),
-    Limit.perMinute("tpm", huge),
-  ]);
-  for (let w = 0; w < 32; w++) {
-    await repo.createEntity(`parent-${w}`);
-    await repo.createEntity(`child-${w}`, {
-      parentId: `parent-${w}`,
-      cascade: true,
-    });
-  }
-  const limiter = new RateLimiter(repo);
-  const table = repo.tableName;
-  for (let w = 0; w < 32; w++) {
-    await client.send(
-      new PutItemCommand({
-        TableName: table,
-        Item: {
-          PK: { S: `bench/RAW#${w}` },
-          SK: { S: "#STATE" },
-          tk: { N: String(10n ** 15n) },
-        },
-      }),
-    );
-  }
-  const raw = (w: number): Promise<void> =>
-    client.send(
-      new UpdateItemCommand({
-        TableName: table,
-        Key: { PK: { S: `bench/RAW#${w}` }, SK: { S: "#STATE" } },
-        UpdateExpression: "ADD #tk :d",
-        ConditionExpression: "#tk >= :c",
-        ExpressionAttributeNames: { "#tk": "tk" },
-        ExpressionAttributeValues: {
-          ":d": { N: "-1000" },
-          ":c": { N: "1000" },
-        },
-      }),
-    ).then(() => {});
-  const scenarios: [string, (w: number) => Promise<void>][] = [
-    [
-      "one limit",
-      (w) =>
-        limiter.acquire({
-          entityId: `key-${w}`,
-          resource: "one",
-          consume: { rpm: 1 },
-        }, () => {}),
-    ],
-    [
-      "two limits",
-      (w) =>
-        limiter.acquire({
-          entityId: `key-${w}`,
-          resource: "two",
-          consume: { rpm: 1, tpm: 100 },
-        }, () => {}),
-    ],
-    [
-      "cascade",
-      (w) =>
-        limiter.acquire({
-          entityId: `child-${w}`,
-          resource: "two",
-          consume: { rpm: 1, tpm: 100 },
-        }, () => {}),
-    ],
-  ];
+  const scenarios = await acquireScenarios({ Limit, RateLimiter }, repo);
+  const raw = await rawBaseline(client, repo.tableName);
   // Warm the JVM and every cache (config, entity, buckets) before measuring.
   console.log("warming up DynamoDB Local and caches...");
   await measure(32, raw, 3000);

@@ -12,19 +12,14 @@
  *
  * Environment: `BENCH_MS` (per cell, default 3000), `ROUNDS` (default 3).
  */
-import {
-  DynamoDBClient,
-  PutItemCommand,
-  UpdateItemCommand,
-} from "@aws-sdk/client-dynamodb";
+import { DynamoDBClient } from "@aws-sdk/client-dynamodb";
+import { acquireScenarios, type Op, rawBaseline } from "./_bench_setup.ts";
 import { startDynamoDbLocal } from "./dynamodb_local.ts";
 
 const BASELINE = Deno.args[0] ?? "4eb7ab3";
 const MS = Number(Deno.env.get("BENCH_MS") ?? 3000);
 const ROUNDS = Number(Deno.env.get("ROUNDS") ?? 3);
 const ROOT = new URL("../", import.meta.url).pathname;
-
-type Op = (worker: number) => Promise<unknown>;
 
 async function git(...args: string[]): Promise<string> {
   const out = await new Deno.Command("git", {
@@ -76,7 +71,7 @@ try {
     name: "working tree",
     root: ROOT,
   }];
-  const scenarios: Record<string, Op[]> = { one: [], two: [], cascade: [] };
+  const scenarios: Record<string, Op[]> = {};
   let table = "";
   for (const [i, b] of builds.entries()) {
     const lib = await import(`${b.root}mod.ts`);
@@ -86,61 +81,11 @@ try {
       provision: true,
     });
     table = repo.tableName;
-    const huge = 1_000_000_000;
-    const { Limit } = lib;
-    await repo.setSystemDefaults([
-      Limit.perMinute("rpm", huge),
-      Limit.perMinute("tpm", huge),
-    ]);
-    await repo.setResourceDefaults("one", [Limit.perMinute("rpm", huge)]);
-    await repo.setResourceDefaults("two", [
-      Limit.perMinute("rpm", huge),
-      Limit.perMinute("tpm", huge),
-    ]);
-    for (let w = 0; w < 32; w++) {
-      await repo.createEntity(`parent-${w}`);
-      await repo.createEntity(`child-${w}`, {
-        parentId: `parent-${w}`,
-        cascade: true,
-      });
+    for (const [name, op] of await acquireScenarios(lib, repo)) {
+      (scenarios[name] ??= []).push(op);
     }
-    const limiter = new lib.RateLimiter(repo);
-    const acquire = (entityId: string, resource: string, consume: object) =>
-      limiter.acquire({ entityId, resource, consume }, () => {});
-    scenarios.one?.push((w) => acquire(`key-${w}`, "one", { rpm: 1 }));
-    scenarios.two?.push((w) =>
-      acquire(`key-${w}`, "two", { rpm: 1, tpm: 100 })
-    );
-    scenarios.cascade?.push((w) =>
-      acquire(`child-${w}`, "two", { rpm: 1, tpm: 100 })
-    );
   }
-  for (let w = 0; w < 32; w++) {
-    await client.send(
-      new PutItemCommand({
-        TableName: table,
-        Item: {
-          PK: { S: `bench/RAW#${w}` },
-          SK: { S: "#STATE" },
-          tk: { N: String(10n ** 15n) },
-        },
-      }),
-    );
-  }
-  const raw: Op = (w) =>
-    client.send(
-      new UpdateItemCommand({
-        TableName: table,
-        Key: { PK: { S: `bench/RAW#${w}` }, SK: { S: "#STATE" } },
-        UpdateExpression: "ADD #tk :d",
-        ConditionExpression: "#tk >= :c",
-        ExpressionAttributeNames: { "#tk": "tk" },
-        ExpressionAttributeValues: {
-          ":d": { N: "-1000" },
-          ":c": { N: "1000" },
-        },
-      }),
-    );
+  const raw = await rawBaseline(client, table);
   console.log("warming up DynamoDB Local and caches...");
   await measure(32, raw, 3000);
   for (const ops of Object.values(scenarios)) {
