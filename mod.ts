@@ -34,6 +34,7 @@ export {
   InfrastructureNotFoundError,
   InvalidIdentifierError,
   InvalidNameError,
+  LeaseDeadlineExceeded,
   LeaseExpiredError,
   MinimumClientVersionError,
   NamespaceNotFoundError,
@@ -86,7 +87,12 @@ export type {
   TelemetryOptions,
   TracerProviderLike,
 } from "./core/telemetry.ts";
-export type { LeaseEntry, LeaseState, StrandedCharge } from "./core/lease.ts";
+export type {
+  LeaseEnding,
+  LeaseEntry,
+  LeaseState,
+  StrandedCharge,
+} from "./core/lease.ts";
 export {
   AmbiguousWriteError,
   DeadlineExceededError,

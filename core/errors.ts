@@ -142,6 +142,44 @@ export class LeaseExpiredError extends RateLimitError {
   }
 }
 
+/**
+ * The lease's deadline (`maxHoldMs` on acquire or the limiter, or the
+ * shortest `leaseMs` of its concurrency limits) has passed: `adjust`,
+ * `release`, `consume` and `commit` are refused. What the lease wrote
+ * stays charged (as if its holder had crashed); adjustments not yet written
+ * are dropped, and a rollback is a no-op. Not retryable: acquire again.
+ */
+export class LeaseDeadlineExceeded extends RateLimitError {
+  /** The deadline, epoch milliseconds on the limiter's clock. */
+  readonly deadline: number;
+  /** The entity of the lease. */
+  readonly entityId: string;
+  /** The resource of the lease. */
+  readonly resource: string;
+
+  /** Creates the error for the refused `action` (`adjust`, `consume`, `commit`, ...). */
+  constructor(
+    action: string,
+    lease: { readonly entityId: string; readonly resource: string },
+    deadline: number,
+    now: number,
+  ) {
+    super(
+      "LEASE_DEADLINE_EXCEEDED",
+      `Cannot ${action} the lease of ${echo(lease.entityId)}/${
+        echo(lease.resource)
+      }: its deadline passed ${
+        Math.max(0, now - deadline)
+      } ms ago; what it charged stays charged. Acquire again, or raise maxHoldMs`,
+      { retryable: false },
+    );
+    this.name = "LeaseDeadlineExceeded";
+    this.deadline = deadline;
+    this.entityId = lease.entityId;
+    this.resource = lease.resource;
+  }
+}
+
 /** Parent of infrastructure errors. */
 export class InfrastructureError extends ZAELimiterError {
   /** @internal */

@@ -14,7 +14,9 @@
 import { type BucketParams, paramsOf } from "./bucket.ts";
 import type { BucketRef } from "./bucket_item.ts";
 import type { BucketWriter, ChargeOutcome, Target } from "./bucket_writer.ts";
+import type { Clock } from "./clock.ts";
 import {
+  LeaseDeadlineExceeded,
   LeaseExpiredError,
   RateLimiterUnavailable,
   RateLimitExceeded,
@@ -47,8 +49,14 @@ export interface LeaseEntry {
   written: bigint;
 }
 
-/** Lease life cycle. */
-export type LeaseState = "open" | "committed" | "rolled_back";
+/**
+ * Lease life cycle. `expired`: its deadline (`maxHoldMs`) passed while it
+ * was open; what it wrote stays charged.
+ */
+export type LeaseState = "open" | "committed" | "rolled_back" | "expired";
+
+/** How a lease ended, for the work that runs when it ends (a concurrency slot's release). */
+export type LeaseEnding = "commit" | "rollback";
 
 /** A charge that may stand in a bucket without a lease to account for it. */
 export interface StrandedCharge {
@@ -100,6 +108,10 @@ export class Lease implements AsyncDisposable {
   readonly #entries: LeaseEntry[];
   readonly #options: LeaseOptions;
   #state: LeaseState = "open";
+  #deadline: number | null = null;
+  #clock: Clock | null = null;
+  #local = false;
+  readonly #onEnd: ((ending: LeaseEnding) => Promise<void>)[] = [];
   /** Entity of the acquire. */
   readonly entityId: string;
   /** Resource of the acquire. */
@@ -127,9 +139,56 @@ export class Lease implements AsyncDisposable {
     this.#options = options;
   }
 
-  /** `open`, `committed` or `rolled_back`. */
+  /** `open`, `committed`, `rolled_back` or `expired` (the deadline passed while open). */
   get state(): LeaseState {
-    return this.#state;
+    return this.#pastDeadline() ? "expired" : this.#state;
+  }
+
+  /** The deadline (epoch ms on the limiter's clock) after which the lease is refused, or `null`: none. */
+  get deadline(): number | null {
+    return this.#deadline;
+  }
+
+  /**
+   * `true` when the in-process fallback limiter admitted the request
+   * (`onUnavailable: "local"` while DynamoDB was unavailable). Such a lease
+   * is also `unchecked`: nothing of it is written to DynamoDB.
+   */
+  get local(): boolean {
+    return this.#local;
+  }
+
+  /**
+   * @internal Set by the limiter: the deadline, the clock that tells it, and
+   * whether the local fallback admitted the lease.
+   */
+  setHold(
+    hold: { deadline: number | null; clock: Clock; local?: boolean },
+  ): void {
+    if (hold.deadline !== null) {
+      this.#deadline = Math.min(this.#deadline ?? Infinity, hold.deadline);
+    }
+    this.#clock = hold.clock;
+    if (hold.local) this.#local = true;
+  }
+
+  /** @internal Work to run once the lease ends by commit or rollback before its deadline. */
+  onEnd(fn: (ending: LeaseEnding) => Promise<void>): void {
+    this.#onEnd.push(fn);
+  }
+
+  #pastDeadline(): boolean {
+    if (this.#state === "expired") return true;
+    if (this.#state !== "open" || this.#deadline === null || !this.#clock) {
+      return false;
+    }
+    if (this.#clock.now() < this.#deadline) return false;
+    this.#state = "expired";
+    return true;
+  }
+
+  async #ended(ending: LeaseEnding): Promise<void> {
+    for (const fn of this.#onEnd.splice(0)) await fn(ending);
   }
 
   /** Whole tokens this lease stands for, per limit name (child and parent amounts add up). */
@@ -146,7 +205,15 @@ export class Lease implements AsyncDisposable {
     return this.#entries;
   }
 
-  #checkOpen(): void {
+  #checkOpen(action = "use"): void {
+    if (this.#pastDeadline()) {
+      throw new LeaseDeadlineExceeded(
+        action,
+        this,
+        this.#deadline ?? 0,
+        this.#clock?.now() ?? 0,
+      );
+    }
     if (this.#state !== "open") throw new LeaseExpiredError();
   }
 
@@ -210,13 +277,14 @@ export class Lease implements AsyncDisposable {
    *
    * @throws {RateLimitExceeded} nothing was consumed
    * @throws {LeaseExpiredError} the lease is closed
+   * @throws {LeaseDeadlineExceeded} the lease's deadline passed
    * @throws {RateLimiterUnavailable} DynamoDB failed or the deadline passed; nothing was consumed unless reported stranded
    */
   async consume(
     amounts: Readonly<Record<string, number>>,
     options: DeadlineOptions = {},
   ): Promise<void> {
-    this.#checkOpen();
+    this.#checkOpen("consume from");
     const want = this.#amounts(amounts, false);
     if (want.size === 0 || this.unchecked || !this.#writer) return;
     const writer = this.#writer;
@@ -319,9 +387,10 @@ export class Lease implements AsyncDisposable {
    * back; the bucket may go into debt). Written when the lease commits.
    *
    * @throws {LeaseExpiredError} the lease is closed
+   * @throws {LeaseDeadlineExceeded} the lease's deadline passed
    */
   adjust(deltas: Readonly<Record<string, number>>): void {
-    this.#checkOpen();
+    this.#checkOpen("adjust");
     const d = this.#amounts(deltas, true);
     for (const e of this.#entries) {
       const v = d.get(e.limit.name);
@@ -331,7 +400,7 @@ export class Lease implements AsyncDisposable {
 
   /** Gives tokens back: `adjust` with negated amounts. */
   release(amounts: Readonly<Record<string, number>>): void {
-    this.#checkOpen();
+    this.#checkOpen("release tokens of");
     const want = this.#amounts(amounts, false);
     this.adjust(
       Object.fromEntries([...want].map(([k, v]) => [k, -Number(v / 1000n)])),
@@ -344,31 +413,36 @@ export class Lease implements AsyncDisposable {
    * the lease stays open and `commit` can be called again (nothing is lost).
    *
    * @throws {LeaseExpiredError} after a rollback
+   * @throws {LeaseDeadlineExceeded} the lease's deadline passed (nothing is written; what was charged stays charged)
    * @throws {RateLimiterUnavailable} a write failed or the deadline passed; the lease stays open
    */
   async commit(options: DeadlineOptions = {}): Promise<void> {
     if (this.#state === "committed") return;
-    this.#checkOpen();
+    this.#checkOpen("commit");
     if (this.#writer) {
       await this.#writeDeltas((e) => e.consumed - e.written, options, "commit");
     }
     this.#state = "committed";
+    await this.#ended("commit");
   }
 
   /**
    * Gives back everything written and closes the lease. Idempotent; a closed
-   * lease is left as is. When a write fails before applying, the lease stays
+   * lease is left as is, and so is one whose deadline passed (a no-op: what
+   * it charged stays charged). When a write fails before applying, the lease stays
    * open and `rollback` can be called again.
    *
    * @throws {RateLimiterUnavailable} a write failed or the deadline passed
    */
   async rollback(options: DeadlineOptions = {}): Promise<void> {
-    if (this.#state !== "open") return;
+    // After the deadline nothing is given back: the lease is settled as if its holder had crashed.
+    if (this.#state !== "open" || this.#pastDeadline()) return;
     for (const e of this.#entries) e.consumed = 0n;
     if (this.#writer) {
       await this.#writeDeltas((e) => -e.written, options, "rollback");
     }
     this.#state = "rolled_back";
+    await this.#ended("rollback");
   }
 
   #report(

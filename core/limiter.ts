@@ -41,6 +41,7 @@ import {
   secondsUntilAvailable,
 } from "./acquire/capacity.ts";
 import { fastPath } from "./acquire/fast_path.ts";
+import { holdDeadline, validateMaxHold } from "./acquire/lease_deadline.ts";
 import type { LimiterSource } from "./acquire/limiter_source.ts";
 import { chargeSide, checkSatisfiable, type Side } from "./acquire/plan.ts";
 import { RefusalCache, refusalKey } from "./acquire/refusal_cache.ts";
@@ -49,6 +50,7 @@ import { BucketWriter } from "./bucket_writer.ts";
 import { DynamoBucketStore } from "./store/dynamo_bucket_store.ts";
 import {
   CommitFailedError,
+  LeaseDeadlineExceeded,
   RateLimiterUnavailable,
   RateLimitExceeded,
   ValidationError,
@@ -117,6 +119,15 @@ export interface RateLimiterOptions {
    * repository
    */
   readonly bucketStore?: BucketStore;
+  /**
+   * Default deadline of every lease, in milliseconds from the start of its
+   * acquire (an acquire's own `maxHoldMs` wins). After it, the lease's
+   * `adjust`, `release`, `consume` and `commit` throw
+   * `LeaseDeadlineExceeded`, its rollback is a no-op, and what it charged
+   * stays charged (see `core/acquire/lease_deadline.ts`).
+   * @default undefined (no deadline)
+   */
+  readonly maxHoldMs?: number;
 }
 
 function dynamoStore(source: Repository | LimiterSource): BucketStore {
@@ -144,6 +155,14 @@ export interface AcquireOptions {
   readonly signal?: AbortSignal;
   /** Deadline of the admission in milliseconds (the callback body is not included). */
   readonly timeoutMs?: number;
+  /**
+   * Deadline of the lease, in milliseconds from the start of this acquire:
+   * after it the lease refuses `adjust`, `release`, `consume` and `commit`
+   * with `LeaseDeadlineExceeded`, a rollback is a no-op, and what it
+   * charged (the estimate) stays charged, nothing is given back.
+   * @default the limiter's `maxHoldMs` (none)
+   */
+  readonly maxHoldMs?: number;
 }
 
 /** Options of {@linkcode RateLimiter.available} and {@linkcode RateLimiter.timeUntilAvailable}. */
@@ -210,6 +229,7 @@ export class RateLimiter {
   readonly #timeoutMs: number;
   readonly #telemetry: LimiterTelemetry;
   readonly #adm: Admission;
+  readonly #maxHoldMs: number | undefined;
 
   /**
    * Creates a limiter over a repository (or, for tests, a
@@ -231,6 +251,7 @@ export class RateLimiter {
     );
     const store = options.bucketStore ?? dynamoStore(repository);
     this.#timeoutMs = options.timeoutMs ?? 3000;
+    this.#maxHoldMs = validateMaxHold(options.maxHoldMs);
     const onStranded = options.onStranded ??
       ((c: StrandedCharge) =>
         this.#onError(
@@ -312,6 +333,7 @@ export class RateLimiter {
     try {
       await lease.commit();
     } catch (e) {
+      if (e instanceof LeaseDeadlineExceeded) throw e;
       if (
         options.onUnavailable === "allow" ||
         this.#repo.cachedOnUnavailable() === "allow"
@@ -347,6 +369,8 @@ export class RateLimiter {
 
   async #admit(o: AcquireOptions): Promise<Lease> {
     validateOptions(o, "options", "{ entityId, resource, consume }");
+    const start = this.#adm.clock.now();
+    const maxHold = validateMaxHold(o.maxHoldMs) ?? this.#maxHoldMs;
     const entityId = validateIdentifier(o.entityId);
     const resource = validateResource(o.resource);
     if (
@@ -383,11 +407,14 @@ export class RateLimiter {
       }
     }
     try {
-      return await withDeadline(
+      const lease = await withDeadline(
         o,
         this.#timeoutMs,
         () => this.#decide(entityId, resource, consume, o.limits ?? null),
       );
+      const deadline = holdDeadline(start, maxHold);
+      lease.setHold({ deadline, clock: this.#adm.clock });
+      return lease;
     } catch (e) {
       if (e instanceof ZAELimiterError) throw e;
       const mode = o.onUnavailable ?? await withGrace(

@@ -12,6 +12,7 @@
  * | `RATE_LIMIT_EXCEEDED` | `RateLimitExceeded` | one or more limits refused the request |
  * | `REQUEST_EXCEEDS_CAPACITY` | `RequestExceedsCapacity` | the request is larger than a limit's capacity: it can never be admitted |
  * | `LEASE_EXPIRED` | `LeaseExpiredError` | the lease was already committed or rolled back |
+ * | `LEASE_DEADLINE_EXCEEDED` | `LeaseDeadlineExceeded` | the lease's `maxHoldMs` (or a concurrency limit's `leaseMs`) passed: it can no longer be adjusted, consumed from or committed; what it charged stays charged |
  * | `RATE_LIMITER_UNAVAILABLE` | `RateLimiterUnavailable` | DynamoDB failed and `onUnavailable` is `block` |
  * | `STACK_OPERATION_FAILED` | `StackOperationError` | a CloudFormation operation failed |
  * | `STACK_ALREADY_EXISTS` | `StackAlreadyExistsError` | |
@@ -90,6 +91,7 @@ export type WorkerErrorCode = "WORKER_STOPPED" | "CONFIG_INVALID";
 export type ZaeLimiterErrorCode =
   | "RATE_LIMIT_EXCEEDED"
   | "LEASE_EXPIRED"
+  | "LEASE_DEADLINE_EXCEEDED"
   | "RATE_LIMITER_UNAVAILABLE"
   | "STACK_OPERATION_FAILED"
   | "STACK_ALREADY_EXISTS"
