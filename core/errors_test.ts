@@ -8,6 +8,7 @@ import {
   InfrastructureNotFoundError,
   InvalidIdentifierError,
   InvalidNameError,
+  LeaseDeadlineExceeded,
   LeaseExpiredError,
   MinimumClientVersionError,
   NamespaceNotFoundError,
@@ -430,6 +431,12 @@ const HIERARCHY: [
     new LeaseExpiredError(),
     "LeaseExpiredError",
     "LEASE_EXPIRED",
+    RateLimitError,
+  ],
+  [
+    new LeaseDeadlineExceeded("commit", { entityId: "e", resource: "r" }, 1, 5),
+    "LeaseDeadlineExceeded",
+    "LEASE_DEADLINE_EXCEEDED",
     RateLimitError,
   ],
   [
