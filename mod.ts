@@ -80,6 +80,7 @@ export type {
   RateLimiterOptions,
 } from "./core/limiter.ts";
 export { Lease } from "./core/lease.ts";
+export type { LocalFallbackOptions } from "./core/local_fallback.ts";
 export type {
   DecisionOutcome,
   DecisionPath,

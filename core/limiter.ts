@@ -42,6 +42,8 @@ import {
 } from "./acquire/capacity.ts";
 import { fastPath } from "./acquire/fast_path.ts";
 import { holdDeadline, validateMaxHold } from "./acquire/lease_deadline.ts";
+import { admitLocally } from "./acquire/local_admission.ts";
+import { LocalFallback, type LocalFallbackOptions } from "./local_fallback.ts";
 import type { LimiterSource } from "./acquire/limiter_source.ts";
 import { chargeSide, checkSatisfiable, type Side } from "./acquire/plan.ts";
 import { RefusalCache, refusalKey } from "./acquire/refusal_cache.ts";
@@ -128,6 +130,15 @@ export interface RateLimiterOptions {
    * @default undefined (no deadline)
    */
   readonly maxHoldMs?: number;
+  /**
+   * The local fallback limiter: when DynamoDB is unavailable, admit from
+   * in-process buckets holding `share` of each limit, and make `"local"`
+   * this limiter's `onUnavailable` (a call's own `onUnavailable` still
+   * wins; the stored system setting is then not read). See
+   * `core/local_fallback.ts` for what it admits and reconciles.
+   * @default undefined (no local fallback)
+   */
+  readonly localFallback?: LocalFallbackOptions;
 }
 
 function dynamoStore(source: Repository | LimiterSource): BucketStore {
@@ -149,8 +160,12 @@ export interface AcquireOptions {
   readonly consume: Readonly<Record<string, number>>;
   /** Limits to use instead of the stored ones (applies to the parent too). */
   readonly limits?: readonly Limit[];
-  /** Behaviour when DynamoDB fails; overrides the stored system setting. */
-  readonly onUnavailable?: OnUnavailable;
+  /**
+   * Behaviour when DynamoDB fails; overrides the stored system setting.
+   * `"local"` (needs the limiter's `localFallback`): admit from the
+   * in-process fallback buckets.
+   */
+  readonly onUnavailable?: OnUnavailable | "local";
   /** Aborts the acquire (then `onUnavailable` applies). */
   readonly signal?: AbortSignal;
   /** Deadline of the admission in milliseconds (the callback body is not included). */
@@ -178,6 +193,11 @@ export interface CapacityOptions {
   /** Deadline in milliseconds. */
   readonly timeoutMs?: number;
 }
+
+/** Thrown (and caught) when the local fallback skips DynamoDB after a recent failure. */
+const SKIPPED = new Error(
+  "DynamoDB failed less than localFallback.probeIntervalMs ago",
+);
 
 /** Time to read the stored `on_unavailable` once the deadline passed (usually cached: no I/O). */
 const ON_UNAVAILABLE_GRACE_MS = 250;
@@ -230,6 +250,7 @@ export class RateLimiter {
   readonly #telemetry: LimiterTelemetry;
   readonly #adm: Admission;
   readonly #maxHoldMs: number | undefined;
+  readonly #local: LocalFallback | null;
 
   /**
    * Creates a limiter over a repository (or, for tests, a
@@ -252,6 +273,9 @@ export class RateLimiter {
     const store = options.bucketStore ?? dynamoStore(repository);
     this.#timeoutMs = options.timeoutMs ?? 3000;
     this.#maxHoldMs = validateMaxHold(options.maxHoldMs);
+    this.#local = options.localFallback
+      ? new LocalFallback(options.localFallback, clock)
+      : null;
     const onStranded = options.onStranded ??
       ((c: StrandedCharge) =>
         this.#onError(
@@ -375,12 +399,15 @@ export class RateLimiter {
     const resource = validateResource(o.resource);
     if (
       o.onUnavailable !== undefined && o.onUnavailable !== "allow" &&
-      o.onUnavailable !== "block"
+      o.onUnavailable !== "block" &&
+      (o.onUnavailable !== "local" || !this.#local)
     ) {
       throw new ValidationError(
         "on_unavailable",
         o.onUnavailable,
-        "must be 'allow' or 'block'",
+        this.#local
+          ? "must be 'allow', 'block' or 'local'"
+          : "must be 'allow' or 'block' ('local' needs the limiter's localFallback option)",
       );
     }
     if (!o.consume || typeof o.consume !== "object") {
@@ -406,17 +433,37 @@ export class RateLimiter {
         );
       }
     }
+    const deadline = holdDeadline(start, maxHold);
+    const local = (o.onUnavailable ?? "local") === "local" ? this.#local : null;
     try {
+      if (local?.down) throw SKIPPED;
       const lease = await withDeadline(
         o,
         this.#timeoutMs,
         () => this.#decide(entityId, resource, consume, o.limits ?? null),
       );
-      const deadline = holdDeadline(start, maxHold);
+      local?.markUp();
       lease.setHold({ deadline, clock: this.#adm.clock });
       return lease;
     } catch (e) {
       if (e instanceof ZAELimiterError) throw e;
+      if (local) {
+        if (e !== SKIPPED) {
+          local.markDown();
+          this.#onError(e, "local");
+        }
+        const lease = await admitLocally(
+          this.#adm,
+          local,
+          entityId,
+          resource,
+          consume,
+          o.limits ?? null,
+        );
+        if (!lease) throw this.#unavailable(e, { entityId, resource });
+        lease.setHold({ deadline, clock: this.#adm.clock });
+        return lease;
+      }
       const mode = o.onUnavailable ?? await withGrace(
         ON_UNAVAILABLE_GRACE_MS,
         () => this.#repo.resolveOnUnavailable(),
@@ -447,6 +494,9 @@ export class RateLimiter {
     const key = refusalKey(adm.source.namespaceId, entityId, resource);
     // A request that can never fit is told so even while refusals are cached.
     const resolved = await resolveLimits(adm, entityId, resource, override);
+    if (override === null) {
+      this.#local?.remember(entityId, resource, resolved.limits);
+    }
     const info = adm.source.entityInfo(entityId);
     const child = chargeSide(
       entityId,

@@ -41,12 +41,18 @@ export interface TracerProviderLike {
 export const TELEMETRY_SCOPE = "zae-limiter";
 
 /** The outcome of one acquire decision. */
-export type DecisionOutcome = "admitted" | "refused" | "failed_open" | "error";
+export type DecisionOutcome =
+  | "admitted"
+  | "refused"
+  | "failed_open"
+  | "error"
+  | "local";
 const DECISION_OUTCOMES: readonly DecisionOutcome[] = [
   "admitted",
   "refused",
   "failed_open",
   "error",
+  "local",
 ];
 
 /** The way a decision was reached. */
@@ -113,6 +119,7 @@ const OUTCOME_INDEX: Readonly<Record<DecisionOutcome, number>> = {
   refused: 1,
   "failed_open": 2,
   error: 3,
+  local: 4,
 };
 
 /** Latency buckets in seconds (1 ms … 5 s). */
@@ -212,7 +219,7 @@ export class LimiterTelemetry {
         const lease = await decide();
         this.#record(
           o,
-          lease.unchecked ? "failed_open" : "admitted",
+          lease.local ? "local" : lease.unchecked ? "failed_open" : "admitted",
           s,
           start,
           span,

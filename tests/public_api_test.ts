@@ -81,6 +81,7 @@ const TYPE_EXPORTS: readonly string[] = [
   "LeaseEnding",
   "LeaseEntry",
   "LeaseState",
+  "LocalFallbackOptions",
   "LimitCapacity",
   "LimitDict",
   "LimitStatus",

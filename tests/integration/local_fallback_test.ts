@@ -1,0 +1,181 @@
+/**
+ * The local fallback limiter on DynamoDB Local with injected faults and the
+ * real clock: while every call hangs (a silent endpoint), answers 500 or is
+ * throttled, acquires are admitted from the in-process share of each limit
+ * and never more; the stored buckets are not touched; once DynamoDB answers
+ * again the limiter uses it. Cascade and several limits: the parent's share
+ * bounds the children's local admissions together.
+ */
+import assert from "node:assert/strict";
+import { setTimeout as delay } from "node:timers/promises";
+import { type Lease, Limit, RateLimiter, Repository } from "../../mod.ts";
+import { type Fault, faultyClient } from "./_faults.ts";
+import { freshRepo } from "./_harness.ts";
+import { num, rawBucket } from "./_stored.ts";
+import type { DynamoDBClient } from "@aws-sdk/client-dynamodb";
+
+const SHARE = 0.1;
+/** 100 per minute: the local share is 10 at once plus 1 every 6 s. */
+const RPM = new Limit("rpm", 100, 100, 60);
+const TPM = new Limit("tpm", 10_000, 10_000, 60);
+
+/** Most the local share may admit after `ms` of outage (capacity share plus refill share). */
+function bound(limit: Limit, perAcquire: number, ms: number): number {
+  const tokens = SHARE * limit.capacity +
+    SHARE * limit.refillAmount * (ms / 1000) / limit.refillPeriodSeconds;
+  return Math.floor(tokens / perAcquire);
+}
+
+async function setup() {
+  const env = await freshRepo();
+  await env.repo.setSystemDefaults([RPM, TPM]);
+  await env.repo.createEntity("org");
+  await env.repo.createEntity("a", { parentId: "org", cascade: true });
+  await env.repo.createEntity("b", { parentId: "org", cascade: true });
+  const fc = await faultyClient({ maxAttempts: 3, requestTimeout: 300 });
+  const repo = await Repository.open({
+    client: fc.client,
+    stack: env.repo.tableName,
+  });
+  const contexts: string[] = [];
+  const limiter = new RateLimiter(repo, {
+    timeoutMs: 800,
+    localFallback: { share: SHARE, probeIntervalMs: 250 },
+    onError: (_e, context) => contexts.push(context),
+  });
+  // Learn the limits and cascade links of every entity used.
+  for (const entityId of ["a", "b", "org"]) {
+    for (let i = 0; i < 2; i++) {
+      await (await limiter.acquire({
+        entityId,
+        resource: "gpt",
+        consume: { rpm: 1 },
+      })).rollback();
+    }
+  }
+  return {
+    env,
+    fc,
+    limiter,
+    contexts,
+    async [Symbol.asyncDispose]() {
+      fc[Symbol.dispose]();
+      await env[Symbol.asyncDispose]();
+    },
+  };
+}
+
+/** Net tokens consumed per limit as stored (`b_{name}_tc`), on the entity and the parent. */
+async function storedTc(
+  env: { client: DynamoDBClient; repo: Repository },
+): Promise<number[]> {
+  const out: number[] = [];
+  for (const entityId of ["a", "org"]) {
+    const item = await rawBucket(env.client, env.repo, entityId, "gpt");
+    out.push(num(item, "b_rpm_tc"), num(item, "b_tpm_tc"));
+  }
+  return out;
+}
+
+const FAULTS: readonly [string, Fault][] = [
+  ["a silent endpoint (every call hangs unanswered)", {
+    kind: "hang",
+    phase: "request",
+  }],
+  ["500s", { kind: "beforeApply", error: "InternalServerError" }],
+  ["throttling", { kind: "beforeApply", error: "ThrottlingException" }],
+];
+
+for (const [what, fault] of FAULTS) {
+  Deno.test(`acquire() with localFallback admits within the local share during ${what}, then uses DynamoDB again`, async () => {
+    await using s = await setup();
+    const before = await storedTc(s.env);
+    const rule = s.fc.faults.inject({ fault });
+    const started = Date.now();
+    const held: Lease[] = [];
+    let refused = 0;
+    // Two children of one parent, each asking rpm 1 and tpm 200.
+    for (let i = 0; i < 40; i++) {
+      try {
+        const lease = await s.limiter.acquire({
+          entityId: i % 2 === 0 ? "a" : "b",
+          resource: "gpt",
+          consume: { rpm: 1, tpm: 200 },
+        });
+        assert.equal(lease.local, true);
+        assert.equal(lease.unchecked, true);
+        held.push(lease);
+      } catch (e) {
+        assert.equal((e as Error).name, "RateLimitExceeded", String(e));
+        refused++;
+      }
+    }
+    const elapsed = Date.now() - started;
+    // The parent's share bounds both children together: rpm 10 (+ refill), tpm 1000 / 200 = 5 (+ refill).
+    const most = Math.min(bound(RPM, 1, elapsed), bound(TPM, 200, elapsed));
+    assert.ok(held.length >= 5, `admitted ${held.length}`);
+    assert.ok(
+      held.length <= most,
+      `admitted ${held.length} > ${most} after ${elapsed} ms`,
+    );
+    assert.equal(held.length + refused, 40);
+    assert.ok(s.contexts.includes("local"), "the outage is reported");
+    for (const l of held) await l.commit(); // a no-op: nothing is written
+    rule.remove();
+    // DynamoDB is back: after the probe interval the next acquire reaches it.
+    await delay(300);
+    const lease = await s.limiter.acquire({
+      entityId: "a",
+      resource: "gpt",
+      consume: { rpm: 1, tpm: 200 },
+    });
+    assert.equal(lease.local, false);
+    await lease.commit();
+    // Only the acquire that reached DynamoDB is counted there, on both levels.
+    const after = await storedTc(s.env);
+    assert.deepEqual(
+      after.map((v, i) => v - (before[i] ?? 0)),
+      [1000, 200_000, 1000, 200_000],
+    );
+  });
+}
+
+Deno.test("acquire() with localFallback: a rollback gives back to the local bucket only, and onUnavailable 'block' on the call still fails", async () => {
+  await using s = await setup();
+  s.fc.faults.inject({
+    fault: { kind: "beforeApply", error: "InternalServerError" },
+  });
+  const leases: Lease[] = [];
+  for (let i = 0; i < 10; i++) {
+    leases.push(
+      await s.limiter.acquire({
+        entityId: "org",
+        resource: "gpt",
+        consume: { rpm: 1 },
+      }),
+    );
+  }
+  await assert.rejects(
+    s.limiter.acquire({
+      entityId: "org",
+      resource: "gpt",
+      consume: { rpm: 1 },
+    }),
+    { name: "RateLimitExceeded" },
+  );
+  await (leases[0] as Lease).rollback();
+  await s.limiter.acquire({
+    entityId: "org",
+    resource: "gpt",
+    consume: { rpm: 1 },
+  }, (l) => assert.equal(l.local, true));
+  await assert.rejects(
+    s.limiter.acquire({
+      entityId: "org",
+      resource: "gpt",
+      consume: { rpm: 1 },
+      onUnavailable: "block",
+    }),
+    { name: "RateLimiterUnavailable" },
+  );
+});
