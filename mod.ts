@@ -59,7 +59,18 @@ export type {
   ZAELimiterErrorOptions,
 } from "./core/errors.ts";
 export { Limit, LimitName } from "./core/limit.ts";
-export type { LimitDict } from "./core/limit.ts";
+export type {
+  LimitDict,
+  LimitOptions,
+  PerCalendarOptions,
+} from "./core/limit.ts";
+export { CALENDAR_PERIODS, calendarWindow } from "./core/calendar.ts";
+export type {
+  CalendarPeriod,
+  CalendarSpec,
+  CalendarWindow,
+} from "./core/calendar.ts";
+export type { ShadowReport, ShadowSelection } from "./core/acquire/shadow.ts";
 export { AuditAction } from "./core/models.ts";
 export type {
   AuditActionName,

@@ -58,6 +58,10 @@ export interface StoredLimit {
   readonly params: BucketParams;
   /** Net consumed, or `null` when the attribute is missing. */
   readonly tc: bigint | null;
+  /** Calendar quota: the stored window's start (epoch ms), `null`/absent for a rolling limit. */
+  readonly ws?: bigint | null;
+  /** Calendar quota: the stored window's end (epoch ms). */
+  readonly we?: bigint | null;
 }
 
 /** A decoded bucket item. */
@@ -103,6 +107,8 @@ export function decodeBucket(item: Item, shard: number): BucketItem {
         rp: bigAttr(item[bucketAttr(name, "rp")]) ?? 0n,
       },
       tc: bigAttr(item[bucketAttr(name, "tc")]),
+      ws: bigAttr(item[bucketAttr(name, "ws")]),
+      we: bigAttr(item[bucketAttr(name, "we")]),
     });
   }
   const ttl = bigAttr(item["ttl"]);

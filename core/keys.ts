@@ -150,10 +150,18 @@ export function limitAttr(limitName: string, field: LimitField): string {
   return `l_${limitName}_${field}`;
 }
 
-/** Per-limit bucket attribute suffixes. */
-export type BucketField = "tk" | "cp" | "ra" | "rp" | "tc";
-/** Per-limit config attribute suffixes. */
-export type LimitField = "cp" | "ra" | "rp";
+/**
+ * Per-limit bucket attribute suffixes: the five of schema 0.10, plus the
+ * calendar quota's window start and end (`ws`, `we`, epoch ms; new, the
+ * Python client ignores them).
+ */
+export type BucketField = "tk" | "cp" | "ra" | "rp" | "tc" | "ws" | "we";
+/**
+ * Per-limit config attribute suffixes: the three of schema 0.10, plus
+ * shadow mode (`sh`, N 1) and the calendar period and zone (`cal`, `tz`,
+ * S; new, the Python client ignores them).
+ */
+export type LimitField = "cp" | "ra" | "rp" | "sh" | "cal" | "tz";
 
 /** Splits `b_{limit}_{field}` at the last `_`; `null` when it is not one. */
 export function parseBucketAttr(

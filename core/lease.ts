@@ -15,6 +15,7 @@ import { type BucketParams, paramsOf } from "./bucket.ts";
 import type { BucketRef } from "./bucket_item.ts";
 import type { BucketWriter, ChargeOutcome, Target } from "./bucket_writer.ts";
 import type { Clock } from "./clock.ts";
+import { NO_SHADOW, type ShadowReport } from "./acquire/shadow.ts";
 import {
   LeaseDeadlineExceeded,
   LeaseExpiredError,
@@ -122,6 +123,9 @@ export class Lease implements AsyncDisposable {
    */
   readonly unchecked: boolean;
 
+  #shadow: ShadowReport = NO_SHADOW;
+  #shadowIgnored: ReadonlySet<string> = new Set();
+
   /** @internal Created by the limiter. */
   constructor(
     writer: BucketWriter | null,
@@ -137,6 +141,22 @@ export class Lease implements AsyncDisposable {
     this.#entries = entries;
     this.unchecked = unchecked;
     this.#options = options;
+  }
+
+  /**
+   * What this acquire's shadow limits decided (stored `shadow` flag or the
+   * acquire's `shadow` option): `refused` lists the ones that would have
+   * refused. Shadow limits were not charged, and the lease's `adjust` and
+   * `consume` ignore them.
+   */
+  get shadow(): ShadowReport {
+    return this.#shadow;
+  }
+
+  /** @internal Sets the shadow report and the names `adjust`/`consume` ignore. */
+  attachShadow(report: ShadowReport, ignored: ReadonlySet<string>): void {
+    this.#shadow = report;
+    this.#shadowIgnored = ignored;
   }
 
   /** `open`, `committed`, `rolled_back` or `expired` (the deadline passed while open). */
@@ -232,6 +252,7 @@ export class Lease implements AsyncDisposable {
     const names = new Set(this.#entries.map((e) => e.limit.name));
     for (const [name, value] of Object.entries(amounts)) {
       validateAmount(value, `consume.${name}`, allowNegative);
+      if (this.#shadowIgnored.has(name)) continue; // shadow: never charged
       if (!names.has(name) && !this.unchecked) {
         throw new ValidationError(
           "consume",

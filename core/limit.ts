@@ -4,8 +4,40 @@
  *
  * @module
  */
+import {
+  CALENDAR_NOMINAL_SECONDS,
+  type CalendarPeriod,
+  type CalendarSpec,
+  validateCalendarSpec,
+} from "./calendar.ts";
 import { ValidationError } from "./errors.ts";
 import { validateLimitName } from "./validation.ts";
+
+/** Options of a {@linkcode Limit} beyond its numbers (stored in new config attributes the Python client ignores). */
+export interface LimitOptions {
+  /**
+   * Shadow mode: acquires compute and report this limit's decision (a
+   * would-have-refused status) but never refuse or charge for it.
+   * @default false
+   */
+  readonly shadow?: boolean;
+  /**
+   * A calendar-aligned quota instead of a rolling refill: the full
+   * capacity at each window start, nothing in between (see
+   * {@linkcode Limit.perCalendar}). @default null
+   */
+  readonly calendar?: CalendarSpec | null;
+}
+
+/** Options of {@linkcode Limit.perCalendar}. */
+export interface PerCalendarOptions {
+  /** The window: UTC (or `timeZone`) day, ISO week from Monday, or month. */
+  readonly period: CalendarPeriod;
+  /** IANA time zone of the window boundaries. @default "UTC" */
+  readonly timeZone?: string;
+  /** Shadow mode (see {@linkcode LimitOptions.shadow}). @default false */
+  readonly shadow?: boolean;
+}
 
 /** Plain-object form of a limit, with the reference's keys. */
 export interface LimitDict {
@@ -17,6 +49,10 @@ export interface LimitDict {
   readonly "refill_amount": number;
   /** Refill period in seconds. */
   readonly "refill_period_seconds": number;
+  /** Shadow mode (absent: enforced). */
+  readonly shadow?: boolean;
+  /** Calendar window (absent: rolling). */
+  readonly calendar?: CalendarSpec;
 }
 
 /** Well-known limit names. */
@@ -63,6 +99,10 @@ export class Limit {
   readonly refillAmount: number;
   /** Refill period in seconds. */
   readonly refillPeriodSeconds: number;
+  /** Shadow mode: decided and reported, never refused or charged. */
+  readonly shadow: boolean;
+  /** The calendar window of a calendar quota, or `null` for a rolling bucket. */
+  readonly calendar: CalendarSpec | null;
 
   /**
    * Validates and freezes a limit.
@@ -74,6 +114,7 @@ export class Limit {
     capacity: number,
     refillAmount: number,
     refillPeriodSeconds: number,
+    options: LimitOptions = {},
   ) {
     this.name = validateLimitName(name);
     this.capacity = positive("capacity", capacity);
@@ -82,7 +123,66 @@ export class Limit {
       "refill_period_seconds",
       refillPeriodSeconds,
     );
+    this.shadow = options.shadow === true;
+    this.calendar = options.calendar
+      ? Object.freeze(validateCalendarSpec(options.calendar))
+      : null;
     Object.freeze(this);
+  }
+
+  /**
+   * A calendar-aligned quota: `amount` tokens per UTC (or `timeZone`) day,
+   * ISO week (from Monday) or month, all available at the window start and
+   * not refilled before the next one. Stored with refill `amount` per the
+   * longest period length (so a client that only knows rolling buckets, the
+   * Python one, reads a valid limit).
+   *
+   * @throws {ValidationError} a bad amount, period or time zone
+   *
+   * @example A monthly dollar budget in cents
+   * ```ts
+   * import assert from "node:assert/strict";
+   * import { Limit } from "./limit.ts";
+   *
+   * const usd = Limit.perCalendar("usd", 50_00, { period: "month" });
+   * assert.deepEqual(usd.calendar, { period: "month", timeZone: "UTC" });
+   * assert.equal(usd.capacity, 50_00);
+   * ```
+   */
+  static perCalendar(
+    name: string,
+    amount: number,
+    options: PerCalendarOptions,
+  ): Limit {
+    const spec = validateCalendarSpec(options ?? {} as PerCalendarOptions);
+    return new Limit(
+      name,
+      amount,
+      amount,
+      CALENDAR_NOMINAL_SECONDS[spec.period],
+      { calendar: spec, shadow: options.shadow === true },
+    );
+  }
+
+  /**
+   * This limit in shadow mode (or enforced again with `false`).
+   *
+   * @example Dark-launch a new limit
+   * ```ts
+   * import assert from "node:assert/strict";
+   * import { Limit } from "./limit.ts";
+   *
+   * assert.equal(Limit.perMinute("tpm", 10_000).withShadow().shadow, true);
+   * ```
+   */
+  withShadow(shadow = true): Limit {
+    return new Limit(
+      this.name,
+      this.capacity,
+      this.refillAmount,
+      this.refillPeriodSeconds,
+      { shadow, calendar: this.calendar },
+    );
   }
 
   /** `rate` per second; capacity is `burst ?? rate`. */
@@ -136,16 +236,24 @@ export class Limit {
   equals(other: Limit): boolean {
     return this.name === other.name && this.capacity === other.capacity &&
       this.refillAmount === other.refillAmount &&
-      this.refillPeriodSeconds === other.refillPeriodSeconds;
+      this.refillPeriodSeconds === other.refillPeriodSeconds &&
+      this.shadow === other.shadow &&
+      this.calendar?.period === other.calendar?.period &&
+      this.calendar?.timeZone === other.calendar?.timeZone;
   }
 
-  /** The reference's dictionary form. */
+  /** The reference's dictionary form (plus `shadow` and `calendar` when set). */
   toDict(): LimitDict {
-    return {
+    const d: LimitDict = {
       name: this.name,
       capacity: this.capacity,
       "refill_amount": this.refillAmount,
       "refill_period_seconds": this.refillPeriodSeconds,
+    };
+    return {
+      ...d,
+      ...(this.shadow ? { shadow: true } : {}),
+      ...(this.calendar ? { calendar: { ...this.calendar } } : {}),
     };
   }
 
@@ -156,6 +264,7 @@ export class Limit {
       d.capacity,
       d.refill_amount,
       d.refill_period_seconds,
+      { shadow: d.shadow === true, calendar: d.calendar ?? null },
     );
   }
 }

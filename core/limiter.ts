@@ -47,6 +47,11 @@ import { LocalFallback, type LocalFallbackOptions } from "./local_fallback.ts";
 import type { LimiterSource } from "./acquire/limiter_source.ts";
 import { chargeSide, checkSatisfiable, type Side } from "./acquire/plan.ts";
 import { RefusalCache, refusalKey } from "./acquire/refusal_cache.ts";
+import {
+  judgeShadow,
+  shadowNames,
+  type ShadowSelection,
+} from "./acquire/shadow.ts";
 import { slowPath } from "./acquire/slow_path.ts";
 import { BucketWriter } from "./bucket_writer.ts";
 import { DynamoBucketStore } from "./store/dynamo_bucket_store.ts";
@@ -178,6 +183,13 @@ export interface AcquireOptions {
    * @default the limiter's `maxHoldMs` (none)
    */
   readonly maxHoldMs?: number;
+  /**
+   * Shadow mode for this call: these limit names (or `true`: every name in
+   * `consume`) are decided and reported in `lease.shadow` but never refuse
+   * and are not charged; the other limits keep all or nothing. Limits stored
+   * with the shadow flag are shadowed on every call. @default []
+   */
+  readonly shadow?: ShadowSelection;
 }
 
 /** Options of {@linkcode RateLimiter.available} and {@linkcode RateLimiter.timeUntilAvailable}. */
@@ -423,6 +435,7 @@ export class RateLimiter {
       validateAmount(amount, `consume.${name}`);
       consume.set(name, BigInt(amount) * 1000n);
     }
+    const shadow = shadowNames(o.shadow, consume);
     if (o.limits !== undefined) {
       validateLimitList(o.limits);
       if (o.limits.length === 0) {
@@ -440,7 +453,7 @@ export class RateLimiter {
       const lease = await withDeadline(
         o,
         this.#timeoutMs,
-        () => this.#decide(entityId, resource, consume, o.limits ?? null),
+        () => this.#decideShadow(entityId, resource, consume, shadow, o),
       );
       local?.markUp();
       lease.setHold({ deadline, clock: this.#adm.clock });
@@ -481,6 +494,48 @@ export class RateLimiter {
       }
       throw this.#unavailable(e, { entityId, resource });
     }
+  }
+
+  /**
+   * Decides the enforced limits, then judges the shadow ones (per-call
+   * names and stored flags, see `acquire/shadow.ts`). A failure to judge
+   * does not undo the admission: it is reported through `onError`.
+   */
+  async #decideShadow(
+    entityId: string,
+    resource: string,
+    consume: Map<string, bigint>,
+    shadow: ReadonlySet<string>,
+    o: AcquireOptions,
+  ): Promise<Lease> {
+    const override = o.limits ?? null;
+    const enforced = shadow.size === 0
+      ? consume
+      : new Map([...consume].filter(([name]) => !shadow.has(name)));
+    const lease = shadow.size === 0 || enforced.size > 0
+      ? await this.#decide(entityId, resource, enforced, override)
+      : new Lease(
+        this.#adm.writer,
+        entityId,
+        resource,
+        [],
+        false,
+        this.#adm.leaseOptions,
+      );
+    try {
+      const judged = await judgeShadow(
+        this.#adm,
+        lease,
+        consume,
+        shadow,
+        override,
+      );
+      if (judged) lease.attachShadow(judged.report, judged.ignored);
+    } catch (e) {
+      if (e instanceof ValidationError) throw e;
+      this.#onError(e, "shadow");
+    }
+    return lease;
   }
 
   /** Refuses what can never fit or was just refused, then decides remotely. */

@@ -158,6 +158,7 @@ export class LimiterTelemetry {
   readonly #namespace: string;
   readonly #entityIds: boolean;
   readonly #decisions: Counter | null = null;
+  readonly #shadow: Counter | null = null;
   readonly #latency: Histogram | null = null;
   readonly #calls: Histogram | null = null;
   readonly #tracer: Tracer | null;
@@ -182,6 +183,11 @@ export class LimiterTelemetry {
       this.#decisions = meter.createCounter("zae_limiter.decisions", {
         description:
           "Acquire decisions per limit named in `consume`, by outcome (admitted, refused, failed_open, error).",
+        unit: "{decision}",
+      });
+      this.#shadow = meter.createCounter("zae_limiter.shadow.decisions", {
+        description:
+          "Shadow-mode decisions of admitted acquires per shadow limit consumed, by outcome (would_admit, would_refuse); shadow limits never refuse.",
         unit: "{decision}",
       });
       this.#latency = meter.createHistogram("zae_limiter.decision.duration", {
@@ -261,6 +267,16 @@ export class LimiterTelemetry {
         }
         this.#decisions.add(1, a);
       }
+      if (lease && this.#shadow) {
+        for (const st of lease.shadow.checked) {
+          this.#shadow.add(1, {
+            "zae_limiter.limit": st.limitName,
+            "zae_limiter.resource": resource,
+            "zae_limiter.namespace": this.#namespace,
+            "zae_limiter.outcome": st.exceeded ? "would_refuse" : "would_admit",
+          });
+        }
+      }
       let h = this.#histAttrs(resource);
       if (this.#entityIds) {
         h = { ...h, "zae_limiter.entity_id": String(o.entityId) };
@@ -276,6 +292,12 @@ export class LimiterTelemetry {
         span.setAttribute(
           "zae_limiter.cascade",
           lease.entries.some((e) => e.ref.entityId !== lease.entityId),
+        );
+      }
+      if (lease && lease.shadow.refused.length > 0) {
+        span.setAttribute(
+          "zae_limiter.shadow_refused",
+          lease.shadow.refused.map((st) => st.limitName).join(","),
         );
       }
       if (outcome === "error") {

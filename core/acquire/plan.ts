@@ -101,6 +101,10 @@ export function chargeSide(
   random: () => number,
 ): Side {
   const names = new Set(resolved.limits.map((l) => l.name));
+  // Shadow limits (stored flag) are judged after the charge, never charged.
+  const shadow = new Set(
+    resolved.limits.filter((l) => l.shadow).map((l) => l.name),
+  );
   const charge = new Map<string, bigint>();
   for (const [name, amount] of consume) {
     if (!names.has(name)) {
@@ -115,7 +119,7 @@ export function chargeSide(
       }
       continue;
     }
-    if (amount > 0n) charge.set(name, amount);
+    if (amount > 0n && !shadow.has(name)) charge.set(name, amount);
   }
   const shard = shards > 1 ? Math.floor(random() * shards) : 0;
   return { entityId, resolved, charge, shard, shards };
@@ -186,7 +190,8 @@ export function passingStatuses(
 
 /** The lease entries of a side charged on `ref`. */
 export function leaseEntries(side: Side, ref: BucketRef): LeaseEntry[] {
-  return side.resolved.limits.map((l) => {
+  // A shadow limit is never charged, by the acquire or the lease.
+  return side.resolved.limits.filter((l) => !l.shadow).map((l) => {
     const amount = side.charge.get(l.name) ?? 0n;
     return {
       ref,
