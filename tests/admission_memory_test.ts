@@ -103,6 +103,33 @@ interface Scenario {
   readonly capacity: number;
   readonly clients: number;
   readonly faults: boolean;
+  /**
+   * Every acquire also consumes a stored shadow limit (`spm`) and a limit
+   * shadowed per call (`tpm`), both of capacity 1 (enforced, nearly every
+   * call would be refused or exceed the capacity): the checker's verdict on
+   * `rpm` must be unchanged, and no write may charge either.
+   */
+  readonly shadow?: boolean;
+}
+
+const SHADOW_LIMITS = ["spm", "tpm"] as const;
+
+/** Writes that charged a shadow limit (must stay empty). */
+function shadowCharges(w: BucketWrite): string[] {
+  const hit = (name: string, d: bigint): string[] =>
+    (SHADOW_LIMITS as readonly string[]).includes(name) && d !== 0n
+      ? [`${w.kind} ${name} ${d}`]
+      : [];
+  switch (w.kind) {
+    case "plain":
+      return w.write.limits.flatMap((l) => hit(l.name, l.take));
+    case "slow":
+      return w.write.limits.flatMap((l) => hit(l.name, l.consumed));
+    case "debt":
+      return [...w.deltas].flatMap(([n, d]) => hit(n, d));
+    case "shards":
+      return [];
+  }
 }
 
 const PERIOD_S = 1;
@@ -111,7 +138,16 @@ class BodyError extends Error {}
 
 async function runHistory(
   sc: Scenario,
-): Promise<{ history: History; writes: number; exempt: number }> {
+): Promise<
+  {
+    history: History;
+    writes: number;
+    exempt: number;
+    shadowWrites: string[];
+    shadowChecked: number;
+    shadowStored: string[];
+  }
+> {
   let rnd = sc.seed >>> 0 || 1;
   const random = (): number => {
     rnd ^= rnd << 13;
@@ -120,6 +156,8 @@ async function runHistory(
     return (rnd >>> 0) / 2 ** 32;
   };
   const call = new AsyncLocalStorage<CallContext>();
+  const shadowWrites: string[] = [];
+  let shadowChecked = 0;
   let writes = 0;
   const started = new WeakMap<readonly BucketWrite[], bigint>();
   const store = new CountingStore(call, {
@@ -138,6 +176,7 @@ async function runHistory(
         }
       }
       if (phase === "before") {
+        for (const w of ws) shadowWrites.push(...shadowCharges(w));
         started.set(ws, BigInt(Date.now()));
         if (op !== "read") writes++;
         await new Promise((r) => setTimeout(r, Math.floor(random() * 3)));
@@ -160,6 +199,12 @@ async function runHistory(
   const source = new MemoryLimiterSource(store);
   source.setSystemDefaults([
     Limit.custom("rpm", sc.capacity, sc.capacity, PERIOD_S),
+    ...(sc.shadow
+      ? [
+        Limit.custom("spm", 1, 1, 3600).withShadow(),
+        Limit.custom("tpm", 1, 1, 3600),
+      ]
+      : []),
   ]);
   source.createEntity("parent");
   source.createEntity("child", { parentId: "parent", cascade: true });
@@ -197,8 +242,16 @@ async function runHistory(
       await call.run(ctx, async () => {
         try {
           await limiter.acquire(
-            { entityId, resource: "api", consume: { rpm: amount } },
-            () => {
+            sc.shadow
+              ? {
+                entityId,
+                resource: "api",
+                consume: { rpm: amount, spm: amount, tpm: amount },
+                shadow: ["tpm"],
+              }
+              : { entityId, resource: "api", consume: { rpm: amount } },
+            (lease) => {
+              shadowChecked += lease.shadow.checked.length;
               bodyRan = true;
               if (fails) throw new BodyError();
             },
@@ -271,6 +324,24 @@ async function runHistory(
     },
     writes,
     exempt,
+    shadowWrites,
+    shadowChecked,
+    shadowStored: sc.shadow
+      ? ["child", "parent", "solo"].flatMap((entityId) => {
+        const item = store.get({
+          ns: "default",
+          entityId,
+          resource: "api",
+          shard: 0,
+        });
+        return SHADOW_LIMITS.flatMap((n) => {
+          const st = item?.limits.get(n);
+          return st && st.tc !== 0n && st.tc !== null
+            ? [`${entityId}/${n} tc=${st.tc}`]
+            : [];
+        });
+      })
+      : [],
   };
 }
 
@@ -282,9 +353,14 @@ Deno.test("memory store: random concurrent histories with faults never over-admi
         capacity: fc.integer({ min: 3, max: 12 }),
         clients: fc.integer({ min: 2, max: 4 }),
         faults: fc.boolean(),
+        shadow: fc.boolean(),
       }),
       async (sc) => {
-        const { history, writes, exempt } = await runHistory(sc);
+        const { history, writes, exempt, ...shadow } = await runHistory(sc);
+        // Shadow limits never charge (no write touches them) and are judged.
+        assert.deepEqual(shadow.shadowWrites, [], JSON.stringify(sc));
+        assert.deepEqual(shadow.shadowStored, [], JSON.stringify(sc));
+        if (sc.shadow) assert.ok(shadow.shadowChecked > 0);
         const acquires = history.operations.filter((o) => o.kind === "acquire");
         assert.ok(acquires.length > 10, "the history has traffic");
         const report = check(history, {
