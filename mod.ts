@@ -90,6 +90,7 @@ export type {
   CapacityOptions,
   RateLimiterOptions,
 } from "./core/limiter.ts";
+export type { WaitOptions } from "./core/acquire/wait.ts";
 export { Lease } from "./core/lease.ts";
 export type { LocalFallbackOptions } from "./core/local_fallback.ts";
 export type {

@@ -95,6 +95,17 @@ const DEFAULT_OPTIONS: LeaseOptions = {
   stackName: "",
 };
 
+/** What each lease was granted (set once by the limiter; see {@linkcode Lease.granted}). */
+const GRANTS = new WeakMap<Lease, Readonly<Record<string, number>>>();
+
+/** @internal Records what the limiter granted `lease` (whole tokens per limit name). */
+export function recordGrant(
+  lease: Lease,
+  granted: Readonly<Record<string, number>>,
+): void {
+  GRANTS.set(lease, Object.freeze({ ...granted }));
+}
+
 function groupKey(ref: BucketRef): string {
   return `${ref.entityId}\u0000${ref.resource}\u0000${ref.shard}`;
 }
@@ -209,6 +220,17 @@ export class Lease implements AsyncDisposable {
 
   async #ended(ending: LeaseEnding): Promise<void> {
     for (const fn of this.#onEnd.splice(0)) await fn(ending);
+  }
+
+  /**
+   * Whole tokens granted at acquire per limit name of `consume`, for the
+   * entity (its cascade parent was charged the same): the ask, or with
+   * `min` (a partial grant) the amount between `min` and the ask that fit.
+   * Later `adjust`, `consume` and `release` calls do not change it. An
+   * unchecked lease (`onUnavailable: "allow"`) reports the ask.
+   */
+  get granted(): Readonly<Record<string, number>> {
+    return GRANTS.get(this) ?? {};
   }
 
   /** Whole tokens this lease stands for, per limit name (child and parent amounts add up). */

@@ -24,7 +24,9 @@
  * of `acquire/admission.ts` and the refusal cache
  * (`acquire/refusal_cache.ts`). A cold one takes `acquire/slow_path.ts`
  * instead of the fast path; `acquire/cascade.ts` adds the parent on either
- * path; `acquire/capacity.ts` answers the capacity queries.
+ * path; `acquire/capacity.ts` answers the capacity queries. Options are in
+ * `acquire/options.ts`; `acquire/wait.ts` (waiting) and `acquire/partial.ts`
+ * (partial grants, through `acquire/grant.ts`) repeat a try.
  *
  * @module
  */
@@ -46,13 +48,13 @@ import { admitLocally } from "./acquire/local_admission.ts";
 import { LocalFallback, type LocalFallbackOptions } from "./local_fallback.ts";
 import type { LimiterSource } from "./acquire/limiter_source.ts";
 import { chargeSide, checkSatisfiable, type Side } from "./acquire/plan.ts";
+import { grant, grantOf } from "./acquire/grant.ts";
+import { resolveMin } from "./acquire/partial.ts";
 import { RefusalCache, refusalKey } from "./acquire/refusal_cache.ts";
-import {
-  judgeShadow,
-  shadowNames,
-  type ShadowSelection,
-} from "./acquire/shadow.ts";
+import { judgeShadow, shadowNames } from "./acquire/shadow.ts";
 import { slowPath } from "./acquire/slow_path.ts";
+import { resolveWait, waitForCapacity } from "./acquire/wait.ts";
+import type { AcquireOptions, CapacityOptions } from "./acquire/options.ts";
 import { BucketWriter } from "./bucket_writer.ts";
 import { DynamoBucketStore } from "./store/dynamo_bucket_store.ts";
 import {
@@ -65,7 +67,6 @@ import {
 } from "./errors.ts";
 import { Lease, type StrandedCharge } from "./lease.ts";
 import { type Limit, validateLimitList } from "./limit.ts";
-import type { OnUnavailable } from "./models.ts";
 import { Repository } from "./repository.ts";
 import { tableOf } from "./store/table.ts";
 import {
@@ -83,6 +84,8 @@ import {
   validateOptions,
   validateResource,
 } from "./validation.ts";
+
+export type { AcquireOptions, CapacityOptions } from "./acquire/options.ts";
 
 /** Options of {@linkcode RateLimiter}. */
 export interface RateLimiterOptions {
@@ -153,57 +156,6 @@ function dynamoStore(source: Repository | LimiterSource): BucketStore {
     );
   }
   return new DynamoBucketStore(tableOf(source));
-}
-
-/** What to acquire. */
-export interface AcquireOptions {
-  /** Entity (API key, user, project…). */
-  readonly entityId: string;
-  /** Resource (`openai/gpt-4`). */
-  readonly resource: string;
-  /** Whole tokens to take per limit name, e.g. `{ rpm: 1, tpm: 500 }`. */
-  readonly consume: Readonly<Record<string, number>>;
-  /** Limits to use instead of the stored ones (applies to the parent too). */
-  readonly limits?: readonly Limit[];
-  /**
-   * Behaviour when DynamoDB fails; overrides the stored system setting.
-   * `"local"` (needs the limiter's `localFallback`): admit from the
-   * in-process fallback buckets.
-   */
-  readonly onUnavailable?: OnUnavailable | "local";
-  /** Aborts the acquire (then `onUnavailable` applies). */
-  readonly signal?: AbortSignal;
-  /** Deadline of the admission in milliseconds (the callback body is not included). */
-  readonly timeoutMs?: number;
-  /**
-   * Deadline of the lease, in milliseconds from the start of this acquire:
-   * after it the lease refuses `adjust`, `release`, `consume` and `commit`
-   * with `LeaseDeadlineExceeded`, a rollback is a no-op, and what it
-   * charged (the estimate) stays charged, nothing is given back.
-   * @default the limiter's `maxHoldMs` (none)
-   */
-  readonly maxHoldMs?: number;
-  /**
-   * Shadow mode for this call: these limit names (or `true`: every name in
-   * `consume`) are decided and reported in `lease.shadow` but never refuse
-   * and are not charged; the other limits keep all or nothing. Limits stored
-   * with the shadow flag are shadowed on every call. @default []
-   */
-  readonly shadow?: ShadowSelection;
-}
-
-/** Options of {@linkcode RateLimiter.available} and {@linkcode RateLimiter.timeUntilAvailable}. */
-export interface CapacityOptions {
-  /** Entity. */
-  readonly entityId: string;
-  /** Resource. */
-  readonly resource: string;
-  /** Limits to use instead of the stored ones. */
-  readonly limits?: readonly Limit[];
-  /** Aborts the call. */
-  readonly signal?: AbortSignal;
-  /** Deadline in milliseconds. */
-  readonly timeoutMs?: number;
 }
 
 /** Thrown (and caught) when the local fallback skips DynamoDB after a recent failure. */
@@ -405,7 +357,6 @@ export class RateLimiter {
 
   async #admit(o: AcquireOptions): Promise<Lease> {
     validateOptions(o, "options", "{ entityId, resource, consume }");
-    const start = this.#adm.clock.now();
     const maxHold = validateMaxHold(o.maxHoldMs) ?? this.#maxHoldMs;
     const entityId = validateIdentifier(o.entityId);
     const resource = validateResource(o.resource);
@@ -446,36 +397,87 @@ export class RateLimiter {
         );
       }
     }
-    const deadline = holdDeadline(start, maxHold);
+    const min = o.min === undefined ? null : resolveMin(o.min, consume);
+    const wait = o.wait === undefined ? null : resolveWait(o.wait);
+    const once = (): Promise<Lease> =>
+      this.#attempt(o, entityId, resource, consume, min, {
+        waiting: wait !== null,
+        maxHold,
+        shadow,
+      });
+    if (wait === null) return await once();
+    return await waitForCapacity(once, {
+      wait,
+      clock: this.#adm.clock,
+      random: this.#adm.random,
+      ...(o.signal ? { signal: o.signal } : {}),
+    });
+  }
+
+  /**
+   * One try of an acquire (a partial grant with `min`) under its deadline;
+   * the lease's hold deadline counts from the start of the try.
+   */
+  async #attempt(
+    o: AcquireOptions,
+    entityId: string,
+    resource: string,
+    consume: Map<string, bigint>,
+    min: ReadonlyMap<string, bigint> | null,
+    t: {
+      readonly waiting: boolean;
+      readonly maxHold: number | undefined;
+      readonly shadow: ReadonlySet<string>;
+    },
+  ): Promise<Lease> {
+    const deadline = holdDeadline(this.#adm.clock.now(), t.maxHold);
+    const hold = (lease: Lease): Lease => {
+      lease.setHold({ deadline, clock: this.#adm.clock });
+      return lease;
+    };
     const local = (o.onUnavailable ?? "local") === "local" ? this.#local : null;
     try {
       if (local?.down) throw SKIPPED;
       const lease = await withDeadline(
         o,
         this.#timeoutMs,
-        () => this.#decideShadow(entityId, resource, consume, shadow, o),
+        () =>
+          // A partial grant reads the amounts available from each refusal,
+          // so it asks DynamoDB rather than the refusal cache (old statuses).
+          grantOf(consume, min, (c) =>
+            this.#decideShadow(
+              entityId,
+              resource,
+              new Map(c),
+              t.shadow,
+              o,
+              min === null,
+            )),
       );
       local?.markUp();
-      lease.setHold({ deadline, clock: this.#adm.clock });
-      return lease;
+      return hold(lease);
     } catch (e) {
       if (e instanceof ZAELimiterError) throw e;
+      // A cancelled wait ends as cancelled, never as an unchecked admission.
+      if (t.waiting && o.signal?.aborted) throw o.signal.reason;
       if (local) {
         if (e !== SKIPPED) {
           local.markDown();
           this.#onError(e, "local");
         }
-        const lease = await admitLocally(
-          this.#adm,
-          local,
-          entityId,
-          resource,
-          consume,
-          o.limits ?? null,
-        );
-        if (!lease) throw this.#unavailable(e, { entityId, resource });
-        lease.setHold({ deadline, clock: this.#adm.clock });
-        return lease;
+        const lease = await grantOf(consume, min, async (c) => {
+          const l = await admitLocally(
+            this.#adm,
+            local,
+            entityId,
+            resource,
+            new Map(c),
+            o.limits ?? null,
+          );
+          if (!l) throw this.#unavailable(e, { entityId, resource });
+          return l;
+        });
+        return hold(lease);
       }
       const mode = o.onUnavailable ?? await withGrace(
         ON_UNAVAILABLE_GRACE_MS,
@@ -483,13 +485,16 @@ export class RateLimiter {
       ).catch(() => this.#repo.cachedOnUnavailable() ?? "block");
       if (mode === "allow") {
         this.#onError(e, "acquire");
-        return new Lease(
-          null,
-          entityId,
-          resource,
-          [],
-          true,
-          this.#adm.leaseOptions,
+        return grant(
+          new Lease(
+            null,
+            entityId,
+            resource,
+            [],
+            true,
+            this.#adm.leaseOptions,
+          ),
+          consume,
         );
       }
       throw this.#unavailable(e, { entityId, resource });
@@ -507,13 +512,14 @@ export class RateLimiter {
     consume: Map<string, bigint>,
     shadow: ReadonlySet<string>,
     o: AcquireOptions,
+    cached = true,
   ): Promise<Lease> {
     const override = o.limits ?? null;
     const enforced = shadow.size === 0
       ? consume
       : new Map([...consume].filter(([name]) => !shadow.has(name)));
     const lease = shadow.size === 0 || enforced.size > 0
-      ? await this.#decide(entityId, resource, enforced, override)
+      ? await this.#decide(entityId, resource, enforced, override, cached)
       : new Lease(
         this.#adm.writer,
         entityId,
@@ -544,6 +550,7 @@ export class RateLimiter {
     resource: string,
     consume: Map<string, bigint>,
     override: readonly Limit[] | null,
+    cached = true,
   ): Promise<Lease> {
     const adm = this.#adm;
     const key = refusalKey(adm.source.namespaceId, entityId, resource);
@@ -562,7 +569,7 @@ export class RateLimiter {
       adm.random,
     );
     checkSatisfiable(child, resource);
-    if (override === null) this.#refusals.check(key, consume);
+    if (override === null && cached) this.#refusals.check(key, consume);
     try {
       return await this.#decideRemote(child, resource, consume, override);
     } catch (e) {

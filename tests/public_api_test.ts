@@ -115,6 +115,7 @@ const TYPE_EXPORTS: readonly string[] = [
   "UsageSnapshot",
   "UsageSnapshotFilter",
   "VersionRecord",
+  "WaitOptions",
   "WorkerErrorCode",
   "ZAELimiterErrorOptions",
   "ZaeLimiterErrorCode",
