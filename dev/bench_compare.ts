@@ -1,14 +1,16 @@
 // deno-lint-ignore-file no-console -- a benchmark prints its figures
 /**
- * `deno task bench:compare [REV]`: the acquire benchmark of `dev/bench.ts`
- * for two builds side by side in one process on one DynamoDB Local: the
- * working tree and git revision REV (default: the last commit before the
- * admission work, 4eb7ab3), checked out into a temporary worktree. Each
+ * `deno task bench:compare [REV...]`: the acquire benchmark of
+ * `dev/bench.ts` for several builds side by side in one process on one
+ * DynamoDB Local: the working tree and each git revision REV (default: the
+ * last commit before the admission work, 4eb7ab3), checked out into
+ * temporary worktrees. Each
  * build gets its own table with identical settings (stream, indexes,
  * limits, entities); rows alternate between the builds and the raw
  * conditional `UpdateItem` baseline on the same table, round after round,
  * and each cell is the median ratio acquire/raw over `ROUNDS` rounds, so
- * load that drifts during the run hits both builds alike.
+ * load that drifts during the run hits every build alike. The change column
+ * compares the working tree with each revision.
  *
  * Environment: `BENCH_MS` (per cell, default 3000), `ROUNDS` (default 3).
  */
@@ -16,7 +18,7 @@ import { DynamoDBClient } from "@aws-sdk/client-dynamodb";
 import { acquireScenarios, type Op, rawBaseline } from "./_bench_setup.ts";
 import { startDynamoDbLocal } from "./dynamodb_local.ts";
 
-const BASELINE = Deno.args[0] ?? "4eb7ab3";
+const BASELINES = Deno.args.length > 0 ? Deno.args : ["4eb7ab3"];
 const MS = Number(Deno.env.get("BENCH_MS") ?? 3000);
 const ROUNDS = Number(Deno.env.get("ROUNDS") ?? 3);
 const ROOT = new URL("../", import.meta.url).pathname;
@@ -56,10 +58,14 @@ function median(xs: number[]): number {
   return s[Math.floor(s.length / 2)] as number;
 }
 
-const rev = await git("rev-parse", "--short", BASELINE);
-const tree = await Deno.makeTempDir({ prefix: "zael-bench-" });
-await git("worktree", "add", "--detach", tree, rev);
-await Deno.symlink(`${ROOT}node_modules`, `${tree}/node_modules`);
+const revs: { name: string; root: string }[] = [];
+for (const b of BASELINES) {
+  const rev = await git("rev-parse", "--short", b);
+  const tree = await Deno.makeTempDir({ prefix: "zael-bench-" });
+  await git("worktree", "add", "--detach", tree, rev);
+  await Deno.symlink(`${ROOT}node_modules`, `${tree}/node_modules`);
+  revs.push({ name: rev, root: `${tree}/` });
+}
 const local = await startDynamoDbLocal();
 const client = new DynamoDBClient({
   endpoint: local.endpoint,
@@ -67,7 +73,7 @@ const client = new DynamoDBClient({
   credentials: { accessKeyId: "local", secretAccessKey: "local" },
 });
 try {
-  const builds = [{ name: rev, root: `${tree}/` }, {
+  const builds = [...revs, {
     name: "working tree",
     root: ROOT,
   }];
@@ -95,9 +101,9 @@ try {
     `\nacquire/raw conditional UpdateItem, median of ${ROUNDS} rounds, ${MS} ms per cell`,
   );
   console.log(
-    `scenario   conc  ${
-      builds.map((b) => b.name.padStart(12)).join(" ")
-    }   change`,
+    `scenario   conc  ${builds.map((b) => b.name.padStart(12)).join(" ")}   ${
+      revs.map((r) => `vs ${r.name}`.padStart(11)).join(" ")
+    }`,
   );
   for (const c of [1, 32]) {
     for (const [name, ops] of Object.entries(scenarios)) {
@@ -111,16 +117,22 @@ try {
         }
       }
       const m = ratios.map(median);
-      const change = ((m[1] as number) / (m[0] as number) - 1) * 100;
+      const mine = m[m.length - 1] as number;
+      const changes = revs.map((_, i) => {
+        const ch = (mine / (m[i] as number) - 1) * 100;
+        return `${ch >= 0 ? "+" : ""}${ch.toFixed(0)}%`.padStart(11);
+      });
       console.log(
         `${name.padEnd(10)} ${String(c).padStart(4)}  ${
           m.map((x) => x.toFixed(2).padStart(12)).join(" ")
-        }   ${change >= 0 ? "+" : ""}${change.toFixed(0)}%`,
+        }   ${changes.join(" ")}`,
       );
     }
   }
 } finally {
   client.destroy();
   await local.stop();
-  await git("worktree", "remove", "--force", tree).catch(() => {});
+  for (const r of revs) {
+    await git("worktree", "remove", "--force", r.root).catch(() => {});
+  }
 }
