@@ -91,6 +91,16 @@ function bigAttr(a: AttributeValue | undefined): bigint | null {
   return /^-?\d+$/.test(a.N) ? BigInt(a.N) : BigInt(Math.floor(Number(a.N)));
 }
 
+/** A calendar quota's stored window (`{}` for a rolling limit). */
+function calendarWindowOf(
+  item: Item,
+  name: string,
+): { ws?: bigint; we?: bigint } {
+  const ws = bigAttr(item[bucketAttr(name, "ws")]);
+  const we = bigAttr(item[bucketAttr(name, "we")]);
+  return ws === null ? {} : we === null ? { ws } : { ws, we };
+}
+
 /** Decodes a bucket item; limits are found by their `b_{name}_tk` attribute. */
 export function decodeBucket(item: Item, shard: number): BucketItem {
   const limits = new Map<string, StoredLimit>();
@@ -107,8 +117,7 @@ export function decodeBucket(item: Item, shard: number): BucketItem {
         rp: bigAttr(item[bucketAttr(name, "rp")]) ?? 0n,
       },
       tc: bigAttr(item[bucketAttr(name, "tc")]),
-      ws: bigAttr(item[bucketAttr(name, "ws")]),
-      we: bigAttr(item[bucketAttr(name, "we")]),
+      ...calendarWindowOf(item, name),
     });
   }
   const ttl = bigAttr(item["ttl"]);
@@ -200,6 +209,18 @@ export interface PlannedLimit {
    * balance (see `RefillPlan.clamped`).
    */
   readonly exact?: boolean;
+  /** A calendar quota's window (see `calendar_bucket.ts`): stored, and conditioned on the one read. */
+  readonly window?: PlannedWindow;
+}
+
+/** The window part of a calendar quota's write. */
+export interface PlannedWindow {
+  /** `b_{name}_ws` as read (`null`: absent), the write's condition. */
+  readonly before: bigint | null;
+  /** The window start to store, epoch ms. */
+  readonly start: bigint;
+  /** The window end to store, epoch ms. */
+  readonly end: bigint;
 }
 
 /** Everything a slow-path write of one bucket item needs. */
@@ -250,6 +271,10 @@ export function slowPathWrite(table: string, w: SlowWrite): TransactWriteItem {
       item[bucketAttr(l.name, "ra")] = { N: String(l.params.ra) };
       item[bucketAttr(l.name, "rp")] = { N: String(l.params.rp) };
       item[bucketAttr(l.name, "tc")] = { N: String(l.consumed) };
+      if (l.window) {
+        item[bucketAttr(l.name, "ws")] = { N: String(l.window.start) };
+        item[bucketAttr(l.name, "we")] = { N: String(l.window.end) };
+      }
     }
     return {
       Put: {
@@ -300,6 +325,18 @@ export function slowPathWrite(table: string, w: SlowWrite): TransactWriteItem {
       if (l.exact) cond.push(`${tk()} = ${e.num(l.tkBefore)}`);
       else if (l.capped) cond.push(`${tk()} <= ${e.num(l.tkBefore)}`);
     }
+    if (l.window) {
+      const ws = e.n(bucketAttr(l.name, "ws"));
+      set.push(
+        `${ws} = ${e.num(l.window.start)}`,
+        `${e.n(bucketAttr(l.name, "we"))} = ${e.num(l.window.end)}`,
+      );
+      cond.push(
+        l.window.before === null
+          ? `attribute_not_exists(${ws})`
+          : `${ws} = ${e.num(l.window.before)}`,
+      );
+    }
     if (l.paramsBefore) {
       cond.push(
         `${e.n(bucketAttr(l.name, "cp"))} = ${e.num(l.paramsBefore.cp)}`,
@@ -334,6 +371,8 @@ export interface PlainLimit {
   readonly min: bigint | null;
   /** Condition `tk ≤ max` (the saturation ceiling), or `null`. */
   readonly max: bigint | null;
+  /** A calendar quota: condition `b_{name}_ws` equal to this window start. */
+  readonly window?: bigint;
 }
 
 /** A write that only ADDs: admission charges, lease deltas, give-backs. */
@@ -392,6 +431,9 @@ export function plainUpdate(
         `${e.n(bucketAttr(l.name, "ra"))} = ${e.num(l.params.ra)}`,
         `${e.n(bucketAttr(l.name, "rp"))} = ${e.num(l.params.rp)}`,
       );
+    }
+    if (l.window !== undefined) {
+      cond.push(`${e.n(bucketAttr(l.name, "ws"))} = ${e.num(l.window)}`);
     }
   }
   if (w.wcu !== 0n) {
@@ -465,7 +507,11 @@ export function settleWrite(
   ttl: number | "remove" | null,
   nowMs: number,
 ): UpdateItemCommandInput | null {
-  const present = limits.filter((l) => item.limits.has(l.name));
+  // Calendar quotas are not refilled: the next charge writes their new parameters.
+  const present = limits.filter((l) =>
+    item.limits.has(l.name) && !l.calendar &&
+    ((item.limits.get(l.name) as StoredLimit).ws ?? null) === null
+  );
   if (present.length === 0) return null;
   const now = BigInt(nowMs);
   const shards = item.shardCount;

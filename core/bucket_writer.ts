@@ -34,6 +34,14 @@ import {
   wholeTokens,
 } from "./bucket.ts";
 import {
+  calendarBalance,
+  calendarDeltaPlanned,
+  deltaPart,
+  isCalendar,
+  planCalendar,
+  windowAfter,
+} from "./calendar_bucket.ts";
+import {
   afterPlain,
   type BucketItem,
   type BucketRef,
@@ -41,6 +49,7 @@ import {
   type PlainWrite,
   type PlannedLimit,
   type SlowWrite,
+  type StoredLimit,
   WCU_PARAMS,
   WCU_PER_WRITE,
   wcuPlanned,
@@ -50,6 +59,7 @@ import type { Clock } from "./clock.ts";
 import type { Limit } from "./limit.ts";
 import type { LimitStatus } from "./models.ts";
 import { exponentialBackoff } from "./_backoff.ts";
+import { contendedStatuses } from "./_contended_statuses.ts";
 import { BoundedMap } from "./_bounded_map.ts";
 import { errorName } from "./_sdk_errors.ts";
 import { checkDeadline, currentSignal } from "./transport.ts";
@@ -191,8 +201,13 @@ export class BucketWriter {
       const plainFits = target.limits.every((s) => {
         const a = amounts.get(s.limit.name);
         if (a === undefined) return true;
-        const tk = (k.limits.get(s.limit.name) as { tk: bigint }).tk;
-        return tk >= a && tk <= saturationCeiling(k.rf, now, s.eff);
+        const st = k.limits.get(s.limit.name) as StoredLimit;
+        if (s.limit.calendar) {
+          // A calendar quota: no refill, so no ceiling; the window must not have turned.
+          const c = calendarBalance(st, s.limit.calendar, nowMs, s.eff.cp);
+          return !c.turned && st.tk >= a && st.tk <= s.eff.cp;
+        }
+        return st.tk >= a && st.tk <= saturationCeiling(k.rf, now, s.eff);
       });
       let write: BucketWrite;
       let after: (() => BucketItem) | BucketItem;
@@ -258,13 +273,15 @@ export class BucketWriter {
     for (const s of target.limits) {
       const a = amounts.get(s.limit.name);
       if (a === undefined) continue;
+      const ws = s.limit.calendar ? k.limits.get(s.limit.name)?.ws ?? 0n : null;
       limits.push({
         name: s.limit.name,
         take: a,
         count: a,
         params: s.stored,
         min: a,
-        max: saturationCeiling(k.rf, now, s.eff),
+        max: ws === null ? saturationCeiling(k.rf, now, s.eff) : null,
+        ...(ws === null ? {} : { window: ws }),
       });
     }
     return {
@@ -295,7 +312,9 @@ export class BucketWriter {
     amounts: ReadonlyMap<string, bigint>,
     wcuTake: bigint,
   ) {
-    const present = target.limits.filter((s) => k.limits.has(s.limit.name));
+    const present = target.limits.filter((s) =>
+      k.limits.has(s.limit.name) && !s.limit.calendar
+    );
     const plan = planRefill(
       k.rf,
       now,
@@ -324,6 +343,25 @@ export class BucketWriter {
         exact: plan.clamped[i] === true,
       });
     });
+    const waits = new Map<string, number>();
+    for (const s of target.limits) {
+      const st = k.limits.get(s.limit.name);
+      if (!s.limit.calendar || !st) continue;
+      const a = amounts.get(s.limit.name) ?? 0n;
+      const c = planCalendar(
+        s.limit.name,
+        s.stored,
+        st,
+        s.limit.calendar,
+        Number(now),
+        s.eff.cp,
+        a,
+      );
+      if (!c.ok) refused = true;
+      refilled.set(s.limit.name, c.tk);
+      waits.set(s.limit.name, c.retryAfterSeconds);
+      limits.push({ ...c.planned, paramsBefore: s.stored });
+    }
     if (k.limits.has(WCU_LIMIT_NAME)) {
       limits.push(wcuPlanned(k, plan.rf, wcuTake));
     }
@@ -357,7 +395,9 @@ export class BucketWriter {
             available: wholeTokens(tk),
             requested: Number(a / 1000n),
             exceeded: !ok,
-            retryAfterSeconds: ok ? 0 : retryAfterSeconds(a - tk, s.eff),
+            retryAfterSeconds: ok
+              ? 0
+              : waits.get(s.limit.name) ?? retryAfterSeconds(a - tk, s.eff),
           };
         }),
     };
@@ -390,40 +430,21 @@ export class BucketWriter {
       }
       const nowMs = this.#clock.now();
       const now = BigInt(nowMs);
-      const names = [...deltas.keys()].filter((n) => k.limits.has(n));
-      if (names.length === 0 && wcu === 0n) return 0n;
-      const fits = names.every((n) => {
-        const st = k.limits.get(n) as { tk: bigint; params: BucketParams };
-        const d = deltas.get(n) as bigint;
-        const ceiling = saturationCeiling(
-          k.rf,
-          now,
-          shardParams(st.params, shards),
-        );
-        return st.tk <= ceiling + (d < 0n ? d : 0n);
+      const parts = [...deltas].flatMap(([n, d]) => {
+        const p = k.limits.has(n) ? deltaPart(k, n, d, shards, now) : null;
+        return p ? [p] : [];
       });
+      const names = parts.map((p) => p.name);
+      if (names.length === 0 && wcu === 0n) return 0n;
+      const fits = parts.every((p) =>
+        (k.limits.get(p.name) as StoredLimit).tk <= (p.max as bigint)
+      );
       let write: BucketWrite;
       let plain: PlainWrite | null = null;
       if (fits) {
         plain = {
           ref,
-          limits: names.map((n) => {
-            const st = k.limits.get(n) as { tk: bigint; params: BucketParams };
-            const d = deltas.get(n) as bigint;
-            const ceiling = saturationCeiling(
-              k.rf,
-              now,
-              shardParams(st.params, shards),
-            );
-            return {
-              name: n,
-              take: d,
-              count: d,
-              params: st.params,
-              min: null,
-              max: ceiling + (d < 0n ? d : 0n),
-            };
-          }),
+          limits: parts,
           rfMin: k.rf,
           wcu,
           notExpiredAt: null,
@@ -477,8 +498,8 @@ export class BucketWriter {
     deltas: ReadonlyMap<string, bigint>,
     wcu: bigint,
   ): SlowWrite {
-    const entries = [...k.limits.entries()].filter(([n]) =>
-      n !== WCU_LIMIT_NAME
+    const entries = [...k.limits.entries()].filter(([n, st]) =>
+      n !== WCU_LIMIT_NAME && !isCalendar(st)
     );
     const effs = entries.map(([, st]) => shardParams(st.params, shards));
     const plan = planRefill(
@@ -513,6 +534,11 @@ export class BucketWriter {
         check: false,
       };
     });
+    for (const [n, st] of k.limits) {
+      if (!isCalendar(st)) continue;
+      const d = names.includes(n) ? deltas.get(n) as bigint : 0n;
+      limits.push(calendarDeltaPlanned(n, st, shards, Number(now), d));
+    }
     if (k.limits.has(WCU_LIMIT_NAME)) limits.push(wcuPlanned(k, plan.rf, wcu));
     return {
       ref,
@@ -540,6 +566,7 @@ function afterRefill(
       tk: l.tkAfter,
       params: l.params,
       tc: old?.tc === null || old === undefined ? null : old.tc + l.consumed,
+      ...windowAfter(l.window, old),
     });
   }
   return {
@@ -552,27 +579,4 @@ function afterRefill(
       ? null
       : k.ttl,
   };
-}
-
-function contendedStatuses(
-  target: Target,
-  amounts: ReadonlyMap<string, bigint>,
-  item: BucketItem | undefined,
-): LimitStatus[] {
-  return target.limits.map((s) => {
-    const a = amounts.get(s.limit.name) ?? 0n;
-    const tk = item?.limits.get(s.limit.name)?.tk ?? 0n;
-    return {
-      entityId: target.ref.entityId,
-      resource: target.ref.resource,
-      limitName: s.limit.name,
-      limit: s.limit,
-      available: wholeTokens(tk),
-      requested: Number(a / 1000n),
-      exceeded: a > 0n,
-      retryAfterSeconds: a > 0n
-        ? retryAfterSeconds(a > tk ? a - tk : 1000n, s.eff)
-        : 0,
-    };
-  });
 }

@@ -13,7 +13,13 @@
  *
  * @module
  */
-import type { StoredLimit } from "./bucket_item.ts";
+import { type BucketParams, saturationCeiling, shardParams } from "./bucket.ts";
+import type {
+  BucketItem,
+  PlainLimit,
+  PlannedLimit,
+  StoredLimit,
+} from "./bucket_item.ts";
 import { type CalendarSpec, calendarWindow } from "./calendar.ts";
 
 /** A calendar limit's balance at an instant. */
@@ -79,4 +85,175 @@ export function calendarBalance(
     turned: true,
     retryAfterSeconds: (w.end - nowMs) / 1000,
   };
+}
+
+/** The plan of one calendar limit in a write under the `rf` lock. */
+export interface CalendarPlan {
+  /** The limit's part of the write (`paramsBefore` left to the caller). */
+  readonly planned: PlannedLimit;
+  /** Millitokens before the charge. */
+  readonly tk: bigint;
+  /** Whether the charge fits. */
+  readonly ok: boolean;
+  /** Seconds until the window ends (the next reset). */
+  readonly retryAfterSeconds: number;
+}
+
+/**
+ * The part of a write under the `rf` lock for one calendar limit, charging
+ * `amount` (`ok` says whether it fits; an unfit plan is not sent, or sent
+ * on a stale view only to fail its condition). A limit new to the item starts
+ * full in the current window; a window that turned is reset (the balance
+ * SET to the capacity minus the charge, conditioned on the exact balance
+ * and window read); inside the window the charge is an ADD conditioned on
+ * the balance covering it and on the window start.
+ */
+export function planCalendar(
+  name: string,
+  params: BucketParams,
+  st: StoredLimit | undefined,
+  spec: CalendarSpec,
+  nowMs: number,
+  cp: bigint,
+  amount: bigint,
+): CalendarPlan {
+  const b: CalendarBalance = st
+    ? calendarBalance(st, spec, nowMs, cp)
+    : (() => {
+      const w = calendarWindow(nowMs, spec);
+      return {
+        tk: cp,
+        ws: BigInt(w.start),
+        we: BigInt(w.end),
+        turned: true,
+        retryAfterSeconds: (w.end - nowMs) / 1000,
+      };
+    })();
+  const ok = amount <= 0n || b.tk >= amount;
+  // Taken even when it does not fit: a write sent on a stale view must
+  // fail its condition (the balance no longer covers it), not pass.
+  const take = amount > 0n ? amount : 0n;
+  const window = { before: st?.ws ?? null, start: b.ws, end: b.we };
+  const reset = b.turned || (st !== undefined && st.tk > cp);
+  const planned: PlannedLimit = {
+    name,
+    params,
+    tkBefore: st ? st.tk : null,
+    tkAfter: (reset || !st ? b.tk : st.tk) - take,
+    consumed: take,
+    check: !reset,
+    exact: st !== undefined && reset,
+    window,
+  };
+  return { planned, tk: b.tk, ok, retryAfterSeconds: b.retryAfterSeconds };
+}
+
+/**
+ * The part of a lease delta `d` (positive: taken, negative: given back)
+ * for a calendar limit stored as `st`, at `nowMs`, in a write that is
+ * conditioned on the stored window: `null` when the stored window is over
+ * (the delta belonged to it and is dropped; the next charge resets the
+ * balance). A give-back never lifts the balance over the capacity.
+ */
+export function calendarDelta(
+  st: StoredLimit,
+  nowMs: number,
+  cp: bigint,
+  d: bigint,
+): { readonly max: bigint; readonly window: bigint } | null {
+  if (st.ws === null || st.ws === undefined) return null;
+  if (st.we !== null && st.we !== undefined && BigInt(nowMs) >= st.we) {
+    return null;
+  }
+  return { max: cp + (d < 0n ? d : 0n), window: st.ws };
+}
+
+/** Whether a stored limit is a calendar quota (it has a window). */
+export function isCalendar(st: StoredLimit | undefined): boolean {
+  return st?.ws !== null && st?.ws !== undefined;
+}
+
+/**
+ * The plain-write part of a lease delta `d` on limit `name` of item `k`
+ * (positive: taken without a check, negative: given back under the
+ * ceiling): a rolling limit stays under its saturation ceiling; a calendar
+ * quota under its capacity, in its stored window (`null`: the window is
+ * over and the delta is dropped, see {@linkcode calendarDelta}).
+ */
+export function deltaPart(
+  k: BucketItem,
+  name: string,
+  d: bigint,
+  shards: number,
+  now: bigint,
+): PlainLimit | null {
+  const st = k.limits.get(name) as StoredLimit;
+  const eff = shardParams(st.params, shards);
+  if (isCalendar(st)) {
+    const c = calendarDelta(st, Number(now), eff.cp, d);
+    if (!c) return null;
+    return {
+      name,
+      take: d,
+      count: d,
+      params: st.params,
+      min: null,
+      max: c.max,
+      window: c.window,
+    };
+  }
+  const ceiling = saturationCeiling(k.rf, now, eff);
+  return {
+    name,
+    take: d,
+    count: d,
+    params: st.params,
+    min: null,
+    max: ceiling + (d < 0n ? d : 0n),
+  };
+}
+
+/**
+ * A calendar quota's part of a lease-delta write under the `rf` lock: the
+ * delta `d` applied in the stored window (dropped when it is over), a
+ * give-back capped at the capacity; conditioned on the window and, for a
+ * give-back, on the balance read.
+ */
+export function calendarDeltaPlanned(
+  name: string,
+  st: StoredLimit,
+  shards: number,
+  nowMs: number,
+  d: bigint,
+): PlannedLimit {
+  const cp = shardParams(st.params, shards).cp;
+  const c = calendarDelta(st, nowMs, cp, d);
+  const delta = c ? d : 0n;
+  let after = st.tk - delta;
+  if (delta < 0n && after > cp) after = st.tk > cp ? st.tk : cp;
+  return {
+    name,
+    params: st.params,
+    paramsBefore: st.params,
+    tkBefore: st.tk,
+    tkAfter: after,
+    consumed: delta,
+    capped: delta < 0n,
+    check: false,
+    window: {
+      before: st.ws ?? null,
+      start: st.ws ?? 0n,
+      end: st.we ?? 0n,
+    },
+  };
+}
+
+/** A calendar quota's window as a write leaves it (`{}` for a rolling limit). */
+export function windowAfter(
+  window: PlannedLimit["window"],
+  old: StoredLimit | undefined,
+): { ws?: bigint | null; we?: bigint | null } {
+  if (window) return { ws: window.start, we: window.end };
+  const ws = old?.ws ?? null;
+  return ws === null ? {} : { ws, we: old?.we ?? null };
 }

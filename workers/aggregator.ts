@@ -122,6 +122,9 @@ const LIMIT_FIELDS: Readonly<Record<string, boolean>> = {
   cp: false,
   ra: false,
   rp: false,
+  // A calendar quota's window (issue 14), epoch ms.
+  ws: false,
+  we: false,
 };
 
 function typeName(a: AttributeValue): string {
@@ -462,9 +465,10 @@ export function refillUpdate(
   consumed: ReadonlyMap<string, bigint>,
   now: number,
 ): UpdateItemCommandInput | null {
-  // The hidden wcu limit is left to the limiter's own refills.
+  // The hidden wcu limit is left to the limiter's own refills; a calendar
+  // quota (it has a window, b_{name}_ws) is never refilled, only reset.
   const limits = [...item.limits.entries()].filter(([name, l]) =>
-    name !== WCU_LIMIT_NAME &&
+    name !== WCU_LIMIT_NAME && (l.ws ?? null) === null &&
     l.params.ra > 0n && l.params.rp > 0n && l.params.cp > 0n
   );
   if (limits.length === 0) return null;

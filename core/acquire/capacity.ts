@@ -6,6 +6,7 @@
  *
  * @module
  */
+import { calendarBalance } from "../calendar_bucket.ts";
 import {
   type BucketParams,
   paramsOf,
@@ -75,15 +76,39 @@ export async function loadCapacity(
 function tokensOn(
   items: readonly BucketItem[],
   s: number,
-  name: string,
+  limit: Limit,
   eff: BucketParams,
   now: bigint,
 ): bigint {
   const it = items.find((i) => i.shard === s);
-  const st = it?.limits.get(name);
+  const st = it?.limits.get(limit.name);
+  if (st && limit.calendar) {
+    return calendarBalance(st, limit.calendar, Number(now), eff.cp).tk;
+  }
   return st && it
     ? refill(st.tk > eff.cp ? eff.cp : st.tk, it.rf, now, eff).tk
     : eff.cp;
+}
+
+/** Seconds until `need` millitokens fit on a limit holding `tk` (a calendar quota: its window end). */
+function waitFor(
+  items: readonly BucketItem[],
+  s: number,
+  limit: Limit,
+  eff: BucketParams,
+  now: bigint,
+  need: bigint,
+): number {
+  const tk = tokensOn(items, s, limit, eff, now);
+  if (tk >= need) return 0;
+  const st = items.find((i) => i.shard === s)?.limits.get(limit.name);
+  if (limit.calendar) {
+    return st
+      ? calendarBalance(st, limit.calendar, Number(now), eff.cp)
+        .retryAfterSeconds
+      : 0;
+  }
+  return retryAfterSeconds(need - tk, eff);
 }
 
 /** Whole tokens available at `now` per limit name: the minimum over the sides, summed over shards. */
@@ -97,7 +122,7 @@ export function availableTokens(
       const eff = paramsOf(l, shards);
       let total = 0n;
       for (let s = 0; s < shards; s++) {
-        total += tokensOn(items, s, l.name, eff, now);
+        total += tokensOn(items, s, l, eff, now);
       }
       const tokens = wholeTokens(total);
       const prev = result[l.name];
@@ -127,12 +152,9 @@ export function secondsUntilAvailable(
       const eff = paramsOf(l, shards);
       let best = Infinity;
       for (let s = 0; s < shards; s++) {
-        const tk = tokensOn(items, s, l.name, eff, now);
         best = Math.min(
           best,
-          tk >= BigInt(need) * 1000n
-            ? 0
-            : retryAfterSeconds(BigInt(need) * 1000n - tk, eff),
+          waitFor(items, s, l, eff, now, BigInt(need) * 1000n),
         );
       }
       wait = Math.max(wait, best);

@@ -25,6 +25,7 @@ import {
   WCU_PER_WRITE,
   wcuPlanned,
 } from "../bucket_item.ts";
+import { planCalendar, windowAfter } from "../calendar_bucket.ts";
 import { RequestExceedsCapacity, ValidationError } from "../errors.ts";
 import type { LeaseEntry } from "../lease.ts";
 import type { Limit } from "../limit.ts";
@@ -232,6 +233,8 @@ export function planWrite(
   const ref = sideRef(ns, side, resource);
   const rf = item ? item.rf : now;
   const effective = side.resolved.limits.map((l) => paramsOf(l, side.shards));
+  // Calendar quotas do not take part in the rolling refill (calendar_bucket.ts).
+  const rolling = side.resolved.limits.flatMap((l, i) => l.calendar ? [] : [i]);
   // A limit new to the item starts full (its balance is clamped like the
   // others). A limit whose stored parameters differ (changed at some
   // unknown time since rf) is refilled under the smaller capacity and the
@@ -239,7 +242,8 @@ export function planWrite(
   const refilled = planRefill(
     rf,
     now,
-    side.resolved.limits.map((l, i) => {
+    rolling.map((i) => {
+      const l = side.resolved.limits[i] as Limit;
       const eff = effective[i] as BucketParams;
       const stored = item?.limits.get(l.name);
       return {
@@ -256,7 +260,35 @@ export function planWrite(
     const eff = effective[i] as BucketParams;
     const stored = item?.limits.get(l.name);
     const amount = side.charge.get(l.name) ?? 0n;
-    const tk = refilled.tk[i] as bigint;
+    if (l.calendar) {
+      const c = planCalendar(
+        l.name,
+        paramsOf(l),
+        stored,
+        l.calendar,
+        nowMs,
+        eff.cp,
+        amount,
+      );
+      statuses.push(
+        limitStatus(
+          side.entityId,
+          resource,
+          l,
+          wholeTokens(c.tk),
+          amount,
+          c.ok,
+          c.retryAfterSeconds,
+        ),
+      );
+      limits.push({
+        ...c.planned,
+        paramsBefore: stored ? stored.params : null,
+      });
+      return;
+    }
+    const r = rolling.indexOf(i);
+    const tk = refilled.tk[r] as bigint;
     const ok = amount <= 0n || tk >= amount;
     statuses.push(
       limitStatus(
@@ -277,7 +309,7 @@ export function planWrite(
       tkAfter: ok ? tk - amount : tk,
       consumed: ok ? amount : 0n,
       capped: stored !== undefined,
-      exact: stored !== undefined && refilled.clamped[i] === true,
+      exact: stored !== undefined && refilled.clamped[r] === true,
     });
   });
   const wcu = wcuPlanned(item, refilled.rf, WCU_PER_WRITE);
@@ -329,6 +361,7 @@ export function afterWrite(
       tk: l.tkAfter,
       params: l.params,
       tc: old ? (old.tc ?? 0n) + l.consumed : l.consumed,
+      ...windowAfter(l.window, old),
     });
   }
   return {

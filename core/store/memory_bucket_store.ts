@@ -93,6 +93,9 @@ function plainHolds(item: Item | undefined, w: PlainWrite): boolean {
     if (l.min !== null && (tk as bigint) < l.min) return false;
     if (l.max !== null && (tk as bigint) > l.max) return false;
     if (l.params && !paramsHold(item, l.name, l.params)) return false;
+    if (
+      l.window !== undefined && n(item, bucketAttr(l.name, "ws")) !== l.window
+    ) return false;
   }
   const rf = n(item, "rf");
   if (rf === null || (w.rfMin !== null && rf < w.rfMin)) return false;
@@ -139,6 +142,9 @@ function slowHolds(item: Item | undefined, w: SlowWrite): boolean {
     if (l.paramsBefore && !paramsHold(item, l.name, l.paramsBefore)) {
       return false;
     }
+    if (
+      l.window && n(item, bucketAttr(l.name, "ws")) !== l.window.before
+    ) return false;
   }
   return true;
 }
@@ -161,6 +167,10 @@ function applySlow(item: Item, w: SlowWrite): void {
       const delta = l.tkAfter - l.tkBefore;
       if (delta !== 0n) addN(item, bucketAttr(l.name, "tk"), delta);
       if (l.consumed !== 0n) addN(item, bucketAttr(l.name, "tc"), l.consumed);
+    }
+    if (l.window) {
+      setN(item, bucketAttr(l.name, "ws"), l.window.start);
+      setN(item, bucketAttr(l.name, "we"), l.window.end);
     }
   }
 }
