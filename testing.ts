@@ -55,6 +55,7 @@ export type {
   PlainLimit,
   PlainWrite,
   PlannedLimit,
+  PlannedWindow,
   SlowWrite,
 } from "./core/bucket_item.ts";
 export type {
