@@ -94,6 +94,11 @@ export type { WaitOptions } from "./core/acquire/wait.ts";
 export { Lease } from "./core/lease.ts";
 export type { LocalFallbackOptions } from "./core/local_fallback.ts";
 export type {
+  LocalReserveOptions,
+  LocalReserveStats,
+  SliceEvent,
+} from "./core/acquire/reserve_config.ts";
+export type {
   DecisionOutcome,
   DecisionPath,
   MeterProviderLike,

@@ -87,6 +87,15 @@ export interface LeaseOptions {
   readonly onStranded: (charge: StrandedCharge) => void;
   /** The table, for error messages. */
   readonly stackName: string;
+  /**
+   * A lease served from local reserve slices (`acquire/reserve.ts`): takes
+   * one item's commit or rollback deltas in memory, all or nothing;
+   * `false` sends them to DynamoDB.
+   */
+  readonly local?: (
+    ref: BucketRef,
+    deltas: ReadonlyMap<string, bigint>,
+  ) => boolean;
 }
 
 const DEFAULT_OPTIONS: LeaseOptions = {
@@ -520,6 +529,10 @@ export class Lease implements AsyncDisposable {
         await Promise.all(groups.map(async (entries) => {
           const first = entries[0] as LeaseEntry;
           const map = new Map(entries.map((e) => [e.limit.name, delta(e)]));
+          if (this.#options.local?.(first.ref, map)) {
+            for (const e of entries) e.written += delta(e);
+            return;
+          }
           try {
             const left = await writer.apply(first.ref, first.shards, map);
             for (const e of entries) e.written += delta(e);

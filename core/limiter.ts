@@ -55,6 +55,12 @@ import { judgeShadow, shadowNames } from "./acquire/shadow.ts";
 import { slowPath } from "./acquire/slow_path.ts";
 import { resolveWait, waitForCapacity } from "./acquire/wait.ts";
 import type { AcquireOptions, CapacityOptions } from "./acquire/options.ts";
+import { LocalReserve } from "./acquire/reserve.ts";
+import {
+  type LocalReserveOptions,
+  type LocalReserveStats,
+  resolveReserveConfig,
+} from "./acquire/reserve_config.ts";
 import { BucketWriter } from "./bucket_writer.ts";
 import { DynamoBucketStore } from "./store/dynamo_bucket_store.ts";
 import {
@@ -147,6 +153,16 @@ export interface RateLimiterOptions {
    * @default undefined (no local fallback)
    */
   readonly localFallback?: LocalFallbackOptions;
+  /**
+   * Local reserve (opt-in): take slices of hot buckets in one conditional
+   * write each and admit later acquires from memory; unused tokens go back
+   * when a slice expires and at {@linkcode RateLimiter.close}. Never
+   * admits more than the bucket allowed; see the README section "Local
+   * reserve" for the bounds. Off on AWS Lambda unless
+   * `allowShortLived` is set. `true` takes every default.
+   * @default false
+   */
+  readonly localReserve?: boolean | LocalReserveOptions;
 }
 
 function dynamoStore(source: Repository | LimiterSource): BucketStore {
@@ -215,6 +231,7 @@ export class RateLimiter {
   readonly #adm: Admission;
   readonly #maxHoldMs: number | undefined;
   readonly #local: LocalFallback | null;
+  readonly #reserve: LocalReserve | null;
 
   /**
    * Creates a limiter over a repository (or, for tests, a
@@ -268,6 +285,30 @@ export class RateLimiter {
       },
       onStranded,
     };
+    const reserve = resolveReserveConfig(
+      options.localReserve,
+      (message) => this.#onError(new Error(message), "localReserve"),
+    );
+    this.#reserve = reserve ? new LocalReserve(this.#adm, reserve) : null;
+  }
+
+  /**
+   * Gives back every local reserve slice (see
+   * {@linkcode RateLimiterOptions.localReserve}) and waits for the writes;
+   * later acquires go to DynamoDB. Without a reserve, does nothing.
+   */
+  async close(): Promise<void> {
+    await this.#reserve?.close();
+  }
+
+  /** {@linkcode RateLimiter.close} for `await using`. */
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+
+  /** What the local reserve did so far, or `null` when it is off. */
+  reserveStats(): LocalReserveStats | null {
+    return this.#reserve?.stats() ?? null;
   }
 
   /** The repository (a limiter built on a `MemoryLimiterSource` has none: it throws). */
@@ -589,6 +630,15 @@ export class RateLimiter {
   ): Promise<Lease> {
     const adm = this.#adm;
     let child = side;
+    if (this.#reserve && child.charge.size > 0) {
+      const lease = await this.#reserve.acquire(
+        child,
+        resource,
+        consume,
+        override,
+      );
+      if (lease) return lease;
+    }
     if (this.#speculative && child.charge.size > 0) {
       let lease = await fastPath(adm, child, resource, consume, override);
       if (lease === "params") {

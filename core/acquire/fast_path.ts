@@ -45,7 +45,8 @@ function specs(limits: readonly Limit[], shards: number): readonly LimitSpec[] {
   return out;
 }
 
-function target(
+/** The write target of a side's item at `nowMs` (also used by `acquire/reserve.ts`). */
+export function target(
   adm: Admission,
   side: Side,
   resource: string,
