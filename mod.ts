@@ -45,6 +45,8 @@ export {
   RequestExceedsCapacity,
   StackAlreadyExistsError,
   StackOperationError,
+  StreamBudgetExceeded,
+  UsageReportError,
   ValidationError,
   VersionError,
   VersionMismatchError,
@@ -54,6 +56,7 @@ export type {
   MigrationErrorCode,
   StreamWorkerErrorCode,
   UnavailableContext,
+  UsageIssue,
   WorkerErrorCode,
   ZaeLimiterErrorCode,
   ZAELimiterErrorOptions,
@@ -91,6 +94,25 @@ export type {
   RateLimiterOptions,
 } from "./core/limiter.ts";
 export type { WaitOptions } from "./core/acquire/wait.ts";
+export {
+  leaseHolds,
+  parseAnthropicUsage,
+  parseOpenAIUsage,
+  reconcileUsage,
+  safeParseAnthropicUsage,
+  safeParseOpenAIUsage,
+  usageCharges,
+  usageDeltas,
+} from "./core/llm_usage.ts";
+export type {
+  TokenPrices,
+  TokenUsage,
+  UsageChargeOptions,
+  UsageLimitNames,
+  UsageParseResult,
+} from "./core/llm_usage.ts";
+export { meterStream } from "./core/llm_stream.ts";
+export type { MeterStreamOptions } from "./core/llm_stream.ts";
 export { Lease } from "./core/lease.ts";
 export type { LocalFallbackOptions } from "./core/local_fallback.ts";
 export type {

@@ -604,3 +604,65 @@ export class CommitFailedError<T = unknown> extends RateLimiterUnavailable {
     this.lease = lease;
   }
 }
+
+/** One problem of a provider's usage report (`path` is the field, such as `usage.prompt_tokens`). */
+export interface UsageIssue {
+  /** The field, from the report's root (`usage.prompt_tokens_details.cached_tokens`). */
+  readonly path: string;
+  /** What is wrong, and what was expected. */
+  readonly message: string;
+}
+
+/**
+ * A provider's usage report (an OpenAI- or Anthropic-shaped `usage`
+ * object) could not be turned into token counts: a field is missing, not a
+ * number, negative, fractional or inconsistent. `issues` lists every
+ * problem; `field` is the first one's path. Nothing was adjusted.
+ */
+export class UsageReportError extends ValidationError {
+  /** Every problem found. Never empty. */
+  readonly issues: readonly UsageIssue[];
+
+  /** Creates the error from every issue found in `value`. */
+  constructor(issues: readonly UsageIssue[], value: unknown) {
+    const first = issues[0] ?? { path: "usage", message: "is invalid" };
+    super(
+      first.path,
+      value,
+      issues.map((i) => `${i.path} ${i.message}`).join("; "),
+      "USAGE_INVALID",
+    );
+    this.name = "UsageReportError";
+    this.issues = issues;
+  }
+}
+
+/**
+ * A metered stream would cross its token budget on `limitName`: it was
+ * stopped before the chunk that crossed it reached the caller, and the
+ * lease was adjusted to the tokens the stream used (that chunk included,
+ * since the provider produced it). Not retryable as is.
+ */
+export class StreamBudgetExceeded extends RateLimitError {
+  /** The limit whose budget was crossed. */
+  readonly limitName: string;
+  /** The budget, whole tokens. */
+  readonly budget: number;
+  /** Tokens the stream used, the crossing chunk included. */
+  readonly used: number;
+
+  /** Creates the error. */
+  constructor(limitName: string, budget: number, used: number) {
+    super(
+      "STREAM_BUDGET_EXCEEDED",
+      `Cannot continue the stream: ${
+        echo(limitName)
+      } would use ${used} tokens, over its budget of ${budget}; the stream was stopped and the lease charged what it used`,
+      { retryable: false },
+    );
+    this.name = "StreamBudgetExceeded";
+    this.limitName = limitName;
+    this.budget = budget;
+    this.used = used;
+  }
+}

@@ -18,6 +18,8 @@ import {
   RateLimitExceeded,
   StackAlreadyExistsError,
   StackOperationError,
+  StreamBudgetExceeded,
+  UsageReportError,
   ValidationError,
   VersionError,
   VersionMismatchError,
@@ -438,6 +440,18 @@ const HIERARCHY: [
     "LeaseDeadlineExceeded",
     "LEASE_DEADLINE_EXCEEDED",
     RateLimitError,
+  ],
+  [
+    new StreamBudgetExceeded("otpm", 10, 12),
+    "StreamBudgetExceeded",
+    "STREAM_BUDGET_EXCEEDED",
+    RateLimitError,
+  ],
+  [
+    new UsageReportError([{ path: "usage.x", message: "is missing" }], {}),
+    "UsageReportError",
+    "USAGE_INVALID",
+    ValidationError,
   ],
   [
     new RateLimiterUnavailable("x"),

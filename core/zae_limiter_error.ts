@@ -11,6 +11,8 @@
  * |------|-------|---------|
  * | `RATE_LIMIT_EXCEEDED` | `RateLimitExceeded` | one or more limits refused the request |
  * | `REQUEST_EXCEEDS_CAPACITY` | `RequestExceedsCapacity` | the request is larger than a limit's capacity: it can never be admitted |
+ * | `USAGE_INVALID` | `UsageReportError` | a provider's usage report is missing a field or has a negative, fractional or non-number count (`issues` names each field) |
+ * | `STREAM_BUDGET_EXCEEDED` | `StreamBudgetExceeded` | a metered stream would cross its token budget and was stopped |
  * | `LEASE_EXPIRED` | `LeaseExpiredError` | the lease was already committed or rolled back |
  * | `LEASE_DEADLINE_EXCEEDED` | `LeaseDeadlineExceeded` | the lease's `maxHoldMs` (or a concurrency limit's `leaseMs`) passed: it can no longer be adjusted, consumed from or committed; what it charged stays charged |
  * | `RATE_LIMITER_UNAVAILABLE` | `RateLimiterUnavailable` | DynamoDB failed and `onUnavailable` is `block` |
@@ -107,6 +109,8 @@ export type ZaeLimiterErrorCode =
   | "INVALID_IDENTIFIER"
   | "INVALID_NAME"
   | "REQUEST_EXCEEDS_CAPACITY"
+  | "USAGE_INVALID"
+  | "STREAM_BUDGET_EXCEEDED"
   | MigrationErrorCode
   | StreamWorkerErrorCode
   | WorkerErrorCode;
