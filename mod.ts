@@ -74,6 +74,17 @@ export type {
   CalendarWindow,
 } from "./core/calendar.ts";
 export type { ShadowReport, ShadowSelection } from "./core/acquire/shadow.ts";
+export { ConcurrencyLimit } from "./core/concurrency_limit.ts";
+export type { ConcurrencyLimitOptions } from "./core/concurrency_limit.ts";
+export type { SlotStoreOptions } from "./core/acquire/concurrency.ts";
+export type {
+  SlotRef,
+  SlotState,
+  SlotStore,
+  SlotTake,
+  TakeResult,
+} from "./core/acquire/slot_store.ts";
+export type { LeaseDeadlineOptions } from "./core/acquire/lease_deadline.ts";
 export { AuditAction } from "./core/models.ts";
 export type {
   AuditActionName,
@@ -114,7 +125,10 @@ export type {
 export { meterStream } from "./core/llm_stream.ts";
 export type { MeterStreamOptions } from "./core/llm_stream.ts";
 export { Lease } from "./core/lease.ts";
-export type { LocalFallbackOptions } from "./core/local_fallback.ts";
+export type {
+  LocalFallbackLimiterOptions,
+  LocalFallbackOptions,
+} from "./core/local_fallback.ts";
 export type {
   LocalReserveOptions,
   LocalReserveStats,

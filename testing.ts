@@ -39,6 +39,7 @@ export {
   type MemoryBucketStoreOptions,
   type MemoryStorePhase,
 } from "./core/store/memory_bucket_store.ts";
+export { MemorySlotStore } from "./core/store/memory_slot_store.ts";
 export {
   MemoryLimiterSource,
   type MemoryLimiterSourceOptions,

@@ -10,6 +10,10 @@ import {
   type CalendarSpec,
   validateCalendarSpec,
 } from "./calendar.ts";
+import {
+  ConcurrencyLimit,
+  type ConcurrencyLimitOptions,
+} from "./concurrency_limit.ts";
 import { ValidationError } from "./errors.ts";
 import { validateLimitName } from "./validation.ts";
 
@@ -225,6 +229,21 @@ export class Limit {
     refillPeriodSeconds: number,
   ): Limit {
     return new Limit(name, capacity, refillAmount, refillPeriodSeconds);
+  }
+
+  /**
+   * An in-flight limit (not a token bucket): at most `max` leases hold a
+   * slot at once, each for at most `leaseMs`. Pass it in an acquire's
+   * `concurrency` option; it is never stored with the limits.
+   *
+   * @throws {ValidationError} a bad `max` or `leaseMs`
+   */
+  static concurrent(
+    name: string,
+    max: number,
+    options: ConcurrencyLimitOptions,
+  ): ConcurrencyLimit {
+    return new ConcurrencyLimit(name, max, options);
   }
 
   /** Tokens per second, for display only. */

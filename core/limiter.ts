@@ -43,9 +43,27 @@ import {
   secondsUntilAvailable,
 } from "./acquire/capacity.ts";
 import { fastPath } from "./acquire/fast_path.ts";
-import { holdDeadline, validateMaxHold } from "./acquire/lease_deadline.ts";
+import {
+  holdDeadline,
+  type LeaseDeadlineOptions,
+  validateMaxHold,
+} from "./acquire/lease_deadline.ts";
 import { admitLocally } from "./acquire/local_admission.ts";
-import { LocalFallback, type LocalFallbackOptions } from "./local_fallback.ts";
+import {
+  LocalFallback,
+  type LocalFallbackLimiterOptions,
+  validateOnUnavailable,
+} from "./local_fallback.ts";
+import {
+  createSlotContext,
+  type SlotContext,
+  type SlotStoreOptions,
+  validateConcurrency,
+  withSlots,
+} from "./acquire/concurrency.ts";
+import type { ConcurrencyLimit } from "./concurrency_limit.ts";
+import { DynamoSlotStore } from "./store/dynamo_slot_store.ts";
+import { MemorySlotStore } from "./store/memory_slot_store.ts";
 import type { LimiterSource } from "./acquire/limiter_source.ts";
 import { chargeSide, checkSatisfiable, type Side } from "./acquire/plan.ts";
 import { grant, grantOf } from "./acquire/grant.ts";
@@ -94,7 +112,8 @@ import {
 export type { AcquireOptions, CapacityOptions } from "./acquire/options.ts";
 
 /** Options of {@linkcode RateLimiter}. */
-export interface RateLimiterOptions {
+export interface RateLimiterOptions
+  extends LeaseDeadlineOptions, LocalFallbackLimiterOptions, SlotStoreOptions {
   /** Try the one-write fast path first. @default true */
   readonly speculativeWrites?: boolean;
   /** Called with errors that are handled without failing the call (rollback failures, allow-mode outages). */
@@ -135,24 +154,6 @@ export interface RateLimiterOptions {
    * repository
    */
   readonly bucketStore?: BucketStore;
-  /**
-   * Default deadline of every lease, in milliseconds from the start of its
-   * acquire (an acquire's own `maxHoldMs` wins). After it, the lease's
-   * `adjust`, `release`, `consume` and `commit` throw
-   * `LeaseDeadlineExceeded`, its rollback is a no-op, and what it charged
-   * stays charged (see `core/acquire/lease_deadline.ts`).
-   * @default undefined (no deadline)
-   */
-  readonly maxHoldMs?: number;
-  /**
-   * The local fallback limiter: when DynamoDB is unavailable, admit from
-   * in-process buckets holding `share` of each limit, and make `"local"`
-   * this limiter's `onUnavailable` (a call's own `onUnavailable` still
-   * wins; the stored system setting is then not read). See
-   * `core/local_fallback.ts` for what it admits and reconciles.
-   * @default undefined (no local fallback)
-   */
-  readonly localFallback?: LocalFallbackOptions;
   /**
    * Local reserve (opt-in): take slices of hot buckets in one conditional
    * write each and admit later acquires from memory; unused tokens go back
@@ -232,6 +233,7 @@ export class RateLimiter {
   readonly #maxHoldMs: number | undefined;
   readonly #local: LocalFallback | null;
   readonly #reserve: LocalReserve | null;
+  readonly #slots: SlotContext;
 
   /**
    * Creates a limiter over a repository (or, for tests, a
@@ -254,6 +256,16 @@ export class RateLimiter {
     const store = options.bucketStore ?? dynamoStore(repository);
     this.#timeoutMs = options.timeoutMs ?? 3000;
     this.#maxHoldMs = validateMaxHold(options.maxHoldMs);
+    this.#slots = createSlotContext({
+      store: options.slotStore ??
+        (repository instanceof Repository
+          ? new DynamoSlotStore(tableOf(repository))
+          : new MemorySlotStore()),
+      clock,
+      random,
+      namespaceId: repository.namespaceId,
+      onError: (e, context) => this.#onError(e, context),
+    });
     this.#local = options.localFallback
       ? new LocalFallback(options.localFallback, clock)
       : null;
@@ -401,19 +413,8 @@ export class RateLimiter {
     const maxHold = validateMaxHold(o.maxHoldMs) ?? this.#maxHoldMs;
     const entityId = validateIdentifier(o.entityId);
     const resource = validateResource(o.resource);
-    if (
-      o.onUnavailable !== undefined && o.onUnavailable !== "allow" &&
-      o.onUnavailable !== "block" &&
-      (o.onUnavailable !== "local" || !this.#local)
-    ) {
-      throw new ValidationError(
-        "on_unavailable",
-        o.onUnavailable,
-        this.#local
-          ? "must be 'allow', 'block' or 'local'"
-          : "must be 'allow' or 'block' ('local' needs the limiter's localFallback option)",
-      );
-    }
+    validateOnUnavailable(o.onUnavailable, this.#local !== null);
+    const concurrency = validateConcurrency(o.concurrency);
     if (!o.consume || typeof o.consume !== "object") {
       throw new ValidationError(
         "consume",
@@ -445,6 +446,7 @@ export class RateLimiter {
         waiting: wait !== null,
         maxHold,
         shadow,
+        concurrency,
       });
     if (wait === null) return await once();
     return await waitForCapacity(once, {
@@ -469,9 +471,11 @@ export class RateLimiter {
       readonly waiting: boolean;
       readonly maxHold: number | undefined;
       readonly shadow: ReadonlySet<string>;
+      readonly concurrency: readonly ConcurrencyLimit[];
     },
   ): Promise<Lease> {
-    const deadline = holdDeadline(this.#adm.clock.now(), t.maxHold);
+    const start = this.#adm.clock.now();
+    const deadline = holdDeadline(start, t.maxHold);
     const hold = (lease: Lease): Lease => {
       lease.setHold({ deadline, clock: this.#adm.clock });
       return lease;
@@ -479,21 +483,29 @@ export class RateLimiter {
     const local = (o.onUnavailable ?? "local") === "local" ? this.#local : null;
     try {
       if (local?.down) throw SKIPPED;
+      // A partial grant reads the amounts available from each refusal,
+      // so it asks DynamoDB rather than the refusal cache (old statuses).
+      const decide = () =>
+        grantOf(consume, min, (c) =>
+          this.#decideShadow(
+            entityId,
+            resource,
+            new Map(c),
+            t.shadow,
+            o,
+            min === null,
+          ));
       const lease = await withDeadline(
         o,
         this.#timeoutMs,
         () =>
-          // A partial grant reads the amounts available from each refusal,
-          // so it asks DynamoDB rather than the refusal cache (old statuses).
-          grantOf(consume, min, (c) =>
-            this.#decideShadow(
-              entityId,
-              resource,
-              new Map(c),
-              t.shadow,
-              o,
-              min === null,
-            )),
+          t.concurrency.length === 0 ? decide() : withSlots(
+            this.#slots,
+            t.concurrency,
+            { entityId, resource },
+            start,
+            decide,
+          ),
       );
       local?.markUp();
       return hold(lease);
@@ -501,6 +513,10 @@ export class RateLimiter {
       if (e instanceof ZAELimiterError) throw e;
       // A cancelled wait ends as cancelled, never as an unchecked admission.
       if (t.waiting && o.signal?.aborted) throw o.signal.reason;
+      // The local fallback holds no concurrency slot: such a call fails as with block.
+      if (local && t.concurrency.length > 0) {
+        throw this.#unavailable(e, { entityId, resource });
+      }
       if (local) {
         if (e !== SKIPPED) {
           local.markDown();

@@ -52,6 +52,19 @@ export interface LocalFallbackOptions {
   readonly maxEntries?: number;
 }
 
+/** The limiter's `localFallback` option. */
+export interface LocalFallbackLimiterOptions {
+  /**
+   * The local fallback limiter: when DynamoDB is unavailable, admit from
+   * in-process buckets holding `share` of each limit, and make `"local"`
+   * this limiter's `onUnavailable` (a call's own `onUnavailable` still
+   * wins; the stored system setting is then not read). Acquires with
+   * concurrency limits fail as with `block` during the fallback.
+   * @default undefined (no local fallback)
+   */
+  readonly localFallback?: LocalFallbackOptions;
+}
+
 /** One side of a local admission: an entity and the limits its bucket is sized from. */
 export interface LocalSide {
   /** Entity id. */
@@ -100,6 +113,26 @@ export function resolveLocalFallback(
     );
   }
   return { share, probeIntervalMs: probe, maxEntries: max };
+}
+
+/**
+ * Checks an acquire's `onUnavailable`: `allow`, `block`, or `local` when
+ * the limiter has a local fallback.
+ *
+ * @throws {ValidationError} any other value
+ */
+export function validateOnUnavailable(value: unknown, hasLocal: boolean): void {
+  if (
+    value === undefined || value === "allow" || value === "block" ||
+    (value === "local" && hasLocal)
+  ) return;
+  throw new ValidationError(
+    "on_unavailable",
+    value,
+    hasLocal
+      ? "must be 'allow', 'block' or 'local'"
+      : "must be 'allow' or 'block' ('local' needs the limiter's localFallback option)",
+  );
 }
 
 /** In-process token buckets and what this process knows of each entity's limits. */

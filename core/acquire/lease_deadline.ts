@@ -16,6 +16,19 @@
  */
 import { ValidationError } from "../errors.ts";
 
+/** The `maxHoldMs` option of an acquire and of the limiter. */
+export interface LeaseDeadlineOptions {
+  /**
+   * Deadline of the lease, in milliseconds from the start of its acquire.
+   * After it the lease refuses `adjust`, `release`, `consume` and `commit`
+   * with `LeaseDeadlineExceeded`, a rollback is a no-op, and what it
+   * charged (the estimate) stays charged: nothing is given back. On the
+   * limiter: the default of every acquire (an acquire's own wins).
+   * @default undefined (no deadline)
+   */
+  readonly maxHoldMs?: number;
+}
+
 /**
  * Checks a `maxHoldMs` value: a positive, finite number of milliseconds,
  * or `undefined` (no deadline).

@@ -6,6 +6,7 @@
  *
  * @module
  */
+import type { ConcurrencyLimit } from "../concurrency_limit.ts";
 import type { Limit } from "../limit.ts";
 import type { OnUnavailable } from "../models.ts";
 import type { ShadowSelection } from "./shadow.ts";
@@ -50,6 +51,14 @@ export interface AcquireOptions {
    * with the shadow flag are shadowed on every call. @default []
    */
   readonly shadow?: ShadowSelection;
+  /**
+   * In-flight limits (`Limit.concurrent(...)`) of this entity and resource:
+   * the acquire takes a slot of each (all or nothing with the rate limits)
+   * and the lease frees it when it ends; its deadline is at most the
+   * shortest `leaseMs`. Not stored; not applied to a cascade parent. See
+   * `concurrency.ts` for the DynamoDB calls it adds. @default []
+   */
+  readonly concurrency?: readonly ConcurrencyLimit[];
   /**
    * Partial grant: the least whole tokens to grant per limit name of
    * `consume` (each ≤ its ask). The most that fits between `min` and the
