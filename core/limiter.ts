@@ -35,7 +35,6 @@ import {
   refreshedSide,
   resolveLimits,
 } from "./acquire/admission.ts";
-import type { BucketStore } from "./acquire/bucket_store.ts";
 import {
   availableTokens,
   type CapacitySide,
@@ -43,21 +42,12 @@ import {
   secondsUntilAvailable,
 } from "./acquire/capacity.ts";
 import { fastPath } from "./acquire/fast_path.ts";
-import {
-  holdDeadline,
-  type LeaseDeadlineOptions,
-  validateMaxHold,
-} from "./acquire/lease_deadline.ts";
+import { holdDeadline, validateMaxHold } from "./acquire/lease_deadline.ts";
 import { admitLocally } from "./acquire/local_admission.ts";
-import {
-  LocalFallback,
-  type LocalFallbackLimiterOptions,
-  validateOnUnavailable,
-} from "./local_fallback.ts";
+import { LocalFallback, validateOnUnavailable } from "./local_fallback.ts";
 import {
   createSlotContext,
   type SlotContext,
-  type SlotStoreOptions,
   validateConcurrency,
   withSlots,
 } from "./acquire/concurrency.ts";
@@ -75,12 +65,15 @@ import { resolveWait, waitForCapacity } from "./acquire/wait.ts";
 import type { AcquireOptions, CapacityOptions } from "./acquire/options.ts";
 import { LocalReserve } from "./acquire/reserve.ts";
 import {
-  type LocalReserveOptions,
   type LocalReserveStats,
   resolveReserveConfig,
 } from "./acquire/reserve_config.ts";
 import { BucketWriter } from "./bucket_writer.ts";
-import { DynamoBucketStore } from "./store/dynamo_bucket_store.ts";
+import {
+  dynamoStore,
+  type RateLimiterOptions,
+  reportToConsole,
+} from "./limiter_options.ts";
 import {
   CommitFailedError,
   LeaseDeadlineExceeded,
@@ -93,11 +86,7 @@ import { Lease, type StrandedCharge } from "./lease.ts";
 import { type Limit, validateLimitList } from "./limit.ts";
 import { Repository } from "./repository.ts";
 import { tableOf } from "./store/table.ts";
-import {
-  LimiterTelemetry,
-  markPath,
-  type TelemetryOptions,
-} from "./telemetry.ts";
+import { LimiterTelemetry, markPath } from "./telemetry.ts";
 import { withDeadline, withGrace } from "./transport.ts";
 import {
   validateAmount,
@@ -110,70 +99,7 @@ import {
 } from "./validation.ts";
 
 export type { AcquireOptions, CapacityOptions } from "./acquire/options.ts";
-
-/** Options of {@linkcode RateLimiter}. */
-export interface RateLimiterOptions
-  extends LeaseDeadlineOptions, LocalFallbackLimiterOptions, SlotStoreOptions {
-  /** Try the one-write fast path first. @default true */
-  readonly speculativeWrites?: boolean;
-  /** Called with errors that are handled without failing the call (rollback failures, allow-mode outages). */
-  readonly onError?: (error: unknown, context: string) => void;
-  /** Random numbers in [0, 1) for shard choice and jitter. @default Math.random */
-  readonly random?: () => number;
-  /**
-   * Remember refusals in memory: until the Retry-After passes, a request for
-   * the same entity and resource asking at least as much is refused without
-   * a DynamoDB call. It never admits, so it cannot over-admit; tokens given
-   * back meanwhile by other processes are seen after the wait. 0 disables.
-   * @default 10000 (entries)
-   */
-  readonly refusalCacheSize?: number;
-  /**
-   * Deadline in milliseconds of each call that reaches DynamoDB (acquire,
-   * available, timeUntilAvailable, lease consume/commit/rollback), retries
-   * included; a call can shorten it with its own `timeoutMs` or `signal`.
-   * When it passes, `onUnavailable` applies. @default 3000
-   */
-  readonly timeoutMs?: number;
-  /**
-   * Called with each charge that may stand in a bucket without a lease to
-   * account for it (a write that failed in a way that may have applied it,
-   * a give-back that could not be placed): under-admission, never
-   * over-admission. @default reports to `onError` with context "stranded"
-   */
-  readonly onStranded?: (charge: StrandedCharge) => void;
-  /**
-   * OpenTelemetry providers for decision metrics and acquire spans.
-   * @default the global providers (no-ops unless an SDK is installed before the limiter is created)
-   */
-  readonly telemetry?: TelemetryOptions;
-  /**
-   * Where bucket items live. @default the repository's DynamoDB table;
-   * tests pass a `MemoryBucketStore` (from the `./testing` export) to
-   * inject faults at the store, configuration still coming from the
-   * repository
-   */
-  readonly bucketStore?: BucketStore;
-  /**
-   * Local reserve (opt-in): take slices of hot buckets in one conditional
-   * write each and admit later acquires from memory; unused tokens go back
-   * when a slice expires and at {@linkcode RateLimiter.close}. Never
-   * admits more than the bucket allowed; see the README section "Local
-   * reserve" for the bounds. Off on AWS Lambda unless
-   * `allowShortLived` is set. `true` takes every default.
-   * @default false
-   */
-  readonly localReserve?: boolean | LocalReserveOptions;
-}
-
-function dynamoStore(source: Repository | LimiterSource): BucketStore {
-  if (!(source instanceof Repository)) {
-    throw new TypeError(
-      "A RateLimiter on a memory source needs options.bucketStore (a MemoryBucketStore)",
-    );
-  }
-  return new DynamoBucketStore(tableOf(source));
-}
+export type { RateLimiterOptions } from "./limiter_options.ts";
 
 /** Thrown (and caught) when the local fallback skips DynamoDB after a recent failure. */
 const SKIPPED = new Error(
@@ -182,16 +108,6 @@ const SKIPPED = new Error(
 
 /** Time to read the stored `on_unavailable` once the deadline passed (usually cached: no I/O). */
 const ON_UNAVAILABLE_GRACE_MS = 250;
-
-/** The default `onError`: a warning on the console (a rollback that failed must not go unseen). */
-function reportToConsole(error: unknown, context: string): void {
-  // deno-lint-ignore no-console -- the library's only default report; pass onError to route it
-  console.warn(
-    `zae-limiter: ${context}: ${
-      error instanceof Error ? error.message : String(error)
-    }`,
-  );
-}
 
 /**
  * Admits or refuses requests against stored or given limits.
