@@ -234,6 +234,7 @@ export class LocalReserve {
     const known = this.#adm.writer.known(t.ref);
     if (!known) return null;
     const write = new Map<string, bigint>();
+    let useful = false;
     for (const spec of t.limits) {
       const name = spec.limit.name;
       const a = p.side.charge.get(name);
@@ -254,10 +255,12 @@ export class LocalReserve {
       if (x > room) x = room;
       x -= x % 1000n;
       if (x < 0n) x = 0n;
+      if (x > 0n || held > 0n) useful = true;
       const w = a + x - held;
       if (w > 0n) write.set(name, w);
     }
-    return write.size > 0 ? write : null;
+    // No slice to take and none to use: the fast path decides alone.
+    return write.size > 0 && useful ? write : null;
   }
 
   /** Takes slices for the short sides (and lends from the others) in one step. */
