@@ -84,3 +84,132 @@ export async function rawBaseline(
       }),
     );
 }
+
+/** What a local reserve row did over its run. */
+export interface ReserveFigures {
+  /** Acquires decided (admitted or refused). */
+  readonly decisions: number;
+  /** Refusals (with limits far from exhausted, each one is false). */
+  readonly refusals: number;
+  /** DynamoDB calls its limiters' clients sent. */
+  readonly calls: number;
+  /** Tokens held in slices when the load stopped (what a crash would strand). */
+  readonly heldAtStop: number;
+  /** Tokens that could not be given back at close (should be 0). */
+  readonly stranded: number;
+}
+
+/** A local reserve row: its operation, and `finish()` closes its limiters and tells what it did. */
+export interface ReserveRow {
+  /** Row name. */
+  readonly name: string;
+  /** One decision of worker `w` (a refusal resolves, it is counted). */
+  readonly op: Op;
+  /** Forgets the counts so far (after a warm-up). */
+  reset(): void;
+  /** Closes the limiters and returns the figures since the last `reset()`. */
+  finish(): Promise<ReserveFigures>;
+}
+
+/**
+ * The local reserve rows on the scenarios' limits (stored by
+ * {@linkcode acquireScenarios} first): one limit and cascade with each
+ * worker its own key on one limiter, and one hot key shared by two
+ * limiters (two processes, 16 workers each). `client()` gives each limiter
+ * its own SDK client and a count of the calls it sent.
+ */
+export async function reserveRows(
+  lib: Pick<typeof Lib, "RateLimiter" | "RateLimitExceeded" | "Repository">,
+  repo: Lib.Repository,
+  client: () => { client: DynamoDBClient; calls: () => number },
+): Promise<ReserveRow[]> {
+  const open = async () => {
+    const c = client();
+    const r = await lib.Repository.open({
+      client: c.client,
+      stack: repo.tableName,
+      namespace: repo.namespaceName,
+    });
+    return { repo: r, calls: c.calls };
+  };
+  const row = async (
+    name: string,
+    processes: number,
+    call: (
+      w: number,
+    ) => {
+      entityId: string;
+      resource: string;
+      consume: Record<string, number>;
+    },
+  ): Promise<ReserveRow> => {
+    const opened = await Promise.all(
+      Array.from({ length: processes }, () => open()),
+    );
+    const limiters = opened.map((o) =>
+      new lib.RateLimiter(o.repo, { localReserve: { env: {} } })
+    );
+    const callsNow = () => opened.reduce((s, o) => s + o.calls(), 0);
+    let decisions = 0;
+    let refusals = 0;
+    let callsAt = 0;
+    return {
+      name,
+      op: async (w) => {
+        const limiter = limiters[w % processes] as Lib.RateLimiter;
+        try {
+          await limiter.acquire(call(w), () => {});
+        } catch (e) {
+          if (!(e instanceof lib.RateLimitExceeded)) throw e;
+          refusals++;
+        }
+        decisions++;
+      },
+      reset() {
+        decisions = 0;
+        refusals = 0;
+        callsAt = callsNow();
+      },
+      async finish() {
+        let held = 0;
+        let stranded = 0;
+        for (const l of limiters) {
+          for (const v of Object.values(l.reserveStats()?.heldTokens ?? {})) {
+            held += v;
+          }
+        }
+        for (const l of limiters) {
+          await l.close();
+          for (
+            const v of Object.values(l.reserveStats()?.strandedTokens ?? {})
+          ) stranded += v;
+        }
+        // The give-backs at close are counted: they are writes of the row.
+        return {
+          decisions,
+          refusals,
+          calls: callsNow() - callsAt,
+          heldAtStop: held,
+          stranded,
+        };
+      },
+    };
+  };
+  return [
+    await row("reserve one limit", 1, (w) => ({
+      entityId: `key-${w}`,
+      resource: "one",
+      consume: { rpm: 1 },
+    })),
+    await row("reserve cascade", 1, (w) => ({
+      entityId: `child-${w}`,
+      resource: "two",
+      consume: { rpm: 1, tpm: 100 },
+    })),
+    await row("reserve hot key 2x16", 2, () => ({
+      entityId: "hot-key",
+      resource: "one",
+      consume: { rpm: 1 },
+    })),
+  ];
+}

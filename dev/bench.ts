@@ -7,14 +7,22 @@
  * concurrency 1 and 32, warm caches, buckets far from empty. Each worker has
  * its own entity (as separate API keys would). Prints ops/s, p50/p99 and the
  * acquire/raw throughput ratio.
+ *
+ * Then the local reserve rows at concurrency 32 (one limit and cascade with
+ * a key per worker, one hot key shared by two limiters), each against strict
+ * one limit measured just before: decisions/s, DynamoDB calls per decision,
+ * tokens held in slices at stop, tokens stranded at close, false refusals.
+ * `BENCH_ROWS=reserve` runs only those.
  */
 import { DynamoDBClient } from "@aws-sdk/client-dynamodb";
-import { acquireScenarios, rawBaseline } from "./_bench_setup.ts";
+import { acquireScenarios, rawBaseline, reserveRows } from "./_bench_setup.ts";
 import { startDynamoDbLocal } from "./dynamodb_local.ts";
-import { Limit, RateLimiter, Repository } from "../mod.ts";
+import { Limit, RateLimiter, RateLimitExceeded, Repository } from "../mod.ts";
 
 const DURATION_MS = Number(Deno.env.get("BENCH_MS") ?? 4000);
 const CONCURRENCIES = [1, 32];
+/** `reserve`: only the local reserve rows (a quick look while others work). */
+const ONLY = Deno.env.get("BENCH_ROWS");
 
 interface Result {
   ops: number;
@@ -60,6 +68,7 @@ const client = new DynamoDBClient({
   region: "us-east-1",
   credentials: { accessKeyId: "local", secretAccessKey: "local" },
 });
+const extra: DynamoDBClient[] = [];
 try {
   const repo = await Repository.open({
     client,
@@ -73,35 +82,94 @@ try {
   await measure(32, raw, 3000);
   for (const [, op] of scenarios) await measure(32, op, 2000);
 
-  console.log(
-    `\nzae-limiter bench on DynamoDB Local, ${DURATION_MS / 1000} s per row\n`,
-  );
-  console.log(
-    "scenario        conc     ops/s    p50 ms   p99 ms   raw ops/s  acquire/raw",
-  );
-  for (const c of CONCURRENCIES) {
-    for (const [name, op] of scenarios) {
-      // Measure the baseline right before and after each row; use the mean, so JVM drift affects both sides.
-      const before = await measure(c, raw, DURATION_MS / 2);
-      const r = await measure(c, op);
-      const after = await measure(c, raw, DURATION_MS / 2);
-      const base = (before.ops + after.ops) / 2;
+  const strictRows = async (): Promise<void> => {
+    console.log(
+      `\nzae-limiter bench on DynamoDB Local, ${
+        DURATION_MS / 1000
+      } s per row\n`,
+    );
+    console.log(
+      "scenario        conc     ops/s    p50 ms   p99 ms   raw ops/s  acquire/raw",
+    );
+    for (const c of CONCURRENCIES) {
+      for (const [name, op] of scenarios) {
+        // Measure the baseline right before and after each row; use the mean, so JVM drift affects both sides.
+        const before = await measure(c, raw, DURATION_MS / 2);
+        const r = await measure(c, op);
+        const after = await measure(c, raw, DURATION_MS / 2);
+        const base = (before.ops + after.ops) / 2;
+        console.log(
+          `${name.padEnd(15)} ${String(c).padStart(4)} ${
+            r.ops.toFixed(0).padStart(9)
+          } ${r.p50.toFixed(2).padStart(9)} ${r.p99.toFixed(2).padStart(8)} ${
+            base.toFixed(0).padStart(11)
+          } ${(r.ops / base).toFixed(2).padStart(12)}`,
+        );
+      }
+    }
+    const rawOne = await measure(1, raw);
+    console.log(
+      `\nraw conditional UpdateItem, concurrency 1: ${
+        rawOne.ops.toFixed(0)
+      } ops/s, p50 ${rawOne.p50.toFixed(2)} ms`,
+    );
+  };
+
+  /**
+   * Local reserve rows at concurrency 32 against strict one limit measured
+   * right before each: decisions/s, DynamoDB calls per decision, tokens
+   * held in slices when the load stopped (what a crash would strand),
+   * tokens not given back at close, and refusals (limits are far from
+   * exhausted: every refusal is false).
+   */
+  const reserveTable = async (): Promise<void> => {
+    const strict = scenarios.find(([n]) => n === "one limit")?.[1];
+    if (!strict) throw new Error("no strict one-limit scenario");
+    const rows = await reserveRows(
+      { RateLimiter, RateLimitExceeded, Repository },
+      repo,
+      () => {
+        const c = new DynamoDBClient({
+          endpoint: external ?? local?.endpoint ?? "",
+          region: "us-east-1",
+          credentials: { accessKeyId: "local", secretAccessKey: "local" },
+        });
+        let n = 0;
+        c.middlewareStack.add((next) => (args) => {
+          n++;
+          return next(args);
+        }, { step: "initialize", name: "benchCount" });
+        extra.push(c);
+        return { client: c, calls: () => n };
+      },
+    );
+    console.log(
+      `\nlocal reserve, concurrency 32, ${DURATION_MS / 1000} s per row\n`,
+    );
+    console.log(
+      "scenario              decisions/s  calls/decision  decisions/call  held at stop  stranded  false refusals  vs strict one limit",
+    );
+    for (const r of rows) {
+      const base = await measure(32, strict);
+      await measure(32, r.op, 1000); // warm: caches, first slices
+      r.reset();
+      const m = await measure(32, r.op);
+      const f = await r.finish();
       console.log(
-        `${name.padEnd(15)} ${String(c).padStart(4)} ${
-          r.ops.toFixed(0).padStart(9)
-        } ${r.p50.toFixed(2).padStart(9)} ${r.p99.toFixed(2).padStart(8)} ${
-          base.toFixed(0).padStart(11)
-        } ${(r.ops / base).toFixed(2).padStart(12)}`,
+        `${r.name.padEnd(21)} ${m.ops.toFixed(0).padStart(12)} ${
+          (f.calls / f.decisions).toFixed(3).padStart(15)
+        } ${(f.decisions / Math.max(1, f.calls)).toFixed(1).padStart(15)} ${
+          f.heldAtStop.toFixed(0).padStart(13)
+        } ${f.stranded.toFixed(0).padStart(9)} ${
+          String(f.refusals).padStart(15)
+        } ${(m.ops / base.ops).toFixed(2).padStart(20)}`,
       );
     }
-  }
-  const rawOne = await measure(1, raw);
-  console.log(
-    `\nraw conditional UpdateItem, concurrency 1: ${
-      rawOne.ops.toFixed(0)
-    } ops/s, p50 ${rawOne.p50.toFixed(2)} ms`,
-  );
+  };
+  if (ONLY !== "reserve") await strictRows();
+  await reserveTable();
 } finally {
+  for (const c of extra) c.destroy();
   client.destroy();
   await local?.stop();
 }
