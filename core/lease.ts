@@ -92,7 +92,7 @@ export interface LeaseOptions {
    * one item's commit or rollback deltas in memory, all or nothing;
    * `false` sends them to DynamoDB.
    */
-  readonly local?: (
+  readonly slices?: (
     ref: BucketRef,
     deltas: ReadonlyMap<string, bigint>,
   ) => boolean;
@@ -529,7 +529,7 @@ export class Lease implements AsyncDisposable {
         await Promise.all(groups.map(async (entries) => {
           const first = entries[0] as LeaseEntry;
           const map = new Map(entries.map((e) => [e.limit.name, delta(e)]));
-          if (this.#options.local?.(first.ref, map)) {
+          if (this.#options.slices?.(first.ref, map)) {
             for (const e of entries) e.written += delta(e);
             return;
           }

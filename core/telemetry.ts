@@ -56,7 +56,7 @@ const DECISION_OUTCOMES: readonly DecisionOutcome[] = [
 ];
 
 /** The way a decision was reached. */
-export type DecisionPath = "warm" | "slow" | "retry" | "cached";
+export type DecisionPath = "warm" | "slow" | "retry" | "cached" | "reserve";
 
 /** Options of the limiter's telemetry. */
 export interface TelemetryOptions {

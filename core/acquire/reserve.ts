@@ -46,6 +46,7 @@ import { paramsOf, refill, sameParams } from "../bucket.ts";
 import { WCU_PER_WRITE } from "../bucket_item.ts";
 import type { ChargeOutcome, Target } from "../bucket_writer.ts";
 import { Lease } from "../lease.ts";
+import { markPath } from "../telemetry.ts";
 import type { Limit } from "../limit.ts";
 import { certainlyNotApplied, withDeadline, withGrace } from "../transport.ts";
 import { type Admission, reportStranded } from "./admission.ts";
@@ -174,6 +175,7 @@ export class LocalReserve {
       );
       if (short.length === 0) {
         this.#local++;
+        markPath("reserve");
         const slices = plans.map((p) => p.slice as Slice);
         plans.forEach((p, i) => move(slices[i] as Slice, p.side.charge, 1n));
         return this.#lease(plans, resource, slices);
@@ -436,7 +438,7 @@ export class LocalReserve {
       false,
       {
         ...adm.leaseOptions,
-        local: (ref, deltas) => this.#settle(bySlice.get(refKey(ref)), deltas),
+        slices: (ref, deltas) => this.#settle(bySlice.get(refKey(ref)), deltas),
       },
     );
   }
