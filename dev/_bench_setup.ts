@@ -103,6 +103,8 @@ export interface ReserveFigures {
 export interface ReserveRow {
   /** Row name. */
   readonly name: string;
+  /** Each worker paces itself (open loop): decisions/s is the offered load, not a maximum. */
+  readonly paced: boolean;
   /** One decision of worker `w` (a refusal resolves, it is counted). */
   readonly op: Op;
   /** Forgets the counts so far (after a warm-up). */
@@ -119,10 +121,16 @@ export interface ReserveRow {
  * its own SDK client and a count of the calls it sent.
  */
 export async function reserveRows(
-  lib: Pick<typeof Lib, "RateLimiter" | "RateLimitExceeded" | "Repository">,
+  lib: Pick<
+    typeof Lib,
+    "Limit" | "RateLimiter" | "RateLimitExceeded" | "Repository"
+  >,
   repo: Lib.Repository,
   client: () => { client: DynamoDBClient; calls: () => number },
 ): Promise<ReserveRow[]> {
+  await repo.setResourceDefaults("steady", [
+    lib.Limit.custom("rps", 1000, 1000, 1),
+  ]);
   const open = async () => {
     const c = client();
     const r = await lib.Repository.open({
@@ -142,6 +150,7 @@ export async function reserveRows(
       resource: string;
       consume: Record<string, number>;
     },
+    paceMs = 0,
   ): Promise<ReserveRow> => {
     const opened = await Promise.all(
       Array.from({ length: processes }, () => open()),
@@ -155,8 +164,10 @@ export async function reserveRows(
     let callsAt = 0;
     return {
       name,
+      paced: paceMs > 0,
       op: async (w) => {
         const limiter = limiters[w % processes] as Lib.RateLimiter;
+        const t = performance.now();
         try {
           await limiter.acquire(call(w), () => {});
         } catch (e) {
@@ -164,6 +175,8 @@ export async function reserveRows(
           refusals++;
         }
         decisions++;
+        const wait = paceMs - (performance.now() - t);
+        if (wait > 0) await new Promise((r) => setTimeout(r, wait));
       },
       reset() {
         decisions = 0;
@@ -211,5 +224,13 @@ export async function reserveRows(
       resource: "one",
       consume: { rpm: 1 },
     })),
+    // A real limit (1,000 a second, capacity 1,000) under a steady 800 a
+    // second from two processes: an ideal bucket refuses none of it, so
+    // every refusal is false (tokens another process held).
+    await row("reserve steady 80% 2x16", 2, () => ({
+      entityId: "steady-key",
+      resource: "steady",
+      consume: { rps: 1 },
+    }), 40),
   ];
 }

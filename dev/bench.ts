@@ -126,7 +126,7 @@ try {
     const strict = scenarios.find(([n]) => n === "one limit")?.[1];
     if (!strict) throw new Error("no strict one-limit scenario");
     const rows = await reserveRows(
-      { RateLimiter, RateLimitExceeded, Repository },
+      { Limit, RateLimiter, RateLimitExceeded, Repository },
       repo,
       () => {
         const c = new DynamoDBClient({
@@ -162,7 +162,7 @@ try {
           f.heldAtStop.toFixed(0).padStart(13)
         } ${f.stranded.toFixed(0).padStart(9)} ${
           String(f.refusals).padStart(15)
-        } ${(m.ops / base.ops).toFixed(2).padStart(20)}`,
+        } ${(r.paced ? "paced" : (m.ops / base.ops).toFixed(2)).padStart(20)}`,
       );
     }
   };
