@@ -21,7 +21,7 @@
  *   another failed), or the call goes to DynamoDB as today.
  * - **Leases.** `lease.adjust` up is taken from the slice when it covers
  *   it, else written to DynamoDB; rollback (and a release) returns to the
- *   slice while it lives, never more than the slice lent out.
+ *   slice while it lives, never more than the lease got from it.
  * - **Giving back.** A slice unused for `ttlMs`, a slice whose limits
  *   changed, and every slice at `limiter.close()` is given back through
  *   `BucketWriter.apply`: the give-back path that never lifts a bucket
@@ -29,15 +29,8 @@
  * - **Refusals** are never decided from memory: a call the slices do not
  *   cover is decided by DynamoDB on fresh state.
  *
- * Bounds: a process holds at most one slice per bucket, at most
- * `maxFraction × capacity` tokens of each limit. Tokens spent from a slice
- * were taken earlier, so a window that starts while slices are held may see
- * up to the tokens held then (at most processes × `maxFraction × capacity`)
- * more than an ideal bucket over that window alone (time-shifted, never
- * more in total); they are spent or given back within `ttlMs` of the last
- * top-up. A crash strands at most the slice held per bucket (≤ `maxFraction
- * × capacity` per limit) until refill; a write that fails in a way that may
- * have applied strands its slice too, reported to `onStranded`.
+ * Bounds (held, time-shifted, stranded tokens; false refusals): README
+ * section "Local reserve".
  *
  * @module
  */
@@ -55,6 +48,7 @@ import { target } from "./fast_path.ts";
 import { leaseEntries, type Side, sideRef } from "./plan.ts";
 import { RecentDemand } from "./reserve_demand.ts";
 import {
+  addAll,
   addTo,
   bucketKey,
   covers,
@@ -223,14 +217,11 @@ export class LocalReserve {
 
   /**
    * What a short side's write charges per limit: the call's charge plus a
-   * new slice, less what the slice still holds (a limit the slice covers
-   * well enough may charge nothing); `null` when a slice is not worth
-   * taking (a limit the slice holds nothing of was asked for less than
-   * twice this charge over the window: sparse traffic, one write per call
-   * is cheaper). The slice (what is left after the call) is sized to the
-   * recent demand, capped at `maxFraction` of the capacity and at half of
-   * what the bucket was last seen to hold beyond the charge, in whole
-   * tokens.
+   * new slice less what the slice holds; `null` when no slice is worth it
+   * (sparse traffic: a limit the slice lacks was asked for less than twice
+   * this charge over the window). The slice is the recent demand, capped
+   * at `maxFraction` of the capacity and at half of what the bucket was
+   * last seen to hold beyond the charge, in whole tokens.
    */
   #extra(p: Plan, t: Target, now: number): Map<string, bigint> | null {
     const known = this.#adm.writer.known(t.ref);
@@ -355,7 +346,7 @@ export class LocalReserve {
       else if (r.status === "rejected" && !certainlyNotApplied(r.reason)) {
         adm.writer.remember(t.ref, null);
         reportStranded(adm, t.ref, a, "debit", r.reason);
-        this.#count(this.#stranded, a);
+        addAll(this.#stranded, a);
       }
     }));
     const failed = results.find((r) => r.status === "rejected");
@@ -425,11 +416,14 @@ export class LocalReserve {
     const adm = this.#adm;
     const ns = adm.source.namespaceId;
     const bySlice = new Map<string, Slice>();
+    // What this lease holds of each slice: all a rollback may return to it.
+    const mine = new Map<string, Map<string, bigint>>();
     const now = adm.clock.now();
-    for (const s of slices) {
+    slices.forEach((s, i) => {
       bySlice.set(refKey(s.ref), s);
+      mine.set(refKey(s.ref), new Map(plans[i]?.side.charge));
       s.expiresAt = now + this.#config.ttlMs;
-    }
+    });
     return new Lease(
       adm.writer,
       plans[0]?.side.entityId ?? "",
@@ -438,25 +432,33 @@ export class LocalReserve {
       false,
       {
         ...adm.leaseOptions,
-        slices: (ref, deltas) => this.#settle(bySlice.get(refKey(ref)), deltas),
+        slices: (ref, deltas) =>
+          this.#settle(
+            bySlice.get(refKey(ref)),
+            mine.get(refKey(ref)),
+            deltas,
+          ),
       },
     );
   }
 
   /**
    * A lease's deltas on a slice, all or nothing: a debit when the slice
-   * holds it, a give-back up to what the slice lent. `false`: DynamoDB.
+   * holds it, a give-back up to what this lease holds of the slice (a
+   * release beyond it is a give-back DynamoDB caps). `false`: DynamoDB.
    */
   #settle(
     s: Slice | undefined,
+    mine: Map<string, bigint> | undefined,
     deltas: ReadonlyMap<string, bigint>,
   ): boolean {
-    if (!s || s.dropped || this.#closed) return false;
+    if (!s || !mine || s.dropped || this.#closed) return false;
     for (const [n, d] of deltas) {
       if (d > 0n && (s.left.get(n) ?? 0n) < d) return false;
-      if (d < 0n && (s.out.get(n) ?? 0n) < -d) return false;
+      if (d < 0n && (mine.get(n) ?? 0n) < -d) return false;
     }
     move(s, deltas, 1n);
+    for (const [n, d] of deltas) addTo(mine, n, d);
     return true;
   }
 
@@ -479,7 +481,7 @@ export class LocalReserve {
       }
     } catch (e) {
       reportStranded(this.#adm, t.ref, a, "debit", e);
-      this.#count(this.#stranded, a);
+      addAll(this.#stranded, a);
     }
   }
 
@@ -526,18 +528,14 @@ export class LocalReserve {
           null,
         );
       }
-      this.#count(this.#returned, back);
+      addAll(this.#returned, back);
       this.#emit("returned", s, back);
     } catch (e) {
       if (!certainlyNotApplied(e)) this.#adm.writer.remember(s.ref, null);
       reportStranded(this.#adm, s.ref, back, "giveback", e);
-      this.#count(this.#stranded, back);
+      addAll(this.#stranded, back);
       this.#emit("stranded", s, back);
     }
-  }
-
-  #count(into: Map<string, bigint>, m: ReadonlyMap<string, bigint>): void {
-    for (const [n, a] of m) addTo(into, n, a);
   }
 
   #emit(kind: SliceEvent["kind"], s: Slice, m: ReadonlyMap<string, bigint>) {
@@ -566,11 +564,11 @@ export class LocalReserve {
     const signal = this.#stop.signal;
     try {
       while (this.#slices.size > 0 && !signal.aborted) {
-        let next = Infinity;
-        for (const s of this.#slices.values()) {
-          next = Math.min(next, s.expiresAt);
-        }
-        const wait = Math.max(0, next - clock.now());
+        const next = Math.min(
+          ...[...this.#slices.values()].map((s) => s.expiresAt),
+        );
+        // At least 10 ms: an expired slice with a write in flight stays a while.
+        const wait = Math.max(10, next - clock.now());
         try {
           await clock.sleep(wait, signal);
         } catch {
@@ -586,7 +584,7 @@ export class LocalReserve {
     }
   }
 
-  /** Gives every slice back and waits for the writes; later acquires go to DynamoDB. */
+  /** Gives every slice back, waits for the writes; later calls go to DynamoDB. */
   async close(): Promise<void> {
     this.#closed = true;
     this.#stop.abort();

@@ -66,6 +66,14 @@ export function addTo(m: Map<string, bigint>, n: string, a: bigint): void {
   m.set(n, (m.get(n) ?? 0n) + a);
 }
 
+/** Adds every entry of `m` to `into`. */
+export function addAll(
+  into: Map<string, bigint>,
+  m: ReadonlyMap<string, bigint>,
+): void {
+  for (const [n, a] of m) addTo(into, n, a);
+}
+
 /** Whether the slice holds every amount of a charge. */
 export function covers(s: Slice, charge: ReadonlyMap<string, bigint>): boolean {
   for (const [n, a] of charge) if ((s.left.get(n) ?? 0n) < a) return false;

@@ -299,3 +299,28 @@ Deno.test("RateLimiter turns the local reserve off on AWS Lambda with a note to 
   for (let i = 0; i < 20; i++) await limiter.acquire(req, () => {});
   await limiter.close(); // nothing to give back
 });
+
+Deno.test("localReserve: a release beyond what a lease got from its slice is a give-back DynamoDB caps", async () => {
+  const t = setup({ ttlMs: 60_000 }, [Limit.custom("rpm", 100, 100, 3600)]);
+  try {
+    for (let i = 0; i < 12; i++) await t.limiter.acquire(req, () => {});
+    const held = t.limiter.reserveStats()?.heldTokens["rpm"] ?? 0;
+    assert.ok(held >= 2, `held ${held}`);
+    const writes = t.writes();
+    // 1 taken, 50 released: 49 more than the lease holds.
+    await t.limiter.acquire(req, (lease) => lease.adjust({ rpm: -50 }));
+    assert.equal(t.writes(), writes + 1, "the release went to the store");
+    assert.equal(
+      t.limiter.reserveStats()?.heldTokens["rpm"],
+      held - 1,
+      "the slice did not grow",
+    );
+    // The store capped the give-back at capacity: slices + store ≤ 100.
+    const tk = t.tk() as bigint;
+    assert.ok(tk <= 100_000n, `tk ${tk}`);
+  } finally {
+    await t.limiter.close();
+  }
+  const tk = t.tk() as bigint;
+  assert.ok(tk <= 100_000n, `after close: tk ${tk}`);
+});
