@@ -166,10 +166,12 @@ async function takeOne(
 ): Promise<HeldSlot | LimitStatus> {
   const key = keyOf(ref);
   const expiry = start + limit.leaseMs;
-  let fresh = false;
+  // The item as this call's last failed take showed it (the shared cache
+  // may hold an older view from another call: only a hint for the first pick).
+  let fresh: Map<number, SlotState> | null = null;
   for (let n = 0; n < MAX_TAKES; n++) {
     const now = ctx.clock.now();
-    const known = ctx.known.get(key) ?? new Map<number, SlotState>();
+    const known = fresh ?? ctx.known.get(key) ?? new Map<number, SlotState>();
     const free: number[] = [];
     let soonest = 0;
     for (let i = 0; i < limit.max; i++) {
@@ -199,16 +201,10 @@ async function takeOne(
       ctx.known.set(key, next);
       return { ref, slot, holder, expiry };
     }
-    ctx.known.set(key, new Map(r.slots));
-    fresh = true;
+    fresh = new Map(r.slots);
+    ctx.known.set(key, fresh);
   }
-  return status(
-    limit,
-    ref,
-    ctx.known.get(key) ?? new Map(),
-    ctx.clock.now(),
-    true,
-  );
+  return status(limit, ref, fresh ?? new Map(), ctx.clock.now(), true);
 }
 
 /** Frees slots; a failure is reported (each slot frees at its expiry anyway). */

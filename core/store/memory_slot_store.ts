@@ -19,10 +19,14 @@ import {
 /** Slot items in memory. */
 export class MemorySlotStore implements SlotStore {
   readonly #items = new Map<string, Map<number, SlotState>>();
-  readonly #hook: (() => void | Promise<void>) | undefined;
+  readonly #hook:
+    | ((op: "take" | "release") => void | Promise<void>)
+    | undefined;
 
   /** An empty store; `hook` runs before each call (throw to fail it, await to delay it). */
-  constructor(options: { hook?: () => void | Promise<void> } = {}) {
+  constructor(
+    options: { hook?: (op: "take" | "release") => void | Promise<void> } = {},
+  ) {
     this.#hook = options.hook;
   }
 
@@ -39,7 +43,7 @@ export class MemorySlotStore implements SlotStore {
   }
 
   async take(ref: SlotRef, t: SlotTake): Promise<TakeResult> {
-    await this.#hook?.();
+    await this.#hook?.("take");
     const m = this.#slots(ref);
     const cur = m.get(t.slot);
     if (cur && cur.expiry > t.now) return { ok: false, slots: new Map(m) };
@@ -53,7 +57,7 @@ export class MemorySlotStore implements SlotStore {
     holder: string,
     expiry: number,
   ): Promise<void> {
-    await this.#hook?.();
+    await this.#hook?.("release");
     const m = this.#slots(ref);
     const cur = m.get(slot);
     if (cur && cur.holder === holder && cur.expiry === expiry) m.delete(slot);

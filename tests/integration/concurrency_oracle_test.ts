@@ -1,0 +1,62 @@
+/**
+ * The concurrency-limit and lease-deadline oracle on DynamoDB Local: a
+ * bounded number of random histories (several limiters, each with its own
+ * Repository and caches, like separate processes; acquires held for random
+ * times, some past their deadline, some never ended) judged by the holders
+ * checker (never more than `max` unexpired holders, refusals only when the
+ * limit may have been full) and the ideal-bucket checker on the rate limit
+ * (with the stored `tc`: nothing adjusted or given back after a deadline).
+ * Every client uses the real clock as is (`clock: systemClock`), so one
+ * clock orders the history.
+ */
+import fc from "fast-check";
+import { Limit, RateLimiter, Repository, systemClock } from "../../mod.ts";
+import {
+  judge,
+  rng,
+  runConcurrencyHistory,
+  scenarioArb,
+} from "../_oracle/concurrency_drive.ts";
+import { freshRepo } from "./_harness.ts";
+import { num, rawBucket } from "./_stored.ts";
+
+Deno.test("DynamoDB Local: concurrency limits never hold more than max unexpired holders, refuse only when full, and nothing moves after a lease deadline", async () => {
+  await fc.assert(
+    fc.asyncProperty(
+      scenarioArb.map((sc) => ({
+        ...sc,
+        faults: false, // the slot store is DynamoDB here: latency is real
+        leaseMs: sc.leaseMs * 3, // DynamoDB Local answers in milliseconds, not microseconds
+      })),
+      async (sc) => {
+        await using env = await freshRepo({ clock: systemClock });
+        await env.repo.setSystemDefaults([Limit.custom("rpm", 6, 6, 1)]);
+        const history = await runConcurrencyHistory(sc, {
+          perWorker: 5,
+          makeLimiter: async (i) =>
+            new RateLimiter(
+              await Repository.open({
+                client: env.client,
+                stack: env.repo.tableName,
+                clock: systemClock,
+              }),
+              {
+                onError: () => {},
+                refusalCacheSize: 0,
+                random: rng(sc.seed + i),
+              },
+            ),
+          finalTc: async () =>
+            BigInt(
+              num(
+                await rawBucket(env.client, env.repo, "solo", "api"),
+                "b_rpm_tc",
+              ),
+            ),
+        });
+        judge(sc, history);
+      },
+    ),
+    { numRuns: 4 },
+  );
+});
