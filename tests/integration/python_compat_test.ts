@@ -112,3 +112,60 @@ Deno.test("every item written with shadow limits and calendar quotas reads under
   assert.equal(byType.get("bucket"), 3); // user, org, solo
   assert.deepEqual([...seen].sort(), ["cal", "sh", "tz", "we", "ws"]);
 });
+
+Deno.test("concurrency slots are a NEW item type a 0.10 reader does not recognise and no 0.10 query returns; every other item reads under the 0.10 rules with no new attribute", async () => {
+  await using env = await freshRepo();
+  const { repo } = env;
+  await repo.setSystemDefaults([
+    Limit.perMinute("rpm", 100),
+    Limit.perMinute("tpm", 10_000),
+  ], { onUnavailable: "block" });
+  await repo.createEntity("org", { name: "Org" });
+  await repo.createEntity("user", { parentId: "org", cascade: true });
+  const limiter = new RateLimiter(repo, { maxHoldMs: 60_000 });
+  const concurrency = [
+    Limit.concurrent("inflight", 4, { leaseMs: 30_000 }),
+    Limit.concurrent("streams", 1, { leaseMs: 30_000 }),
+  ];
+  const held = await limiter.acquire({
+    entityId: "user",
+    resource: "gpt-4",
+    consume: { rpm: 1, tpm: 500 },
+    concurrency,
+  });
+  await limiter.acquire({
+    entityId: "user",
+    resource: "gpt-4",
+    consume: { rpm: 1 },
+    concurrency: [concurrency[0] as (typeof concurrency)[0]],
+  }, (l) => l.adjust({ rpm: 1 }));
+  held.adjust({ tpm: -200 });
+  // A crashed holder: its slot and its charge stay.
+  await limiter.acquire({
+    entityId: "solo",
+    resource: "api",
+    consume: { rpm: 1 },
+    concurrency,
+  });
+
+  const items = (await env.client.send(
+    new ScanCommand({ TableName: repo.tableName, ConsistentRead: true }),
+  )).Items ?? [];
+  const slotItems = items.filter((i) =>
+    /\/CONCURRENCY#/.test(i["PK"]?.S ?? "")
+  );
+  assert.equal(slotItems.length, 4); // user and solo, two limits each
+  for (const item of items) {
+    const r = readItem(item, { config: [], bucket: [] });
+    if (/\/CONCURRENCY#/.test(item["PK"]?.S ?? "")) {
+      // Not a 0.10 record type, and on no index a 0.10 query reads.
+      assert.equal(r.type, "unknown");
+      assert.ok(!Object.keys(item).some((k) => k.startsWith("GSI")));
+      assert.match(item["SK"]?.S ?? "", /^#SLOTS#(inflight|streams)$/);
+      continue;
+    }
+    assert.deepEqual(r.issues, [], `${item["PK"]?.S} ${item["SK"]?.S}`);
+    assert.deepEqual(r.extensions, []);
+  }
+  await held.commit();
+});
