@@ -369,6 +369,7 @@ export class RateLimiter {
       wait,
       clock: this.#adm.clock,
       random: this.#adm.random,
+      released: new Set(concurrency.map((c) => c.name)),
       ...(o.signal ? { signal: o.signal } : {}),
     });
   }

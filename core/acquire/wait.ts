@@ -13,7 +13,9 @@
  * - **Bounded.** A try starts no later than `maxMs` after the call started;
  *   a refusal whose Retry-After ends past that is thrown at once (the usual
  *   {@linkcode RateLimitExceeded}, with its statuses) instead of sleeping
- *   for nothing. `maxMs: 0` tries once.
+ *   for nothing. `maxMs: 0` tries once. A concurrency limit's slot may be
+ *   given back before its Retry-After (the holder's lease deadline): while
+ *   only such limits refuse, the wait tries again every 100 ms or so.
  * - **Deadlines.** The per-call `timeoutMs` (or the limiter's) bounds each
  *   try, not the wait: a call takes at most `maxMs` plus one `timeoutMs`.
  * - **Cancellable.** Aborting `signal` ends the wait at once, rejecting
@@ -37,6 +39,12 @@ export interface WaitOptions {
 
 /** Shortest sleep between two tries (a Retry-After of 0 does not spin). */
 export const MIN_WAIT_MS = 5;
+/**
+ * Seconds between tries while a limit that may free up before its
+ * Retry-After (a concurrency slot given back before its lease deadline)
+ * refuses.
+ */
+export const RELEASE_POLL_SECONDS = 0.1;
 /** Least jitter range added to a Retry-After. */
 export const MIN_JITTER_MS = 10;
 /** Jitter range as a fraction of the Retry-After. */
@@ -93,6 +101,37 @@ export interface WaitContext {
   readonly random: () => number;
   /** Cancels the wait. */
   readonly signal?: AbortSignal;
+  /**
+   * Limits whose capacity may come back before their Retry-After
+   * (concurrency limits: a holder may end its lease early). Their refusal
+   * is tried again every {@linkcode RELEASE_POLL_SECONDS} (jittered) within
+   * `maxMs`, and never ends the wait at once.
+   */
+  readonly released?: ReadonlySet<string>;
+}
+
+/**
+ * Seconds to wait after refusal `e`, and whether a limit that cannot free
+ * up early refuses past `leftMs` (then waiting is pointless). Pure.
+ */
+export function refusalWait(
+  e: RateLimitExceeded,
+  leftMs: number,
+  released: ReadonlySet<string> = new Set(),
+): { readonly seconds: number; readonly hopeless: boolean } {
+  let seconds = 0;
+  let hopeless = false;
+  for (const v of e.violations) {
+    const early = released.has(v.limitName);
+    const s = early
+      ? Math.min(v.retryAfterSeconds, RELEASE_POLL_SECONDS)
+      : v.retryAfterSeconds;
+    if (!early && Math.ceil(v.retryAfterSeconds * 1000) > leftMs) {
+      hopeless = true;
+    }
+    seconds = Math.max(seconds, s);
+  }
+  return { seconds, hopeless };
 }
 
 /**
@@ -117,9 +156,10 @@ export async function waitForCapacity<T>(
       if (signal?.aborted) throw signal.reason;
       if (!(e instanceof RateLimitExceeded)) throw e;
       const left = until - clock.now();
-      if (left <= 0 || Math.ceil(e.retryAfterSeconds * 1000) > left) throw e;
+      const next = refusalWait(e, left, ctx.released);
+      if (left <= 0 || next.hopeless) throw e;
       await clock.sleep(
-        Math.min(waitDelayMs(e.retryAfterSeconds, ctx.random), left),
+        Math.min(waitDelayMs(next.seconds, ctx.random), left),
         signal,
       );
     }

@@ -12,16 +12,21 @@ import {
   JITTER_FRACTION,
   MIN_JITTER_MS,
   MIN_WAIT_MS,
+  refusalWait,
+  RELEASE_POLL_SECONDS,
   resolveWait,
   waitDelayMs,
   waitForCapacity,
 } from "./wait.ts";
 
-function refusal(retryAfterSeconds: number): RateLimitExceeded {
+function refusal(
+  retryAfterSeconds: number,
+  limitName = "rpm",
+): RateLimitExceeded {
   const s: LimitStatus = {
     entityId: "e",
     resource: "r",
-    limitName: "rpm",
+    limitName,
     limit: Limit.perMinute("rpm", 1),
     available: 0,
     requested: 1,
@@ -168,4 +173,44 @@ Deno.test("waitForCapacity() rejects with the signal's reason when cancelled mid
     (x: unknown) => x === reason,
   );
   assert.equal(n, 1);
+});
+
+Deno.test("refusalWait() polls a limit that may free up early and waits out the others", () => {
+  const released = new Set(["inflight"]);
+  const both = new RateLimitExceeded([
+    ...refusal(30, "inflight").statuses,
+    ...refusal(0.4, "rpm").statuses,
+  ]);
+  assert.deepEqual(refusalWait(both, 1000, released), {
+    seconds: 0.4,
+    hopeless: false,
+  });
+  assert.deepEqual(refusalWait(refusal(30, "inflight"), 1000, released), {
+    seconds: RELEASE_POLL_SECONDS,
+    hopeless: false,
+  });
+  // Without the hint, a Retry-After past maxMs ends the wait at once.
+  assert.equal(refusalWait(refusal(30, "inflight"), 1000).hopeless, true);
+  assert.equal(refusalWait(refusal(2, "rpm"), 1000, released).hopeless, true);
+});
+
+Deno.test("waitForCapacity() polls a released limit until a slot comes back, within maxMs", async () => {
+  const clock = new VirtualClock();
+  const t0 = clock.now();
+  const tries: number[] = [];
+  const p = waitForCapacity(() => {
+    tries.push(clock.now() - t0);
+    // The holder ends its lease at 350 ms, long before its 60 s deadline.
+    return clock.now() - t0 >= 350
+      ? Promise.resolve("lease")
+      : Promise.reject(refusal(60, "inflight"));
+  }, {
+    wait: { maxMs: 2000 },
+    clock,
+    random: () => 0,
+    released: new Set(["inflight"]),
+  });
+  await clock.advance(1000);
+  assert.equal(await p, "lease");
+  assert.deepEqual(tries, [0, 100, 200, 300, 400]);
 });

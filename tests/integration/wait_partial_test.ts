@@ -219,6 +219,34 @@ Deno.test("acquire() rejects a bad wait with a ValidationError naming the field"
   }
 });
 
+Deno.test("acquire() with wait on a concurrency limit is admitted when a holder ends its lease, long before the slot's deadline", async () => {
+  await using env = await freshRepo();
+  const limiter = new RateLimiter(env.repo, { refusalCacheSize: 0 });
+  await env.repo.setSystemDefaults([Limit.perMinute("rpm", 100)]);
+  const inflight = Limit.concurrent("inflight", 1, { leaseMs: 30_000 });
+  const req = {
+    entityId: "k",
+    resource: "api",
+    consume: { rpm: 1 },
+    concurrency: [inflight],
+  };
+  const first = await limiter.acquire(req);
+  // Without waiting the second is refused; with wait it polls the slot.
+  await assert.rejects(limiter.acquire(req), RateLimitExceeded);
+  setTimeout(() => void first.commit(), 300);
+  const t0 = Date.now();
+  const second = await limiter.acquire({ ...req, wait: { maxMs: 5000 } });
+  const took = Date.now() - t0;
+  assert.ok(took >= 250 && took < 4000, `admitted after ${took} ms`);
+  await second.commit();
+  const item = await rawBucket(env.client, env.repo, "k", "api");
+  assert.equal(
+    num(item, "b_rpm_tc"),
+    2000,
+    "the refused tries charged nothing",
+  );
+});
+
 // ------------------------------------------------------------ partial grants
 
 Deno.test("acquire() with min grants what the cascade parent has left, charges both that much, and rolls back", async () => {
