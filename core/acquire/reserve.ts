@@ -35,7 +35,7 @@
  * @module
  */
 import { AsyncResource } from "node:async_hooks";
-import { paramsOf, refill, sameParams } from "../bucket.ts";
+import { paramsOf, sameParams } from "../bucket.ts";
 import { WCU_PER_WRITE } from "../bucket_item.ts";
 import type { ChargeOutcome, Target } from "../bucket_writer.ts";
 import { Lease } from "../lease.ts";
@@ -221,7 +221,7 @@ export class LocalReserve {
    * (sparse traffic: a limit the slice lacks was asked for less than twice
    * this charge over the window). The slice is the recent demand, capped
    * at `maxFraction` of the capacity and at half of what the bucket was
-   * last seen to hold beyond the charge, in whole tokens.
+   * last seen to store beyond the charge, in whole tokens.
    */
   #extra(p: Plan, t: Target, now: number): Map<string, bigint> | null {
     const known = this.#adm.writer.known(t.ref);
@@ -240,7 +240,9 @@ export class LocalReserve {
       );
       const held = p.slice?.left.get(name) ?? 0n;
       if (held <= 0n && recent < 2n * a) return null;
-      const avail = refill(st.tk, known.rf, BigInt(now), spec.eff).tk;
+      // From the stored tokens, not the refill since: a take stays a plain
+      // write (no race for the `rf` lock with other processes' refills).
+      const avail = st.tk < spec.eff.cp ? st.tk : spec.eff.cp;
       let x = recent;
       const cap = (spec.eff.cp * this.#config.fractionPpm) / 1_000_000n;
       const room = (avail - a) / 2n;

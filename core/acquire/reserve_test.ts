@@ -324,3 +324,25 @@ Deno.test("localReserve: a release beyond what a lease got from its slice is a g
   const tk = t.tk() as bigint;
   assert.ok(tk <= 100_000n, `after close: tk ${tk}`);
 });
+
+Deno.test("localReserve retires a slice when its limits change, giving it back", async () => {
+  const t = setup({ ttlMs: 60_000 });
+  try {
+    for (let i = 0; i < 33; i++) await t.limiter.acquire(req, () => {});
+    const held = t.limiter.reserveStats()?.heldTokens["rpm"] ?? 0;
+    assert.ok(held > 0, "a slice is held");
+    t.source.setSystemDefaults([Limit.custom("rpm", 500, 500, 60)]);
+    await t.limiter.acquire(req, () => {});
+    // The old slice went back; nothing is admitted under the old limit.
+    const deadline = Date.now() + 5000;
+    while (
+      (t.limiter.reserveStats()?.returnedTokens["rpm"] ?? 0) < held &&
+      Date.now() < deadline
+    ) await new Promise((r) => setTimeout(r, 10));
+    assert.equal(t.limiter.reserveStats()?.returnedTokens["rpm"], held);
+    const item = t.store.get(REF);
+    assert.equal(item?.limits.get("rpm")?.params.cp, 500_000n);
+  } finally {
+    await t.limiter.close();
+  }
+});
