@@ -8,6 +8,7 @@
  */
 import assert from "node:assert/strict";
 import fc from "fast-check";
+import { Limit, RateLimiter } from "../mod.ts";
 import { type BucketWrite, MemoryBucketStore } from "../testing.ts";
 import { MemoryLimiterSource } from "../core/store/memory_limiter_source.ts";
 import {
@@ -101,4 +102,51 @@ Deno.test("memory store: random histories with waiting and partial grants never 
     (seen["partial:refused"] ?? 0) + (seen["wait:refused"] ?? 0) > 0,
     JSON.stringify(seen),
   );
+});
+
+Deno.test("partial grants and waiting work on the local fallback while the store is down", async () => {
+  let down = false;
+  const store = new MemoryBucketStore({
+    hook: (phase) => {
+      if (down && phase === "before") {
+        return Promise.reject(
+          Object.assign(new Error("injected outage"), {
+            name: "ServiceUnavailable",
+          }),
+        );
+      }
+      return Promise.resolve();
+    },
+  });
+  const source = new MemoryLimiterSource(store);
+  source.setSystemDefaults([Limit.custom("tps", 1000, 1000, 1)]);
+  source.createEntity("k");
+  const limiter = new RateLimiter(source, {
+    bucketStore: store,
+    localFallback: { share: 0.5 },
+    onError: () => {},
+  });
+  const req = { entityId: "k", resource: "llm" };
+  await limiter.acquire({ ...req, consume: { tps: 1 } }, () => {}); // learn the limits
+  down = true;
+  // The local bucket holds half of the limit: 500 of the 800 asked.
+  const lease = await limiter.acquire({
+    ...req,
+    consume: { tps: 800 },
+    min: { tps: 100 },
+  });
+  assert.equal(lease.local, true);
+  const first = lease.granted.tps ?? 0;
+  assert.ok(first >= 500 && first < 520, `granted ${first}`);
+  await lease.commit();
+  // Empty now; refills 500 per second locally: a wait of 300 tokens takes ~600 ms.
+  const t0 = Date.now();
+  const waited = await limiter.acquire({
+    ...req,
+    consume: { tps: 300 },
+    wait: { maxMs: 3000 },
+  });
+  assert.equal(waited.local, true);
+  assert.ok(Date.now() - t0 >= 450, `waited ${Date.now() - t0} ms`);
+  await waited.commit();
 });
