@@ -182,7 +182,7 @@ export class LimiterTelemetry {
     if (metered) {
       this.#decisions = meter.createCounter("zae_limiter.decisions", {
         description:
-          "Acquire decisions per limit named in `consume`, by outcome (admitted, refused, failed_open, error).",
+          "Acquire decisions per limit named in `consume`, by outcome (admitted, refused, failed_open, error, local).",
         unit: "{decision}",
       });
       this.#shadow = meter.createCounter("zae_limiter.shadow.decisions", {

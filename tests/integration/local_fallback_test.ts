@@ -7,6 +7,17 @@
  * bounds the children's local admissions together.
  */
 import assert from "node:assert/strict";
+import {
+  AggregationTemporality,
+  InMemoryMetricExporter,
+  MeterProvider,
+  PeriodicExportingMetricReader,
+} from "@opentelemetry/sdk-metrics";
+import {
+  BasicTracerProvider,
+  InMemorySpanExporter,
+  SimpleSpanProcessor,
+} from "@opentelemetry/sdk-trace-base";
 import { setTimeout as delay } from "node:timers/promises";
 import { type Lease, Limit, RateLimiter, Repository } from "../../mod.ts";
 import { type Fault, faultyClient } from "./_faults.ts";
@@ -178,4 +189,54 @@ Deno.test("acquire() with localFallback: a rollback gives back to the local buck
     }),
     { name: "RateLimiterUnavailable" },
   );
+});
+
+Deno.test("acquire() admitted by the local fallback is counted as outcome 'local' in the decision metric and the span", async () => {
+  await using env = await freshRepo();
+  await env.repo.setSystemDefaults([RPM]);
+  const exporter = new InMemoryMetricExporter(
+    AggregationTemporality.CUMULATIVE,
+  );
+  const reader = new PeriodicExportingMetricReader({
+    exporter,
+    exportIntervalMillis: 3_600_000,
+  });
+  const meterProvider = new MeterProvider({ readers: [reader] });
+  const spans = new InMemorySpanExporter();
+  const tracerProvider = new BasicTracerProvider({
+    spanProcessors: [new SimpleSpanProcessor(spans)],
+  });
+  const limiter = new RateLimiter(env.repo, {
+    telemetry: { meterProvider, tracerProvider },
+    localFallback: { share: SHARE },
+    onError: () => {},
+  });
+  const req = { entityId: "k", resource: "gpt", consume: { rpm: 1 } };
+  await limiter.acquire(req, () => {});
+  await limiter.acquire(req, () => {});
+  // An aborted call cannot reach DynamoDB: the local share admits it.
+  const gone = AbortSignal.abort(new Error("down"));
+  await limiter.acquire(
+    { ...req, signal: gone },
+    (l) => assert.equal(l.local, true),
+  );
+  await reader.forceFlush();
+  const decisions = exporter.getMetrics().at(-1)?.scopeMetrics
+    .find((s) => s.scope.name === "zae-limiter")?.metrics
+    .find((m) => m.descriptor.name === "zae_limiter.decisions");
+  assert.deepEqual(
+    Object.fromEntries(
+      (decisions?.dataPoints ?? []).map((p) => [
+        String(p.attributes["zae_limiter.outcome"]),
+        p.value,
+      ]),
+    ),
+    { admitted: 2, local: 1 },
+  );
+  assert.deepEqual(
+    spans.getFinishedSpans().map((s) => s.attributes["zae_limiter.outcome"]),
+    ["admitted", "admitted", "local"],
+  );
+  await meterProvider.shutdown();
+  await tracerProvider.shutdown();
 });
