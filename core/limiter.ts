@@ -43,7 +43,7 @@ import {
 } from "./acquire/capacity.ts";
 import { fastPath } from "./acquire/fast_path.ts";
 import { holdDeadline, validateMaxHold } from "./acquire/lease_deadline.ts";
-import { admitLocally } from "./acquire/local_admission.ts";
+import { fallBackLocally, SKIPPED } from "./acquire/local_admission.ts";
 import { LocalFallback, validateOnUnavailable } from "./local_fallback.ts";
 import {
   createSlotContext,
@@ -100,11 +100,6 @@ import {
 
 export type { AcquireOptions, CapacityOptions } from "./acquire/options.ts";
 export type { RateLimiterOptions } from "./limiter_options.ts";
-
-/** Thrown (and caught) when the local fallback skips DynamoDB after a recent failure. */
-const SKIPPED = new Error(
-  "DynamoDB failed less than localFallback.probeIntervalMs ago",
-);
 
 /** Time to read the stored `on_unavailable` once the deadline passed (usually cached: no I/O). */
 const ON_UNAVAILABLE_GRACE_MS = 250;
@@ -430,27 +425,18 @@ export class RateLimiter {
       if (e instanceof ZAELimiterError) throw e;
       // A cancelled wait ends as cancelled, never as an unchecked admission.
       if (t.waiting && o.signal?.aborted) throw o.signal.reason;
-      // The local fallback holds no concurrency slot: such a call fails as with block.
-      if (local && t.concurrency.length > 0) {
-        throw this.#unavailable(e, { entityId, resource });
-      }
       if (local) {
-        if (e !== SKIPPED) {
-          local.markDown();
-          this.#onError(e, "local");
-        }
-        const lease = await grantOf(consume, min, async (c) => {
-          const l = await admitLocally(
-            this.#adm,
-            local,
-            entityId,
-            resource,
-            new Map(c),
-            o.limits ?? null,
-          );
-          if (!l) throw this.#unavailable(e, { entityId, resource });
-          return l;
+        const lease = await fallBackLocally(this.#adm, local, e, {
+          entityId,
+          resource,
+          consume,
+          min,
+          override: o.limits ?? null,
+          concurrency: t.concurrency,
+          start,
+          onError: this.#onError,
         });
+        if (!lease) throw this.#unavailable(e, { entityId, resource });
         return hold(lease);
       }
       const mode = o.onUnavailable ?? await withGrace(

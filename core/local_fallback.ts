@@ -27,6 +27,11 @@
  * fails as with `block` (`RateLimiterUnavailable`): a bucket cannot be
  * sized from nothing.
  *
+ * **Concurrency limits.** Each gets `floor(share × max)` local slots per
+ * process, taken all or nothing with the local buckets and freed when the
+ * lease ends or `leaseMs` after the acquire started (0 slots: such a call is
+ * refused locally).
+ *
  * **Coming back.** After a failure, acquires go straight to the local
  * buckets for `probeIntervalMs` (no wait on a dead endpoint); the first
  * acquire after that tries DynamoDB again, and a success ends the fallback.
@@ -36,7 +41,8 @@
 import { BoundedMap } from "./_bounded_map.ts";
 import type { Clock } from "./clock.ts";
 import { RateLimitExceeded, ValidationError } from "./errors.ts";
-import type { Limit } from "./limit.ts";
+import type { ConcurrencyLimit } from "./concurrency_limit.ts";
+import { Limit } from "./limit.ts";
 import type { LimitStatus } from "./models.ts";
 
 /** Options of the local fallback limiter (`RateLimiterOptions.localFallback`). */
@@ -58,8 +64,8 @@ export interface LocalFallbackLimiterOptions {
    * The local fallback limiter: when DynamoDB is unavailable, admit from
    * in-process buckets holding `share` of each limit, and make `"local"`
    * this limiter's `onUnavailable` (a call's own `onUnavailable` still
-   * wins; the stored system setting is then not read). Acquires with
-   * concurrency limits fail as with `block` during the fallback.
+   * wins; the stored system setting is then not read). Concurrency
+   * limits get `floor(share × max)` local slots.
    * @default undefined (no local fallback)
    */
   readonly localFallback?: LocalFallbackOptions;
@@ -142,6 +148,8 @@ export class LocalFallback {
   readonly #clock: Clock;
   readonly #limits: BoundedMap<string, readonly Limit[]>;
   readonly #buckets: BoundedMap<string, LocalBucket>;
+  /** Local holders per entity, resource and concurrency limit: holder → expiry. */
+  readonly #slots: BoundedMap<string, Map<symbol, number>>;
   #downUntil = -Infinity;
   /** Acquires admitted locally since the limiter was created. */
   admitted = 0;
@@ -152,6 +160,7 @@ export class LocalFallback {
     this.#clock = clock;
     this.#limits = new BoundedMap(this.options.maxEntries);
     this.#buckets = new BoundedMap(this.options.maxEntries * 4);
+    this.#slots = new BoundedMap(this.options.maxEntries);
   }
 
   /** Remembers the limits an acquire that reached DynamoDB used. */
@@ -246,6 +255,58 @@ export class LocalFallback {
         if (b) b.tk = Math.min(p.cap, b.tk + p.want);
         else this.#buckets.set(p.key, { tk: p.cap, at });
       }
+    };
+  }
+
+  /**
+   * Takes a local slot of every concurrency limit (all or nothing): at most
+   * `floor(share × max)` unexpired local holders each, a holder expiring
+   * `leaseMs` after `start`. Returns the release.
+   *
+   * @throws {RateLimitExceeded} a limit has no local slot free; nothing was taken
+   */
+  takeSlots(
+    entityId: string,
+    resource: string,
+    limits: readonly ConcurrencyLimit[],
+    start: number,
+  ): () => void {
+    const now = this.#clock.now();
+    const statuses: LimitStatus[] = [];
+    const maps: Map<symbol, number>[] = [];
+    for (const limit of limits) {
+      const key = `${entityId}\u0000${resource}\u0000${limit.name}`;
+      const held = this.#slots.get(key) ?? new Map<symbol, number>();
+      for (const [h, expiry] of held) if (expiry <= now) held.delete(h);
+      this.#slots.set(key, held);
+      maps.push(held);
+      const most = Math.floor(this.options.share * limit.max);
+      const soonest = Math.min(...held.values());
+      statuses.push({
+        entityId,
+        resource,
+        limitName: limit.name,
+        limit: new Limit(
+          limit.name,
+          limit.max,
+          limit.max,
+          Math.max(1, Math.ceil(limit.leaseMs / 1000)),
+        ),
+        available: Math.max(0, most - held.size),
+        requested: 1,
+        exceeded: held.size >= most,
+        retryAfterSeconds: held.size < most
+          ? 0
+          : Number.isFinite(soonest)
+          ? Math.max(0.001, (soonest - now) / 1000)
+          : this.options.probeIntervalMs / 1000,
+      });
+    }
+    if (statuses.some((s) => s.exceeded)) throw new RateLimitExceeded(statuses);
+    const holder = Symbol("local holder");
+    limits.forEach((l, i) => maps[i]?.set(holder, start + l.leaseMs));
+    return () => {
+      for (const m of maps) m.delete(holder);
     };
   }
 }

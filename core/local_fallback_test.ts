@@ -142,3 +142,41 @@ Deno.test("acquire() refuses onUnavailable 'local' on a limiter without localFal
     { name: "ValidationError" },
   );
 });
+
+Deno.test("acquire() with concurrency limits under the local fallback holds floor(share × max) local slots, freed at lease end or leaseMs", async () => {
+  const t = setup(0.1);
+  const inflight = Limit.concurrent("inflight", 25, { leaseMs: 5000 });
+  const call = { ...ONE, concurrency: [inflight] };
+  await t.limiter.acquire(call, () => {});
+  await (await t.limiter.acquire(call)).rollback();
+  t.net.down = true;
+  const a = await t.limiter.acquire(call);
+  const b = await t.limiter.acquire(call); // 2 = floor(0.1 × 25)
+  assert.ok(a.local && b.local);
+  assert.equal(a.deadline, t.clock.now() + 5000);
+  const e = await t.limiter.acquire(call).catch((x) => x);
+  assert.equal(e.name, "RateLimitExceeded");
+  assert.equal(e.violations[0].limitName, "inflight");
+  await a.commit(); // frees a local slot
+  const c = await t.limiter.acquire(call);
+  // b and c never end: their local slots come back after leaseMs.
+  await assert.rejects(t.limiter.acquire(call), { name: "RateLimitExceeded" });
+  t.clock.advance(5000);
+  await t.limiter.acquire(call, () => {});
+  assert.equal(c.state, "expired");
+  // A rate-limit refusal frees the local slot it took. Local rpm left: 10 − 4
+  // taken + 0.83 refilled in 5 s = 6.83, so 6 more pass, 14 are refused by rpm.
+  let admitted = 0;
+  for (let i = 0; i < 20; i++) {
+    await t.limiter.acquire(call, () => {
+      admitted++;
+    }).catch((x) => assert.equal(x.violations[0].limitName, "rpm"));
+  }
+  assert.equal(admitted, 6);
+  const both = [
+    await t.limiter.acquire({ ...call, consume: {} }),
+    await t.limiter.acquire({ ...call, consume: {} }),
+  ];
+  assert.ok(both.every((l) => l.local));
+  for (const l of both) await l.rollback();
+});

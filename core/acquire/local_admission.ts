@@ -7,12 +7,20 @@
  *
  * @module
  */
+import type { ConcurrencyLimit } from "../concurrency_limit.ts";
 import { ValidationError } from "../errors.ts";
 import { Lease } from "../lease.ts";
 import type { Limit } from "../limit.ts";
 import type { LocalFallback, LocalSide } from "../local_fallback.ts";
 import { withGrace } from "../transport.ts";
 import type { Admission } from "./admission.ts";
+import { shortestLease } from "./concurrency.ts";
+import { grantOf } from "./grant.ts";
+
+/** Thrown (and caught) when the local fallback skips DynamoDB after a recent failure. */
+export const SKIPPED: Error = new Error(
+  "DynamoDB failed less than localFallback.probeIntervalMs ago",
+);
 
 /** Time the source may take to answer from its cache during an outage. */
 const SOURCE_GRACE_MS = 250;
@@ -76,5 +84,70 @@ export async function admitLocally(
     if (ending === "rollback") giveBack();
     return Promise.resolve();
   });
+  return lease;
+}
+
+/**
+ * The local fallback of one try after DynamoDB failed with `error` (or was
+ * skipped, {@linkcode SKIPPED}): records and reports the failure, takes the
+ * local concurrency slots, then admits from the local buckets (a partial
+ * grant with `min`). `null` when the limits are unknown: the caller fails
+ * as with `block`.
+ *
+ * @throws {RateLimitExceeded} a local bucket or slot is short; nothing was taken
+ */
+export async function fallBackLocally(
+  adm: Admission,
+  local: LocalFallback,
+  error: unknown,
+  call: {
+    readonly entityId: string;
+    readonly resource: string;
+    readonly consume: ReadonlyMap<string, bigint>;
+    readonly min: ReadonlyMap<string, bigint> | null;
+    readonly override: readonly Limit[] | null;
+    readonly concurrency: readonly ConcurrencyLimit[];
+    readonly start: number;
+    readonly onError: (error: unknown, context: string) => void;
+  },
+): Promise<Lease | null> {
+  if (error !== SKIPPED) {
+    local.markDown();
+    call.onError(error, "local");
+  }
+  const release = call.concurrency.length === 0 ? null : local.takeSlots(
+    call.entityId,
+    call.resource,
+    call.concurrency,
+    call.start,
+  );
+  let unknown = false;
+  let lease: Lease;
+  try {
+    lease = await grantOf(call.consume, call.min, async (c) => {
+      const l = await admitLocally(
+        adm,
+        local,
+        call.entityId,
+        call.resource,
+        new Map(c),
+        call.override,
+      );
+      if (l) return l;
+      unknown = true;
+      throw error;
+    });
+  } catch (e) {
+    release?.();
+    if (unknown) return null;
+    throw e;
+  }
+  if (release) {
+    lease.setHold({
+      deadline: call.start + (shortestLease(call.concurrency) as number),
+      clock: adm.clock,
+    });
+    lease.onEnd(() => Promise.resolve(release()));
+  }
   return lease;
 }

@@ -23,7 +23,7 @@ import { type Lease, Limit, RateLimiter, Repository } from "../../mod.ts";
 import { type Fault, faultyClient } from "./_faults.ts";
 import { freshRepo } from "./_harness.ts";
 import { num, rawBucket } from "./_stored.ts";
-import type { DynamoDBClient } from "@aws-sdk/client-dynamodb";
+import { type DynamoDBClient, GetItemCommand } from "@aws-sdk/client-dynamodb";
 
 const SHARE = 0.1;
 /** 100 per minute: the local share is 10 at once plus 1 every 6 s. */
@@ -239,4 +239,57 @@ Deno.test("acquire() admitted by the local fallback is counted as outcome 'local
   );
   await meterProvider.shutdown();
   await tracerProvider.shutdown();
+});
+
+Deno.test("acquire() with a concurrency limit during an outage holds at most floor(share × max) local slots, and the stored slots are untouched", async () => {
+  await using s = await setup();
+  const inflight = Limit.concurrent("inflight", 30, { leaseMs: 60_000 });
+  const call = {
+    entityId: "a",
+    resource: "gpt",
+    consume: { rpm: 1 },
+    concurrency: [inflight],
+  };
+  await s.limiter.acquire(call, () => {}); // a stored slot, freed again
+  s.fc.faults.inject({
+    fault: { kind: "beforeApply", error: "InternalServerError" },
+  });
+  const results = await Promise.allSettled(
+    Array.from({ length: 8 }, () => s.limiter.acquire(call)),
+  );
+  const held = results.flatMap((r) =>
+    r.status === "fulfilled" ? [r.value] : []
+  );
+  assert.equal(held.length, 3); // floor(0.1 × 30)
+  assert.ok(held.every((l) => l.local));
+  for (const r of results) {
+    if (r.status === "rejected") {
+      assert.equal((r.reason as Error).name, "RateLimitExceeded");
+    }
+  }
+  await (held[0] as Lease).rollback();
+  await s.limiter.acquire(call, (l) => assert.equal(l.local, true));
+  s.fc.faults.clear();
+  await delay(300);
+  for (const l of held.slice(1)) await l.commit(); // no-ops on DynamoDB
+  // Back on DynamoDB: the stored slots never saw the local holders.
+  const stored: Lease[] = [];
+  for (let i = 0; i < 5; i++) stored.push(await s.limiter.acquire(call));
+  assert.ok(stored.every((l) => !l.local));
+  const ns = /^(.*)\/BUCKET#/.exec(s.env.repo.bucketPk("a", "gpt"))?.[1];
+  const item = (await s.env.client.send(
+    new GetItemCommand({
+      TableName: s.env.repo.tableName,
+      Key: {
+        PK: { S: `${ns}/CONCURRENCY#a#gpt` },
+        SK: { S: "#SLOTS#inflight" },
+      },
+      ConsistentRead: true,
+    }),
+  )).Item ?? {};
+  const live = Object.entries(item).filter(([k, v]) =>
+    /^cs_\d+$/.test(k) && Number(v.N) > Date.now()
+  );
+  assert.equal(live.length, 5);
+  for (const l of stored) await l.commit();
 });
