@@ -26,15 +26,12 @@
 import {
   type BucketParams,
   planRefill,
-  refill,
   retryAfterSeconds,
-  sameParams,
   saturationCeiling,
   shardParams,
   wholeTokens,
 } from "./bucket.ts";
 import {
-  calendarBalance,
   calendarDeltaPlanned,
   deltaPart,
   isCalendar,
@@ -50,7 +47,6 @@ import {
   type PlannedLimit,
   type SlowWrite,
   type StoredLimit,
-  WCU_PARAMS,
   WCU_PER_WRITE,
   wcuPlanned,
 } from "./bucket_item.ts";
@@ -64,6 +60,7 @@ import { BoundedMap } from "./_bounded_map.ts";
 import { errorName } from "./_sdk_errors.ts";
 import { checkDeadline, currentSignal } from "./transport.ts";
 import { WCU_LIMIT_NAME } from "./validation.ts";
+import { blockedCharge, plainFits } from "./charge_check.ts";
 
 /** One resolved limit on one side (entity or parent) of an acquire. */
 export interface LimitSpec {
@@ -97,6 +94,18 @@ export type ChargeOutcome =
   | { readonly kind: "params"; readonly item: BucketItem }
   /** Lost the race too many times within the attempt budget. */
   | { readonly kind: "contended"; readonly statuses: LimitStatus[] };
+
+/** @internal A refill write planned by {@linkcode BucketWriter.refillPlan}. */
+export interface RefillCharge {
+  /** Whether a charged limit's balance is short of its charge. */
+  readonly refused: boolean;
+  /** The write. */
+  readonly write: SlowWrite;
+  /** The item after it applied. */
+  readonly after: BucketItem;
+  /** The statuses it implies. */
+  readonly statuses: (t: Target, item: BucketItem) => LimitStatus[];
+}
 
 const MAX_ATTEMPTS = 16;
 const KNOWN_MAX = 100_000;
@@ -182,43 +191,18 @@ export class BucketWriter {
       last = k;
       const nowMs = this.#clock.now();
       const now = BigInt(nowMs);
-      if (k.ttl !== null && k.ttl <= Math.floor(nowMs / 1000)) {
-        return { kind: "missing" };
-      }
-      for (const s of target.limits) {
-        if (!amounts.has(s.limit.name)) continue;
-        const st = k.limits.get(s.limit.name);
-        if (!st) return { kind: "missing" };
-        if (!sameParams(st.params, s.stored)) {
-          return { kind: "params", item: k };
-        }
-      }
-      // Past 1000 writes a second on this item: the slow path splits it into shards.
-      const writes = k.limits.get(WCU_LIMIT_NAME);
-      if (writes && refill(writes.tk, k.rf, now, WCU_PARAMS).tk < 0n) {
-        return { kind: "missing" };
-      }
-      const plainFits = target.limits.every((s) => {
-        const a = amounts.get(s.limit.name);
-        if (a === undefined) return true;
-        const st = k.limits.get(s.limit.name) as StoredLimit;
-        if (s.limit.calendar) {
-          // A calendar quota: no refill, so no ceiling; the window must not have turned.
-          const c = calendarBalance(st, s.limit.calendar, nowMs, s.eff.cp);
-          return !c.turned && st.tk >= a && st.tk <= s.eff.cp;
-        }
-        return st.tk >= a && st.tk <= saturationCeiling(k.rf, now, s.eff);
-      });
+      const blocked = blockedCharge(target, amounts, k, nowMs);
+      if (blocked) return blocked;
       let write: BucketWrite;
       let after: (() => BucketItem) | BucketItem;
-      if (plainFits) {
-        const w = this.#plainCharge(target, amounts, k, now, wcu);
+      if (plainFits(target, amounts, k, now)) {
+        const w = this.plainCharge(target, amounts, k, now, wcu);
         write = { kind: "plain", write: w };
         // Moved from what is known when the answer comes: concurrent
         // charges of this process then add up instead of overwriting.
         after = () => afterPlain(this.known(target.ref) ?? k, w);
       } else {
-        const plan = this.#refillPlan(target, k, now, amounts, wcu);
+        const plan = this.refillPlan(target, k, now, amounts, wcu);
         // A refusal is decided only on state fresh from DynamoDB; a stale
         // view sends the write, whose failure brings the item back.
         if (plan.refused && fresh) {
@@ -262,7 +246,8 @@ export class BucketWriter {
     await this.#clock.sleep(base / 2 + this.#random() * base, currentSignal());
   }
 
-  #plainCharge(
+  /** @internal The plain write charging `amounts` on the known item `k`. */
+  plainCharge(
     target: Target,
     amounts: ReadonlyMap<string, bigint>,
     k: BucketItem,
@@ -302,16 +287,16 @@ export class BucketWriter {
   }
 
   /**
-   * The refill write for `k` with `amounts` consumed (checked when
-   * `check`), and the statuses it implies.
+   * @internal The refill write for `k` with `amounts` consumed (checked
+   * when `check`), and the statuses it implies.
    */
-  #refillPlan(
+  refillPlan(
     target: Target,
     k: BucketItem,
     now: bigint,
     amounts: ReadonlyMap<string, bigint>,
     wcuTake: bigint,
-  ) {
+  ): RefillCharge {
     const present = target.limits.filter((s) =>
       k.limits.has(s.limit.name) && !s.limit.calendar
     );

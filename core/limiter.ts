@@ -69,6 +69,7 @@ import {
   resolveReserveConfig,
 } from "./acquire/reserve_config.ts";
 import { BucketWriter } from "./bucket_writer.ts";
+import { Coalescer } from "./acquire/coalescer.ts";
 import {
   dynamoStore,
   type RateLimiterOptions,
@@ -195,10 +196,12 @@ export class RateLimiter {
       repository.namespaceName,
       options.telemetry,
     );
+    const writer = new BucketWriter(store, clock, random);
     this.#adm = {
       source: repository,
       store,
-      writer: new BucketWriter(store, clock, random),
+      writer,
+      coalescer: new Coalescer(writer, clock, options.coalesceWrites ?? true),
       clock,
       random,
       leaseOptions: {

@@ -71,6 +71,17 @@ export interface RateLimiterOptions
    * @default false
    */
   readonly localReserve?: boolean | LocalReserveOptions;
+  /**
+   * Coalesce concurrent acquires of this limiter on the same bucket item:
+   * while a write to the item is in flight, later acquires queue, and the
+   * next write charges their sum under one condition; each request is
+   * still admitted or refused on its own (all or nothing across its limits
+   * and its cascade parent, never over-admitting, a refusal decided on
+   * fresh state with its own Retry-After). An acquire on an idle item is
+   * written at once. `false` is strict mode: every decision is its own
+   * write. See the README section "Coalescing". @default true
+   */
+  readonly coalesceWrites?: boolean;
 }
 
 /** The default bucket store: the repository's table (a memory source must pass one). */

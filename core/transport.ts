@@ -346,6 +346,18 @@ export function withGrace<T>(
 }
 
 /**
+ * Runs `fn` with `signal` as its deadline scope in place of the enclosing
+ * one (`undefined`: outside any scope): a write shared by several calls
+ * (coalescing) lives until every one of them gave up, not until the first.
+ */
+export function withScope<T>(
+  signal: AbortSignal | undefined,
+  fn: () => Promise<T>,
+): Promise<T> {
+  return signal ? scope.run(signal, fn) : scope.exit(fn);
+}
+
+/**
  * `p`, or the abort reason of the enclosing deadline if it passes first: a
  * call that waits on work another call started (a shared config read) is
  * bounded by its own deadline, not the other's.

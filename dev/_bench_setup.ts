@@ -234,3 +234,36 @@ export async function reserveRows(
     }), 40),
   ];
 }
+
+/**
+ * The hot key: one bucket that every caller of a limiter acquires on (one
+ * API key or one model taking all the traffic). `coalesceWrites: false` is
+ * strict mode (every decision its own write).
+ */
+export function hotKey(
+  lib: Pick<typeof Lib, "RateLimiter">,
+  repo: Lib.Repository,
+  coalesceWrites: boolean,
+): Op {
+  const limiter = new lib.RateLimiter(repo, { coalesceWrites });
+  return () =>
+    limiter.acquire(
+      { entityId: "hot-key", resource: "one", consume: { rpm: 1 } },
+      () => {},
+    );
+}
+
+/** Counts the commands a client sends (the store calls of a limiter on it). */
+export function callCounter(
+  client: DynamoDBClient,
+): { readonly count: number } {
+  const counter = { count: 0 };
+  client.middlewareStack.add(
+    (next) => (args) => {
+      counter.count++;
+      return next(args);
+    },
+    { step: "initialize", name: "benchCallCounter" },
+  );
+  return counter;
+}

@@ -13,18 +13,33 @@
  * one limit measured just before: decisions/s, DynamoDB calls per decision,
  * tokens held in slices at stop, tokens stranded at close, false refusals.
  * `BENCH_ROWS=reserve` runs only those.
+ *
+ * Hot key: one bucket, 32 concurrent callers in one process, with
+ * coalescing (the default) and in strict mode (every decision written),
+ * against the raw conditional `UpdateItem` on one item of the same table
+ * at the same concurrency; then 4 processes x 32 (`deno run` children).
+ * Prints decisions/s, the ratio to the raw one-item rate and the DynamoDB
+ * calls per decision. `BENCH_ROWS=hot` runs only these rows.
  */
 import { DynamoDBClient } from "@aws-sdk/client-dynamodb";
-import { acquireScenarios, rawBaseline, reserveRows } from "./_bench_setup.ts";
+import {
+  acquireScenarios,
+  callCounter,
+  hotKey,
+  type Op,
+  rawBaseline,
+  reserveRows,
+} from "./_bench_setup.ts";
 import { startDynamoDbLocal } from "./dynamodb_local.ts";
 import { Limit, RateLimiter, RateLimitExceeded, Repository } from "../mod.ts";
 
 const DURATION_MS = Number(Deno.env.get("BENCH_MS") ?? 4000);
 const CONCURRENCIES = [1, 32];
-/** `reserve`: only the local reserve rows (a quick look while others work). */
+/** `reserve` or `hot`: only those rows (a quick look while others work). */
 const ONLY = Deno.env.get("BENCH_ROWS");
 
 interface Result {
+  n: number;
   ops: number;
   p50: number;
   p99: number;
@@ -55,6 +70,7 @@ async function measure(
   const elapsed = (performance.now() - start) / 1000;
   latencies.sort((a, b) => a - b);
   return {
+    n: latencies.length,
     ops: latencies.length / elapsed,
     p50: percentile(latencies, 0.5),
     p99: percentile(latencies, 0.99),
@@ -166,10 +182,111 @@ try {
       );
     }
   };
-  if (ONLY !== "reserve") await strictRows();
-  await reserveTable();
+  if (ONLY === undefined) await strictRows();
+  if (ONLY !== "hot") await reserveTable();
+  if (ONLY !== "reserve") {
+    await hotKeyRows(repo, raw, external ?? local?.endpoint ?? "");
+  }
 } finally {
   for (const c of extra) c.destroy();
   client.destroy();
   await local?.stop();
+}
+
+async function hotKeyRows(
+  repo: Repository,
+  raw: Op,
+  endpoint: string,
+): Promise<void> {
+  const calls = callCounter(client);
+  const rawHot: Op = () => raw(0);
+  const modes: [string, Op][] = [
+    ["coalesced", hotKey({ RateLimiter }, repo, true)],
+    ["strict", hotKey({ RateLimiter }, repo, false)],
+  ];
+  for (const [, op] of modes) await measure(32, op, 1000);
+  console.log(
+    `\nhot key: one bucket, 32 callers in one process, ${
+      DURATION_MS / 1000
+    } s per row (raw: conditional UpdateItem on one item, 32 concurrent)\n`,
+  );
+  console.log(
+    "mode          decisions/s   p50 ms   p99 ms  raw 1-item/s  hot/raw  calls/decision",
+  );
+  for (const [name, op] of modes) {
+    const before = await measure(32, rawHot, DURATION_MS / 2);
+    const c0 = calls.count;
+    const r = await measure(32, op);
+    const used = calls.count - c0;
+    const after = await measure(32, rawHot, DURATION_MS / 2);
+    const base = (before.ops + after.ops) / 2;
+    console.log(
+      `${name.padEnd(12)} ${r.ops.toFixed(0).padStart(12)} ${
+        r.p50.toFixed(2).padStart(8)
+      } ${r.p99.toFixed(2).padStart(8)} ${base.toFixed(0).padStart(13)} ${
+        (r.ops / base).toFixed(2).padStart(8)
+      } ${(used / r.n).toFixed(3).padStart(15)}`,
+    );
+  }
+  console.log(
+    "\nhot key: 4 processes x 32 callers (deno run children), same bucket\n",
+  );
+  console.log(
+    "mode          decisions/s  raw 1-item/s  hot/raw  calls/decision",
+  );
+  const rawMulti = await processes(endpoint, repo.tableName, "raw");
+  for (const mode of ["coalesced", "strict"]) {
+    const r = await processes(endpoint, repo.tableName, mode);
+    console.log(
+      `${mode.padEnd(12)} ${r.rate.toFixed(0).padStart(12)} ${
+        rawMulti.rate.toFixed(0).padStart(13)
+      } ${(r.rate / rawMulti.rate).toFixed(2).padStart(8)} ${
+        (r.calls / r.n).toFixed(3).padStart(15)
+      }`,
+    );
+  }
+}
+
+/** Runs 4 child processes of 32 callers at once; their summed rate and calls. */
+async function processes(
+  endpoint: string,
+  table: string,
+  mode: string,
+): Promise<{ rate: number; n: number; calls: number }> {
+  const child = new URL("./_bench_hot_child.ts", import.meta.url).pathname;
+  const startAt = Date.now() + 4000;
+  const outs = await Promise.all(
+    Array.from({ length: 4 }, () =>
+      new Deno.Command(Deno.execPath(), {
+        args: [
+          "run",
+          "--allow-net=127.0.0.1",
+          "--allow-read",
+          "--allow-env",
+          "--allow-sys",
+          child,
+          endpoint,
+          table,
+          mode,
+          String(startAt),
+          String(DURATION_MS),
+        ],
+        stdout: "piped",
+      }).output()),
+  );
+  let n = 0;
+  let calls = 0;
+  let seconds = 0;
+  for (const o of outs) {
+    if (!o.success) throw new Error(`a ${mode} child process failed`);
+    const r = JSON.parse(new TextDecoder().decode(o.stdout).trim()) as {
+      n: number;
+      calls: number;
+      seconds: number;
+    };
+    n += r.n;
+    calls += r.calls;
+    seconds = Math.max(seconds, r.seconds);
+  }
+  return { rate: n / seconds, n, calls };
 }

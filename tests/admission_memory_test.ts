@@ -6,6 +6,11 @@
  * answer after it applied) and random store latency. The ideal-bucket
  * checker judges each history (the same checker as the DynamoDB Local
  * oracle in `tests/integration/oracle_test.ts`). Seeds are printed.
+ *
+ * Each limiter runs several concurrent callers, so its acquires on one
+ * bucket coalesce (one write for a batch, `core/acquire/coalescer.ts`):
+ * every write's parts are attributed to the calls whose shares it carried
+ * ({@linkcode currentBatch}), so the checker sees each call's own charge.
  */
 import assert from "node:assert/strict";
 import { AsyncLocalStorage } from "node:async_hooks";
@@ -20,6 +25,7 @@ import {
 } from "../testing.ts";
 import { MemoryLimiterSource } from "../core/store/memory_limiter_source.ts";
 import { RateLimiter } from "../core/limiter.ts";
+import { currentBatch } from "../core/acquire/coalescer.ts";
 import {
   check,
   format,
@@ -62,6 +68,36 @@ function rpmDeltas(w: BucketWrite): { bucket: string; delta: bigint }[] {
   }
 }
 
+/** The contexts of the calls a write in this context carries: a coalesced write's, or the caller's own. */
+function callsOf(call: AsyncLocalStorage<CallContext>): CallContext[] {
+  const batch = currentBatch();
+  const own = call.getStore();
+  if (!batch) return own ? [own] : [];
+  return batch.flatMap((s) => s.run(() => call.getStore()) ?? []);
+}
+
+/** The rpm parts of a write per call: a coalesced write's shares, or the whole write. */
+function rpmParts(
+  call: AsyncLocalStorage<CallContext>,
+  ws: readonly BucketWrite[],
+): [CallContext, { bucket: string; delta: bigint }[]][] {
+  const batch = currentBatch();
+  if (!batch) {
+    const own = call.getStore();
+    return own ? [[own, ws.flatMap(rpmDeltas)]] : [];
+  }
+  const total = ws.flatMap(rpmDeltas);
+  const bucket = total[0]?.bucket ?? "?";
+  const sum = batch.reduce((n, s) => n + (s.amounts.get("rpm") ?? 0n), 0n);
+  const written = total.reduce((n, d) => n + d.delta, 0n);
+  assert.equal(written, sum, "a coalesced write charges the sum of its shares");
+  return batch.flatMap((s) => {
+    const c = s.run(() => call.getStore());
+    const d = s.amounts.get("rpm") ?? 0n;
+    return c ? [[c, d === 0n ? [] : [{ bucket, delta: d }]]] : [];
+  });
+}
+
 /** Counts each call's lost races (writes whose condition failed). */
 class CountingStore extends MemoryBucketStore {
   readonly #call: AsyncLocalStorage<CallContext>;
@@ -77,16 +113,14 @@ class CountingStore extends MemoryBucketStore {
     options?: { readonly answer?: boolean },
   ): Promise<WriteResult> {
     const r = await super.write(w, options);
-    const c = this.#call.getStore();
-    if (!r.ok && c) c.lost++;
+    if (!r.ok) { for (const c of callsOf(this.#call)) c.lost++; }
     return r;
   }
   override async transact(
     ws: readonly BucketWrite[],
   ): Promise<TransactResult> {
     const r = await super.transact(ws);
-    const c = this.#call.getStore();
-    if (!r.ok && c) c.lost++;
+    if (!r.ok) { for (const c of callsOf(this.#call)) c.lost++; }
     return r;
   }
 }
@@ -102,6 +136,8 @@ interface Scenario {
   readonly seed: number;
   readonly capacity: number;
   readonly clients: number;
+  /** Concurrent callers per limiter (their acquires coalesce). */
+  readonly callers: number;
   readonly faults: boolean;
   /**
    * Every acquire also consumes a stored shadow limit (`spm`) and a limit
@@ -110,6 +146,8 @@ interface Scenario {
    * `rpm` must be unchanged, and no write may charge either.
    */
   readonly shadow?: boolean;
+  /** Every acquire on the one bucket `solo` (a hot key). */
+  readonly hot?: boolean;
 }
 
 const SHADOW_LIMITS = ["spm", "tpm"] as const;
@@ -146,6 +184,7 @@ async function runHistory(
     shadowWrites: string[];
     shadowChecked: number;
     shadowStored: string[];
+    batched: number;
   }
 > {
   let rnd = sc.seed >>> 0 || 1;
@@ -159,15 +198,16 @@ async function runHistory(
   const shadowWrites: string[] = [];
   let shadowChecked = 0;
   let writes = 0;
+  let batched = 0;
   const started = new WeakMap<readonly BucketWrite[], bigint>();
   const store = new CountingStore(call, {
     hook: async (phase, op, ws) => {
       if (phase === "after") {
         // Applied for certain (an "after" fault only loses the answer).
         const at = BigInt(Date.now());
-        for (const w of ws) {
-          call.getStore()?.applied.push(
-            ...rpmDeltas(w).map((d) => ({
+        for (const [c, parts] of rpmParts(call, ws)) {
+          c.applied.push(
+            ...parts.map((d) => ({
               ...d,
               start: started.get(ws) ?? at,
               end: at,
@@ -179,17 +219,16 @@ async function runHistory(
         for (const w of ws) shadowWrites.push(...shadowCharges(w));
         started.set(ws, BigInt(Date.now()));
         if (op !== "read") writes++;
+        if (currentBatch()) batched++;
         await new Promise((r) => setTimeout(r, Math.floor(random() * 3)));
         if (sc.faults && op !== "read" && random() < 0.08) {
-          const c = call.getStore();
-          if (c) c.faulted = true;
+          for (const c of callsOf(call)) c.faulted = true;
           throw Object.assign(new Error("injected throttle"), {
             name: "ThrottlingException",
           });
         }
       } else if (sc.faults && random() < 0.05) {
-        const c = call.getStore();
-        if (c) c.faulted = true;
+        for (const c of callsOf(call)) c.faulted = true;
         throw Object.assign(new Error("injected: answer lost after apply"), {
           name: "InternalServerError",
         });
@@ -223,10 +262,13 @@ async function runHistory(
   const t0 = BigInt(Date.now());
   const end = Date.now() + 1200;
   let n = 0;
-  await Promise.all(limiters.map(async (limiter) => {
+  const callers = limiters.flatMap((l) =>
+    Array.from({ length: sc.callers }, () => l)
+  );
+  await Promise.all(callers.map(async (limiter) => {
     while (Date.now() < end) {
       const id = `op${n++}`;
-      const entityId = random() < 0.5 ? "child" : "solo";
+      const entityId = sc.hot || random() >= 0.5 ? "solo" : "child";
       const amount = 1 + Math.floor(random() * 3);
       const fails = random() < 0.2;
       const charges = (entityId === "child" ? ["child", "parent"] : ["solo"])
@@ -304,7 +346,9 @@ async function runHistory(
           outcome: ctx.faulted ? "ambiguous" : "applied",
         });
       }
-      await new Promise((r) => setTimeout(r, Math.floor(random() * 20)));
+      if (!sc.hot) {
+        await new Promise((r) => setTimeout(r, Math.floor(random() * 20)));
+      }
     }
   }));
   const params = {
@@ -342,21 +386,28 @@ async function runHistory(
         });
       })
       : [],
+    batched,
   };
 }
 
 Deno.test("memory store: random concurrent histories with faults never over-admit and refuse only with cause", async () => {
+  let batchedTotal = 0;
   await fc.assert(
     fc.asyncProperty(
       fc.record({
         seed: fc.integer({ min: 1, max: 2 ** 31 - 1 }),
         capacity: fc.integer({ min: 3, max: 12 }),
         clients: fc.integer({ min: 2, max: 4 }),
+        callers: fc.integer({ min: 1, max: 6 }),
         faults: fc.boolean(),
         shadow: fc.boolean(),
       }),
       async (sc) => {
-        const { history, writes, exempt, ...shadow } = await runHistory(sc);
+        const { history, writes, exempt, batched, ...shadow } =
+          await runHistory(
+            sc,
+          );
+        batchedTotal += batched;
         // Shadow limits never charge (no write touches them) and are judged.
         assert.deepEqual(shadow.shadowWrites, [], JSON.stringify(sc));
         assert.deepEqual(shadow.shadowStored, [], JSON.stringify(sc));
@@ -379,7 +430,44 @@ Deno.test("memory store: random concurrent histories with faults never over-admi
     ),
     { numRuns: 6 },
   );
+  assert.ok(batchedTotal > 0, "some acquires were coalesced");
 });
+
+for (const faults of [false, true]) {
+  Deno.test(
+    `memory store: a hot key with 32 concurrent callers in one process takes fewer writes than decisions and never over-admits${
+      faults ? " (injected faults)" : ""
+    }`,
+    async () => {
+      const seed = Math.floor(Math.random() * 2 ** 31) || 1;
+      const sc = { seed, capacity: 40, clients: 1, callers: 32, faults };
+      const { history, writes, exempt, batched } = await runHistory({
+        ...sc,
+        hot: true,
+      });
+      const decided = history.operations.filter((o) =>
+        o.kind === "acquire" &&
+        (o.outcome === "admitted" || o.outcome === "refused")
+      ).length;
+      const at = `seed ${JSON.stringify(sc)}`;
+      assert.ok(batched > 0, `${at}: no write was coalesced`);
+      assert.ok(
+        writes < decided,
+        `${at}: ${writes} writes for ${decided} decisions`,
+      );
+      const report = check(history, {
+        slackMilli: 1n,
+        refusalSlackMilli: BigInt(sc.capacity) * 10n + BigInt(writes) + 1n,
+      });
+      assert.ok(
+        report.ok,
+        `${at} (${exempt} refusals after ${LOST_RACES}+ lost races left out): ${
+          format(report)
+        }`,
+      );
+    },
+  );
+}
 
 Deno.test("memory store: createTestLimiter admits the capacity, refuses the next, and refills", async () => {
   const { limiter, source, store } = createTestLimiter();

@@ -10,6 +10,7 @@
 import type { BucketItem, BucketRef } from "../bucket_item.ts";
 import type { BucketWriter } from "../bucket_writer.ts";
 import type { Clock } from "../clock.ts";
+import type { Coalescer } from "./coalescer.ts";
 import { ValidationError } from "../errors.ts";
 import type { LeaseOptions, StrandedCharge } from "../lease.ts";
 import type { Limit } from "../limit.ts";
@@ -25,6 +26,8 @@ export interface Admission {
   readonly store: BucketStore;
   /** Exact writes and what is known of each item. */
   readonly writer: BucketWriter;
+  /** The writer's charges, coalesced per item within this process (`coalescer.ts`). */
+  readonly coalescer: Coalescer;
   /** The source's clock. */
   readonly clock: Clock;
   /** Random numbers in [0, 1) (shard choice). */

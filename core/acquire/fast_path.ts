@@ -98,7 +98,7 @@ export async function fastPath(
     return null;
   }
   const results = await Promise.allSettled(
-    sides.map((s, i) => writer.charge(targets[i] as Target, s.charge)),
+    sides.map((s, i) => adm.coalescer.charge(targets[i] as Target, s.charge)),
   );
   const ok = results.map((r) =>
     r.status === "fulfilled" && r.value.kind === "ok"

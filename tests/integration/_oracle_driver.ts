@@ -149,6 +149,7 @@ import {
   type StrandedCharge,
 } from "../../mod.ts";
 import { certainlyNotApplied } from "../../core/transport.ts";
+import { currentBatch } from "../../core/acquire/coalescer.ts";
 import { sleep } from "../../core/clock.ts";
 import {
   type AcquireOp,
@@ -320,6 +321,10 @@ export interface ScenarioSize {
   readonly minActions?: number;
   /** Most actions. @default 60 */
   readonly maxActions?: number;
+  /** Most actions in one burst (they run concurrently). @default 6 */
+  readonly maxBurst?: number;
+  /** Most clients (each its own process: SDK client, caches, coalescing). @default 4 */
+  readonly maxClients?: number;
 }
 
 const limitGen = (name: LimitName): fc.Arbitrary<LimitGen> =>
@@ -455,7 +460,10 @@ export function scenarioArb(
   const maxActions = size.maxActions ?? 60;
   return fc.record({
     profile: fc.constant(profile),
-    clients: fc.array(clientGen(profile), { minLength: 2, maxLength: 4 }),
+    clients: fc.array(clientGen(profile), {
+      minLength: Math.min(2, size.maxClients ?? 4),
+      maxLength: size.maxClients ?? 4,
+    }),
     child: fc.record({
       limits: fc.tuple(limitGen("a"), limitGen("b"), fc.boolean()).map((
         [a, b, two],
@@ -476,7 +484,7 @@ export function scenarioArb(
       ),
       { minLength: minActions, maxLength: maxActions, size: "max" },
     ),
-    splits: fc.array(fc.integer({ min: 1, max: 6 }), {
+    splits: fc.array(fc.integer({ min: 1, max: size.maxBurst ?? 6 }), {
       minLength: maxActions,
       maxLength: maxActions,
     }),
@@ -694,6 +702,8 @@ export interface HistoryStats {
   maybeWrites: number;
   /** Clamped refill writes that may have lost refill or a give-back (modeled as ambiguous debits). */
   clampedLosses: number;
+  /** Write attempts that carried the shares of several calls (coalesced). */
+  coalescedWrites: number;
 }
 
 /** The outcome of one history. */
@@ -1066,6 +1076,8 @@ interface Run {
   callSeq: number;
   started: number;
   onErrors: number;
+  /** Write attempts that carried several calls' shares (coalesced). */
+  coalesced: number;
 }
 
 function faultRules(
@@ -1139,12 +1151,61 @@ function faultRules(
   }
 }
 
+/**
+ * The calls a command in this context is made for: each call whose share a
+ * coalesced write carries (`core/acquire/coalescer.ts`), else the caller.
+ */
+function callContexts(): OpContext[] {
+  const batch = currentBatch();
+  if (!batch) {
+    const own = opContext.getStore();
+    return own ? [own] : [];
+  }
+  return batch.flatMap((s) => s.run(() => opContext.getStore()) ?? []);
+}
+
+/**
+ * Per-call views of a coalesced write attempt: the same attempt (command,
+ * times, fate), with the `tc` parts of each call's own share, so each call
+ * is checked on its own charge.
+ */
+function shareViews(run: Run, a: Attempt): [OpContext, Attempt][] {
+  const batch = currentBatch() ?? [];
+  const pk = [...a.parts.keys()][0];
+  const total = (pk === undefined ? undefined : a.parts.get(pk)) ??
+    new Map<string, bigint>();
+  if (a.parts.size > 1) {
+    run.violations.push(
+      `a coalesced write of ${a.parts.size} items: ${a.text}`,
+    );
+  }
+  const sum = new Map<string, bigint>();
+  const views: [OpContext, Attempt][] = [];
+  for (const share of batch) {
+    const amounts = new Map([...share.amounts].filter(([, v]) => v !== 0n));
+    for (const [n, v] of amounts) sum.set(n, (sum.get(n) ?? 0n) + v);
+    const ctx = share.run(() => opContext.getStore());
+    if (!ctx) continue;
+    const parts = pk === undefined || amounts.size === 0
+      ? new Map<string, Map<string, bigint>>()
+      : new Map([[pk, amounts]]);
+    views.push([ctx, { ...a, parts }]);
+  }
+  if (!sameDeltas(sum, total)) {
+    run.violations.push(
+      `a coalesced write charges ${fmtDeltas(total)}, its shares add up to ${
+        fmtDeltas(sum)
+      }: ${a.text}`,
+    );
+  }
+  return views;
+}
+
 function installTracking(run: Run, index: number, fcl: FaultyClient): void {
   fcl.client.middlewareStack.add(
     (next) => (args) => {
-      const ctx = opContext.getStore();
-      if (ctx && JSON.stringify(args.input ?? {}).includes("/BUCKET#")) {
-        ctx.sink.bucketCommands++;
+      if (JSON.stringify(args.input ?? {}).includes("/BUCKET#")) {
+        for (const ctx of callContexts()) ctx.sink.bucketCommands++;
       }
       return next(args);
     },
@@ -1175,9 +1236,27 @@ function installTracking(run: Run, index: number, fcl: FaultyClient): void {
           clamped: clampedRefills(command, input),
           text: writeText(command, input),
         };
-        const ctx = opContext.getStore();
-        (ctx ? ctx.sink : run.orphans).attempts.push(a);
+        const views = currentBatch() ? shareViews(run, a) : [];
+        if (views.length > 0) {
+          run.coalesced++;
+          for (const [ctx, v] of views) ctx.sink.attempts.push(v);
+        } else {
+          const ctx = opContext.getStore();
+          (ctx ? ctx.sink : run.orphans).attempts.push(a);
+        }
         run.attempts.push(a);
+        const settle = (): void => {
+          for (const [, v] of views) {
+            Object.assign(v, {
+              endedAt: a.endedAt,
+              fate: a.fate,
+              errored: a.errored,
+              error: a.error,
+              injected: a.injected,
+              seen: a.seen,
+            });
+          }
+        };
         try {
           const out = await attemptContext.run(a, () => next(args));
           a.endedAt = Date.now();
@@ -1186,6 +1265,7 @@ function installTracking(run: Run, index: number, fcl: FaultyClient): void {
             (out as { output?: { Attributes?: Record<string, Attr> } }).output
               ?.Attributes,
           );
+          settle();
           return out;
         } catch (e) {
           a.endedAt = Date.now();
@@ -1193,6 +1273,7 @@ function installTracking(run: Run, index: number, fcl: FaultyClient): void {
           a.error = errorLabel(e);
           a.fate = classify(a, e, fcl.faults.log);
           a.seen = stateOf((e as { Item?: Record<string, Attr> }).Item);
+          settle();
           throw e;
         }
       };
@@ -1881,6 +1962,7 @@ function evaluate(
     envelopes: 0,
     maybeWrites: run.attempts.filter((a) => a.fate === "maybe").length,
     clampedLosses: 0,
+    coalescedWrites: run.coalesced,
   };
   const latencies: number[] = [];
   const attemptEnd = (a: Attempt): bigint => {
@@ -2471,6 +2553,7 @@ export async function runHistory(
     callSeq: 0,
     started: Date.now(),
     onErrors: 0,
+    coalesced: 0,
   };
   try {
     await setup(run);
@@ -2513,5 +2596,5 @@ export function summary(r: HistoryResult): string {
   const s = r.stats;
   return `${r.ok ? "ok" : "VIOLATION"} ${r.id}: ${s.operations} ops in ${
     (s.durationMs / 1000).toFixed(1)
-  } s; acquires ${s.acquires} (admitted ${s.admitted}, refused ${s.refused}, never ${s.neverSatisfiable}, error ${s.errors}, unchecked ${s.unchecked}, cached ${s.cachedRefusals}, exempt ${s.exemptRefusals}); lease calls ${s.leaseCalls}; configs ${s.configs}; faults ${s.faults}; stranded ${s.stranded}; known findings ${s.knownFindings}; clamped losses ${s.clampedLosses}; slackMs ${s.slackMs}, applyBound ${s.applyBoundMs} ms, refusalSlack ${s.refusalSlackMilli} mtk`;
+  } s; acquires ${s.acquires} (admitted ${s.admitted}, refused ${s.refused}, never ${s.neverSatisfiable}, error ${s.errors}, unchecked ${s.unchecked}, cached ${s.cachedRefusals}, exempt ${s.exemptRefusals}); lease calls ${s.leaseCalls}; configs ${s.configs}; faults ${s.faults}; stranded ${s.stranded}; known findings ${s.knownFindings}; clamped losses ${s.clampedLosses}; coalesced writes ${s.coalescedWrites}; slackMs ${s.slackMs}, applyBound ${s.applyBoundMs} ms, refusalSlack ${s.refusalSlackMilli} mtk`;
 }

@@ -49,6 +49,7 @@ import {
   type Profile,
   runHistory,
   scenarioArb,
+  type ScenarioSize,
   summary,
 } from "./_oracle_driver.ts";
 import { faultyClient } from "./_faults.ts";
@@ -66,7 +67,12 @@ const CONFIG_FROM = CONFIG_FROM_ENV === "call" || CONFIG_FROM_ENV === "rf"
   ? CONFIG_FROM_ENV
   : "auto";
 
-async function property(profile: Profile, defaultRuns: number): Promise<void> {
+async function property(
+  profile: Profile,
+  defaultRuns: number,
+  size: ScenarioSize = {},
+): Promise<number> {
+  let coalesced = 0;
   await using env = await openOracleEnv();
   const seed = SEED !== undefined
     ? Number(SEED)
@@ -79,7 +85,7 @@ async function property(profile: Profile, defaultRuns: number): Promise<void> {
   );
   let index = 0;
   await fc.assert(
-    fc.asyncProperty(scenarioArb(profile), async (scenario) => {
+    fc.asyncProperty(scenarioArb(profile, size), async (scenario) => {
       const path = PATH !== undefined && index === 0 ? PATH : String(index);
       index++;
       console.log(
@@ -90,6 +96,7 @@ async function property(profile: Profile, defaultRuns: number): Promise<void> {
         strict: STRICT,
       });
       console.log(`    ${summary(r)}`);
+      coalesced += r.stats.coalescedWrites;
       if (!r.ok) {
         throw new Error(
           `history at seed ${seed}, path ${path} (replay: ZAEL_ORACLE_SEED=${seed} ZAEL_ORACLE_PATH=${path} ZAEL_ORACLE_PROFILE=${profile}):\n${r.message}`,
@@ -103,6 +110,7 @@ async function property(profile: Profile, defaultRuns: number): Promise<void> {
       ...(PATH !== undefined ? { path: PATH } : {}),
     },
   );
+  return coalesced;
 }
 
 const sanitizers = { sanitizeOps: false, sanitizeResources: false };
@@ -112,7 +120,7 @@ Deno.test({
     "oracle: several clients with skewed clocks, config changes by a second writer and every lease path admit no more than the ideal bucket",
   ignore: PROFILE !== undefined && PROFILE !== "clean",
   ...sanitizers,
-  fn: () => property("clean", 6),
+  fn: async () => void await property("clean", 6),
 });
 
 Deno.test({
@@ -120,14 +128,30 @@ Deno.test({
     "oracle: with injected faults (errors before and after apply, throttling, conflicts, delays, hangs) no over-admission, no double charge, every deadline kept, every charge accounted for",
   ignore: PROFILE !== undefined && PROFILE !== "faults",
   ...sanitizers,
-  fn: () => property("faults", 6),
+  fn: async () => void await property("faults", 6),
+});
+
+Deno.test({
+  name:
+    "oracle: one or two processes with bursts of up to 24 concurrent acquires (coalesced writes) and injected faults admit no more than the ideal bucket",
+  ignore: PROFILE !== undefined && PROFILE !== "faults",
+  ...sanitizers,
+  async fn() {
+    const coalesced = await property("faults", 4, {
+      maxBurst: 24,
+      maxClients: 2,
+    });
+    if (PATH === undefined) {
+      assert.ok(coalesced > 0, "no write carried several acquires");
+    }
+  },
 });
 
 Deno.test({
   name: "oracle: mixed profile (the soak's; replay only)",
   ignore: PROFILE !== "mixed",
   ...sanitizers,
-  fn: () => property("mixed", 7),
+  fn: async () => void await property("mixed", 7),
 });
 
 // ---------------------------------------------------------------------------
