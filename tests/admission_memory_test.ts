@@ -247,6 +247,8 @@ async function runHistory(
   ]);
   source.createEntity("parent");
   source.createEntity("child", { parentId: "parent", cascade: true });
+  // A known entity: the hot key's acquires take the fast path (coalesced).
+  if (sc.hot) source.createEntity("solo");
   const limiters = Array.from(
     { length: sc.clients },
     () =>

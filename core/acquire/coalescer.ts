@@ -36,6 +36,8 @@
  * (its share may apply: stranded). The shared write itself is aborted only
  * when every request it carries has given up. Leases, adjust and rollback
  * stay per request (they write through {@linkcode BucketWriter.apply}).
+ * A charge that includes a calendar quota (decided by its window, not by
+ * refill) is written on its own, as without coalescing.
  *
  * @module
  */
@@ -80,16 +82,6 @@ const batchScope = new AsyncLocalStorage<readonly CoalescedShare[]>();
  */
 export function currentBatch(): readonly CoalescedShare[] | undefined {
   return batchScope.getStore();
-}
-
-/** Counts of a {@linkcode Coalescer}, for tests and benchmarks. */
-export interface CoalescerCounts {
-  /** Charges asked for. */
-  charges: number;
-  /** Charges that waited for a write in flight and were decided in a batch. */
-  coalesced: number;
-  /** Writes sent for batches (each carries one or more requests). */
-  batchWrites: number;
 }
 
 interface Member {
@@ -260,23 +252,12 @@ export class Coalescer {
   readonly #clock: Clock;
   readonly #enabled: boolean;
   readonly #queues = new Map<string, Queue>();
-  /** Counts since creation. */
-  readonly counts: CoalescerCounts = {
-    charges: 0,
-    coalesced: 0,
-    batchWrites: 0,
-  };
 
   /** A coalescer over a writer (`enabled` false: a pass-through). */
   constructor(writer: BucketWriter, clock: Clock, enabled = true) {
     this.#writer = writer;
     this.#clock = clock;
     this.#enabled = enabled;
-  }
-
-  /** The writer. */
-  get writer(): BucketWriter {
-    return this.#writer;
   }
 
   /**
@@ -291,7 +272,6 @@ export class Coalescer {
     amounts: ReadonlyMap<string, bigint>,
     wcu: bigint = WCU_PER_WRITE,
   ): Promise<ChargeOutcome> {
-    this.counts.charges++;
     // A calendar quota is decided by its window, not by refill: not batched.
     if (!this.#enabled || target.limits.some((s) => s.limit.calendar)) {
       return this.#writer.charge(target, amounts, wcu);
@@ -364,7 +344,6 @@ export class Coalescer {
       sameTarget(m.target, leader.target)
     );
     for (const m of batch) queue.pending.splice(queue.pending.indexOf(m), 1);
-    this.counts.coalesced += batch.length;
     const done = (): void => {
       // Requests a failed write did not carry are charged by the next one.
       queue.pending.unshift(...batch.filter((m) => !m.settled));
@@ -449,7 +428,6 @@ export class Coalescer {
         amounts: m.amounts,
         run: m.run,
       }));
-      this.counts.batchWrites++;
       try {
         const r = await batchScope.run(
           shares,
