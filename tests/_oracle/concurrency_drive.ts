@@ -19,6 +19,7 @@ import {
   LeaseDeadlineExceeded,
   Limit,
   RateLimiter,
+  RateLimiterUnavailable,
   RateLimitExceeded,
 } from "../../mod.ts";
 import { MemoryBucketStore, MemorySlotStore } from "../../testing.ts";
@@ -177,6 +178,7 @@ export async function runConcurrencyHistory(
       if (action !== "crash") {
         const at = Date.now();
         let refused = false;
+        let failed = false; // DynamoDB failed: the write may or may not have applied
         try {
           if (action === "commit") {
             lease.adjust({ rpm: 1 });
@@ -185,15 +187,16 @@ export async function runConcurrencyHistory(
             await lease.rollback();
           }
         } catch (e) {
-          if (!(e instanceof LeaseDeadlineExceeded)) throw e;
-          refused = true;
+          if (e instanceof LeaseDeadlineExceeded) refused = true;
+          else if (e instanceof RateLimiterUnavailable) failed = true;
+          else throw e;
         }
         const done = Date.now();
         // The model: nothing moves once the deadline passed.
         const deadline = lease.deadline ?? Infinity;
         const outcome: EffectOutcome = at >= deadline
           ? "failed"
-          : done < deadline
+          : done < deadline && !failed
           ? "applied"
           : "ambiguous";
         // The lease agrees with the model where the model is certain.
@@ -207,7 +210,7 @@ export async function runConcurrencyHistory(
         // The certain hold may end at the call; the possible one only if it released.
         if (outcome !== "failed") releaseInvoke = at;
         const released = action === "commit"
-          ? !refused
+          ? lease.state === "committed"
           : lease.state === "rolled_back";
         if (released) releaseDone = done;
         const span = { start: BigInt(at), end: BigInt(done), charges, outcome };

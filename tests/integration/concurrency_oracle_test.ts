@@ -9,6 +9,7 @@
  * Every client uses the real clock as is (`clock: systemClock`), so one
  * clock orders the history.
  */
+import assert from "node:assert/strict";
 import fc from "fast-check";
 import { Limit, RateLimiter, Repository, systemClock } from "../../mod.ts";
 import {
@@ -17,6 +18,7 @@ import {
   runConcurrencyHistory,
   scenarioArb,
 } from "../_oracle/concurrency_drive.ts";
+import { faultyClient } from "./_faults.ts";
 import { freshRepo } from "./_harness.ts";
 import { num, rawBucket } from "./_stored.ts";
 
@@ -59,4 +61,62 @@ Deno.test("DynamoDB Local: concurrency limits never hold more than max unexpired
     ),
     { numRuns: 4 },
   );
+});
+
+Deno.test("DynamoDB Local with 500s before and after writes apply: concurrency limits and lease deadlines still pass both checkers", async () => {
+  let injected = 0;
+  await fc.assert(
+    fc.asyncProperty(
+      scenarioArb.map((sc) => ({
+        ...sc,
+        faults: true,
+        leaseMs: sc.leaseMs * 3,
+      })),
+      async (sc) => {
+        await using env = await freshRepo({ clock: systemClock });
+        await env.repo.setSystemDefaults([Limit.custom("rpm", 6, 6, 1)]);
+        using fcl = await faultyClient({ maxAttempts: 3, seed: sc.seed });
+        // Slot takes and bucket writes fail now and then (releases do not:
+        // a lost release is reported to onError and the slot frees at its
+        // deadline, which this history cannot tell from the client).
+        const writes = (input: Record<string, unknown>) =>
+          !String(input["UpdateExpression"] ?? "").startsWith("REMOVE");
+        for (const kind of ["beforeApply", "afterApply"] as const) {
+          fcl.faults.inject({
+            command: "UpdateItem",
+            match: writes,
+            probability: 0.04,
+            fault: { kind, error: "InternalServerError" },
+          });
+        }
+        const history = await runConcurrencyHistory(sc, {
+          perWorker: 5,
+          makeLimiter: async (i) =>
+            new RateLimiter(
+              await Repository.open({
+                client: fcl.client,
+                stack: env.repo.tableName,
+                clock: systemClock,
+              }),
+              {
+                onError: () => {},
+                refusalCacheSize: 0,
+                random: rng(sc.seed + i),
+              },
+            ),
+          finalTc: async () =>
+            BigInt(
+              num(
+                await rawBucket(env.client, env.repo, "solo", "api"),
+                "b_rpm_tc",
+              ),
+            ),
+        });
+        judge(sc, history);
+        injected += fcl.faults.log.length;
+      },
+    ),
+    { numRuns: 3 },
+  );
+  assert.ok(injected > 0, "faults were injected");
 });
