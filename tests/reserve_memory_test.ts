@@ -15,7 +15,8 @@
  * - **Caller history**: what callers saw. An acquire admitted from a slice
  *   spends tokens taken when the slice was taken, so its interval starts at
  *   the start of the call that took the slice it may have used (the oldest
- *   slice its limiter held of the bucket when the call started). Its
+ *   slice its limiter held of the bucket when the call started, or the
+ *   oldest call of its limiter in flight then, which may be taking one). Its
  *   admissions must fit the ideal bucket (every admission, and every
  *   window); rollbacks are give-backs, unused slice tokens and their
  *   give-backs are left out (leaving out a debit and its later capped
@@ -188,6 +189,11 @@ async function runHistory(sc: Scenario): Promise<Run> {
     () => new Map<string, Map<number, bigint>>(),
   );
   const stranded: { bucket: string; amountMilli: bigint }[] = [];
+  // Per limiter: the start of each call in flight.
+  const inFlight = Array.from(
+    { length: sc.clients },
+    () => new Map<string, bigint>(),
+  );
   const onSlice = (i: number) => (e: SliceEvent) => {
     const slices = held[i] as Map<string, Map<number, bigint>>;
     let m = slices.get(e.entityId);
@@ -248,7 +254,10 @@ async function runHistory(sc: Scenario): Promise<Run> {
           if (s < since) since = s;
         }
       }
+      // A slice another call of this limiter is taking may serve this one.
+      for (const s of inFlight[li]?.values() ?? []) if (s < since) since = s;
       const ctx: CallContext = { start, faulted: false, applied: [] };
+      inFlight[li]?.set(id, start);
       let outcome = "admitted" as "admitted" | "refused" | "error";
       let bodyRan = false;
       let bodyEnd = start;
@@ -269,6 +278,7 @@ async function runHistory(sc: Scenario): Promise<Run> {
         }
       });
       const stop = BigInt(Date.now());
+      inFlight[li]?.delete(id);
       ops.push({
         kind: "acquire",
         id,

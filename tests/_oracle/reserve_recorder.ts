@@ -12,8 +12,9 @@
  *   adjustment. A write made inside a call may stand for a decision taken
  *   (and a refill computed) from the call's start on.
  * - **Caller history**: what callers saw. An acquire admitted while its
- *   limiter held slices of its buckets may have spent tokens taken then: its
- *   interval starts at the start of the call that took the oldest of them.
+ *   limiter held slices of its buckets, or while other calls of it were in
+ *   flight (taking one), may have spent tokens taken then: its interval
+ *   starts at the start of the call that took the oldest of them.
  *   Unused slice tokens and their give-backs are left out (leaving out a
  *   debit and its later capped give-back only raises the ideal balance);
  *   tokens that could not be given back (reported stranded) are ambiguous
@@ -105,6 +106,8 @@ export class ReserveRecorder {
   readonly #callerOps: Operation[] = [];
   readonly #held = new Map<string, Map<number, bigint>>();
   readonly #stranded: { bucket: string; amount: bigint }[] = [];
+  /** Per limiter: the start of each call in flight. */
+  readonly #inFlight = new Map<number, Map<string, bigint>>();
   #n = 0;
   /** Acquires admitted, refused, failed. */
   readonly counts = { admitted: 0, refused: 0, error: 0 };
@@ -230,6 +233,11 @@ export class ReserveRecorder {
         if (s < since) since = s;
       }
     }
+    // A slice another call of this limiter is taking may serve this one.
+    let mine = this.#inFlight.get(index);
+    if (!mine) this.#inFlight.set(index, mine = new Map());
+    for (const s of mine.values()) if (s < since) since = s;
+    mine.set(id, start);
     const ctx: CallContext = { start, applied: [] };
     const charges = (n: number): Charge[] =>
       a.buckets.map((bucket) => ({
@@ -264,6 +272,7 @@ export class ReserveRecorder {
       }
     });
     const stop = BigInt(Date.now());
+    mine.delete(id);
     if (bodyEnd === null) {
       this.counts[outcome === "admitted" ? "error" : outcome]++;
       this.#callerOps.push({
