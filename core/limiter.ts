@@ -27,6 +27,11 @@
  * path; `acquire/capacity.ts` answers the capacity queries. Options are in
  * `acquire/options.ts`; `acquire/wait.ts` (waiting) and `acquire/partial.ts`
  * (partial grants, through `acquire/grant.ts`) repeat a try.
+ * `acquire/concurrency.ts` takes the slots of concurrency limits around a
+ * try (`acquire/slot_store.ts`, `store/*_slot_store.ts`);
+ * `acquire/lease_deadline.ts` sets the lease's deadline;
+ * `acquire/local_admission.ts` admits from `local_fallback.ts` when
+ * DynamoDB fails. The limiter's options are in `limiter_options.ts`.
  *
  * @module
  */
