@@ -443,6 +443,7 @@ export class RateLimiter {
           concurrency: t.concurrency,
           start,
           onError: this.#onError,
+          callerAborted: o.signal?.aborted === true,
         });
         if (!lease) throw this.#unavailable(e, { entityId, resource });
         return hold(lease);

@@ -180,3 +180,18 @@ Deno.test("acquire() with concurrency limits under the local fallback holds floo
   assert.ok(both.every((l) => l.local));
   for (const l of both) await l.rollback();
 });
+
+Deno.test("acquire() aborted by its own signal is decided locally but does not make the next acquires skip DynamoDB", async () => {
+  const t = setup(0.1, 60_000);
+  await t.limiter.acquire(ONE, () => {});
+  await (await t.limiter.acquire(ONE)).rollback();
+  const aborted = await t.limiter.acquire({
+    ...ONE,
+    signal: AbortSignal.abort(new Error("client went away")),
+  });
+  assert.equal(aborted.local, true);
+  await aborted.rollback();
+  const next = await t.limiter.acquire(ONE);
+  assert.equal(next.local, false); // no 60 s skip window after a caller's abort
+  await next.commit();
+});

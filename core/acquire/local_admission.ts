@@ -109,10 +109,13 @@ export async function fallBackLocally(
     readonly concurrency: readonly ConcurrencyLimit[];
     readonly start: number;
     readonly onError: (error: unknown, context: string) => void;
+    /** The call's own signal aborted it (DynamoDB may be fine). */
+    readonly callerAborted?: boolean;
   },
 ): Promise<Lease | null> {
   if (error !== SKIPPED) {
-    local.markDown();
+    // The caller's own abort says nothing about DynamoDB: no skip window.
+    if (!call.callerAborted) local.markDown();
     call.onError(error, "local");
   }
   const release = call.concurrency.length === 0 ? null : local.takeSlots(
