@@ -35,6 +35,7 @@ import {
   calendarDeltaPlanned,
   deltaPart,
   isCalendar,
+  type LeaseWindow,
   planCalendar,
   windowAfter,
 } from "./calendar_bucket.ts";
@@ -404,6 +405,7 @@ export class BucketWriter {
     shards: number,
     deltas: ReadonlyMap<string, bigint>,
     wcu: bigint = 0n,
+    windows: ReadonlyMap<string, LeaseWindow> = new Map(),
   ): Promise<bigint> {
     for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
       checkDeadline();
@@ -416,7 +418,9 @@ export class BucketWriter {
       const nowMs = this.#clock.now();
       const now = BigInt(nowMs);
       const parts = [...deltas].flatMap(([n, d]) => {
-        const p = k.limits.has(n) ? deltaPart(k, n, d, shards, now) : null;
+        const p = k.limits.has(n)
+          ? deltaPart(k, n, d, shards, now, windows.get(n))
+          : null;
         return p ? [p] : [];
       });
       const names = parts.map((p) => p.name);
@@ -439,7 +443,16 @@ export class BucketWriter {
       } else {
         write = {
           kind: "slow",
-          write: this.#refillDelta(ref, shards, k, now, names, deltas, wcu),
+          write: this.#refillDelta(
+            ref,
+            shards,
+            k,
+            now,
+            names,
+            deltas,
+            wcu,
+            windows,
+          ),
         };
       }
       try {
@@ -482,6 +495,7 @@ export class BucketWriter {
     names: readonly string[],
     deltas: ReadonlyMap<string, bigint>,
     wcu: bigint,
+    windows: ReadonlyMap<string, LeaseWindow>,
   ): SlowWrite {
     const entries = [...k.limits.entries()].filter(([n, st]) =>
       n !== WCU_LIMIT_NAME && !isCalendar(st)
@@ -522,7 +536,9 @@ export class BucketWriter {
     for (const [n, st] of k.limits) {
       if (!isCalendar(st)) continue;
       const d = names.includes(n) ? deltas.get(n) as bigint : 0n;
-      limits.push(calendarDeltaPlanned(n, st, shards, Number(now), d));
+      limits.push(
+        calendarDeltaPlanned(n, st, shards, Number(now), d, windows.get(n)),
+      );
     }
     if (k.limits.has(WCU_LIMIT_NAME)) limits.push(wcuPlanned(k, plan.rf, wcu));
     return {

@@ -20,7 +20,10 @@ import type {
   PlannedLimit,
   StoredLimit,
 } from "./bucket_item.ts";
+import type { BucketWriter } from "./bucket_writer.ts";
 import { type CalendarSpec, calendarWindow } from "./calendar.ts";
+import type { Clock } from "./clock.ts";
+import type { Lease, LeaseEntry } from "./lease.ts";
 
 /** A calendar limit's balance at an instant. */
 export interface CalendarBalance {
@@ -148,24 +151,54 @@ export function planCalendar(
   return { planned, tk: b.tk, ok, retryAfterSeconds: b.retryAfterSeconds };
 }
 
+/** The window of a lease's acquire, epoch ms. */
+export interface LeaseWindow {
+  /** Start. */
+  readonly start: bigint;
+  /** End. */
+  readonly end: bigint;
+}
+
+/** What a lease delta does to a calendar quota (see {@linkcode calendarDelta}). */
+export type CalendarDelta =
+  | { readonly kind: "add"; readonly max: bigint; readonly window: bigint }
+  | { readonly kind: "reset"; readonly window: LeaseWindow };
+
 /**
- * The part of a lease delta `d` (positive: taken, negative: given back)
- * for a calendar limit stored as `st`, at `nowMs`, in a write that is
- * conditioned on the stored window: `null` when the stored window is over
- * (the delta belonged to it and is dropped; the next charge resets the
- * balance). A give-back never lifts the balance over the capacity.
+ * What a lease delta `d` (positive: taken, negative: given back) does to a
+ * calendar quota stored as `st`, at `nowMs`. A lease's adjustments belong
+ * to the window of its acquire (`window`): dropped (`null`) once that window
+ * is over or was replaced by a newer one; added in it (a give-back never
+ * over the capacity, `max` is the condition on the balance) while it is the
+ * stored one; and when the stored window is older (nothing reset it since
+ * the window turned), the delta resets it first. Without `window` (a
+ * compensation right after a charge) the stored window is used, dropped
+ * once over.
  */
 export function calendarDelta(
   st: StoredLimit,
   nowMs: number,
   cp: bigint,
   d: bigint,
-): { readonly max: bigint; readonly window: bigint } | null {
-  if (st.ws === null || st.ws === undefined) return null;
-  if (st.we !== null && st.we !== undefined && BigInt(nowMs) >= st.we) {
+  window?: LeaseWindow,
+): CalendarDelta | null {
+  const ws = st.ws ?? null;
+  if (ws === null) return null;
+  const now = BigInt(nowMs);
+  if (window !== undefined) {
+    if (now >= window.end || ws > window.start) return null;
+    if (ws < window.start) return { kind: "reset", window };
+  } else if (st.we !== null && st.we !== undefined && now >= st.we) {
     return null;
   }
-  return { max: cp + (d < 0n ? d : 0n), window: st.ws };
+  return { kind: "add", max: cp + (d < 0n ? d : 0n), window: ws };
+}
+
+/** The window of a lease entry's acquire, from its stamped start. */
+export function leaseWindow(e: LeaseEntry): LeaseWindow | undefined {
+  if (e.window === undefined || !e.limit.calendar) return undefined;
+  const w = calendarWindow(Number(e.window), e.limit.calendar);
+  return { start: BigInt(w.start), end: BigInt(w.end) };
 }
 
 /** Whether a stored limit is a calendar quota (it has a window). */
@@ -186,12 +219,18 @@ export function deltaPart(
   d: bigint,
   shards: number,
   now: bigint,
+  window?: LeaseWindow,
 ): PlainLimit | null {
   const st = k.limits.get(name) as StoredLimit;
   const eff = shardParams(st.params, shards);
   if (isCalendar(st)) {
-    const c = calendarDelta(st, Number(now), eff.cp, d);
+    const c = calendarDelta(st, Number(now), eff.cp, d, window);
     if (!c) return null;
+    if (c.kind === "reset") {
+      // A reset is no plain write: a ceiling under any balance sends it to the refill path.
+      const never = (st.tk < 0n ? st.tk : 0n) - 1n;
+      return { name, take: d, count: d, params: null, min: null, max: never };
+    }
     return {
       name,
       take: d,
@@ -225,12 +264,37 @@ export function calendarDeltaPlanned(
   shards: number,
   nowMs: number,
   d: bigint,
+  window?: LeaseWindow,
 ): PlannedLimit {
   const cp = shardParams(st.params, shards).cp;
-  const c = calendarDelta(st, nowMs, cp, d);
+  const c = calendarDelta(st, nowMs, cp, d, window);
+  if (c?.kind === "reset") {
+    // The lease's window is current but not stored yet: start it, then apply.
+    const take = d > 0n ? d : 0n;
+    return {
+      name,
+      params: st.params,
+      paramsBefore: st.params,
+      tkBefore: st.tk,
+      tkAfter: cp - take,
+      consumed: take,
+      exact: true,
+      check: false,
+      window: {
+        before: st.ws ?? null,
+        start: c.window.start,
+        end: c.window.end,
+      },
+    };
+  }
   const delta = c ? d : 0n;
   let after = st.tk - delta;
-  if (delta < 0n && after > cp) after = st.tk > cp ? st.tk : cp;
+  // A give-back cut at the capacity is right only for the balance read.
+  let cut = false;
+  if (delta < 0n && after > cp) {
+    after = st.tk > cp ? st.tk : cp;
+    cut = true;
+  }
   return {
     name,
     params: st.params,
@@ -239,6 +303,7 @@ export function calendarDeltaPlanned(
     tkAfter: after,
     consumed: delta,
     capped: delta < 0n,
+    exact: cut,
     check: false,
     window: {
       before: st.ws ?? null,
@@ -256,4 +321,35 @@ export function windowAfter(
   if (window) return { ws: window.start, we: window.end };
   const ws = old?.ws ?? null;
   return ws === null ? {} : { ws, we: old?.we ?? null };
+}
+
+/**
+ * Records on a fresh lease the window each calendar quota's charge fell in:
+ * the window of the item as the acquire's own write left it, or for a
+ * quota it did not charge, the window of now.
+ */
+export function stampWindows(
+  adm: { readonly writer: BucketWriter; readonly clock: Clock },
+  lease: Lease,
+): void {
+  for (const e of lease.entries as LeaseEntry[]) {
+    if (!e.limit.calendar) continue;
+    const ws = e.consumed > 0n
+      ? adm.writer.known(e.ref)?.limits.get(e.limit.name)?.ws ?? null
+      : null;
+    e.window = ws ??
+      BigInt(calendarWindow(adm.clock.now(), e.limit.calendar).start);
+  }
+}
+
+/** The calendar windows of a group of lease entries, by limit name. */
+export function windowsOf(
+  entries: readonly LeaseEntry[],
+): Map<string, LeaseWindow> {
+  const out = new Map<string, LeaseWindow>();
+  for (const e of entries) {
+    const w = leaseWindow(e);
+    if (w) out.set(e.limit.name, w);
+  }
+  return out;
 }

@@ -14,6 +14,7 @@
 import { type BucketParams, paramsOf } from "./bucket.ts";
 import type { BucketRef } from "./bucket_item.ts";
 import type { BucketWriter, ChargeOutcome, Target } from "./bucket_writer.ts";
+import { windowsOf } from "./calendar_bucket.ts";
 import type { Clock } from "./clock.ts";
 import { NO_SHADOW, type ShadowReport } from "./acquire/shadow.ts";
 import {
@@ -48,6 +49,8 @@ export interface LeaseEntry {
   consumed: bigint;
   /** Millitokens already written to DynamoDB. */
   written: bigint;
+  /** A calendar quota: the acquire's window start (its adjustments belong to it). */
+  window?: bigint;
 }
 
 /**
@@ -534,7 +537,14 @@ export class Lease implements AsyncDisposable {
             return;
           }
           try {
-            const left = await writer.apply(first.ref, first.shards, map);
+            const w = windowsOf(entries);
+            const left = await writer.apply(
+              first.ref,
+              first.shards,
+              map,
+              0n,
+              w,
+            );
             for (const e of entries) e.written += delta(e);
             if (left > 0n) {
               this.#report(first.ref, new Map([["*", left]]), "giveback", null);

@@ -65,6 +65,7 @@ import { grant, grantOf } from "./acquire/grant.ts";
 import { resolveMin } from "./acquire/partial.ts";
 import { RefusalCache, refusalKey } from "./acquire/refusal_cache.ts";
 import { judgeShadow, shadowNames } from "./acquire/shadow.ts";
+import { stampWindows } from "./calendar_bucket.ts";
 import { slowPath } from "./acquire/slow_path.ts";
 import { resolveWait, waitForCapacity } from "./acquire/wait.ts";
 import type { AcquireOptions, CapacityOptions } from "./acquire/options.ts";
@@ -497,6 +498,7 @@ export class RateLimiter {
         false,
         this.#adm.leaseOptions,
       );
+    stampWindows(this.#adm, lease);
     try {
       const judged = await judgeShadow(
         this.#adm,

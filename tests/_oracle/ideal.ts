@@ -378,3 +378,96 @@ export class IdealBuckets {
     this.#limit(bucket, limit).setParams(t, params);
   }
 }
+
+/**
+ * An ideal calendar-aligned quota (issue 14), next to the rolling bucket
+ * above: `cp` millitokens per calendar window (`windowOf(t)` gives the
+ * window holding `t`, e.g. `calendarWindow` of `core/calendar.ts`), all of
+ * it available at the window start, nothing refilled inside the window.
+ *
+ * - **admit**: the balance of the current window (the full `cp` once the
+ *   window turned) covers the charge; all or nothing across quotas is the
+ *   caller's (see {@linkcode idealAdmitAll}).
+ * - **delta** (a lease's adjustment or give-back): belongs to the window
+ *   of the lease's acquire: applied while that window is current (a
+ *   give-back capped at `cp`, a debit without a check), dropped once it is
+ *   over.
+ */
+export class IdealCalendarLimit {
+  readonly #cp: bigint;
+  readonly #windowOf: (t: number) => { start: number; end: number };
+  #start = Number.NEGATIVE_INFINITY;
+  #balance: bigint;
+
+  /** A quota of `cp` millitokens per window. */
+  constructor(
+    cp: bigint,
+    windowOf: (t: number) => { start: number; end: number },
+  ) {
+    if (cp <= 0n) throw new RangeError(`capacity must be positive: ${cp}`);
+    this.#cp = cp;
+    this.#windowOf = windowOf;
+    this.#balance = cp;
+  }
+
+  #roll(t: number): void {
+    const w = this.#windowOf(t);
+    if (w.start < this.#start) {
+      throw new RangeError(
+        `time went back: window ${w.start} < ${this.#start}`,
+      );
+    }
+    if (w.start !== this.#start) {
+      this.#start = w.start;
+      this.#balance = this.#cp;
+    }
+  }
+
+  /** The capacity. */
+  get capacity(): bigint {
+    return this.#cp;
+  }
+
+  /** The balance at `t` (rolls the window). */
+  balance(t: number): bigint {
+    this.#roll(t);
+    return this.#balance;
+  }
+
+  /** The start of the window holding `t`. */
+  windowStart(t: number): number {
+    return this.#windowOf(t).start;
+  }
+
+  /** Whether `amount` fits at `t` (no change but the window roll). */
+  covers(t: number, amount: bigint): boolean {
+    return amount <= 0n || this.balance(t) >= amount;
+  }
+
+  /** Takes `amount` at `t` without a check. */
+  debit(t: number, amount: bigint): void {
+    this.#roll(t);
+    this.#balance -= amount;
+  }
+
+  /** A lease delta at `t` for a lease acquired in the window starting at `acquiredIn`. */
+  delta(t: number, acquiredIn: number, d: bigint): void {
+    this.#roll(t);
+    if (this.#start !== acquiredIn) return; // the acquire's window is over
+    const next = this.#balance - d;
+    this.#balance = d < 0n && next > this.#cp ? this.#cp : next;
+  }
+}
+
+/** All or nothing over several calendar quotas: admits (debits each) only when every one covers its charge. */
+export function idealAdmitAll(
+  t: number,
+  charges: readonly {
+    readonly limit: IdealCalendarLimit;
+    readonly amount: bigint;
+  }[],
+): boolean {
+  if (charges.some((c) => !c.limit.covers(t, c.amount))) return false;
+  for (const c of charges) c.limit.debit(t, c.amount);
+  return true;
+}
