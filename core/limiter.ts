@@ -64,7 +64,7 @@ import { chargeSide, checkSatisfiable, type Side } from "./acquire/plan.ts";
 import { grant, grantOf } from "./acquire/grant.ts";
 import { resolveMin } from "./acquire/partial.ts";
 import { RefusalCache, refusalKey } from "./acquire/refusal_cache.ts";
-import { judgeShadow, shadowNames } from "./acquire/shadow.ts";
+import { chargesNothing, judgeShadow, shadowNames } from "./acquire/shadow.ts";
 import { stampWindows } from "./calendar_bucket.ts";
 import { slowPath } from "./acquire/slow_path.ts";
 import { resolveWait, waitForCapacity } from "./acquire/wait.ts";
@@ -488,7 +488,15 @@ export class RateLimiter {
     const enforced = shadow.size === 0
       ? consume
       : new Map([...consume].filter(([name]) => !shadow.has(name)));
-    const lease = shadow.size === 0 || enforced.size > 0
+    const none = await chargesNothing(
+      this.#adm,
+      entityId,
+      resource,
+      consume,
+      shadow,
+      override,
+    );
+    const lease = !none
       ? await this.#decide(entityId, resource, enforced, override, cached)
       : new Lease(
         this.#adm.writer,

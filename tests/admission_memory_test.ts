@@ -140,17 +140,18 @@ interface Scenario {
   readonly callers: number;
   readonly faults: boolean;
   /**
-   * Every acquire also consumes a stored shadow limit (`spm`) and a limit
-   * shadowed per call (`tpm`), both of capacity 1 (enforced, nearly every
-   * call would be refused or exceed the capacity): the checker's verdict on
-   * `rpm` must be unchanged, and no write may charge either.
+   * Every acquire also consumes a stored shadow limit (`spm`, capacity 1:
+   * enforced, nearly every call would be refused or exceed the capacity),
+   * and a quarter of the calls shadow `rpm` itself per call: the checker's
+   * verdict on `rpm` must be unchanged, no write may charge `spm`, and a
+   * call with only shadow limits is admitted and writes nothing.
    */
   readonly shadow?: boolean;
   /** Every acquire on the one bucket `solo` (a hot key). */
   readonly hot?: boolean;
 }
 
-const SHADOW_LIMITS = ["spm", "tpm"] as const;
+const SHADOW_LIMITS = ["spm"] as const;
 
 /** Writes that charged a shadow limit (must stay empty). */
 function shadowCharges(w: BucketWrite): string[] {
@@ -241,7 +242,6 @@ async function runHistory(
     ...(sc.shadow
       ? [
         Limit.custom("spm", 1, 1, 3600).withShadow(),
-        Limit.custom("tpm", 1, 1, 3600),
       ]
       : []),
   ]);
@@ -280,6 +280,33 @@ async function runHistory(
           amountMilli: BigInt(amount) * 1000n,
         }));
       const ctx: CallContext = { faulted: false, lost: 0, applied: [] };
+      if (sc.shadow && random() < 0.25) {
+        // Only shadow limits: admitted whatever the balance (an injected
+        // fault may fail it, never a refusal), and no rpm written.
+        let ok = false;
+        await call.run(ctx, async () => {
+          const lease = await limiter.acquire({
+            entityId,
+            resource: "api",
+            consume: { rpm: amount, spm: amount },
+            shadow: ["rpm"],
+          }).catch((e) => {
+            if (e instanceof RateLimitExceeded || !ctx.faulted) {
+              shadowWrites.push(`${id}: ${e}`);
+            }
+            return null;
+          });
+          // A lost read answer leaves the report empty, never the admission.
+          ok = lease === null
+            ? ctx.faulted
+            : ctx.faulted || lease.shadow.checked.length > 0;
+          await lease?.commit();
+        });
+        if (!ok || ctx.applied.length > 0) {
+          shadowWrites.push(`${id}: shadow-only call refused or wrote`);
+        }
+        continue;
+      }
       const start = BigInt(Date.now());
       let outcome = "admitted" as "admitted" | "refused" | "error";
       let bodyRan = false;
@@ -290,8 +317,7 @@ async function runHistory(
               ? {
                 entityId,
                 resource: "api",
-                consume: { rpm: amount, spm: amount, tpm: amount },
-                shadow: ["tpm"],
+                consume: { rpm: amount, spm: amount },
               }
               : { entityId, resource: "api", consume: { rpm: amount } },
             (lease) => {

@@ -35,7 +35,8 @@ function specs(limits: readonly Limit[], shards: number): readonly LimitSpec[] {
   }
   let out = byShards.get(shards);
   if (!out) {
-    out = limits.map((l) => ({
+    // Shadow limits are never charged: left out of the item's writes.
+    out = limits.filter((l) => !l.shadow).map((l) => ({
       limit: l,
       stored: paramsOf(l),
       eff: paramsOf(l, shards),

@@ -232,9 +232,12 @@ export function planWrite(
   const now = BigInt(nowMs);
   const ref = sideRef(ns, side, resource);
   const rf = item ? item.rf : now;
-  const effective = side.resolved.limits.map((l) => paramsOf(l, side.shards));
+  // Shadow limits are never charged: they are left out of the item's writes
+  // (an always-full limit would hold back the refill of the others).
+  const enforced = side.resolved.limits.filter((l) => !l.shadow);
+  const effective = enforced.map((l) => paramsOf(l, side.shards));
   // Calendar quotas do not take part in the rolling refill (calendar_bucket.ts).
-  const rolling = side.resolved.limits.flatMap((l, i) => l.calendar ? [] : [i]);
+  const rolling = enforced.flatMap((l, i) => l.calendar ? [] : [i]);
   // A limit new to the item starts full (its balance is clamped like the
   // others). A limit whose stored parameters differ (changed at some
   // unknown time since rf) is refilled under the smaller capacity and the
@@ -243,7 +246,7 @@ export function planWrite(
     rf,
     now,
     rolling.map((i) => {
-      const l = side.resolved.limits[i] as Limit;
+      const l = enforced[i] as Limit;
       const eff = effective[i] as BucketParams;
       const stored = item?.limits.get(l.name);
       return {
@@ -256,7 +259,7 @@ export function planWrite(
   );
   const limits: PlannedLimit[] = [];
   const statuses: LimitStatus[] = [];
-  side.resolved.limits.forEach((l, i) => {
+  enforced.forEach((l, i) => {
     const eff = effective[i] as BucketParams;
     const stored = item?.limits.get(l.name);
     const amount = side.charge.get(l.name) ?? 0n;

@@ -25,7 +25,7 @@ import type { Lease } from "../lease.ts";
 import type { Limit } from "../limit.ts";
 import type { LimitStatus } from "../models.ts";
 import { type Admission, resolveLimits } from "./admission.ts";
-import { limitStatus } from "./plan.ts";
+import { chargeSide, limitStatus } from "./plan.ts";
 
 /** Which limits of one acquire are shadowed: names, or `true` for all. */
 export type ShadowSelection = readonly string[] | true;
@@ -225,4 +225,37 @@ function shadowCalendarWait(
   const st = item?.limits.get(l.name);
   if (!st || !l.calendar || amount > cp || tk >= amount) return 0;
   return calendarBalance(st, l.calendar, nowMs, cp).retryAfterSeconds;
+}
+
+/**
+ * Whether an acquire charges nothing at all: every name it consumes is
+ * shadowed (per call, or by the entity's stored flag when the entity is
+ * known to have no cascade parent, which might enforce it). Such an
+ * acquire writes nothing; its names are still checked against the
+ * entity's limits.
+ *
+ * @throws {ValidationError} a consumed name is not configured for the entity
+ */
+export async function chargesNothing(
+  adm: Admission,
+  entityId: string,
+  resource: string,
+  consume: ReadonlyMap<string, bigint>,
+  perCall: ReadonlySet<string>,
+  override: readonly Limit[] | null,
+): Promise<boolean> {
+  if (consume.size === 0) return false;
+  const left = [...consume.keys()].filter((n) => !perCall.has(n));
+  if (left.length === 0) {
+    const r = await resolveLimits(adm, entityId, resource, override);
+    chargeSide(entityId, r, consume, 1, true, adm.random); // checks the names
+    return true;
+  }
+  const info = adm.source.entityInfo(entityId);
+  if (info === undefined || (info.cascade && info.parentId)) return false;
+  const r = await resolveLimits(adm, entityId, resource, override);
+  const stored = new Set(r.limits.filter((l) => l.shadow).map((l) => l.name));
+  if (!left.every((n) => stored.has(n))) return false;
+  chargeSide(entityId, r, consume, 1, true, adm.random); // checks the names
+  return true;
 }
