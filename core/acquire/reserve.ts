@@ -29,8 +29,7 @@
  * - **Refusals** are never decided from memory: a call the slices do not
  *   cover is decided by DynamoDB on fresh state.
  *
- * Bounds (held, time-shifted, stranded tokens; false refusals): README
- * section "Local reserve".
+ * Bounds (held, time-shifted, stranded tokens; false refusals): README "Local reserve".
  *
  * @module
  */
@@ -186,6 +185,7 @@ export class LocalReserve {
 
   /** Whether every limit the side charges is served from slices. */
   #served(side: Side): boolean {
+    if (side.resolved.limits.some((l) => l.calendar)) return false; // #14: a calendar quota's slice would admit into the next window
     const only = this.#config.limits;
     if (only === null) return true;
     for (const n of side.charge.keys()) if (!only.has(n)) return false;

@@ -5,6 +5,17 @@
  */
 import assert from "node:assert/strict";
 import { GetItemCommand } from "@aws-sdk/client-dynamodb";
+import {
+  AggregationTemporality,
+  InMemoryMetricExporter,
+  MeterProvider,
+  PeriodicExportingMetricReader,
+} from "@opentelemetry/sdk-metrics";
+import {
+  BasicTracerProvider,
+  InMemorySpanExporter,
+  SimpleSpanProcessor,
+} from "@opentelemetry/sdk-trace-base";
 import { Limit, RateLimiter, RateLimitExceeded } from "../../mod.ts";
 import { freshRepo, manualClock } from "./_harness.ts";
 
@@ -196,4 +207,52 @@ Deno.test("shadow with cascade: a parent's shadow limit never blocks, the parent
   await lease.commit();
   assert.equal((await stored(env, "org", "api", "rpm"))?.tc, 3_000);
   assert.equal((await stored(env, "user", "api", "rpm"))?.tc, 3_000);
+});
+
+Deno.test("shadow decisions are counted in zae_limiter.shadow.decisions and marked on the span", async () => {
+  const clock = manualClock();
+  await using env = await freshRepo({ clock });
+  await env.repo.setSystemDefaults([
+    Limit.perMinute("rpm", 100),
+    Limit.perMinute("tpm", 100).withShadow(),
+  ]);
+  const exporter = new InMemoryMetricExporter(
+    AggregationTemporality.CUMULATIVE,
+  );
+  const reader = new PeriodicExportingMetricReader({
+    exporter,
+    exportIntervalMillis: 3_600_000,
+  });
+  const meterProvider = new MeterProvider({ readers: [reader] });
+  const spans = new InMemorySpanExporter();
+  const tracerProvider = new BasicTracerProvider({
+    spanProcessors: [new SimpleSpanProcessor(spans)],
+  });
+  const limiter = new RateLimiter(env.repo, {
+    telemetry: { meterProvider, tracerProvider },
+  });
+  const ask = { entityId: "k", resource: "api" };
+  await limiter.acquire({ ...ask, consume: { rpm: 1, tpm: 50 } }, () => {});
+  await limiter.acquire({ ...ask, consume: { rpm: 1, tpm: 500 } }, () => {});
+  await limiter.acquire({ ...ask, consume: { rpm: 1, tpm: 600 } }, () => {});
+  await reader.forceFlush();
+  const metric = exporter.getMetrics().at(-1)?.scopeMetrics
+    .find((s) => s.scope.name === "zae-limiter")?.metrics
+    .find((m) => m.descriptor.name === "zae_limiter.shadow.decisions");
+  assert.ok(metric, "shadow counter exported");
+  const counts = Object.fromEntries(
+    metric.dataPoints.map((p) => [
+      `${p.attributes["zae_limiter.limit"]}:${
+        p.attributes["zae_limiter.outcome"]
+      }`,
+      p.value,
+    ]),
+  );
+  assert.deepEqual(counts, { "tpm:would_admit": 1, "tpm:would_refuse": 2 });
+  const marked = spans.getFinishedSpans().map((s) =>
+    s.attributes["zae_limiter.shadow_refused"] ?? null
+  );
+  assert.deepEqual(marked, [null, "tpm", "tpm"]);
+  await meterProvider.shutdown();
+  await tracerProvider.shutdown();
 });
