@@ -20,7 +20,11 @@ import {
 } from "@opentelemetry/sdk-trace-base";
 import { setTimeout as delay } from "node:timers/promises";
 import { type Lease, Limit, RateLimiter, Repository } from "../../mod.ts";
-import { type Fault, faultyClient } from "./_faults.ts";
+import { type Fault, faultyClient, silentEndpoint } from "./_faults.ts";
+import { DynamoBucketStore } from "../../core/store/dynamo_bucket_store.ts";
+import { DynamoSlotStore } from "../../core/store/dynamo_slot_store.ts";
+import { createTableClient } from "../../core/store/table.ts";
+import { currentSignal } from "../../core/transport.ts";
 import { freshRepo } from "./_harness.ts";
 import { num, rawBucket } from "./_stored.ts";
 import { type DynamoDBClient, GetItemCommand } from "@aws-sdk/client-dynamodb";
@@ -292,4 +296,65 @@ Deno.test("acquire() with a concurrency limit during an outage holds at most flo
   );
   assert.equal(live.length, 5);
   for (const l of stored) await l.commit();
+});
+
+Deno.test("acquire() with localFallback when the bucket endpoint turns into a real TCP black hole (silentEndpoint): local share only, then DynamoDB again", async () => {
+  await using env = await freshRepo();
+  await env.repo.setSystemDefaults([RPM, TPM]);
+  await env.repo.createEntity("org");
+  await env.repo.createEntity("a", { parentId: "org", cascade: true });
+  await using hole = silentEndpoint();
+  using dead = await faultyClient({
+    endpoint: hole.endpoint,
+    maxAttempts: 1,
+  });
+  // The bucket and slot items go through a client this test can point at
+  // the black hole (a network partition); limits still come from the repository.
+  let current: DynamoDBClient = env.client;
+  const table = createTableClient({
+    send: (command: unknown) => {
+      const signal = currentSignal();
+      return current.send(
+        command as Parameters<DynamoDBClient["send"]>[0],
+        signal ? { abortSignal: signal } : {},
+      );
+    },
+  }, { tableName: env.repo.tableName, clock: env.repo.clock });
+  const contexts: string[] = [];
+  const limiter = new RateLimiter(env.repo, {
+    bucketStore: new DynamoBucketStore(table),
+    slotStore: new DynamoSlotStore(table),
+    timeoutMs: 1000,
+    localFallback: { share: SHARE, probeIntervalMs: 250 },
+    onError: (_e, context) => contexts.push(context),
+  });
+  const call = { entityId: "a", resource: "gpt", consume: { rpm: 1 } };
+  await limiter.acquire(call, () => {});
+  await (await limiter.acquire(call)).rollback();
+  current = dead.client;
+  const started = Date.now();
+  let admitted = 0;
+  for (let i = 0; i < 25; i++) {
+    await limiter.acquire(call, (l) => {
+      assert.equal(l.local, true);
+      admitted++;
+    }).catch((e) => assert.equal(e.name, "RateLimitExceeded"));
+  }
+  const elapsed = Date.now() - started;
+  assert.ok(hole.connections > 0, "the black hole was reached");
+  assert.ok(contexts.includes("local"));
+  assert.ok(
+    admitted >= 10 && admitted <= bound(RPM, 1, elapsed),
+    `${admitted}`,
+  );
+  current = env.client;
+  // Back: within a few probe intervals an acquire is decided by DynamoDB again.
+  let remote = false;
+  for (let i = 0; i < 20 && !remote; i++) {
+    await delay(300);
+    await limiter.acquire(call, (l) => {
+      remote = !l.local;
+    }).catch(() => {});
+  }
+  assert.ok(remote, "DynamoDB is used again");
 });
