@@ -83,7 +83,9 @@ Deno.test("acquire({ shadow }) admits what the shadow limit would refuse, charge
     tc: 2_000,
   });
 
-  // A shadow decision that fits is reported as checked, not refused.
+  // A shadow decision that fits is reported as checked, not refused; with
+  // every name shadowed and the item known, the acquire makes no call.
+  env.calls.reset();
   const fits = await limiter.acquire({
     ...ask,
     consume: { rpm: 1, tpm: 100 },
@@ -94,6 +96,8 @@ Deno.test("acquire({ shadow }) admits what the shadow limit would refuse, charge
     "tpm",
   ]);
   assert.equal(fits.shadow.refused.length, 0);
+  await fits.commit();
+  assert.equal(env.calls.total(), 0);
   // Everything shadowed: nothing written at all.
   assert.deepEqual(await stored(env, "k", "api", "rpm"), {
     tk: 98_000,
