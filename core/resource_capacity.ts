@@ -219,9 +219,14 @@ export class ResourceCapacityAccumulator {
       for (let s = 0; s < shards; s++) {
         const it = items.find((i) => i.shard === s);
         const st = it?.limits.get(name);
-        sum += it && st
-          ? refill(st.tk > eff.cp ? eff.cp : st.tk, it.rf, this.#now, eff).tk
-          : eff.cp;
+        const tk = st && st.tk > eff.cp ? eff.cp : st?.tk ?? eff.cp;
+        // A calendar quota (it has a window): what is left until the window ends.
+        const ws = st?.ws ?? null;
+        sum += !it || !st
+          ? eff.cp
+          : ws !== null
+          ? (this.#now >= (st.we ?? 0n) ? eff.cp : tk)
+          : refill(tk, it.rf, this.#now, eff).tk;
       }
       const capacity = wholeTokens(stored.cp);
       const available = wholeTokens(sum < stored.cp ? sum : stored.cp);

@@ -120,3 +120,20 @@ Deno.test("ResourceCapacityAccumulator reports nothing for no items", () => {
     limits: [],
   });
 });
+
+Deno.test("ResourceCapacityAccumulator reads a calendar quota as what is left of its window, full once it ended", () => {
+  const seen: EntityCapacity[] = [];
+  const acc = new ResourceCapacityAccumulator("gpt", 10_000, {
+    onEntity: (e) => seen.push(e),
+  });
+  const quota = (tk: bigint, we: bigint): BucketItem => {
+    const it = item("x", { usd: { tk } });
+    const st = it.limits.get("usd") as StoredLimit;
+    (it.limits as Map<string, StoredLimit>).set("usd", { ...st, ws: 0n, we });
+    return { ...it, entityId: `e${we}` };
+  };
+  acc.add(quota(5_000n, 20_000n)); // window still open: 5, no refill
+  acc.add(quota(5_000n, 10_000n)); // window ended at now: full
+  acc.finish();
+  assert.deepEqual(seen.map((e) => e.limits["usd"]?.available), [5, 60]);
+});
