@@ -209,8 +209,12 @@ export interface PlannedLimit {
    * balance (see `RefillPlan.clamped`).
    */
   readonly exact?: boolean;
-  /** A calendar quota's window (see `calendar_bucket.ts`): stored, and conditioned on the one read. */
-  readonly window?: PlannedWindow;
+  /**
+   * A calendar quota's window (see `calendar_bucket.ts`): stored, and
+   * conditioned on the one read; `null` removes a window left by a limit
+   * that is no longer a calendar quota.
+   */
+  readonly window?: PlannedWindow | null;
 }
 
 /** The window part of a calendar quota's write. */
@@ -325,7 +329,9 @@ export function slowPathWrite(table: string, w: SlowWrite): TransactWriteItem {
       if (l.exact) cond.push(`${tk()} = ${e.num(l.tkBefore)}`);
       else if (l.capped) cond.push(`${tk()} <= ${e.num(l.tkBefore)}`);
     }
-    if (l.window) {
+    if (l.window === null) {
+      remove.push(e.n(bucketAttr(l.name, "ws")), e.n(bucketAttr(l.name, "we")));
+    } else if (l.window) {
       const ws = e.n(bucketAttr(l.name, "ws"));
       set.push(
         `${ws} = ${e.num(l.window.start)}`,

@@ -34,6 +34,7 @@ import {
 import {
   calendarDeltaPlanned,
   deltaPart,
+  dropWindow,
   isCalendar,
   type LeaseWindow,
   planCalendar,
@@ -327,6 +328,7 @@ export class BucketWriter {
         consumed: a,
         capped: true,
         exact: plan.clamped[i] === true,
+        ...dropWindow(k.limits.get(s.limit.name)),
       });
     });
     const waits = new Map<string, number>();

@@ -313,13 +313,13 @@ export function calendarDeltaPlanned(
   };
 }
 
-/** A calendar quota's window as a write leaves it (`{}` for a rolling limit). */
+/** A calendar quota's window as a write leaves it (`{}` for a rolling limit, or one whose window it removes). */
 export function windowAfter(
   window: PlannedLimit["window"],
   old: StoredLimit | undefined,
 ): { ws?: bigint | null; we?: bigint | null } {
   if (window) return { ws: window.start, we: window.end };
-  const ws = old?.ws ?? null;
+  const ws = window === null ? null : old?.ws ?? null;
   return ws === null ? {} : { ws, we: old?.we ?? null };
 }
 
@@ -352,4 +352,11 @@ export function windowsOf(
     if (w) out.set(e.limit.name, w);
   }
   return out;
+}
+
+/** The `window` of a rolling limit's write: `null` (remove) when the item still has a calendar window for it. */
+export function dropWindow(
+  st: StoredLimit | undefined,
+): { window?: null } {
+  return (st?.ws ?? null) === null ? {} : { window: null };
 }

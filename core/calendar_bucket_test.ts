@@ -123,3 +123,22 @@ Deno.test("a calendar quota with cascade: the parent's monthly budget is shared,
   );
   assert.equal(tc("org"), 8000n);
 });
+
+Deno.test("a limit changed from a calendar quota to a rolling one loses its window at the next write", async () => {
+  const clock = fakeClock(Date.UTC(2026, 4, 5, 10));
+  const { limiter, source, store } = createTestLimiter({ source: { clock } });
+  source.setSystemDefaults([Limit.perCalendar("usd", 10, { period: "day" })]);
+  await limiter.acquire({ ...ASK, consume: { usd: 4 } }, () => {});
+  const get = () =>
+    store.get({ ns: "default", ...ASK, shard: 0 })?.limits.get("usd");
+  assert.equal(get()?.ws, BigInt(Date.UTC(2026, 4, 5)));
+  source.setSystemDefaults([Limit.perMinute("usd", 10)]);
+  clock.set(Date.UTC(2026, 4, 5, 10, 0, 30)); // 5 tokens refilled since
+  await limiter.acquire({ ...ASK, consume: { usd: 1 } }, () => {});
+  assert.equal(get()?.ws, undefined);
+  assert.equal(get()?.we, undefined);
+  // Rolling from here: a give-back is capped by the rolling rules again.
+  const lease = await limiter.acquire({ ...ASK, consume: { usd: 2 } });
+  await lease.rollback();
+  assert.ok((get()?.tk ?? 0n) <= 10_000n);
+});

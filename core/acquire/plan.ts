@@ -25,7 +25,7 @@ import {
   WCU_PER_WRITE,
   wcuPlanned,
 } from "../bucket_item.ts";
-import { planCalendar, windowAfter } from "../calendar_bucket.ts";
+import { dropWindow, planCalendar, windowAfter } from "../calendar_bucket.ts";
 import { RequestExceedsCapacity, ValidationError } from "../errors.ts";
 import type { LeaseEntry } from "../lease.ts";
 import type { Limit } from "../limit.ts";
@@ -313,6 +313,7 @@ export function planWrite(
       consumed: ok ? amount : 0n,
       capped: stored !== undefined,
       exact: stored !== undefined && refilled.clamped[r] === true,
+      ...dropWindow(stored),
     });
   });
   const wcu = wcuPlanned(item, refilled.rf, WCU_PER_WRITE);

@@ -168,7 +168,10 @@ function applySlow(item: Item, w: SlowWrite): void {
       if (delta !== 0n) addN(item, bucketAttr(l.name, "tk"), delta);
       if (l.consumed !== 0n) addN(item, bucketAttr(l.name, "tc"), l.consumed);
     }
-    if (l.window) {
+    if (l.window === null) {
+      delete item[bucketAttr(l.name, "ws")];
+      delete item[bucketAttr(l.name, "we")];
+    } else if (l.window) {
       setN(item, bucketAttr(l.name, "ws"), l.window.start);
       setN(item, bucketAttr(l.name, "we"), l.window.end);
     }
