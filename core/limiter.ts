@@ -438,7 +438,7 @@ export class RateLimiter {
         const lease = await fallBackLocally(this.#adm, local, e, {
           entityId,
           resource,
-          consume,
+          consume: new Map([...consume].filter(([n]) => !t.shadow.has(n))),
           min,
           override: o.limits ?? null,
           concurrency: t.concurrency,

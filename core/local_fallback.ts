@@ -218,7 +218,8 @@ export class LocalFallback {
     for (const side of sides) {
       for (const limit of side.limits) {
         const a = charge.get(limit.name);
-        if (a === undefined || a <= 0n) continue;
+        // A shadow limit never refuses (#14), locally either.
+        if (a === undefined || a <= 0n || limit.shadow) continue;
         const want = Number(a);
         const key = `${side.entityId}\u0000${resource}\u0000${limit.name}`;
         const s = this.#state(key, limit, now);

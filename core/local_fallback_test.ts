@@ -195,3 +195,32 @@ Deno.test("acquire() aborted by its own signal is decided locally but does not m
   assert.equal(next.local, false); // no 60 s skip window after a caller's abort
   await next.commit();
 });
+
+Deno.test("the local fallback never refuses on a shadow limit, stored or per call (#14)", async () => {
+  const t = setup(0.1);
+  t.source.setSystemDefaults([
+    Limit.perMinute("rpm", 100),
+    Limit.perMinute("spm", 10).withShadow(),
+    Limit.perMinute("tpm", 10_000),
+  ]);
+  // Learns the limits and the entity's cascade link.
+  await t.limiter.acquire(ONE, () => {});
+  await (await t.limiter.acquire(ONE)).rollback();
+  t.net.down = true;
+  const ask = {
+    ...ONE,
+    consume: { rpm: 1, spm: 5, tpm: 5_000 }, // both over their local share
+    shadow: ["tpm"],
+  };
+  for (let i = 0; i < 3; i++) {
+    const lease = await t.limiter.acquire(ask);
+    assert.equal(lease.local, true);
+    await lease.commit();
+  }
+  // The enforced limit still refuses locally at its share (10 of 100).
+  let refused = 0;
+  for (let i = 0; i < 10; i++) {
+    await t.limiter.acquire(ask, () => {}).catch(() => refused++);
+  }
+  assert.ok(refused > 0);
+});
