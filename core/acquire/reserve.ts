@@ -53,6 +53,7 @@ import {
   covers,
   demandKey,
   move,
+  placeBack,
   type Plan,
   refKey,
   type Slice,
@@ -466,25 +467,17 @@ export class LocalReserve {
 
   /** Gives a failed slice write's charge back (the other side failed). */
   async #compensate(t: Target, a: Map<string, bigint>): Promise<void> {
-    const deltas = new Map([...a].map(([n, x]) => [n, -x]));
     try {
-      const left = await withGrace(
+      const placed = await withGrace(
         GIVE_BACK_MS,
-        () => this.#adm.writer.apply(t.ref, t.shards, deltas, -WCU_PER_WRITE),
+        () => placeBack(this.#adm.writer, t.ref, t.shards, a, -WCU_PER_WRITE),
       );
-      if (left > 0n) {
-        reportStranded(
-          this.#adm,
-          t.ref,
-          new Map([["*", left]]),
-          "giveback",
-          null,
-        );
-      }
+      if (placed) return;
+      reportStranded(this.#adm, t.ref, a, "giveback", null);
     } catch (e) {
       reportStranded(this.#adm, t.ref, a, "debit", e);
-      addAll(this.#stranded, a);
     }
+    addAll(this.#stranded, a);
   }
 
   /** Retires a slice at once and gives its unused tokens back in the background. */
@@ -514,30 +507,24 @@ export class LocalReserve {
   }
 
   async #giveBack(s: Slice, back: Map<string, bigint>): Promise<void> {
-    const deltas = new Map([...back].map(([n, a]) => [n, -a]));
     try {
-      const left = await withDeadline(
+      const placed = await withDeadline(
         {},
         GIVE_BACK_MS,
-        () => this.#adm.writer.apply(s.ref, s.shards, deltas),
+        () => placeBack(this.#adm.writer, s.ref, s.shards, back),
       );
-      if (left > 0n) {
-        reportStranded(
-          this.#adm,
-          s.ref,
-          new Map([["*", left]]),
-          "giveback",
-          null,
-        );
+      if (placed) {
+        addAll(this.#returned, back);
+        this.#emit("returned", s, back);
+        return;
       }
-      addAll(this.#returned, back);
-      this.#emit("returned", s, back);
+      reportStranded(this.#adm, s.ref, back, "giveback", null);
     } catch (e) {
       if (!certainlyNotApplied(e)) this.#adm.writer.remember(s.ref, null);
       reportStranded(this.#adm, s.ref, back, "giveback", e);
-      addAll(this.#stranded, back);
-      this.#emit("stranded", s, back);
     }
+    addAll(this.#stranded, back);
+    this.#emit("stranded", s, back);
   }
 
   #emit(kind: SliceEvent["kind"], s: Slice, m: ReadonlyMap<string, bigint>) {

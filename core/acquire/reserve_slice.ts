@@ -6,6 +6,7 @@
  */
 import type { BucketParams } from "../bucket.ts";
 import type { BucketRef } from "../bucket_item.ts";
+import type { BucketWriter } from "../bucket_writer.ts";
 import type { Side } from "./plan.ts";
 
 /** A slice of one bucket held in memory. */
@@ -90,4 +91,24 @@ export function move(
     addTo(s.left, n, -sign * a);
     addTo(s.out, n, sign * a);
   }
+}
+
+/**
+ * Gives `back` to an item through the capped give-back path, once more
+ * after a give-back lost every race (it then placed nothing); whether it
+ * was placed.
+ */
+export async function placeBack(
+  writer: BucketWriter,
+  ref: BucketRef,
+  shards: number,
+  back: ReadonlyMap<string, bigint>,
+  wcu = 0n,
+): Promise<boolean> {
+  const deltas = new Map([...back].map(([n, a]) => [n, -a]));
+  for (let round = 0; round < 3; round++) {
+    if ((await writer.apply(ref, shards, deltas, wcu)) === 0n) return true;
+    await writer.backoff(round + 2);
+  }
+  return false;
 }

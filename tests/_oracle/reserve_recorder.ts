@@ -18,12 +18,13 @@
  *   Unused slice tokens and their give-backs are left out (leaving out a
  *   debit and its later capped give-back only raises the ideal balance);
  *   tokens that could not be given back (reported stranded) are ambiguous
- *   debits; a failed call's applied writes are adjustments.
+ *   debits; a refused or failed call's writes are ambiguous adjustments
+ *   (a coalesced write carries several calls' shares).
  *
  * @module
  */
 import { AsyncLocalStorage } from "node:async_hooks";
-import type { RateLimiter, SliceEvent } from "../../mod.ts";
+import type { RateLimiter, SliceEvent, StrandedCharge } from "../../mod.ts";
 import { RateLimitExceeded } from "../../mod.ts";
 import type {
   BucketStore,
@@ -43,7 +44,6 @@ interface CallContext {
     delta: bigint;
     start: bigint;
     end: bigint;
-    sure: boolean;
   }[];
 }
 
@@ -134,12 +134,23 @@ export class ReserveRecorder {
           m.set(e.id, this.#call.getStore()?.start ?? BigInt(Date.now()));
         }
       } else m.delete(e.id);
-      if (e.kind === "stranded") {
-        this.#stranded.push({
-          bucket: e.entityId,
-          amount: BigInt(Math.round((e.tokens[this.#limit] ?? 0) * 1000)),
-        });
-      }
+      // A slice not given back is reported to onStranded too.
+    };
+  }
+
+  /**
+   * The `onStranded` of the limiters: a give-back that may not have been
+   * placed (a compensation or a slice that lost every race, or failed) is a
+   * debit that may stand.
+   */
+  onStranded(): (c: StrandedCharge) => void {
+    return (c) => {
+      if (c.kind !== "giveback") return;
+      const tokens = c.amounts[this.#limit] ?? c.amounts["*"] ?? 0;
+      this.#stranded.push({
+        bucket: c.entityId,
+        amount: BigInt(Math.round(Math.abs(tokens) * 1000)),
+      });
     };
   }
 
@@ -181,12 +192,7 @@ export class ReserveRecorder {
                 outcome: ok === true ? "applied" : "ambiguous",
               },
           );
-          this.#call.getStore()?.applied.push({
-            ...d,
-            start,
-            end,
-            sure: ok === true,
-          });
+          this.#call.getStore()?.applied.push({ ...d, start, end });
         }
       }
     };
@@ -284,7 +290,9 @@ export class ReserveRecorder {
         outcome,
       });
       // A refused or failed call may have charged one side and given it
-      // back, or left a charge: every write it made counts.
+      // back, or left a charge: every write it made counts, as ambiguous:
+      // with coalescing (on by default) a write made in one call's context
+      // may carry other calls' shares, so none is certain to be its own.
       ctx.applied.forEach((x, i) =>
         this.#callerOps.push({
           kind: "adjust",
@@ -296,7 +304,7 @@ export class ReserveRecorder {
             limit: this.#limit,
             amountMilli: x.delta,
           }],
-          outcome: x.sure ? "applied" : "ambiguous",
+          outcome: "ambiguous",
         })
       );
       return;
