@@ -108,6 +108,8 @@ class BodyError extends Error {}
 interface Run {
   store: History;
   caller: History;
+  /** Each admitted acquire's own start (the caller history dates slices back). */
+  callStarts: Map<string, bigint>;
   local: number;
   taken: number;
 }
@@ -240,6 +242,7 @@ async function runHistory(sc: Scenario): Promise<Run> {
       }),
   );
   const ops: Operation[] = [];
+  const callStarts = new Map<string, bigint>();
   const t0 = BigInt(Date.now());
   const end = Date.now() + 1200;
   let n = 0;
@@ -289,6 +292,7 @@ async function runHistory(sc: Scenario): Promise<Run> {
       });
       const stop = BigInt(Date.now());
       inFlight[li]?.delete(id);
+      callStarts.set(id, start);
       ops.push({
         kind: "acquire",
         id,
@@ -378,6 +382,7 @@ async function runHistory(sc: Scenario): Promise<Run> {
   return {
     store: { t0, limits, operations: storeOps },
     caller: { t0, limits, operations: ops, finalConsumed },
+    callStarts,
     local,
     taken: slices,
   };
@@ -416,6 +421,30 @@ Deno.test("localReserve on the memory store: random concurrent histories with fa
           { slackMilli: 1n },
         );
         assert.ok(caller.ok, `caller history, ${seed}: ${format(caller)}`);
+        // The documented staleness bound: with each admission at its own
+        // time, a window sees at most the tokens held in slices at its
+        // start more than the ideal bucket: per bucket, at most one slice
+        // of maxFraction of the capacity per limiter.
+        const held = BigInt(sc.clients) *
+          ((BigInt(sc.capacity) * 1000n * BigInt(sc.fraction * 100)) / 100n);
+        const shifted = check(
+          {
+            t0: run.caller.t0 ?? 0n,
+            limits: run.caller.limits,
+            operations: run.caller.operations.flatMap((o): Operation[] =>
+              o.kind !== "acquire"
+                ? [o]
+                : o.outcome === "refused"
+                ? []
+                : [{ ...o, start: run.callStarts.get(o.id) ?? o.start }]
+            ),
+          },
+          { slackMilli: held + 1n },
+        );
+        assert.ok(
+          shifted.ok,
+          `time-shift beyond ${held} mtk, ${seed}: ${format(shifted)}`,
+        );
       },
     ),
     { numRuns: 8 },
