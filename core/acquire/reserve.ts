@@ -11,7 +11,7 @@
  *   and the total admitted never exceeds what the ideal bucket allowed.
  *   A slice is sized to what this process asked of the bucket over the
  *   last `targetMs` (its recent rate), capped at `maxFraction` of the
- *   capacity and at half of what the bucket was last seen to hold; a
+ *   capacity and at half of what the bucket was last seen to store; a
  *   cold or slow bucket gets none and goes to DynamoDB as without the
  *   reserve. While one call takes a slice of a bucket, the others wait
  *   for it instead of writing too.

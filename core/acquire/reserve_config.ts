@@ -28,7 +28,7 @@ export interface LocalReserveOptions {
   /**
    * A slice is sized to what this process asked of the bucket over the last
    * `targetMs` milliseconds (its recent rate), capped by `maxFraction` and
-   * by half of what the bucket was last seen to hold. @default 1000
+   * by half of what the bucket was last seen to store. @default 1000
    */
   readonly targetMs?: number;
   /**
