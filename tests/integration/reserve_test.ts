@@ -8,198 +8,37 @@
  * limits are served only when every limit is covered.
  */
 import assert from "node:assert/strict";
-import { DynamoBucketStore } from "../../core/store/dynamo_bucket_store.ts";
-import { tableOf } from "../../core/store/table.ts";
-import {
-  Limit,
-  RateLimiter,
-  type RateLimiterOptions,
-  Repository,
-  type StrandedCharge,
-} from "../../mod.ts";
-import { check, format } from "../_oracle/checker.ts";
-import { ReserveRecorder } from "../_oracle/reserve_recorder.ts";
+import { Limit, Repository, type StrandedCharge } from "../../mod.ts";
+import { format } from "../_oracle/checker.ts";
 import { faultyClient } from "./_faults.ts";
-import { freshRepo, localClient } from "./_harness.ts";
+import { freshRepo } from "./_harness.ts";
+import {
+  reserveHistory,
+  reserveLimiter,
+  storedTk,
+} from "./_reserve_history.ts";
 
-const clients: { destroy(): void }[] = [];
-
-async function openAs(repo: Repository): Promise<Repository> {
-  const { client } = await localClient();
-  clients.push(client);
-  return await Repository.open({
-    client,
-    stack: repo.tableName,
-    namespace: repo.namespaceName,
-  });
-}
-
-function reserveLimiter(
-  repo: Repository,
-  options: RateLimiterOptions,
-  recorder?: ReserveRecorder,
-): RateLimiter {
-  const store = new DynamoBucketStore(tableOf(repo));
-  return new RateLimiter(repo, {
-    refusalCacheSize: 0,
-    onError: () => {},
-    bucketStore: recorder ? recorder.wrap(store) : store,
-    ...options,
-  });
-}
-
-async function storedTk(
-  repo: Repository,
-  entityId: string,
-  limit: string,
-): Promise<{ tk: bigint; tc: bigint }> {
-  const store = new DynamoBucketStore(tableOf(repo));
-  const { items } = await store.read([
-    { ns: repo.namespaceId, entityId, resource: "api", shard: 0 },
-  ]);
-  const st = items[0]?.limits.get(limit);
-  assert.ok(st, `no item for ${entityId}`);
-  return { tk: st.tk, tc: st.tc ?? 0n };
-}
-
-/**
- * Three limiters share a child (cascading to a parent) and a solo bucket
- * for 2.5 s; with `faults`, the third sends through a client that fails 4%
- * of its UpdateItems after DynamoDB applied them (the answer lost) and 4%
- * before. Both histories must pass the oracle.
- */
-async function sharedHistory(faults: boolean): Promise<void> {
-  await using t = await freshRepo();
-  const capacity = 60;
-  await t.repo.setSystemDefaults([Limit.custom("rpm", capacity, capacity, 1)]);
-  await t.repo.createEntity("parent");
-  await t.repo.createEntity("child", { parentId: "parent", cascade: true });
-  const rec = new ReserveRecorder("rpm");
-  const fc = faults ? await faultyClient({ maxAttempts: 3, seed: 11 }) : null;
-  fc?.faults.inject({
-    command: "UpdateItem",
-    probability: 0.04,
-    fault: { kind: "afterApply", error: "InternalServerError" },
-  });
-  fc?.faults.inject({
-    command: "UpdateItem",
-    probability: 0.04,
-    fault: { kind: "beforeApply", error: "ThrottlingException" },
-  });
-  const third = fc
-    ? await Repository.open({
-      client: fc.client,
-      stack: t.repo.tableName,
-      namespace: t.repo.namespaceName,
-    })
-    : await openAs(t.repo);
-  const repos = [t.repo, await openAs(t.repo), third];
-  const limiters = repos.map((r, i) =>
-    reserveLimiter(r, {
-      timeoutMs: 10_000,
-      onStranded: rec.onStranded(),
-      localReserve: {
-        ttlMs: 300,
-        targetMs: 500,
-        maxFraction: 0.25,
-        env: {},
-        onSlice: rec.onSlice(i),
-      },
-    }, rec)
-  );
-  // Buckets exist and are full before the history starts.
-  const warm = new RateLimiter(t.repo);
-  for (const entityId of ["child", "solo"]) {
-    await warm.acquire(
-      { entityId, resource: "api", consume: { rpm: 1 } },
-      () => {},
-    );
-  }
-  await new Promise((r) => setTimeout(r, 1100));
-  const t0 = BigInt(Date.now());
-  const end = Date.now() + 2500;
-  let seed = 7;
-  const random = () => {
-    seed = (seed * 1103515245 + 12345) % 2 ** 31;
-    return seed / 2 ** 31;
-  };
-  await Promise.all(
-    limiters.flatMap((limiter, i) =>
-      Array.from({ length: 4 }, async () => {
-        while (Date.now() < end) {
-          const cascade = random() < 0.5;
-          await rec.acquire(i, limiter, {
-            entityId: cascade ? "child" : "solo",
-            resource: "api",
-            amount: 1,
-            buckets: cascade ? ["child", "parent"] : ["solo"],
-            fails: random() < 0.1,
-            more: random() < 0.05 ? 1 : 0,
-          });
-          await new Promise((r) => setTimeout(r, Math.floor(random() * 40)));
-        }
-      })
-    ),
-  );
-  for (const l of limiters) await l.close();
-  const tc = new Map<string, bigint>();
-  for (const b of ["child", "parent", "solo"]) {
-    tc.set(b, (await storedTk(t.repo, b, "rpm")).tc);
-  }
-  const params = {
-    cp: BigInt(capacity) * 1000n,
-    ra: BigInt(capacity) * 1000n,
-    rp: 1000n,
-  };
-  const limits = ["child", "parent", "solo"].map((bucket) => ({
-    bucket,
-    limit: "rpm",
-    params,
-    consumedMilli: 1000n,
-  }));
-  // The store history holds every write: its net is the stored counter.
-  const stored = check(
-    {
-      ...rec.storeHistory(t0, limits),
-      finalConsumed: [...tc].map(([bucket, tcMilli]) => ({
-        bucket,
-        limit: "rpm",
-        tcMilli,
-      })),
-    },
-    { slackMilli: 1n },
-  );
-  assert.ok(stored.ok, `store history: ${format(stored)}`);
-  const caller = check(rec.callerHistory(t0, limits, tc), { slackMilli: 1n });
-  assert.ok(caller.ok, `caller history: ${format(caller)}`);
-  const local = limiters.reduce(
-    (s, l) => s + (l.reserveStats()?.localAdmissions ?? 0),
-    0,
+async function sharedHistory(faults: boolean, seed: number): Promise<void> {
+  const r = await reserveHistory({ faults, seed });
+  assert.ok(r.store.ok, `store history: ${format(r.store)}`);
+  assert.ok(r.caller.ok, `caller history: ${format(r.caller)}`);
+  assert.ok(
+    r.counts.admitted > 80,
+    `${JSON.stringify(r.counts)} ${r.errors.join("; ")}`,
   );
   assert.ok(
-    rec.counts.admitted > 80,
-    `${JSON.stringify(rec.counts)} ${rec.errors.join("; ")}`,
+    r.local > r.counts.admitted / 5,
+    `${r.local} of ${JSON.stringify(r.counts)} served from slices`,
   );
-  assert.ok(
-    local > rec.counts.admitted / 5,
-    `${local} of ${JSON.stringify(rec.counts)} served from slices`,
-  );
-  if (fc) {
-    assert.ok(
-      fc.faults.log.some((f) => f.kind === "afterApply"),
-      "a fault was injected",
-    );
-    fc[Symbol.dispose]();
-  }
-  for (const c of clients.splice(0)) c.destroy();
+  if (faults) assert.ok(r.lostAnswers > 0, "a fault was injected");
 }
 
 Deno.test("localReserve: limiters sharing buckets never over-admit, in DynamoDB or to callers", async () => {
-  await sharedHistory(false);
+  await sharedHistory(false, 7);
 });
 
 Deno.test("localReserve: limiters sharing buckets never over-admit with writes failing before and after they apply", async () => {
-  await sharedHistory(true);
+  await sharedHistory(true, 11);
 });
 
 Deno.test("localReserve: close() gives back, and an expired slice is given back", async () => {
