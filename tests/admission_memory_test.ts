@@ -429,22 +429,7 @@ Deno.test("memory store: random concurrent histories with faults never over-admi
         callers: fc.integer({ min: 1, max: 6 }),
         faults: fc.boolean(),
         shadow: fc.boolean(),
-      }).map((sc) =>
-        // Open finding: with injected faults and 3-6 callers per limiter
-        // (capacity 5), a history sometimes admits 4-15 millitokens (1-3 ms
-        // of refill) over the ideal bound: 1 in ~170 histories in strict
-        // mode (coalesceWrites: false), 1 in ~55 with coalescing; none in
-        // 80 without faults. One captured history points at bucket
-        // creation inside the history: the slow path's create stores
-        // rf = its planning time (planWrite's rfAfter for a new item drops
-        // planRefill's holdback), and it applied 4 ms later, so the new
-        // bucket was credited 4 ms of refill it never had (the DynamoDB
-        // Local oracle creates its buckets before the history). Until that
-        // is settled, faults run with one caller per limiter here; the
-        // hot-key tests below and the DynamoDB Local oracle run faults
-        // with many callers per process.
-        sc.faults ? { ...sc, callers: 1 } : sc
-      ),
+      }),
       async (sc) => {
         const { history, writes, exempt, batched, ...shadow } =
           await runHistory(

@@ -77,8 +77,10 @@ Deno.test("Lease refuses adjust, consume and commit with LeaseDeadlineExceeded a
   // Rollback after the deadline is a no-op: nothing is given back.
   await lease.rollback();
   assert.equal(lease.state, "expired");
-  // The 500 estimate stays charged, the -400 is dropped; 1 s refilled 166.67.
-  assert.equal((await tokens(t, "k")).tpm, 10_000 - 500 + 166);
+  // The 500 estimate stays charged, the -400 is dropped. A new bucket
+  // refills from the end of its holdback (1% of the capacity: 600 ms), so
+  // the 1 s refilled 400 ms worth, 66.67.
+  assert.equal((await tokens(t, "k")).tpm, 10_000 - 500 + 66);
 });
 
 Deno.test("Lease before its deadline commits and rolls back as usual", async () => {
@@ -120,8 +122,9 @@ Deno.test("acquire() with a callback throws LeaseDeadlineExceeded when the body 
     }),
     { name: "LeaseDeadlineExceeded", code: "LEASE_DEADLINE_EXCEEDED" },
   );
-  // 600 charged, the -500 dropped; 50 ms refilled 8 tokens.
-  assert.equal((await tokens(t, "k")).tpm, 10_000 - 600 + 8);
+  // 600 charged, the -500 dropped; nothing refilled within the new
+  // bucket's 600 ms holdback.
+  assert.equal((await tokens(t, "k")).tpm, 10_000 - 600);
   // A body that throws after the deadline: its error surfaces, nothing given back.
   await assert.rejects(
     t.limiter.acquire({
@@ -135,7 +138,7 @@ Deno.test("acquire() with a callback throws LeaseDeadlineExceeded when the body 
     }),
     { message: "boom" },
   );
-  assert.equal((await tokens(t, "k3")).tpm, 10_000 - 600 + 10);
+  assert.equal((await tokens(t, "k3")).tpm, 10_000 - 600); // within the holdback
 });
 
 Deno.test("RateLimiter refuses a bad maxHoldMs before any write", async () => {

@@ -325,7 +325,7 @@ export function planWrite(
     limits,
     statuses,
     wcuShort: wcu.tkAfter < 0n,
-    rfAfter: item ? refilled.rf : now,
+    rfAfter: refilled.rf,
     cascade: meta.cascade,
     parentId: meta.parentId,
   };

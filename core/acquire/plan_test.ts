@@ -79,13 +79,14 @@ Deno.test("checkSatisfiable: more than a (shard's) capacity is refused before an
   );
 });
 
-Deno.test("planWrite: a new item starts full and is created at now", () => {
+Deno.test("planWrite: a new item starts full and is created with rf a holdback ahead of now (the create may land later: no refill is credited for that time)", () => {
   const plan = planWrite("ns", side({ rps: 3 }), "api", null, 5000, {
     cascade: false,
     parentId: null,
   });
   assert.deepEqual(plan.ref, sideRef("ns", side({}), "api"));
-  assert.equal(plan.rfAfter, 5000n);
+  // rps 10 per second: 1% of the capacity refills in 10 ms.
+  assert.equal(plan.rfAfter, 5000n + 10n);
   assert.ok(plan.statuses.every((s) => !s.exceeded));
   const r = plan.limits.find((l) => l.name === "rps");
   assert.equal(r?.tkAfter, 7000n);
