@@ -79,6 +79,22 @@ export function retryAfterSeconds(deficit: bigint, p: BucketParams): number {
   return Number(ms + 1n) / 1000;
 }
 
+/**
+ * {@linkcode retryAfterSeconds} for a balance whose refill starts at `rf`:
+ * a future `rf` (a full bucket's holdback, a new bucket) credits nothing
+ * before it, so the wait counts from `max(now, rf)`.
+ */
+export function retryAfterAt(
+  deficit: bigint,
+  p: BucketParams,
+  rf: bigint,
+  now: bigint,
+): number {
+  if (deficit <= 0n) return 0;
+  const ms = (deficit * p.rp) / p.ra + (rf > now ? rf - now : 0n);
+  return Number(ms + 1n) / 1000;
+}
+
 /** Whole tokens in a millitoken balance, floored (−1500 → −2). */
 export function wholeTokens(milli: bigint): number {
   return Number(floorDiv(milli, 1000n));
@@ -132,7 +148,7 @@ export function tryConsume(
     tk: r.tk,
     rf: r.rf,
     refilled,
-    retryAfterSeconds: retryAfterSeconds(amountMilli - r.tk, p),
+    retryAfterSeconds: retryAfterAt(amountMilli - r.tk, p, r.rf, now),
     available,
   };
 }
@@ -146,7 +162,9 @@ export function timeUntil(
   neededMilli: bigint,
 ): number {
   const r = refill(tk, rf, now, p);
-  return r.tk >= neededMilli ? 0 : retryAfterSeconds(neededMilli - r.tk, p);
+  return r.tk >= neededMilli
+    ? 0
+    : retryAfterAt(neededMilli - r.tk, p, r.rf, now);
 }
 
 /**

@@ -26,7 +26,7 @@
 import {
   type BucketParams,
   planRefill,
-  retryAfterSeconds,
+  retryAfterAt,
   saturationCeiling,
   shardParams,
   wholeTokens,
@@ -383,9 +383,8 @@ export class BucketWriter {
             available: wholeTokens(tk),
             requested: Number(a / 1000n),
             exceeded: !ok,
-            retryAfterSeconds: ok
-              ? 0
-              : waits.get(s.limit.name) ?? retryAfterSeconds(a - tk, s.eff),
+            retryAfterSeconds: ok ? 0 : waits.get(s.limit.name) ??
+              retryAfterAt(a - tk, s.eff, plan.rf, now),
           };
         }),
     };

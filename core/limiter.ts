@@ -40,20 +40,14 @@ import {
   refreshedSide,
   resolveLimits,
 } from "./acquire/admission.ts";
-import {
-  availableTokens,
-  type CapacitySide,
-  loadCapacity,
-  secondsUntilAvailable,
-} from "./acquire/capacity.ts";
+import { capacityNow, capacityWait } from "./acquire/capacity.ts";
 import { fastPath } from "./acquire/fast_path.ts";
 import { holdDeadline, validateMaxHold } from "./acquire/lease_deadline.ts";
 import { fallBackLocally, SKIPPED } from "./acquire/local_admission.ts";
-import { LocalFallback, validateOnUnavailable } from "./local_fallback.ts";
+import { LocalFallback } from "./local_fallback.ts";
 import {
   createSlotContext,
   type SlotContext,
-  validateConcurrency,
   withSlots,
 } from "./acquire/concurrency.ts";
 import type { ConcurrencyLimit } from "./concurrency_limit.ts";
@@ -62,12 +56,12 @@ import { MemorySlotStore } from "./store/memory_slot_store.ts";
 import type { LimiterSource } from "./acquire/limiter_source.ts";
 import { chargeSide, checkSatisfiable, type Side } from "./acquire/plan.ts";
 import { grant, grantOf } from "./acquire/grant.ts";
-import { resolveMin } from "./acquire/partial.ts";
 import { RefusalCache, refusalKey } from "./acquire/refusal_cache.ts";
-import { chargesNothing, judgeShadow, shadowNames } from "./acquire/shadow.ts";
+import { parseAcquire } from "./acquire/request.ts";
+import { chargesNothing, judgeShadow } from "./acquire/shadow.ts";
 import { stampWindows } from "./calendar_bucket.ts";
 import { slowPath } from "./acquire/slow_path.ts";
-import { resolveWait, waitForCapacity } from "./acquire/wait.ts";
+import { waitForCapacity } from "./acquire/wait.ts";
 import type { AcquireOptions, CapacityOptions } from "./acquire/options.ts";
 import { LocalReserve } from "./acquire/reserve.ts";
 import {
@@ -90,20 +84,11 @@ import {
   ZAELimiterError,
 } from "./errors.ts";
 import { Lease, type StrandedCharge } from "./lease.ts";
-import { type Limit, validateLimitList } from "./limit.ts";
+import type { Limit } from "./limit.ts";
 import { Repository } from "./repository.ts";
 import { tableOf } from "./store/table.ts";
 import { LimiterTelemetry, markPath } from "./telemetry.ts";
 import { withDeadline, withGrace } from "./transport.ts";
-import {
-  validateAmount,
-  validateAmounts,
-  validateConfiguredNames,
-  validateIdentifier,
-  validateLimitName,
-  validateOptions,
-  validateResource,
-} from "./validation.ts";
 
 export type { AcquireOptions, CapacityOptions } from "./acquire/options.ts";
 export type { RateLimiterOptions } from "./limiter_options.ts";
@@ -329,38 +314,19 @@ export class RateLimiter {
   }
 
   async #admit(o: AcquireOptions): Promise<Lease> {
-    validateOptions(o, "options", "{ entityId, resource, consume }");
-    const maxHold = validateMaxHold(o.maxHoldMs) ?? this.#maxHoldMs;
-    const entityId = validateIdentifier(o.entityId);
-    const resource = validateResource(o.resource);
-    validateOnUnavailable(o.onUnavailable, this.#local !== null);
-    const concurrency = validateConcurrency(o.concurrency);
-    if (!o.consume || typeof o.consume !== "object") {
-      throw new ValidationError(
-        "consume",
-        o.consume,
-        "must map limit names to whole token amounts",
-      );
-    }
-    const consume = new Map<string, bigint>();
-    for (const [name, amount] of Object.entries(o.consume)) {
-      validateLimitName(name, "consume");
-      validateAmount(amount, `consume.${name}`);
-      consume.set(name, BigInt(amount) * 1000n);
-    }
-    const shadow = shadowNames(o.shadow, consume);
-    if (o.limits !== undefined) {
-      validateLimitList(o.limits);
-      if (o.limits.length === 0) {
-        throw new ValidationError(
-          "limits",
-          "[]",
-          "give at least one limit or omit it",
-        );
-      }
-    }
-    const min = o.min === undefined ? null : resolveMin(o.min, consume);
-    const wait = o.wait === undefined ? null : resolveWait(o.wait);
+    const {
+      entityId,
+      resource,
+      consume,
+      min,
+      wait,
+      maxHold,
+      shadow,
+      concurrency,
+    } = parseAcquire(o, {
+      maxHoldMs: this.#maxHoldMs,
+      local: this.#local !== null,
+    });
     const once = (): Promise<Lease> =>
       this.#attempt(o, entityId, resource, consume, min, {
         waiting: wait !== null,
@@ -593,46 +559,22 @@ export class RateLimiter {
 
   // ------------------------------------------------------------------ capacity queries
 
-  async #capacitySides(o: CapacityOptions): Promise<CapacitySide[]> {
-    validateOptions(o, "options", "{ entityId, resource }");
-    const entityId = validateIdentifier(o.entityId);
-    const resource = validateResource(o.resource);
-    try {
-      return await withDeadline(
-        o,
-        this.#timeoutMs,
-        () => loadCapacity(this.#adm, entityId, resource, o.limits),
-      );
-    } catch (e) {
-      if (e instanceof ZAELimiterError) throw e;
-      throw this.#unavailable(e, { entityId, resource });
-    }
-  }
-
   /**
    * Whole tokens available now per limit name: the minimum over the entity
    * and, with cascade, its parent (reference weakness 34), summed over shards.
    * May be negative (debt).
    */
-  async available(options: CapacityOptions): Promise<Record<string, number>> {
-    const now = BigInt(this.#adm.clock.now());
-    return availableTokens(await this.#capacitySides(options), now);
+  available(options: CapacityOptions): Promise<Record<string, number>> {
+    return capacityNow(this.#adm, options, this.#timeoutMs, this.#fail);
   }
 
   /** Seconds until `needed` whole tokens per limit would be admitted (entity and, with cascade, parent). */
-  async timeUntilAvailable(
+  timeUntilAvailable(
     options: CapacityOptions & { needed: Readonly<Record<string, number>> },
   ): Promise<number> {
-    validateOptions(options, "options", "{ entityId, resource, needed }");
-    const needed = validateAmounts(options.needed, "needed");
-    const now = BigInt(this.#adm.clock.now());
-    const sides = await this.#capacitySides(options);
-    validateConfiguredNames(
-      needed.keys(),
-      sides.flatMap((x) => x.side.limits.map((l) => l.name)),
-      "needed",
-      `entity "${options.entityId}" and resource "${options.resource}"`,
-    );
-    return secondsUntilAvailable(sides, options.needed, now);
+    return capacityWait(this.#adm, options, this.#timeoutMs, this.#fail);
   }
+
+  readonly #fail = (e: unknown, at: { entityId: string; resource: string }) =>
+    this.#unavailable(e, at);
 }

@@ -11,15 +11,25 @@ import {
   type BucketParams,
   paramsOf,
   refill,
-  retryAfterSeconds,
+  retryAfterAt,
   wholeTokens,
 } from "../bucket.ts";
 import type { BucketItem, BucketRef } from "../bucket_item.ts";
 import type { Limit } from "../limit.ts";
 import type { ConfigSource } from "../models.ts";
-import { validateAmount } from "../validation.ts";
+import { ZAELimiterError } from "../zae_limiter_error.ts";
+import { withDeadline } from "../transport.ts";
+import {
+  validateAmount,
+  validateAmounts,
+  validateConfiguredNames,
+  validateIdentifier,
+  validateOptions,
+  validateResource,
+} from "../validation.ts";
 import { type Admission, resolveLimits } from "./admission.ts";
 import type { ResolvedLimits } from "./limiter_source.ts";
+import type { CapacityOptions } from "./options.ts";
 
 /** The items of one side (entity or parent) on one resource. */
 export interface CapacitySide {
@@ -31,6 +41,77 @@ export interface CapacitySide {
   readonly items: BucketItem[];
   /** Its shard count. */
   readonly shards: number;
+}
+
+/**
+ * A capacity query's items under its deadline: the options checked, then
+ * {@linkcode loadCapacity}.
+ *
+ * @throws {ValidationError} a bad option
+ * @throws what `unavailable` makes of a DynamoDB failure
+ */
+export async function queryCapacity(
+  adm: Admission,
+  o: CapacityOptions,
+  timeoutMs: number,
+  unavailable: (
+    e: unknown,
+    at: { entityId: string; resource: string },
+  ) => Error,
+): Promise<CapacitySide[]> {
+  validateOptions(o, "options", "{ entityId, resource }");
+  const entityId = validateIdentifier(o.entityId);
+  const resource = validateResource(o.resource);
+  try {
+    return await withDeadline(
+      o,
+      timeoutMs,
+      () => loadCapacity(adm, entityId, resource, o.limits),
+    );
+  } catch (e) {
+    if (e instanceof ZAELimiterError) throw e;
+    throw unavailable(e, { entityId, resource });
+  }
+}
+
+/** What turns a DynamoDB failure of a capacity query into the error thrown. */
+type Unavailable = (
+  e: unknown,
+  at: { entityId: string; resource: string },
+) => Error;
+
+/** `RateLimiter.available`: whole tokens per limit now. */
+export async function capacityNow(
+  adm: Admission,
+  o: CapacityOptions,
+  timeoutMs: number,
+  unavailable: Unavailable,
+): Promise<Record<string, number>> {
+  const now = BigInt(adm.clock.now());
+  return availableTokens(
+    await queryCapacity(adm, o, timeoutMs, unavailable),
+    now,
+  );
+}
+
+/** `RateLimiter.timeUntilAvailable`: seconds until `needed` would be admitted. */
+export async function capacityWait(
+  adm: Admission,
+  o: CapacityOptions & { needed: Readonly<Record<string, number>> },
+  timeoutMs: number,
+  unavailable: Unavailable,
+): Promise<number> {
+  validateOptions(o, "options", "{ entityId, resource, needed }");
+  const needed = validateAmounts(o.needed, "needed");
+  const now = BigInt(adm.clock.now());
+  const sides = await queryCapacity(adm, o, timeoutMs, unavailable);
+  validateConfiguredNames(
+    needed.keys(),
+    sides.flatMap((x) => x.side.limits.map((l) => l.name)),
+    "needed",
+    `entity "${o.entityId}" and resource "${o.resource}"`,
+  );
+  return secondsUntilAvailable(sides, o.needed, now);
 }
 
 /** Reads the items of the entity and, with cascade, its parent (`limits` overrides both). */
@@ -108,7 +189,8 @@ function waitFor(
         .retryAfterSeconds
       : 0;
   }
-  return retryAfterSeconds(need - tk, eff);
+  const rf = items.find((i) => i.shard === s)?.rf ?? now;
+  return retryAfterAt(need - tk, eff, rf, now);
 }
 
 /** Whole tokens available at `now` per limit name: the minimum over the sides, summed over shards. */

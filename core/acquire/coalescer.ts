@@ -45,7 +45,7 @@ import { AsyncLocalStorage } from "node:async_hooks";
 import {
   type BucketParams,
   planRefill,
-  retryAfterSeconds,
+  retryAfterAt,
   wholeTokens,
 } from "../bucket.ts";
 import {
@@ -138,6 +138,7 @@ function statusesOf(
   amounts: ReadonlyMap<string, bigint>,
   balance: ReadonlyMap<string, bigint>,
   k: BucketItem,
+  now: bigint,
   contended = false,
 ): LimitStatus[] {
   return t.limits.map((s) => {
@@ -154,7 +155,7 @@ function statusesOf(
       available: wholeTokens(tk),
       requested: Number(a / 1000n),
       exceeded: !ok,
-      retryAfterSeconds: ok ? 0 : retryAfterSeconds(deficit, s.eff),
+      retryAfterSeconds: ok ? 0 : retryAfterAt(deficit, s.eff, k.rf, now),
     };
   });
 }
@@ -208,7 +209,7 @@ function split(
       admit.push(m);
       for (const [n, a] of m.amounts) left.set(n, (left.get(n) ?? 0n) - a);
     } else if (!fits(m.amounts, full)) {
-      refuse.push([m, statusesOf(t, m.amounts, full, k)]);
+      refuse.push([m, statusesOf(t, m.amounts, full, k, now)]);
     } else later.push(m);
   }
   return { admit, refuse, later };
@@ -456,7 +457,14 @@ export class Coalescer {
         outcome: {
           kind: "contended",
           statuses: last
-            ? statusesOf(target, m.amounts, new Map(), last, true)
+            ? statusesOf(
+              target,
+              m.amounts,
+              new Map(),
+              last,
+              BigInt(this.#clock.now()),
+              true,
+            )
             : [],
         },
       });

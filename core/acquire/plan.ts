@@ -12,6 +12,7 @@ import {
   type BucketParams,
   paramsOf,
   planRefill,
+  retryAfterAt,
   retryAfterSeconds,
   sameParams,
   settleParams,
@@ -301,7 +302,7 @@ export function planWrite(
         wholeTokens(tk),
         amount,
         ok,
-        ok ? 0 : retryAfterSeconds(amount - tk, eff),
+        ok ? 0 : retryAfterAt(amount - tk, eff, refilled.rf, now),
       ),
     );
     limits.push({

@@ -120,7 +120,10 @@ Deno.test("planWrite: refills since rf, refuses what the refilled balance cannot
   const s = refused.statuses.find((x) => x.limitName === "rps");
   assert.equal(s?.exceeded, true);
   assert.equal(s?.available, 2);
-  assert.equal(s?.retryAfterSeconds, 0.101); // 1 token at 10/s, rounded up
+  // 1 token at 10/s, rounded up, counted from the planned rf (10 ms ahead:
+  // the stored pair credits nothing before it).
+  assert.equal(refused.rfAfter, 1110n);
+  assert.equal(s?.retryAfterSeconds, 0.111);
   const r = refused.limits.find((l) => l.name === "rps");
   assert.equal(r?.consumed, 0n);
   assert.equal(r?.tkAfter, 2000n);

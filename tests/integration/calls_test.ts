@@ -65,9 +65,10 @@ Deno.test("acquire() answers a fast rejection with one call and writes nothing",
   env.calls.reset();
   await assert.rejects(limiter.acquire(req, () => {}), (e: unknown) => {
     assert.ok(e instanceof RateLimitExceeded);
-    // 1 token per 1200 s: the wait is the whole period (+1 ms rounding).
-    assert.equal(e.retryAfterSeconds, 1200.001);
-    assert.equal(e.retryAfterHeader, "1201");
+    // 1 token per 1200 s: the wait is the whole period (+1 ms rounding),
+    // counted from the end of the new bucket's holdback (1 s at most).
+    assert.equal(e.retryAfterSeconds, 1201.001);
+    assert.equal(e.retryAfterHeader, "1202");
     return true;
   });
   assert.deepEqual(Object.fromEntries(env.calls.counts), {
@@ -241,8 +242,9 @@ Deno.test("a lost race costs one more write and no read: the failed write's answ
   assert.deepEqual(Object.fromEntries(env.calls.counts), {
     UpdateItemCommand: 1,
   });
-  // 30 s later (2 tokens refilled) b refills the bucket: rf moves, a's view is stale.
-  clock.advance(30_000);
+  // 30 s after the new bucket's 600 ms holdback (2 tokens refilled) b
+  // refills the bucket: rf moves, a's view is stale.
+  clock.advance(30_600);
   await b.acquire(req, () => {});
   env.calls.reset();
   await a.acquire(req, () => {});

@@ -102,9 +102,10 @@ async function checkAllOrNothing(speculativeWrites: boolean): Promise<void> {
   assert.equal(tpm.available, 50);
   assert.equal(tpm.requested, 60);
   assert.equal(tpm.resource, "api");
-  // 10 000 millitokens short at 100 000 per 60 000 ms: 6000 ms, plus 1 ms.
-  assert.equal(tpm.retryAfterSeconds, 6.001);
-  assert.equal(err.retryAfterSeconds, 6.001);
+  // 10 000 millitokens short at 100 000 per 60 000 ms: 6000 ms, plus 1 ms,
+  // counted from the end of the new bucket's holdback (600 ms: 1% of tpm).
+  assert.equal(tpm.retryAfterSeconds, 6.601);
+  assert.equal(err.retryAfterSeconds, 6.601);
   assert.deepEqual(err.violations.map((v) => v.limitName), ["tpm"]);
   assert.deepEqual(err.passed.map((v) => v.limitName), ["rpm"]);
 
@@ -181,7 +182,8 @@ async function checkCascade(speculativeWrites: boolean): Promise<void> {
   assert.equal(parentStatus.exceeded, true);
   assert.equal(parentStatus.available, 0);
   assert.equal(parentStatus.limit.capacity, 3);
-  assert.equal(parentStatus.retryAfterSeconds, 20.001);
+  // 20 s per token, from the end of the new bucket's 600 ms holdback.
+  assert.equal(parentStatus.retryAfterSeconds, 20.601);
   assert.equal(err.primaryViolation.entityId, "org");
 
   child = await rawBucket(env.client, env.repo, "key1", "api");
@@ -387,13 +389,14 @@ Deno.test("Lease.adjust() can put the bucket into debt and the next acquire wait
     consume: { tpm: 1 },
   }, () => {}));
   assert.ok(err instanceof RateLimitExceeded, String(err));
-  // 61 000 millitokens short at 100 000 per 60 000 ms.
-  assert.equal(err.retryAfterSeconds, 36.601);
+  // 61 000 millitokens short at 100 000 per 60 000 ms, from the end of the
+  // new bucket's holdback (600 ms).
+  assert.equal(err.retryAfterSeconds, 37.201);
   assert.equal(err.violations[0]?.available, -60);
 
   // A limiter without a refusal cache asks DynamoDB every time.
   const probe = new RateLimiter(env.repo, { refusalCacheSize: 0 });
-  clock.advance(36_599);
+  clock.advance(37_199);
   await assert.rejects(
     probe.acquire({
       entityId: "u1",
@@ -410,7 +413,7 @@ Deno.test("Lease.adjust() can put the bucket into debt and the next acquire wait
   assert.deepEqual(
     await limiter.available({ entityId: "u1", resource: "llm" }),
     { tpm: 1 },
-    "the debt is repaid exactly 36.6 s later",
+    "the debt is repaid exactly 37.2 s later",
   );
   assert.equal(
     await limiter.timeUntilAvailable({
@@ -743,7 +746,9 @@ Deno.test("acquire() creates bucket items in the 0.10 format with a default-leve
   assert.equal(text(item, "SK"), "#STATE");
   assert.equal(text(item, "entity_id"), "u1");
   assert.equal(text(item, "resource"), "api");
-  assert.equal(num(item, "rf"), START);
+  // Created full: rf a holdback ahead (1% of rpm 100: 600 ms), so a create
+  // that lands late is credited no refill.
+  assert.equal(num(item, "rf"), START + 600);
   assert.equal(num(item, "shard_count"), 1);
   assert.equal(item?.["cascade"]?.BOOL, false);
   assert.equal(hasAttr(item, "parent_id"), false);
@@ -1384,14 +1389,15 @@ Deno.test("available() and timeUntilAvailable() take the minimum with a cascadin
     { rpm: 10 },
     "no cascade: the parent is not consulted",
   );
-  // Parent: 2000 short at 5000 per 60 000 ms → 24 000 ms (+1).
+  // Parent: 2000 short at 5000 per 60 000 ms → 24 000 ms (+1), from the
+  // end of the new bucket's 600 ms holdback.
   assert.equal(
     await limiter.timeUntilAvailable({
       entityId: "key1",
       resource: "api",
       needed: { rpm: 4 },
     }),
-    24.001,
+    24.601,
   );
   assert.equal(
     await limiter.timeUntilAvailable({
@@ -1402,7 +1408,8 @@ Deno.test("available() and timeUntilAvailable() take the minimum with a cascadin
     0,
   );
 
-  clock.advance(12_000);
+  // 12 s after the new buckets' 600 ms holdback.
+  clock.advance(12_600);
   assert.deepEqual(
     await limiter.available({ entityId: "key1", resource: "api" }),
     { rpm: 3 },
@@ -1432,7 +1439,7 @@ Deno.test("available() and timeUntilAvailable() take the minimum with a cascadin
   // and left the 2 refilled since rf to be claimed later (rf did not move).
   const raw = await rawBucket(env.client, repo, "key1", "api");
   assert.equal(num(raw, "b_rpm_tk"), 4000);
-  assert.equal(num(raw, "rf"), START);
+  assert.equal(num(raw, "rf"), START + 600);
   assert.deepEqual(
     await limiter.available({ entityId: "key2", resource: "api" }),
     { rpm: 10 },
