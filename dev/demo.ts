@@ -285,9 +285,12 @@ async function main(): Promise<number> {
       }
       return out;
     };
+    // Each acquire takes 1 rpm: the rpm counter counts admitted acquires
+    // (totalEvents counts bucket writes, and a coalesced write carries
+    // several acquires).
     const counted = (snaps: UsageSnapshot[], id: string): number =>
       snaps.filter((s) => s.entityId === id && s.windowType === "hourly")
-        .reduce((a, s) => a + s.totalEvents, 0);
+        .reduce((a, s) => a + (s.counters["rpm"] ?? 0), 0);
     let snapshots: UsageSnapshot[] = [];
     const waitStart = performance.now();
     while (performance.now() - waitStart < 30_000) {
@@ -324,7 +327,7 @@ async function main(): Promise<number> {
     console.log(
       exact
         ? "  = every admitted acquire counted exactly once (tpm includes the adjustments)"
-        : `  MISMATCH: expected events ${
+        : `  MISMATCH: expected rpm ${
           JSON.stringify(Object.fromEntries(wanted))
         }`,
     );
