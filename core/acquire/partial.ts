@@ -121,7 +121,11 @@ export function pickGrant(
 /**
  * The statuses of a refusal of `tried`, restated for `min`: a flexible
  * limit asks its `min`, is exceeded when less is available, and its
- * Retry-After scales with the deficit (refill is linear).
+ * Retry-After is the tried one less the time to refill the difference
+ * (`requested − min` at the limit's rate): exact whatever delay comes first
+ * (a bucket's holdback), and never shorter than the true wait (a sharded
+ * limit refills each shard slower). A calendar quota keeps its wait (the
+ * window's end).
  */
 export function statusesForMin(
   statuses: readonly LimitStatus[],
@@ -134,10 +138,12 @@ export function statusesForMin(
     if (m === undefined || t === undefined || m === t) return s;
     const want = Number(m / 1000n);
     const exceeded = s.exceeded && s.available < want;
-    const deficitTried = s.requested - s.available;
-    const retry = exceeded && deficitTried > 0
-      ? s.retryAfterSeconds * ((want - s.available) / deficitTried)
-      : 0;
+    const rate = s.limit.refillAmount / s.limit.refillPeriodSeconds;
+    const retry = !exceeded
+      ? 0
+      : s.limit.calendar || !(rate > 0)
+      ? s.retryAfterSeconds
+      : s.retryAfterSeconds - (s.requested - want) / rate;
     return {
       ...s,
       requested: want,

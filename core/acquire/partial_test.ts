@@ -37,7 +37,8 @@ function status(
     available,
     requested,
     exceeded,
-    retryAfterSeconds: exceeded ? (requested - available) / 100 : 0,
+    // 10 000 per minute: 1 token per 6 ms.
+    retryAfterSeconds: exceeded ? (requested - available) * 0.006 : 0,
   };
 }
 
@@ -178,7 +179,7 @@ Deno.test("clampToCapacity() clamps a flexible ask to the capacity and refuses w
   assert.equal(clampToCapacity(tried, min, [status("rpm", 0, 1)]), null);
 });
 
-Deno.test("statusesForMin() restates a refusal for min with a proportional Retry-After", () => {
+Deno.test("statusesForMin() restates a refusal for min: the tried Retry-After less the refill of the difference", () => {
   const [s] = statusesForMin(
     [status("tpm", 100, 4100)],
     milli({ tpm: 4100 }),
@@ -187,8 +188,22 @@ Deno.test("statusesForMin() restates a refusal for min with a proportional Retry
   assert.ok(s);
   assert.equal(s.requested, 500);
   assert.equal(s.exceeded, true);
-  // 4000 short took 40 s; 400 short takes 4 s.
-  assert.ok(Math.abs(s.retryAfterSeconds - 4) < 1e-9, `${s.retryAfterSeconds}`);
+  // 4000 short took 24 s; 400 short takes 2.4 s.
+  assert.ok(
+    Math.abs(s.retryAfterSeconds - 2.4) < 1e-9,
+    `${s.retryAfterSeconds}`,
+  );
+  // A delay before refill starts (a new bucket's holdback) stays in the wait.
+  const held = status("tpm", 100, 4100);
+  const [h] = statusesForMin(
+    [{ ...held, retryAfterSeconds: held.retryAfterSeconds + 0.6 }],
+    milli({ tpm: 4100 }),
+    milli({ tpm: 500 }),
+  );
+  assert.ok(
+    Math.abs((h?.retryAfterSeconds ?? 0) - 3.0) < 1e-9,
+    `${h?.retryAfterSeconds}`,
+  );
   const [ok] = statusesForMin(
     [status("tpm", 600, 4100)],
     milli({ tpm: 4100 }),

@@ -68,7 +68,12 @@ export async function runLoad(
 ): Promise<Expected> {
   // The load is the input of the worker tests, not what they measure: a
   // loaded machine must not fail an acquire on the 3 s default deadline.
-  const limiter = new RateLimiter(repo, { timeoutMs: 30_000 });
+  // Strict mode (one write per decision): the expected snapshot events count
+  // one bucket write per charge, which coalesced writes would merge.
+  const limiter = new RateLimiter(repo, {
+    timeoutMs: 30_000,
+    coalesceWrites: false,
+  });
   const out = options.into ?? expected();
   const resource = options.resource ?? "gpt-4";
   const concurrency = options.concurrency ?? 8;

@@ -21,7 +21,8 @@ Deno.test("acquire() admits up to capacity and then refuses", async () => {
     ),
     (e) => e instanceof RateLimitExceeded && e.retryAfterSeconds > 0,
   );
-  clock.advance(20_001);
+  // 20 s per token, from the end of the new bucket's 600 ms holdback.
+  clock.advance(20_601);
   await limiter.acquire({
     entityId: "u1",
     resource: "api",
