@@ -119,18 +119,21 @@ Deno.test("acquire() with wait gives up after maxMs with the last refusal when o
   await using env = await freshRepo();
   const limiter = new RateLimiter(env.repo, { refusalCacheSize: 0 });
   const greedy = new RateLimiter(env.repo, { refusalCacheSize: 0 });
-  // 4 tokens per second; the waiter wants 3, a greedy client takes 1 every 100 ms.
+  // 4 tokens per second; the waiter wants 3, two greedy loops take 2 as
+  // soon as they are there (the bucket seldom holds 3, even when a loaded
+  // machine slows the loops down).
   await env.repo.setSystemDefaults([Limit.custom("rps", 4, 4, 1)]);
   const stop = AbortSignal.timeout(2500);
-  const hog = (async () => {
+  const loop = async () => {
     while (!stop.aborted) {
       await greedy.acquire(
-        { entityId: "k", resource: "api", consume: { rps: 1 } },
+        { entityId: "k", resource: "api", consume: { rps: 2 } },
         () => {},
       ).catch(() => {});
-      await new Promise((r) => setTimeout(r, 100));
+      await new Promise((r) => setTimeout(r, 10));
     }
-  })();
+  };
+  const hog = Promise.all([loop(), loop()]);
   await new Promise((r) => setTimeout(r, 200));
   const t0 = Date.now();
   const e = await rejection(limiter.acquire({
