@@ -188,8 +188,16 @@ export class BucketWriter {
     let last: BucketItem | undefined;
     for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
       checkDeadline();
-      const k = this.known(target.ref);
-      if (!k) return { kind: "missing" };
+      let k = this.known(target.ref);
+      if (!k) {
+        // Forgotten (a write that may have applied): read it again, as a
+        // lease's consume must not take "unknown here" for "expired".
+        const read = (await this.#store.read([target.ref])).items[0];
+        if (!read) return { kind: "missing" };
+        this.remember(target.ref, read);
+        k = read;
+        fresh = true;
+      }
       last = k;
       const nowMs = this.#clock.now();
       const now = BigInt(nowMs);
