@@ -74,9 +74,7 @@ export function refill(
 
 /** Seconds until `deficit` millitokens have refilled (0 when there is no deficit). */
 export function retryAfterSeconds(deficit: bigint, p: BucketParams): number {
-  if (deficit <= 0n) return 0;
-  const ms = (deficit * p.rp) / p.ra;
-  return Number(ms + 1n) / 1000;
+  return retryAfterAt(deficit, p, 0n, 0n);
 }
 
 /**

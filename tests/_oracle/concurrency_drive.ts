@@ -159,7 +159,13 @@ export async function runConcurrencyHistory(
           });
           rate.push({ kind: "acquire", ...at, charges, outcome: "error" });
         }
-        await sleep(random() * 10);
+        // A refused client waits about its Retry-After (at most a lease), as
+        // clients do: a slot held by a failed take frees at its deadline, and
+        // a history whose calls all ran before it would admit nothing.
+        const wait = e instanceof RateLimitExceeded
+          ? Math.min(e.retryAfterSeconds * 1000, sc.leaseMs) * (0.5 + random())
+          : random() * 10;
+        await sleep(wait);
         continue;
       }
       const response = Date.now();

@@ -10,6 +10,7 @@
  * clock orders the history.
  */
 import assert from "node:assert/strict";
+import type { DynamoDBClient } from "@aws-sdk/client-dynamodb";
 import fc from "fast-check";
 import { Limit, RateLimiter, Repository, systemClock } from "../../mod.ts";
 import {
@@ -22,6 +23,34 @@ import { faultyClient } from "./_faults.ts";
 import { freshRepo } from "./_harness.ts";
 import { num, rawBucket } from "./_stored.ts";
 
+/** A history of limiters on `client` (separate repositories and caches) sharing the table of `env`. */
+function sharedHistory(
+  sc: Parameters<typeof runConcurrencyHistory>[0],
+  env: { client: DynamoDBClient; repo: Repository },
+  client: DynamoDBClient,
+): ReturnType<typeof runConcurrencyHistory> {
+  return runConcurrencyHistory(sc, {
+    perWorker: 5,
+    makeLimiter: async (i) =>
+      new RateLimiter(
+        await Repository.open({
+          client,
+          stack: env.repo.tableName,
+          clock: systemClock,
+        }),
+        {
+          onError: () => {},
+          refusalCacheSize: 0,
+          random: rng(sc.seed + i),
+        },
+      ),
+    finalTc: async () =>
+      BigInt(
+        num(await rawBucket(env.client, env.repo, "solo", "api"), "b_rpm_tc"),
+      ),
+  });
+}
+
 Deno.test("DynamoDB Local: concurrency limits never hold more than max unexpired holders, refuse only when full, and nothing moves after a lease deadline", async () => {
   await fc.assert(
     fc.asyncProperty(
@@ -33,30 +62,7 @@ Deno.test("DynamoDB Local: concurrency limits never hold more than max unexpired
       async (sc) => {
         await using env = await freshRepo({ clock: systemClock });
         await env.repo.setSystemDefaults([Limit.custom("rpm", 6, 6, 1)]);
-        const history = await runConcurrencyHistory(sc, {
-          perWorker: 5,
-          makeLimiter: async (i) =>
-            new RateLimiter(
-              await Repository.open({
-                client: env.client,
-                stack: env.repo.tableName,
-                clock: systemClock,
-              }),
-              {
-                onError: () => {},
-                refusalCacheSize: 0,
-                random: rng(sc.seed + i),
-              },
-            ),
-          finalTc: async () =>
-            BigInt(
-              num(
-                await rawBucket(env.client, env.repo, "solo", "api"),
-                "b_rpm_tc",
-              ),
-            ),
-        });
-        judge(sc, history);
+        judge(sc, await sharedHistory(sc, env, env.client));
       },
     ),
     { numRuns: 4 },
@@ -89,30 +95,7 @@ Deno.test("DynamoDB Local with 500s before and after writes apply: concurrency l
             fault: { kind, error: "InternalServerError" },
           });
         }
-        const history = await runConcurrencyHistory(sc, {
-          perWorker: 5,
-          makeLimiter: async (i) =>
-            new RateLimiter(
-              await Repository.open({
-                client: fcl.client,
-                stack: env.repo.tableName,
-                clock: systemClock,
-              }),
-              {
-                onError: () => {},
-                refusalCacheSize: 0,
-                random: rng(sc.seed + i),
-              },
-            ),
-          finalTc: async () =>
-            BigInt(
-              num(
-                await rawBucket(env.client, env.repo, "solo", "api"),
-                "b_rpm_tc",
-              ),
-            ),
-        });
-        judge(sc, history);
+        judge(sc, await sharedHistory(sc, env, fcl.client));
         injected += fcl.faults.log.length;
       },
     ),

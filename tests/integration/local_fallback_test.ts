@@ -7,17 +7,6 @@
  * bounds the children's local admissions together.
  */
 import assert from "node:assert/strict";
-import {
-  AggregationTemporality,
-  InMemoryMetricExporter,
-  MeterProvider,
-  PeriodicExportingMetricReader,
-} from "@opentelemetry/sdk-metrics";
-import {
-  BasicTracerProvider,
-  InMemorySpanExporter,
-  SimpleSpanProcessor,
-} from "@opentelemetry/sdk-trace-base";
 import { setTimeout as delay } from "node:timers/promises";
 import { type Lease, Limit, RateLimiter, Repository } from "../../mod.ts";
 import { type Fault, faultyClient, silentEndpoint } from "./_faults.ts";
@@ -25,6 +14,7 @@ import { DynamoBucketStore } from "../../core/store/dynamo_bucket_store.ts";
 import { DynamoSlotStore } from "../../core/store/dynamo_slot_store.ts";
 import { createTableClient } from "../../core/store/table.ts";
 import { currentSignal } from "../../core/transport.ts";
+import { inMemoryTelemetry } from "./_telemetry.ts";
 import { freshRepo } from "./_harness.ts";
 import { num, rawBucket } from "./_stored.ts";
 import { type DynamoDBClient, GetItemCommand } from "@aws-sdk/client-dynamodb";
@@ -198,18 +188,8 @@ Deno.test("acquire() with localFallback: a rollback gives back to the local buck
 Deno.test("acquire() admitted by the local fallback is counted as outcome 'local' in the decision metric and the span", async () => {
   await using env = await freshRepo();
   await env.repo.setSystemDefaults([RPM]);
-  const exporter = new InMemoryMetricExporter(
-    AggregationTemporality.CUMULATIVE,
-  );
-  const reader = new PeriodicExportingMetricReader({
-    exporter,
-    exportIntervalMillis: 3_600_000,
-  });
-  const meterProvider = new MeterProvider({ readers: [reader] });
-  const spans = new InMemorySpanExporter();
-  const tracerProvider = new BasicTracerProvider({
-    spanProcessors: [new SimpleSpanProcessor(spans)],
-  });
+  const { exporter, reader, meterProvider, spans, tracerProvider } =
+    inMemoryTelemetry();
   const limiter = new RateLimiter(env.repo, {
     telemetry: { meterProvider, tracerProvider },
     localFallback: { share: SHARE },

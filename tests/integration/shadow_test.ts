@@ -5,18 +5,8 @@
  */
 import assert from "node:assert/strict";
 import { GetItemCommand } from "@aws-sdk/client-dynamodb";
-import {
-  AggregationTemporality,
-  InMemoryMetricExporter,
-  MeterProvider,
-  PeriodicExportingMetricReader,
-} from "@opentelemetry/sdk-metrics";
-import {
-  BasicTracerProvider,
-  InMemorySpanExporter,
-  SimpleSpanProcessor,
-} from "@opentelemetry/sdk-trace-base";
 import { Limit, RateLimiter, RateLimitExceeded } from "../../mod.ts";
+import { inMemoryTelemetry } from "./_telemetry.ts";
 import { freshRepo, manualClock } from "./_harness.ts";
 
 type Env = Awaited<ReturnType<typeof freshRepo>>;
@@ -220,18 +210,8 @@ Deno.test("shadow decisions are counted in zae_limiter.shadow.decisions and mark
     Limit.perMinute("rpm", 100),
     Limit.perMinute("tpm", 100).withShadow(),
   ]);
-  const exporter = new InMemoryMetricExporter(
-    AggregationTemporality.CUMULATIVE,
-  );
-  const reader = new PeriodicExportingMetricReader({
-    exporter,
-    exportIntervalMillis: 3_600_000,
-  });
-  const meterProvider = new MeterProvider({ readers: [reader] });
-  const spans = new InMemorySpanExporter();
-  const tracerProvider = new BasicTracerProvider({
-    spanProcessors: [new SimpleSpanProcessor(spans)],
-  });
+  const { exporter, reader, meterProvider, spans, tracerProvider } =
+    inMemoryTelemetry();
   const limiter = new RateLimiter(env.repo, {
     telemetry: { meterProvider, tracerProvider },
   });

@@ -1,36 +1,15 @@
 import assert from "node:assert/strict";
-import {
-  AggregationTemporality,
-  type DataPoint,
-  type Histogram,
-  InMemoryMetricExporter,
-  MeterProvider,
-  PeriodicExportingMetricReader,
-} from "@opentelemetry/sdk-metrics";
-import {
-  BasicTracerProvider,
-  InMemorySpanExporter,
-  SimpleSpanProcessor,
-} from "@opentelemetry/sdk-trace-base";
+import type { DataPoint, Histogram } from "@opentelemetry/sdk-metrics";
 import { Limit, RateLimiter, RateLimitExceeded } from "../../mod.ts";
+import { inMemoryTelemetry } from "./_telemetry.ts";
 import { freshRepo, manualClock } from "./_harness.ts";
 
 Deno.test("acquire() reports decisions, latency, DynamoDB calls and spans to OpenTelemetry", async () => {
   const clock = manualClock();
   await using env = await freshRepo({ clock });
   await env.repo.setSystemDefaults([Limit.perHour("rph", 3)]);
-  const exporter = new InMemoryMetricExporter(
-    AggregationTemporality.CUMULATIVE,
-  );
-  const reader = new PeriodicExportingMetricReader({
-    exporter,
-    exportIntervalMillis: 3_600_000,
-  });
-  const meterProvider = new MeterProvider({ readers: [reader] });
-  const spans = new InMemorySpanExporter();
-  const tracerProvider = new BasicTracerProvider({
-    spanProcessors: [new SimpleSpanProcessor(spans)],
-  });
+  const { exporter, reader, meterProvider, spans, tracerProvider } =
+    inMemoryTelemetry();
   const limiter = new RateLimiter(env.repo, {
     telemetry: { meterProvider, tracerProvider },
     onError: () => {},
