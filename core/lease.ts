@@ -99,6 +99,8 @@ export interface LeaseOptions {
     ref: BucketRef,
     deltas: ReadonlyMap<string, bigint>,
   ) => boolean;
+  /** Writes one item's deltas (the limiter's coalescer; default `BucketWriter.apply`). */
+  readonly apply?: BucketWriter["apply"];
 }
 
 const DEFAULT_OPTIONS: LeaseOptions = {
@@ -116,6 +118,10 @@ export function recordGrant(
   granted: Readonly<Record<string, number>>,
 ): void {
   GRANTS.set(lease, Object.freeze({ ...granted }));
+}
+
+function applyOf(o: LeaseOptions, w: BucketWriter): BucketWriter["apply"] {
+  return o.apply ?? ((...args) => w.apply(...args));
 }
 
 function groupKey(ref: BucketRef): string {
@@ -394,7 +400,7 @@ export class Lease implements AsyncDisposable {
       try {
         await withGrace(
           this.#options.timeoutMs,
-          () => writer.apply(first.ref, first.shards, deltas),
+          () => applyOf(this.#options, writer)(first.ref, first.shards, deltas),
         );
       } catch (e) {
         this.#report(first.ref, deltas, "giveback", e);
@@ -538,7 +544,7 @@ export class Lease implements AsyncDisposable {
           }
           try {
             const w = windowsOf(entries);
-            const left = await writer.apply(
+            const left = await applyOf(this.#options, writer)(
               first.ref,
               first.shards,
               map,

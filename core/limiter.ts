@@ -188,17 +188,23 @@ export class RateLimiter {
       options.telemetry,
     );
     const writer = new BucketWriter(store, clock, random);
+    const coalescer = new Coalescer(
+      writer,
+      clock,
+      options.coalesceWrites ?? true,
+    );
     this.#adm = {
       source: repository,
       store,
       writer,
-      coalescer: new Coalescer(writer, clock, options.coalesceWrites ?? true),
+      coalescer,
       clock,
       random,
       leaseOptions: {
         timeoutMs: this.#timeoutMs,
         onStranded,
         stackName: repository.tableName,
+        apply: (...args) => coalescer.apply(...args),
       },
       onStranded,
     };

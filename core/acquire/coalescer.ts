@@ -34,8 +34,8 @@
  * waits takes it out of the queue (nothing of it is written); one that
  * passes while its share is in flight fails it as a single write would
  * (its share may apply: stranded). The shared write itself is aborted only
- * when every request it carries has given up. Leases, adjust and rollback
- * stay per request (they write through {@linkcode BucketWriter.apply}).
+ * when every request it carries has given up. Lease deltas (commit,
+ * rollback, compensation) coalesce the same way ({@linkcode Coalescer.apply}).
  * A charge that includes a calendar quota (decided by its window, not by
  * refill) is written on its own, as without coalescing.
  *
@@ -48,6 +48,7 @@ import {
   retryAfterAt,
   wholeTokens,
 } from "../bucket.ts";
+import type { LeaseWindow } from "../calendar_bucket.ts";
 import {
   afterPlain,
   type BucketItem,
@@ -84,22 +85,43 @@ export function currentBatch(): readonly CoalescedShare[] | undefined {
   return batchScope.getStore();
 }
 
-interface Member {
-  readonly target: Target;
-  readonly amounts: ReadonlyMap<string, bigint>;
-  readonly wcu: bigint;
+/** A request waiting in a queue, with its own deadline. */
+interface Waiter {
   readonly signal: AbortSignal | undefined;
   readonly run: <R>(fn: () => R) => R;
   settled: boolean;
-  /** Settles with an outcome or an error (once; later calls are ignored). */
-  settle(o: { outcome: ChargeOutcome } | { error: unknown }): void;
-  /** Called when the member gives up (its deadline passed). */
+  /** Called when the request gives up (its deadline passed). */
   onGiveUp: (() => void) | null;
 }
 
-interface Queue {
+interface Member extends Waiter {
+  readonly target: Target;
+  readonly amounts: ReadonlyMap<string, bigint>;
+  readonly wcu: bigint;
+  /** Settles with an outcome or an error (once; later calls are ignored). */
+  settle(o: { outcome: ChargeOutcome } | { error: unknown }): void;
+}
+
+interface Queue<M = Member> {
   busy: boolean;
-  readonly pending: Member[];
+  readonly pending: M[];
+}
+
+/** One lease delta (commit, rollback, compensation) waiting for an item. */
+interface DeltaMember extends Waiter {
+  readonly shards: number;
+  readonly deltas: ReadonlyMap<string, bigint>;
+  readonly wcu: bigint;
+  settle(o: { outcome: bigint } | { error: unknown }): void;
+}
+
+/** `a` plus `b`, per limit name. */
+function addInto(
+  a: Map<string, bigint>,
+  b: ReadonlyMap<string, bigint>,
+): Map<string, bigint> {
+  for (const [n, d] of b) a.set(n, (a.get(n) ?? 0n) + d);
+  return a;
 }
 
 function keyOf(ref: BucketRef): string {
@@ -221,7 +243,7 @@ function split(
  * a member has no deadline scope (commands then get the default deadline).
  */
 function batchSignal(
-  members: readonly Member[],
+  members: readonly Waiter[],
 ): { signal: AbortSignal | undefined; dispose(): void } {
   if (members.some((m) => m.signal === undefined)) {
     return { signal: undefined, dispose() {} };
@@ -244,6 +266,44 @@ function batchSignal(
 }
 
 /**
+ * Queues a request on `pending` until a batch settles it; its deadline
+ * passing first takes it out of the queue (nothing of it is written).
+ */
+function enqueue<T, M extends Waiter>(
+  pending: M[],
+  make: (
+    w: Waiter & { settle(o: { outcome: T } | { error: unknown }): void },
+  ) => M,
+): Promise<T> {
+  const signal = currentSignal();
+  if (signal?.aborted) return Promise.reject(signal.reason);
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = (): void => {
+      const i = pending.indexOf(m);
+      if (i >= 0) pending.splice(i, 1);
+      waiter.settle({ error: signal?.reason });
+      m.onGiveUp?.();
+    };
+    const waiter = {
+      signal,
+      run: AsyncLocalStorage.snapshot(),
+      settled: false,
+      onGiveUp: null,
+      settle(o: { outcome: T } | { error: unknown }) {
+        if (m.settled) return;
+        m.settled = true;
+        signal?.removeEventListener("abort", onAbort);
+        if ("outcome" in o) resolve(o.outcome);
+        else reject(o.error);
+      },
+    };
+    const m = make(waiter);
+    signal?.addEventListener("abort", onAbort, { once: true });
+    pending.push(m);
+  });
+}
+
+/**
  * Coalesces concurrent charges of this process on one bucket item (see the
  * module documentation). Disabled, every charge goes straight to
  * {@linkcode BucketWriter.charge} (strict mode: every decision written).
@@ -253,6 +313,7 @@ export class Coalescer {
   readonly #clock: Clock;
   readonly #enabled: boolean;
   readonly #queues = new Map<string, Queue>();
+  readonly #deltas = new Map<string, Queue<DeltaMember>>();
 
   /** A coalescer over a writer (`enabled` false: a pass-through). */
   constructor(writer: BucketWriter, clock: Clock, enabled = true) {
@@ -294,43 +355,105 @@ export class Coalescer {
       );
       return p;
     }
-    return this.#enqueue(queue, target, amounts, wcu);
+    return enqueue<ChargeOutcome, Member>(
+      queue.pending,
+      (w) => ({ ...w, target, amounts, wcu }),
+    );
   }
 
-  #enqueue(
-    queue: Queue,
-    target: Target,
-    amounts: ReadonlyMap<string, bigint>,
-    wcu: bigint,
-  ): Promise<ChargeOutcome> {
-    const signal = currentSignal();
-    if (signal?.aborted) return Promise.reject(signal.reason);
-    return new Promise<ChargeOutcome>((resolve, reject) => {
-      const onAbort = (): void => {
-        const i = queue.pending.indexOf(m);
-        if (i >= 0) queue.pending.splice(i, 1);
-        m.settle({ error: signal?.reason });
-        m.onGiveUp?.();
-      };
-      const m: Member = {
-        target,
-        amounts,
-        wcu,
-        signal,
-        run: AsyncLocalStorage.snapshot(),
-        settled: false,
-        onGiveUp: null,
-        settle(o) {
-          if (m.settled) return;
-          m.settled = true;
-          signal?.removeEventListener("abort", onAbort);
-          if ("outcome" in o) resolve(o.outcome);
-          else reject(o.error);
-        },
-      };
-      signal?.addEventListener("abort", onAbort, { once: true });
-      queue.pending.push(m);
-    });
+  /**
+   * {@linkcode BucketWriter.apply}, coalesced with the lease deltas of this
+   * process on the same item while one is in flight: the queue is written
+   * as one delta of its sum. The ideal bucket allows it: the requests are
+   * concurrent, and a sum takes every debit before any give-back, one of
+   * their orders (a give-back is still clamped to the ceiling). Each
+   * request gets its part of the give-back that could not be placed, or
+   * the error of the write that carried it. A delta on a calendar quota is
+   * written on its own.
+   *
+   * @throws as {@linkcode BucketWriter.apply}, or the deadline's reason
+   */
+  apply(
+    ref: BucketRef,
+    shards: number,
+    deltas: ReadonlyMap<string, bigint>,
+    wcu: bigint = 0n,
+    windows: ReadonlyMap<string, LeaseWindow> = new Map(),
+  ): Promise<bigint> {
+    if (!this.#enabled || windows.size > 0) {
+      return this.#writer.apply(ref, shards, deltas, wcu, windows);
+    }
+    const key = keyOf(ref);
+    let q = this.#deltas.get(key);
+    if (!q) {
+      q = { busy: false, pending: [] };
+      this.#deltas.set(key, q);
+    }
+    const queue = q;
+    if (!queue.busy) {
+      queue.busy = true;
+      const p = this.#writer.apply(ref, shards, deltas, wcu);
+      const next = (): void => this.#nextDelta(key, ref, queue);
+      p.then(next, next);
+      return p;
+    }
+    return enqueue<bigint, DeltaMember>(
+      queue.pending,
+      (w) => ({ ...w, shards, deltas, wcu }),
+    );
+  }
+
+  /** Writes the next batch of an item's deltas, or marks the item idle. */
+  #nextDelta(key: string, ref: BucketRef, queue: Queue<DeltaMember>): void {
+    const leader = queue.pending[0];
+    if (!leader) {
+      queue.busy = false;
+      this.#deltas.delete(key);
+      return;
+    }
+    const batch = queue.pending.filter((m) => m.shards === leader.shards);
+    for (const m of batch) queue.pending.splice(queue.pending.indexOf(m), 1);
+    const next = (): void => this.#nextDelta(key, ref, queue);
+    leader.run(() => this.#deltaRound(ref, batch)).then(next, next);
+  }
+
+  async #deltaRound(ref: BucketRef, members: DeltaMember[]): Promise<void> {
+    const sum = new Map<string, bigint>();
+    for (const m of members) addInto(sum, m.deltas);
+    const wcu = members.reduce((w, m) => w + m.wcu, 0n);
+    const shares: CoalescedShare[] = members.map((m) => ({
+      amounts: m.deltas,
+      run: m.run,
+    }));
+    const deadline = batchSignal(members);
+    try {
+      let left = await withScope(
+        deadline.signal,
+        () =>
+          batchScope.run(
+            shares,
+            () =>
+              this.#writer.apply(
+                ref,
+                (members[0] as DeltaMember).shards,
+                sum,
+                wcu,
+              ),
+          ),
+      );
+      // The give-back that could not be placed, shared in arrival order.
+      for (const m of members) {
+        let given = 0n;
+        for (const d of m.deltas.values()) if (d < 0n) given -= d;
+        const part = given < left ? given : left;
+        left -= part;
+        m.settle({ outcome: part });
+      }
+    } catch (e) {
+      for (const m of members) m.settle({ error: e });
+    } finally {
+      deadline.dispose();
+    }
   }
 
   /** Starts the next batch of an item's queue, or marks the item idle. */

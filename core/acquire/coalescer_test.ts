@@ -96,3 +96,90 @@ Deno.test("Coalescer: an acquire whose deadline passes while its share is in fli
     [["debit", "k", { rpm: 1 }]],
   );
 });
+
+Deno.test("Coalescer: lease commits and rollbacks that queue behind a delta in flight are written as one delta of their sum", async () => {
+  const { limiter, seen, tc } = slowStore(20);
+  const leases = [];
+  for (let i = 0; i < 9; i++) leases.push(await limiter.acquire(req()));
+  assert.equal(tc(), 9000n);
+  seen.writes = 0;
+  seen.batches = [];
+  // Three take 5 more (debt allowed), three give 1 back, three roll back.
+  await Promise.all(leases.map((l, i) => {
+    if (i % 3 === 0) l.adjust({ rpm: 5 });
+    if (i % 3 === 1) l.adjust({ rpm: -1 });
+    return i % 3 === 2 ? l.rollback() : l.commit();
+  }));
+  // The first is written alone; the eight that queued behind it share one write.
+  assert.equal(seen.writes, 2);
+  assert.deepEqual(seen.batches, [8]);
+  assert.equal(tc(), 9000n + 3n * 5000n - 3n * 1000n - 3n * 1000n);
+});
+
+Deno.test("Coalescer: a give-back in a coalesced delta is still clamped to the capacity", async () => {
+  const { limiter, seen } = slowStore(20);
+  const leases = [];
+  for (let i = 0; i < 4; i++) leases.push(await limiter.acquire(req()));
+  seen.writes = 0;
+  // Each gives back 50 more than it took: the bucket (capacity 100, 96 left) fills to 100, no higher.
+  await Promise.all(leases.map((l) => {
+    l.adjust({ rpm: -50 });
+    return l.commit();
+  }));
+  assert.equal(seen.writes, 2);
+  const a = await limiter.available({ entityId: "k", resource: "api" });
+  assert.equal(a.rpm, 100);
+});
+
+Deno.test("Coalescer: a coalesced delta write that fails without a verdict fails every lease it carried, each reporting its own share", async () => {
+  let fail = false;
+  let writes = 0;
+  const stranded: StrandedCharge[] = [];
+  const { limiter, source } = createTestLimiter({
+    store: {
+      hook: async (phase, op) => {
+        if (op === "read") return;
+        if (phase === "before") {
+          writes++;
+          await new Promise((r) => setTimeout(r, 20));
+        }
+        if (phase === "after" && fail && currentBatch()) {
+          throw Object.assign(new Error("socket hang up"), {
+            name: "TimeoutError",
+          });
+        }
+      },
+    },
+    limiter: {
+      onStranded: (c) => stranded.push(c),
+      onError: () => {},
+    },
+  });
+  source.setSystemDefaults([Limit.perHour("rpm", 100)]);
+  source.createEntity("k");
+  const leases = [];
+  for (let i = 0; i < 4; i++) leases.push(await limiter.acquire(req()));
+  fail = true;
+  writes = 0;
+  const results = await Promise.allSettled(leases.map((l, i) => {
+    l.adjust({ rpm: i + 1 });
+    return l.commit();
+  }));
+  assert.equal(writes, 2);
+  // The first wrote alone and succeeded; the three that shared a write failed.
+  assert.deepEqual(results.map((r) => r.status), [
+    "fulfilled",
+    "rejected",
+    "rejected",
+    "rejected",
+  ]);
+  for (const r of results.slice(1)) {
+    assert.ok(
+      (r as PromiseRejectedResult).reason instanceof RateLimiterUnavailable,
+    );
+  }
+  assert.deepEqual(
+    stranded.map((s) => [s.kind, s.amounts.rpm]).sort(),
+    [["debit", 2], ["debit", 3], ["debit", 4]],
+  );
+});

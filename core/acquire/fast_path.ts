@@ -179,7 +179,7 @@ async function compensate(
   try {
     const left = await withGrace(
       COMPENSATION_GRACE_MS,
-      () => adm.writer.apply(ref, side.shards, deltas, -WCU_PER_WRITE),
+      () => adm.coalescer.apply(ref, side.shards, deltas, -WCU_PER_WRITE),
     );
     if (left > 0n) {
       reportStranded(adm, ref, new Map([["*", left]]), "giveback", null);
