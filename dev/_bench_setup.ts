@@ -39,7 +39,10 @@ export async function acquireScenarios(
       cascade: true,
     });
   }
-  const limiter = new lib.RateLimiter(repo);
+  // Strict mode: every decision its own write (each worker has its own
+  // key and one call at a time, so nothing would coalesce anyway; older
+  // builds ignore the option).
+  const limiter = new lib.RateLimiter(repo, { coalesceWrites: false });
   const acquire = (
     entityId: string,
     resource: string,

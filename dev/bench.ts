@@ -20,6 +20,13 @@
  * at the same concurrency; then 4 processes x 32 (`deno run` children).
  * Prints decisions/s, the ratio to the raw one-item rate and the DynamoDB
  * calls per decision. `BENCH_ROWS=hot` runs only these rows.
+ *
+ * Saturated rows (`dev/_bench_saturated.ts`; `BENCH_ROWS=saturated` runs
+ * only these): limits that bind (a hot key, the demo's cascade with
+ * adjust, a hot key on the local reserve), checked against the ideal
+ * bucket's envelope: over-admitted tokens, which must be 0. The rows above
+ * use limits no run comes near (10^9 a minute): nothing there can be
+ * over-admitted.
  */
 import { DynamoDBClient } from "@aws-sdk/client-dynamodb";
 import {
@@ -30,12 +37,13 @@ import {
   rawBaseline,
   reserveRows,
 } from "./_bench_setup.ts";
+import { overAdmitted, saturatedRows } from "./_bench_saturated.ts";
 import { startDynamoDbLocal } from "./dynamodb_local.ts";
 import { Limit, RateLimiter, RateLimitExceeded, Repository } from "../mod.ts";
 
 const DURATION_MS = Number(Deno.env.get("BENCH_MS") ?? 4000);
 const CONCURRENCIES = [1, 32];
-/** `reserve` or `hot`: only those rows (a quick look while others work). */
+/** `reserve`, `hot` or `saturated`: only those rows (a quick look while others work). */
 const ONLY = Deno.env.get("BENCH_ROWS");
 
 interface Result {
@@ -98,6 +106,20 @@ try {
   await measure(32, raw, 3000);
   for (const [, op] of scenarios) await measure(32, op, 2000);
 
+  const counted = () => {
+    const c = new DynamoDBClient({
+      endpoint: external ?? local?.endpoint ?? "",
+      region: "us-east-1",
+      credentials: { accessKeyId: "local", secretAccessKey: "local" },
+    });
+    let n = 0;
+    c.middlewareStack.add((next) => (args) => {
+      n++;
+      return next(args);
+    }, { step: "initialize", name: "benchCount" });
+    extra.push(c);
+    return { client: c, calls: () => n };
+  };
   const strictRows = async (): Promise<void> => {
     console.log(
       `\nzae-limiter bench on DynamoDB Local, ${
@@ -144,20 +166,7 @@ try {
     const rows = await reserveRows(
       { Limit, RateLimiter, RateLimitExceeded, Repository },
       repo,
-      () => {
-        const c = new DynamoDBClient({
-          endpoint: external ?? local?.endpoint ?? "",
-          region: "us-east-1",
-          credentials: { accessKeyId: "local", secretAccessKey: "local" },
-        });
-        let n = 0;
-        c.middlewareStack.add((next) => (args) => {
-          n++;
-          return next(args);
-        }, { step: "initialize", name: "benchCount" });
-        extra.push(c);
-        return { client: c, calls: () => n };
-      },
+      counted,
     );
     console.log(
       `\nlocal reserve, concurrency 32, ${DURATION_MS / 1000} s per row\n`,
@@ -182,11 +191,39 @@ try {
       );
     }
   };
+  const saturated = async (): Promise<void> => {
+    const rows = await saturatedRows(
+      { Limit, RateLimiter, RateLimitExceeded, Repository },
+      repo,
+      counted,
+    );
+    console.log(
+      `\nsaturated rows (limits that bind), checked against the ideal bucket's envelope, ${
+        DURATION_MS / 1000
+      } s per row\n`,
+    );
+    console.log(
+      "scenario                   decisions/s  admitted  refused  calls/decision  over-admitted tokens",
+    );
+    for (const r of rows) {
+      const f = await r.run(DURATION_MS);
+      console.log(
+        `${r.name.padEnd(26)} ${
+          (f.decisions / f.seconds).toFixed(0).padStart(11)
+        } ${String(f.admitted).padStart(9)} ${
+          String(f.decisions - f.admitted).padStart(8)
+        } ${(f.calls / f.decisions).toFixed(3).padStart(15)} ${
+          String(overAdmitted(f)).padStart(21)
+        }`,
+      );
+    }
+  };
   if (ONLY === undefined) await strictRows();
-  if (ONLY !== "hot") await reserveTable();
-  if (ONLY !== "reserve") {
+  if (ONLY === undefined || ONLY === "reserve") await reserveTable();
+  if (ONLY === undefined || ONLY === "hot") {
     await hotKeyRows(repo, raw, external ?? local?.endpoint ?? "");
   }
+  if (ONLY === undefined || ONLY === "saturated") await saturated();
 } finally {
   for (const c of extra) c.destroy();
   client.destroy();

@@ -232,7 +232,9 @@ async function main(): Promise<number> {
       );
     }
     console.log(
-      `  DynamoDB calls: ${JSON.stringify(Object.fromEntries(counts))}`,
+      `  DynamoDB calls: ${JSON.stringify(Object.fromEntries(counts))} (${
+        ([...counts.values()].reduce((a, b) => a + b, 0) / REQUESTS).toFixed(2)
+      } per acquire, commits included)`,
     );
     console.log(
       `  tokens reported by the "model" for admitted requests: ${stats.tokens}`,
