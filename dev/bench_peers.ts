@@ -16,6 +16,8 @@
  * Rows: one limit and two limits (two `RateLimiterDynamo`s consumed
  * together, as its `RateLimiterUnion` does), at concurrency 1 and 32, each
  * worker its own key, limits far from exhausted so every call is admitted.
+ * Ours twice: strict (every decision its own conditional write) and with
+ * the local reserve on (opt-in: most decisions from slices in memory).
  * Cells alternate round after round and each figure is the median over
  * `ROUNDS`, so load that drifts hits every system alike. DynamoDB calls
  * per decision are counted at the SDK.
@@ -114,6 +116,7 @@ const config = {
   credentials: { accessKeyId: "local", secretAccessKey: "local" },
 };
 const ours = counted(new DynamoDBClient(config));
+const closers: (() => Promise<void>)[] = [];
 const peer = counted(new DynamoDB(config));
 try {
   const repo = await Repository.open({
@@ -155,7 +158,22 @@ try {
     two: scenarios.get("two limits") as Op,
     calls: ours.calls,
   };
-  const systems = [zae, ...peers];
+  // The same limits with the local reserve on (its own limiter, opt-in).
+  const reserved = new RateLimiter(repo, { localReserve: { env: {} } });
+  const viaReserve = (
+    resource: string,
+    consume: Record<string, number>,
+  ): Op =>
+  (w) =>
+    reserved.acquire({ entityId: `key-${w}`, resource, consume }, () => {});
+  const zaeReserve: System = {
+    name: "zae, local reserve",
+    one: viaReserve("one", { rpm: 1 }),
+    two: viaReserve("two", { rpm: 1, tpm: 100 }),
+    calls: ours.calls,
+  };
+  closers.push(() => reserved.close());
+  const systems = [zae, zaeReserve, ...peers];
   console.log("warming up DynamoDB Local and caches...");
   await measure(32, raw, 3000);
   for (const s of systems) {
@@ -168,7 +186,7 @@ try {
   console.log(
     "limits  conc   raw/s  " +
       systems.map((s) => `${s.name.padStart(24)} (x raw, calls)`).join("  ") +
-      "   zae/rlf",
+      "   zae/rlf  reserve/rlf",
   );
   for (const c of [1, 32]) {
     for (const kind of ["one", "two"] as const) {
@@ -198,11 +216,14 @@ try {
               ((m[i] as number) / rawRate).toFixed(2)
             }, ${median(calls[i] as number[]).toFixed(2)})`
           ).join("  ")
-        }   ${((m[0] as number) / (m[1] as number)).toFixed(2)}x`,
+        }   ${((m[0] as number) / (m[2] as number)).toFixed(2)}x  ${
+          ((m[1] as number) / (m[2] as number)).toFixed(2).padStart(10)
+        }x`,
       );
     }
   }
 } finally {
+  for (const close of closers) await close();
   ours.client.destroy();
   peer.client.destroy();
   await local.stop();
