@@ -53,7 +53,10 @@ import {
 import type { ConcurrencyLimit } from "./concurrency_limit.ts";
 import { DynamoSlotStore } from "./store/dynamo_slot_store.ts";
 import { MemorySlotStore } from "./store/memory_slot_store.ts";
-import type { LimiterSource } from "./acquire/limiter_source.ts";
+import type {
+  LimiterSource,
+  ResolvedLimits,
+} from "./acquire/limiter_source.ts";
 import { chargeSide, checkSatisfiable, type Side } from "./acquire/plan.ts";
 import { grant, grantOf } from "./acquire/grant.ts";
 import { RefusalCache, refusalKey } from "./acquire/refusal_cache.ts";
@@ -460,16 +463,29 @@ export class RateLimiter {
     const enforced = shadow.size === 0
       ? consume
       : new Map([...consume].filter(([name]) => !shadow.has(name)));
-    const none = await chargesNothing(
+    // Resolved once for the charge (the shadow judgement reads them again after it).
+    const resolved = await resolveLimits(
       this.#adm,
       entityId,
       resource,
-      consume,
-      shadow,
       override,
     );
+    const none = chargesNothing(
+      this.#adm,
+      entityId,
+      resolved,
+      consume,
+      shadow,
+    );
     const lease = !none
-      ? await this.#decide(entityId, resource, enforced, override, cached)
+      ? await this.#decide(
+        entityId,
+        resource,
+        enforced,
+        override,
+        resolved,
+        cached,
+      )
       : new Lease(
         this.#adm.writer,
         entityId,
@@ -501,12 +517,12 @@ export class RateLimiter {
     resource: string,
     consume: Map<string, bigint>,
     override: readonly Limit[] | null,
+    resolved: ResolvedLimits,
     cached = true,
   ): Promise<Lease> {
     const adm = this.#adm;
     const key = refusalKey(adm.source.namespaceId, entityId, resource);
     // A request that can never fit is told so even while refusals are cached.
-    const resolved = await resolveLimits(adm, entityId, resource, override);
     if (override === null) {
       this.#local?.remember(entityId, resource, resolved.limits);
     }

@@ -88,6 +88,33 @@ export function sideRef(
   return { ns, entityId: side.entityId, resource, shard };
 }
 
+/** The names of a limit list and its stored-shadow names. */
+interface Names {
+  readonly names: ReadonlySet<string>;
+  /** Shadow limits (stored flag) are judged after the charge, never charged. */
+  readonly shadow: ReadonlySet<string>;
+}
+
+/**
+ * {@linkcode Names} per stored limit list (the config cache hands out the
+ * same array until it refetches); an override, which the caller may
+ * mutate between calls, is not cached.
+ */
+const namesCache = new WeakMap<readonly Limit[], Names>();
+
+function namesOf(resolved: ResolvedLimits): Names {
+  const cached = namesCache.get(resolved.limits);
+  if (cached) return cached;
+  const out: Names = {
+    names: new Set(resolved.limits.map((l) => l.name)),
+    shadow: new Set(
+      resolved.limits.filter((l) => l.shadow).map((l) => l.name),
+    ),
+  };
+  if (resolved.source !== "override") namesCache.set(resolved.limits, out);
+  return out;
+}
+
 /**
  * The side of `entityId` charging `consume` (millitokens per limit name);
  * picks the shard with `random`. `strict`: a name the side has no limit
@@ -102,11 +129,7 @@ export function chargeSide(
   strict: boolean,
   random: () => number,
 ): Side {
-  const names = new Set(resolved.limits.map((l) => l.name));
-  // Shadow limits (stored flag) are judged after the charge, never charged.
-  const shadow = new Set(
-    resolved.limits.filter((l) => l.shadow).map((l) => l.name),
-  );
+  const { names, shadow } = namesOf(resolved);
   const charge = new Map<string, bigint>();
   for (const [name, amount] of consume) {
     if (!names.has(name)) {

@@ -25,6 +25,7 @@ import type { Lease } from "../lease.ts";
 import type { Limit } from "../limit.ts";
 import type { LimitStatus } from "../models.ts";
 import { type Admission, resolveLimits } from "./admission.ts";
+import type { ResolvedLimits } from "./limiter_source.ts";
 import { chargeSide, limitStatus } from "./plan.ts";
 
 /** Which limits of one acquire are shadowed: names, or `true` for all. */
@@ -119,16 +120,18 @@ export async function judgeShadow(
   }[] = [];
   const child = await resolveLimits(adm, entityId, resource, override);
   const info = adm.source.entityInfo(entityId);
-  const configured = new Set(child.limits.map((l) => l.name));
-  for (const name of perCall) {
-    if (!configured.has(name)) {
-      throw new ValidationError(
-        "shadow",
-        name,
-        `no limit "${name}" is configured for entity "${entityId}" (configured: ${
-          [...configured].join(", ")
-        })`,
-      );
+  if (perCall.size > 0) {
+    const configured = new Set(child.limits.map((l) => l.name));
+    for (const name of perCall) {
+      if (!configured.has(name)) {
+        throw new ValidationError(
+          "shadow",
+          name,
+          `no limit "${name}" is configured for entity "${entityId}" (configured: ${
+            [...configured].join(", ")
+          })`,
+        );
+      }
     }
   }
   if (
@@ -156,6 +159,12 @@ export async function judgeShadow(
     } catch (e) {
       if (!(e instanceof ValidationError)) throw e; // a parent without limits
     }
+  }
+  // Nothing shadowed on any side: the lease's defaults (no report, nothing ignored).
+  if (
+    perCall.size === 0 && !sides.some((s) => s.limits.some((l) => l.shadow))
+  ) {
+    return null;
   }
   const asked = sides.map((s) =>
     s.limits.filter((l) =>
@@ -236,24 +245,23 @@ function shadowCalendarWait(
  *
  * @throws {ValidationError} a consumed name is not configured for the entity
  */
-export async function chargesNothing(
+export function chargesNothing(
   adm: Admission,
   entityId: string,
-  resource: string,
+  r: ResolvedLimits,
   consume: ReadonlyMap<string, bigint>,
   perCall: ReadonlySet<string>,
-  override: readonly Limit[] | null,
-): Promise<boolean> {
+): boolean {
   if (consume.size === 0) return false;
+  // Nothing shadowed: the common case, decided without a look at the names.
+  if (perCall.size === 0 && !r.limits.some((l) => l.shadow)) return false;
   const left = [...consume.keys()].filter((n) => !perCall.has(n));
   if (left.length === 0) {
-    const r = await resolveLimits(adm, entityId, resource, override);
     chargeSide(entityId, r, consume, 1, true, adm.random); // checks the names
     return true;
   }
   const info = adm.source.entityInfo(entityId);
   if (info === undefined || (info.cascade && info.parentId)) return false;
-  const r = await resolveLimits(adm, entityId, resource, override);
   const stored = new Set(r.limits.filter((l) => l.shadow).map((l) => l.name));
   if (!left.every((n) => stored.has(n))) return false;
   chargeSide(entityId, r, consume, 1, true, adm.random); // checks the names
