@@ -19,6 +19,7 @@
 import { AsyncLocalStorage } from "node:async_hooks";
 import type { Clock } from "./clock.ts";
 import { errorName } from "./_sdk_errors.ts";
+import { cancelDeadline, scheduleDeadline } from "./_deadline_timer.ts";
 
 const scope = new AsyncLocalStorage<AbortSignal>();
 
@@ -87,14 +88,14 @@ export async function withDeadline<T>(
     if (p.aborted) ac.abort(p.reason);
     else p.addEventListener("abort", onParent, { once: true });
   }
-  const timer = setTimeout(
-    () => ac.abort(new DeadlineExceededError(timeoutMs)),
+  const deadline = scheduleDeadline(
     timeoutMs,
+    () => ac.abort(new DeadlineExceededError(timeoutMs)),
   );
   try {
     return await scope.run(ac.signal, () => fn(ac.signal));
   } finally {
-    clearTimeout(timer);
+    cancelDeadline(deadline);
     for (const p of parents) p.removeEventListener("abort", onParent);
   }
 }
