@@ -35,13 +35,12 @@
  * passes while its share is in flight fails it as a single write would
  * (its share may apply: stranded). The shared write itself is aborted only
  * when every request it carries has given up. Lease deltas (commit,
- * rollback, compensation) coalesce the same way ({@linkcode Coalescer.apply}).
+ * rollback, compensation) coalesce the same way (`delta_coalescer.ts`).
  * A charge that includes a calendar quota (decided by its window, not by
  * refill) is written on its own, as without coalescing.
  *
  * @module
  */
-import { AsyncLocalStorage } from "node:async_hooks";
 import {
   type BucketParams,
   planRefill,
@@ -55,44 +54,28 @@ import {
   type BucketRef,
   WCU_PER_WRITE,
 } from "../bucket_item.ts";
+import { DeltaCoalescer } from "./delta_coalescer.ts";
+import {
+  batchSignal,
+  type CoalescedShare,
+  enqueue,
+  inBatch,
+  keyOf,
+  type Queue,
+  type Waiter,
+} from "./batch_queue.ts";
 import type { BucketWriter, ChargeOutcome, Target } from "../bucket_writer.ts";
 import { blockedCharge, plainFits } from "../charge_check.ts";
 import type { Clock } from "../clock.ts";
 import type { LimitStatus } from "../models.ts";
-import { checkDeadline, currentSignal, withScope } from "../transport.ts";
+import { checkDeadline, withScope } from "../transport.ts";
 import { errorName } from "../_sdk_errors.ts";
 import type { BucketWrite } from "./bucket_store.ts";
 
 /** Attempts of one batch, as {@linkcode BucketWriter.charge} makes for one request. */
 const MAX_ATTEMPTS = 16;
 
-/** One request's part of a coalesced write. */
-export interface CoalescedShare {
-  /** Millitokens the request charges per limit name. */
-  readonly amounts: ReadonlyMap<string, bigint>;
-  /** Runs `fn` in the request's own async context (tests attribute the write's parts to each call). */
-  run<R>(fn: () => R): R;
-}
-
-const batchScope = new AsyncLocalStorage<readonly CoalescedShare[]>();
-
-/**
- * The shares of the coalesced write being sent from this context, or
- * `undefined` for a write of one request (for tests and diagnostics: the
- * store sees one write of the sum).
- */
-export function currentBatch(): readonly CoalescedShare[] | undefined {
-  return batchScope.getStore();
-}
-
-/** A request waiting in a queue, with its own deadline. */
-interface Waiter {
-  readonly signal: AbortSignal | undefined;
-  readonly run: <R>(fn: () => R) => R;
-  settled: boolean;
-  /** Called when the request gives up (its deadline passed). */
-  onGiveUp: (() => void) | null;
-}
+export { type CoalescedShare, currentBatch } from "./batch_queue.ts";
 
 interface Member extends Waiter {
   readonly target: Target;
@@ -100,32 +83,6 @@ interface Member extends Waiter {
   readonly wcu: bigint;
   /** Settles with an outcome or an error (once; later calls are ignored). */
   settle(o: { outcome: ChargeOutcome } | { error: unknown }): void;
-}
-
-interface Queue<M = Member> {
-  busy: boolean;
-  readonly pending: M[];
-}
-
-/** One lease delta (commit, rollback, compensation) waiting for an item. */
-interface DeltaMember extends Waiter {
-  readonly shards: number;
-  readonly deltas: ReadonlyMap<string, bigint>;
-  readonly wcu: bigint;
-  settle(o: { outcome: bigint } | { error: unknown }): void;
-}
-
-/** `a` plus `b`, per limit name. */
-function addInto(
-  a: Map<string, bigint>,
-  b: ReadonlyMap<string, bigint>,
-): Map<string, bigint> {
-  for (const [n, d] of b) a.set(n, (a.get(n) ?? 0n) + d);
-  return a;
-}
-
-function keyOf(ref: BucketRef): string {
-  return `${ref.ns}\u0000${ref.entityId}\u0000${ref.resource}\u0000${ref.shard}`;
 }
 
 function sameTarget(a: Target, b: Target): boolean {
@@ -238,72 +195,6 @@ function split(
 }
 
 /**
- * A signal that aborts once every member has settled and at least one gave
- * up (the write then carries nobody who waits for it), or `undefined` when
- * a member has no deadline scope (commands then get the default deadline).
- */
-function batchSignal(
-  members: readonly Waiter[],
-): { signal: AbortSignal | undefined; dispose(): void } {
-  if (members.some((m) => m.signal === undefined)) {
-    return { signal: undefined, dispose() {} };
-  }
-  const ac = new AbortController();
-  const check = (reason: unknown): void => {
-    if (members.every((m) => m.settled) && !ac.signal.aborted) {
-      ac.abort(reason);
-    }
-  };
-  for (const m of members) {
-    m.onGiveUp = () => check(m.signal?.reason);
-  }
-  return {
-    signal: ac.signal,
-    dispose() {
-      for (const m of members) m.onGiveUp = null;
-    },
-  };
-}
-
-/**
- * Queues a request on `pending` until a batch settles it; its deadline
- * passing first takes it out of the queue (nothing of it is written).
- */
-function enqueue<T, M extends Waiter>(
-  pending: M[],
-  make: (
-    w: Waiter & { settle(o: { outcome: T } | { error: unknown }): void },
-  ) => M,
-): Promise<T> {
-  const signal = currentSignal();
-  if (signal?.aborted) return Promise.reject(signal.reason);
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = (): void => {
-      const i = pending.indexOf(m);
-      if (i >= 0) pending.splice(i, 1);
-      waiter.settle({ error: signal?.reason });
-      m.onGiveUp?.();
-    };
-    const waiter = {
-      signal,
-      run: AsyncLocalStorage.snapshot(),
-      settled: false,
-      onGiveUp: null,
-      settle(o: { outcome: T } | { error: unknown }) {
-        if (m.settled) return;
-        m.settled = true;
-        signal?.removeEventListener("abort", onAbort);
-        if ("outcome" in o) resolve(o.outcome);
-        else reject(o.error);
-      },
-    };
-    const m = make(waiter);
-    signal?.addEventListener("abort", onAbort, { once: true });
-    pending.push(m);
-  });
-}
-
-/**
  * Coalesces concurrent charges of this process on one bucket item (see the
  * module documentation). Disabled, every charge goes straight to
  * {@linkcode BucketWriter.charge} (strict mode: every decision written).
@@ -312,14 +203,33 @@ export class Coalescer {
   readonly #writer: BucketWriter;
   readonly #clock: Clock;
   readonly #enabled: boolean;
-  readonly #queues = new Map<string, Queue>();
-  readonly #deltas = new Map<string, Queue<DeltaMember>>();
+  readonly #queues = new Map<string, Queue<Member>>();
+  readonly #deltas: DeltaCoalescer;
 
   /** A coalescer over a writer (`enabled` false: a pass-through). */
   constructor(writer: BucketWriter, clock: Clock, enabled = true) {
     this.#writer = writer;
     this.#clock = clock;
     this.#enabled = enabled;
+    this.#deltas = new DeltaCoalescer(writer);
+  }
+
+  /**
+   * {@linkcode BucketWriter.apply}, coalesced with the lease deltas of this
+   * process on the same item while one is in flight (`delta_coalescer.ts`).
+   *
+   * @throws as {@linkcode BucketWriter.apply}, or the deadline's reason
+   */
+  apply(
+    ref: BucketRef,
+    shards: number,
+    deltas: ReadonlyMap<string, bigint>,
+    wcu: bigint = 0n,
+    windows: ReadonlyMap<string, LeaseWindow> = new Map(),
+  ): Promise<bigint> {
+    return this.#enabled
+      ? this.#deltas.apply(ref, shards, deltas, wcu, windows)
+      : this.#writer.apply(ref, shards, deltas, wcu, windows);
   }
 
   /**
@@ -361,103 +271,8 @@ export class Coalescer {
     );
   }
 
-  /**
-   * {@linkcode BucketWriter.apply}, coalesced with the lease deltas of this
-   * process on the same item while one is in flight: the queue is written
-   * as one delta of its sum. The ideal bucket allows it: the requests are
-   * concurrent, and a sum takes every debit before any give-back, one of
-   * their orders (a give-back is still clamped to the ceiling). Each
-   * request gets its part of the give-back that could not be placed, or
-   * the error of the write that carried it. A delta on a calendar quota is
-   * written on its own.
-   *
-   * @throws as {@linkcode BucketWriter.apply}, or the deadline's reason
-   */
-  apply(
-    ref: BucketRef,
-    shards: number,
-    deltas: ReadonlyMap<string, bigint>,
-    wcu: bigint = 0n,
-    windows: ReadonlyMap<string, LeaseWindow> = new Map(),
-  ): Promise<bigint> {
-    if (!this.#enabled || windows.size > 0) {
-      return this.#writer.apply(ref, shards, deltas, wcu, windows);
-    }
-    const key = keyOf(ref);
-    let q = this.#deltas.get(key);
-    if (!q) {
-      q = { busy: false, pending: [] };
-      this.#deltas.set(key, q);
-    }
-    const queue = q;
-    if (!queue.busy) {
-      queue.busy = true;
-      const p = this.#writer.apply(ref, shards, deltas, wcu);
-      const next = (): void => this.#nextDelta(key, ref, queue);
-      p.then(next, next);
-      return p;
-    }
-    return enqueue<bigint, DeltaMember>(
-      queue.pending,
-      (w) => ({ ...w, shards, deltas, wcu }),
-    );
-  }
-
-  /** Writes the next batch of an item's deltas, or marks the item idle. */
-  #nextDelta(key: string, ref: BucketRef, queue: Queue<DeltaMember>): void {
-    const leader = queue.pending[0];
-    if (!leader) {
-      queue.busy = false;
-      this.#deltas.delete(key);
-      return;
-    }
-    const batch = queue.pending.filter((m) => m.shards === leader.shards);
-    for (const m of batch) queue.pending.splice(queue.pending.indexOf(m), 1);
-    const next = (): void => this.#nextDelta(key, ref, queue);
-    leader.run(() => this.#deltaRound(ref, batch)).then(next, next);
-  }
-
-  async #deltaRound(ref: BucketRef, members: DeltaMember[]): Promise<void> {
-    const sum = new Map<string, bigint>();
-    for (const m of members) addInto(sum, m.deltas);
-    const wcu = members.reduce((w, m) => w + m.wcu, 0n);
-    const shares: CoalescedShare[] = members.map((m) => ({
-      amounts: m.deltas,
-      run: m.run,
-    }));
-    const deadline = batchSignal(members);
-    try {
-      let left = await withScope(
-        deadline.signal,
-        () =>
-          batchScope.run(
-            shares,
-            () =>
-              this.#writer.apply(
-                ref,
-                (members[0] as DeltaMember).shards,
-                sum,
-                wcu,
-              ),
-          ),
-      );
-      // The give-back that could not be placed, shared in arrival order.
-      for (const m of members) {
-        let given = 0n;
-        for (const d of m.deltas.values()) if (d < 0n) given -= d;
-        const part = given < left ? given : left;
-        left -= part;
-        m.settle({ outcome: part });
-      }
-    } catch (e) {
-      for (const m of members) m.settle({ error: e });
-    } finally {
-      deadline.dispose();
-    }
-  }
-
   /** Starts the next batch of an item's queue, or marks the item idle. */
-  #next(key: string, queue: Queue): void {
+  #next(key: string, queue: Queue<Member>): void {
     const leader = queue.pending[0];
     if (!leader) {
       queue.busy = false;
@@ -553,7 +368,7 @@ export class Coalescer {
         run: m.run,
       }));
       try {
-        const r = await batchScope.run(
+        const r = await inBatch(
           shares,
           () => writer.store.write(write, answer ? { answer } : undefined),
         );

@@ -3,6 +3,7 @@ import { Limit, RateLimiterUnavailable } from "../../mod.ts";
 import { createTestLimiter } from "../../testing.ts";
 import type { StrandedCharge } from "../lease.ts";
 import { currentBatch } from "./coalescer.ts";
+import { observeNetZero } from "./batch_queue.ts";
 
 const REF = { ns: "default", entityId: "k", resource: "api", shard: 0 };
 const req = (timeoutMs?: number) => ({
@@ -182,4 +183,25 @@ Deno.test("Coalescer: a coalesced delta write that fails without a verdict fails
     stranded.map((s) => [s.kind, s.amounts.rpm]).sort(),
     [["debit", 2], ["debit", 3], ["debit", 4]],
   );
+});
+
+Deno.test("Coalescer: queued lease deltas that cancel out are not written, and observers see them", async () => {
+  const { limiter, seen, tc } = slowStore(20);
+  const leases = [];
+  for (let i = 0; i < 3; i++) leases.push(await limiter.acquire(req()));
+  seen.writes = 0;
+  const netZero: number[] = [];
+  const stop = observeNetZero((_, shares) => netZero.push(shares.length));
+  try {
+    // The first (5 more) is in flight; the other two (+2, -2) queue and cancel out.
+    leases[0]?.adjust({ rpm: 5 });
+    leases[1]?.adjust({ rpm: 2 });
+    leases[2]?.adjust({ rpm: -2 });
+    await Promise.all(leases.map((l) => l.commit()));
+  } finally {
+    stop();
+  }
+  assert.equal(seen.writes, 1);
+  assert.deepEqual(netZero, [2]);
+  assert.equal(tc(), 3000n + 5000n);
 });

@@ -150,6 +150,8 @@ import {
 } from "../../mod.ts";
 import { certainlyNotApplied } from "../../core/transport.ts";
 import { currentBatch } from "../../core/acquire/coalescer.ts";
+import { observeNetZero } from "../../core/acquire/batch_queue.ts";
+import { pkBucket } from "../../core/keys.ts";
 import { sleep } from "../../core/clock.ts";
 import {
   type AcquireOp,
@@ -600,6 +602,35 @@ interface OpContext {
 
 const opContext = new AsyncLocalStorage<OpContext>();
 const attemptContext = new AsyncLocalStorage<Attempt | undefined>();
+
+// Lease deltas that cancel out in a coalesced batch are not written
+// (`core/acquire/delta_coalescer.ts`): each call whose share it was gets an
+// applied attempt of its own share, as a write carrying it would show.
+observeNetZero((ref, shares) => {
+  const pk = pkBucket(ref.ns, ref.entityId, ref.resource, ref.shard);
+  const now = Date.now();
+  for (const share of shares) {
+    const ctx = share.run(() => opContext.getStore());
+    if (!ctx) continue;
+    const amounts = new Map([...share.amounts].filter(([, v]) => v !== 0n));
+    ctx.sink.attempts.push({
+      client: -1,
+      command: "NetZero",
+      commandId: 0,
+      parts: amounts.size > 0 ? new Map([[pk, amounts]]) : new Map(),
+      at: now,
+      endedAt: now,
+      fate: "applied",
+      errored: false,
+      error: null,
+      injected: null,
+      seen: null,
+      unfloored: new Set(),
+      clamped: new Map(),
+      text: "lease deltas that cancel out (nothing written)",
+    });
+  }
+});
 
 function newSink(): Sink {
   return { attempts: [], stranded: [], bucketCommands: 0 };
@@ -1169,9 +1200,14 @@ function callContexts(): OpContext[] {
  * times, fate), with the `tc` parts of each call's own share, so each call
  * is checked on its own charge.
  */
-function shareViews(run: Run, a: Attempt): [OpContext, Attempt][] {
+function shareViews(
+  run: Run,
+  a: Attempt,
+  input: Record<string, unknown>,
+): [OpContext, Attempt][] {
   const batch = currentBatch() ?? [];
-  const pk = [...a.parts.keys()][0];
+  // The item written (deltas that net to zero write no `tc` part for it).
+  const pk = [...a.parts.keys()][0] ?? writtenKey(input);
   const total = (pk === undefined ? undefined : a.parts.get(pk)) ??
     new Map<string, bigint>();
   if (a.parts.size > 1) {
@@ -1199,6 +1235,16 @@ function shareViews(run: Run, a: Attempt): [OpContext, Attempt][] {
     );
   }
   return views;
+}
+
+/** The partition key of the first item a write names. */
+function writtenKey(input: Record<string, unknown>): string | undefined {
+  const first = ((input.TransactItems ?? []) as Record<string, unknown>[])[0];
+  const w = (first?.Update ?? first?.Put ?? input) as {
+    Key?: Record<string, Attr>;
+    Item?: Record<string, Attr>;
+  };
+  return (w.Key ?? w.Item)?.PK?.S;
 }
 
 function installTracking(run: Run, index: number, fcl: FaultyClient): void {
@@ -1236,7 +1282,7 @@ function installTracking(run: Run, index: number, fcl: FaultyClient): void {
           clamped: clampedRefills(command, input),
           text: writeText(command, input),
         };
-        const views = currentBatch() ? shareViews(run, a) : [];
+        const views = currentBatch() ? shareViews(run, a, input) : [];
         if (views.length > 0) {
           run.coalesced++;
           for (const [ctx, v] of views) ctx.sink.attempts.push(v);

@@ -1,0 +1,152 @@
+/**
+ * The queue both coalescers share (`coalescer.ts` for charges,
+ * `delta_coalescer.ts` for lease deltas): requests that wait per bucket
+ * item while a write to it is in flight, each with its own deadline, and
+ * the context that tells tests and diagnostics which requests a write
+ * carries.
+ *
+ * @module
+ */
+import { AsyncLocalStorage } from "node:async_hooks";
+import type { BucketRef } from "../bucket_item.ts";
+import { currentSignal } from "../transport.ts";
+
+/** One request's part of a coalesced write. */
+export interface CoalescedShare {
+  /** Millitokens the request charges (or, for a lease delta, adds) per limit name. */
+  readonly amounts: ReadonlyMap<string, bigint>;
+  /** Runs `fn` in the request's own async context (tests attribute the write's parts to each call). */
+  run<R>(fn: () => R): R;
+}
+
+const batchScope = new AsyncLocalStorage<readonly CoalescedShare[]>();
+
+/**
+ * The shares of the coalesced write being sent from this context, or
+ * `undefined` for a write of one request (for tests and diagnostics: the
+ * store sees one write of the sum).
+ */
+export function currentBatch(): readonly CoalescedShare[] | undefined {
+  return batchScope.getStore();
+}
+
+/** Runs `fn` (which sends a coalesced write) with its shares in context. */
+export function inBatch<T>(
+  shares: readonly CoalescedShare[],
+  fn: () => T,
+): T {
+  return batchScope.run(shares, fn);
+}
+
+type NetZero = (ref: BucketRef, shares: readonly CoalescedShare[]) => void;
+const netZeroObservers = new Set<NetZero>();
+
+/**
+ * Observes batches of lease deltas that cancel out (nothing is written:
+ * for tests and diagnostics, which otherwise see no write for those
+ * calls). Returns the function that stops observing.
+ */
+export function observeNetZero(fn: NetZero): () => void {
+  netZeroObservers.add(fn);
+  return () => netZeroObservers.delete(fn);
+}
+
+/** Tells the observers that `shares` cancelled out on `ref`. */
+export function reportNetZero(
+  ref: BucketRef,
+  shares: readonly CoalescedShare[],
+): void {
+  for (const fn of netZeroObservers) fn(ref, shares);
+}
+
+/** A request waiting in a queue, with its own deadline. */
+export interface Waiter {
+  /** Its deadline, if it runs under one. */
+  readonly signal: AbortSignal | undefined;
+  /** Runs `fn` in the request's own async context. */
+  readonly run: <R>(fn: () => R) => R;
+  /** Whether it has an outcome or an error. */
+  settled: boolean;
+  /** Called when the request gives up (its deadline passed). */
+  onGiveUp: (() => void) | null;
+}
+
+/** The waiter's settle function for outcomes of type `T`. */
+export type Settle<T> = (o: { outcome: T } | { error: unknown }) => void;
+
+/** The requests waiting on one item while a write to it is in flight. */
+export interface Queue<M> {
+  /** A write to the item is in flight. */
+  busy: boolean;
+  /** The requests waiting, in arrival order. */
+  readonly pending: M[];
+}
+
+/** A queue key per bucket item. */
+export function keyOf(ref: BucketRef): string {
+  return `${ref.ns}\u0000${ref.entityId}\u0000${ref.resource}\u0000${ref.shard}`;
+}
+
+/**
+ * A signal that aborts once every member has settled and at least one gave
+ * up (the write then carries nobody who waits for it), or `undefined` when
+ * a member has no deadline scope (commands then get the default deadline).
+ */
+export function batchSignal(
+  members: readonly Waiter[],
+): { signal: AbortSignal | undefined; dispose(): void } {
+  if (members.some((m) => m.signal === undefined)) {
+    return { signal: undefined, dispose() {} };
+  }
+  const ac = new AbortController();
+  const check = (reason: unknown): void => {
+    if (members.every((m) => m.settled) && !ac.signal.aborted) {
+      ac.abort(reason);
+    }
+  };
+  for (const m of members) {
+    m.onGiveUp = () => check(m.signal?.reason);
+  }
+  return {
+    signal: ac.signal,
+    dispose() {
+      for (const m of members) m.onGiveUp = null;
+    },
+  };
+}
+
+/**
+ * Queues a request on `pending` until a batch settles it; its deadline
+ * passing first takes it out of the queue (nothing of it is written).
+ */
+export function enqueue<T, M extends Waiter>(
+  pending: M[],
+  make: (w: Waiter & { settle: Settle<T> }) => M,
+): Promise<T> {
+  const signal = currentSignal();
+  if (signal?.aborted) return Promise.reject(signal.reason);
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = (): void => {
+      const i = pending.indexOf(m);
+      if (i >= 0) pending.splice(i, 1);
+      waiter.settle({ error: signal?.reason });
+      m.onGiveUp?.();
+    };
+    const waiter = {
+      signal,
+      run: AsyncLocalStorage.snapshot(),
+      settled: false,
+      onGiveUp: null,
+      settle(o: { outcome: T } | { error: unknown }) {
+        if (m.settled) return;
+        m.settled = true;
+        signal?.removeEventListener("abort", onAbort);
+        if ("outcome" in o) resolve(o.outcome);
+        else reject(o.error);
+      },
+    };
+    const m = make(waiter);
+    signal?.addEventListener("abort", onAbort, { once: true });
+    pending.push(m);
+  });
+}

@@ -1,0 +1,150 @@
+/**
+ * In-process coalescing of lease deltas on one bucket item (commit after
+ * `adjust`, rollback, the give-back of a refused cascade side), as
+ * `coalescer.ts` does for charges: while a delta of this process on an
+ * item is in flight, later ones queue, and the next write applies their
+ * sum through {@linkcode BucketWriter.apply} (debits taken as they are,
+ * debt allowed; a give-back clamped to the ceiling; `tc` counts every
+ * delta in full). No timer: a delta on an idle item is written at once.
+ *
+ * The ideal bucket allows it: the deltas in a batch are concurrent, and
+ * their sum takes every debit before any give-back, one of their orders.
+ * Deltas that cancel out are not written at all. Each request gets its
+ * part of a give-back that could not be placed, or the error of the write
+ * that carried it (each caller then reports its own share). A delta on a
+ * calendar quota (its lease window decides it) is written on its own.
+ *
+ * @module
+ */
+import type { BucketRef } from "../bucket_item.ts";
+import type { BucketWriter } from "../bucket_writer.ts";
+import type { LeaseWindow } from "../calendar_bucket.ts";
+import { withScope } from "../transport.ts";
+import {
+  batchSignal,
+  type CoalescedShare,
+  enqueue,
+  inBatch,
+  keyOf,
+  type Queue,
+  reportNetZero,
+  type Settle,
+  type Waiter,
+} from "./batch_queue.ts";
+
+/** One lease delta waiting for an item. */
+interface DeltaMember extends Waiter {
+  readonly shards: number;
+  readonly deltas: ReadonlyMap<string, bigint>;
+  readonly wcu: bigint;
+  readonly settle: Settle<bigint>;
+}
+
+/** Lease deltas coalesced per item (see the module documentation). */
+export class DeltaCoalescer {
+  readonly #writer: BucketWriter;
+  readonly #queues = new Map<string, Queue<DeltaMember>>();
+
+  /** A coalescer of the deltas `writer` applies. */
+  constructor(writer: BucketWriter) {
+    this.#writer = writer;
+  }
+
+  /**
+   * {@linkcode BucketWriter.apply}, coalesced with the deltas of this
+   * process on the same item while one is in flight.
+   *
+   * @throws as {@linkcode BucketWriter.apply}, or the deadline's reason
+   */
+  apply(
+    ref: BucketRef,
+    shards: number,
+    deltas: ReadonlyMap<string, bigint>,
+    wcu: bigint = 0n,
+    windows: ReadonlyMap<string, LeaseWindow> = new Map(),
+  ): Promise<bigint> {
+    if (windows.size > 0) {
+      return this.#writer.apply(ref, shards, deltas, wcu, windows);
+    }
+    const key = keyOf(ref);
+    let q = this.#queues.get(key);
+    if (!q) {
+      q = { busy: false, pending: [] };
+      this.#queues.set(key, q);
+    }
+    const queue = q;
+    if (!queue.busy) {
+      queue.busy = true;
+      const p = this.#writer.apply(ref, shards, deltas, wcu);
+      const next = (): void => this.#next(key, ref, queue);
+      p.then(next, next);
+      return p;
+    }
+    return enqueue<bigint, DeltaMember>(
+      queue.pending,
+      (w) => ({ ...w, shards, deltas, wcu }),
+    );
+  }
+
+  /** Writes the next batch of an item's deltas, or marks the item idle. */
+  #next(key: string, ref: BucketRef, queue: Queue<DeltaMember>): void {
+    const leader = queue.pending[0];
+    if (!leader) {
+      queue.busy = false;
+      this.#queues.delete(key);
+      return;
+    }
+    const batch = queue.pending.filter((m) => m.shards === leader.shards);
+    for (const m of batch) queue.pending.splice(queue.pending.indexOf(m), 1);
+    const next = (): void => this.#next(key, ref, queue);
+    leader.run(() => this.#round(ref, batch)).then(next, next);
+  }
+
+  async #round(ref: BucketRef, members: DeltaMember[]): Promise<void> {
+    const sum = new Map<string, bigint>();
+    for (const m of members) {
+      for (const [n, d] of m.deltas) sum.set(n, (sum.get(n) ?? 0n) + d);
+    }
+    for (const [n, d] of sum) if (d === 0n) sum.delete(n);
+    const wcu = members.reduce((w, m) => w + m.wcu, 0n);
+    const shares: CoalescedShare[] = members.map((m) => ({
+      amounts: m.deltas,
+      run: m.run,
+    }));
+    if (sum.size === 0 && wcu === 0n) {
+      // The deltas cancel out: nothing to write, nothing left to place.
+      reportNetZero(ref, shares);
+      for (const m of members) m.settle({ outcome: 0n });
+      return;
+    }
+    const deadline = batchSignal(members);
+    try {
+      let left = await withScope(
+        deadline.signal,
+        () =>
+          inBatch(
+            shares,
+            () =>
+              this.#writer.apply(
+                ref,
+                (members[0] as DeltaMember).shards,
+                sum,
+                wcu,
+              ),
+          ),
+      );
+      // The give-back that could not be placed, shared in arrival order.
+      for (const m of members) {
+        let given = 0n;
+        for (const d of m.deltas.values()) if (d < 0n) given -= d;
+        const part = given < left ? given : left;
+        left -= part;
+        m.settle({ outcome: part });
+      }
+    } catch (e) {
+      for (const m of members) m.settle({ error: e });
+    } finally {
+      deadline.dispose();
+    }
+  }
+}
