@@ -43,7 +43,7 @@
  *   at `min(end, t)`; only certain give-backs that must come first
  *   (`end < t`), at their `start`; a config's smaller capacity and slower
  *   rate from its `settleFrom` (default: its `start`; clamping there) until
- *   its `end`.
+ *   its `settleUntil` (default: its `end`).
  *
  * Why these are bounds. All ideal operations are monotone 1-Lipschitz maps
  * of the balance b (refill min(cp, b + r·Δ), debit b − d, give-back
@@ -214,6 +214,14 @@ export interface ConfigOp extends Timed {
    * `rf` before the change here; the over-admission checks keep `start`.
    */
   readonly settleFrom?: bigint;
+  /**
+   * For the refusal checks only: the smaller capacity and slower rate last
+   * until here (≥ `end`) instead of until `end`. A limiter that settles the
+   * refill since the last refill write under those parameters keeps doing
+   * so until its next refill write on the bucket, which may come later than
+   * `end`; the driver passes the end of that write here.
+   */
+  readonly settleUntil?: bigint;
 }
 
 /** Any operation. */
@@ -371,6 +379,8 @@ interface ConfigChange {
   readonly end: bigint;
   /** Where the stingy parameters of the lower bound start (≤ start). */
   readonly settleFrom: bigint;
+  /** Where they end (≥ end, before the next config's `settleFrom`). */
+  settleUntil: bigint;
   readonly before: LimitParams;
   readonly after: LimitParams;
 }
@@ -495,10 +505,15 @@ function addConfigs(models: Map<string, Model>, configs: ConfigOp[]): void {
     if (settleFrom > op.start) settleFrom = op.start;
     const floor = prev ? prev.end + 1n : m.t0;
     if (settleFrom < floor) settleFrom = floor;
+    // The stingy parameters of the previous change end before these start.
+    if (prev && prev.settleUntil >= settleFrom) {
+      prev.settleUntil = maxBig(prev.end, settleFrom - 1n);
+    }
     m.configs.push({
       start: op.start,
       end: op.end,
       settleFrom,
+      settleUntil: maxBig(op.end, op.settleUntil ?? op.end),
       before: prev?.after ?? m.initial,
       after: op.params,
     });
@@ -514,6 +529,10 @@ function addConfigs(models: Map<string, Model>, configs: ConfigOp[]): void {
 
 function cmpBig(a: bigint, b: bigint): number {
   return a < b ? -1 : a > b ? 1 : 0;
+}
+
+function maxBig(a: bigint, b: bigint): bigint {
+  return a > b ? a : b;
 }
 
 function minBig(a: bigint, b: bigint): bigint {
@@ -603,9 +622,10 @@ function configSteps(
       rank: 1 + 2 * i,
       run: (l, at) => l.setParams(at, p),
     });
-    if (c.end < t) {
+    const until = settle ? c.settleUntil : c.end;
+    if (until < t) {
       steps.push({
-        time: c.end,
+        time: until,
         rank: 2 + 2 * i,
         run: (l, at) => l.setParams(at, c.after),
       });

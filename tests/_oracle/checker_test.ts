@@ -645,3 +645,43 @@ Deno.test("settleFrom: a refusal is judged with the slower rate back to the sett
     ],
   });
 });
+
+Deno.test("settleUntil: the slower rate of the lower bound lasts until the limiter's next refill write, the upper bound switches at end", () => {
+  // Empty at 0, 1 token a minute; raised at 1 s (end 1.1 s) to 10 a
+  // second. The ideal bucket holds about 9 tokens at 2 s. A limiter that
+  // settles under the slower rate until its next refill write (at 5 s)
+  // still holds a few hundredths of a token.
+  const fast: LimitParams = { cp: 10_000n, ra: 10_000n, rp: 1000n };
+  const config = (settleUntil?: bigint): Operation => ({
+    kind: "config",
+    id: "faster",
+    start: 1000n,
+    end: 1100n,
+    bucket: B,
+    limit: "rpm",
+    params: fast,
+    settleFrom: 0n,
+    ...(settleUntil === undefined ? {} : { settleUntil }),
+  });
+  const slow = limit({ cp: 10_000n, ra: 1000n, rp: 60_000n }, 0n);
+  const refused = acquire("x", 2000n, 2010n, 3000n, "refused");
+  const r = assertFlagged({ limits: [slow], operations: [config(), refused] });
+  assert.equal(r.unjustifiedRefusals.length, 1);
+  assertOk({ limits: [slow], operations: [config(5000n), refused] });
+  // After settleUntil the new rate counts again: a refusal at 7 s is flagged.
+  assertFlagged({
+    limits: [slow],
+    operations: [
+      config(5000n),
+      acquire("z", 7000n, 7010n, 3000n, "refused"),
+    ],
+  });
+  // The over-admission bound keeps end: 8 tokens at 2 s fit.
+  assertOk({
+    limits: [slow],
+    operations: [
+      config(5000n),
+      acquire("y", 2000n, 2010n, 8000n, "admitted"),
+    ],
+  });
+});

@@ -106,11 +106,12 @@
  *
  * ## Slack (the derivation)
  *
- * - `slackMs` = the largest clock-sync residual measured on any client of
- *   the history (0 when no clock is skewed: DynamoDB Local shares the
- *   machine clock, and the correction is 0 when 0 is consistent with the
- *   Date headers). The README: "the residual error e can over-credit at
- *   most rate × e per limit"; the checker credits r_max · slackMs.
+ * - `slackMs` = the largest clock-sync residual measured on a client ahead
+ *   plus the largest on a client behind (0 when no clock is skewed:
+ *   DynamoDB Local shares the machine clock, and the correction is 0 when
+ *   0 is consistent with the Date headers). The README: "residual errors
+ *   e₁ (a client ahead) and e₂ (a client behind) can over-credit at most
+ *   rate × (e₁ + e₂) per limit"; the checker credits r_max · slackMs.
  * - `slackMilli` = 1: "the stored pair stands for at most the ideal balance
  *   plus one millitoken".
  * - `refusalSlackMilli` = max capacity / 100 + (applied writes) + 1: a
@@ -567,12 +568,23 @@ const READS = new Set(["GetItem", "BatchGetItem", "Query"]);
 
 type Fate = "pending" | "applied" | "not" | "maybe";
 
+/** An item a refill write moved `rf` on, and the limit parameters it stored. */
+interface Refill {
+  readonly pk: string;
+  readonly params: ReadonlyMap<
+    string,
+    Partial<Record<"cp" | "ra" | "rp", bigint>>
+  >;
+}
+
 interface Attempt {
   readonly client: number;
   readonly command: string;
   readonly commandId: number;
   /** tc deltas per partition key and limit name. */
   readonly parts: Map<string, Map<string, bigint>>;
+  /** The items a refill write (`SET rf`) moved, with the parameters it stored. */
+  readonly refills: readonly Refill[];
   at: number;
   endedAt: number | null;
   fate: Fate;
@@ -618,6 +630,7 @@ observeNetZero((ref, shares) => {
       command: "NetZero",
       commandId: 0,
       parts: amounts.size > 0 ? new Map([[pk, amounts]]) : new Map(),
+      refills: [],
       at: now,
       endedAt: now,
       fate: "applied",
@@ -1237,6 +1250,61 @@ function shareViews(
   return views;
 }
 
+/**
+ * The items a write moves `rf` on (refill writes and creates), each with
+ * the limit parameters it stores (`b_x_cp/ra/rp`).
+ */
+function refilledItems(
+  command: string,
+  input: Record<string, unknown>,
+): Refill[] {
+  const items = command === "TransactWriteItems"
+    ? (input.TransactItems ?? []) as Record<string, unknown>[]
+    : command === "UpdateItem"
+    ? [{ Update: input }]
+    : command === "PutItem"
+    ? [{ Put: input }]
+    : [];
+  const params = (attrs: [string, string | undefined][]) => {
+    const out = new Map<string, Partial<Record<"cp" | "ra" | "rp", bigint>>>();
+    for (const [a, v] of attrs) {
+      const m = /^b_(.+)_(cp|ra|rp)$/.exec(a);
+      if (!m || v === undefined) continue;
+      const e = out.get(m[1] as string) ?? {};
+      e[m[2] as "cp" | "ra" | "rp"] = BigInt(v);
+      out.set(m[1] as string, e);
+    }
+    return out;
+  };
+  return items.flatMap((t): Refill[] => {
+    const u = t.Update as Record<string, unknown> | undefined;
+    const p = t.Put as { Item?: Record<string, Attr> } | undefined;
+    if (p?.Item?.rf !== undefined) {
+      return [{
+        pk: p.Item.PK?.S ?? "?",
+        params: params(Object.entries(p.Item).map(([a, v]) => [a, v.N])),
+      }];
+    }
+    if (!u) return [];
+    const names = (u.ExpressionAttributeNames ?? {}) as Record<string, string>;
+    const values = (u.ExpressionAttributeValues ?? {}) as Record<string, Attr>;
+    const set = /\bSET\s(.*?)(?=\b(?:ADD|REMOVE|DELETE)\s|$)/.exec(
+      String(u.UpdateExpression ?? ""),
+    )?.[1] ?? "";
+    const assigned = [...set.matchAll(/([#\w]+)\s*=\s*(:\w+)/g)].map((
+      m,
+    ): [string, string | undefined] => [
+      names[m[1] as string] ?? (m[1] as string),
+      values[m[2] as string]?.N,
+    ]);
+    if (!assigned.some(([a]) => a === "rf")) return [];
+    return [{
+      pk: ((u.Key as Record<string, Attr> | undefined)?.PK?.S) ?? "?",
+      params: params(assigned),
+    }];
+  });
+}
+
 /** The partition key of the first item a write names. */
 function writtenKey(input: Record<string, unknown>): string | undefined {
   const first = ((input.TransactItems ?? []) as Record<string, unknown>[])[0];
@@ -1271,6 +1339,7 @@ function installTracking(run: Run, index: number, fcl: FaultyClient): void {
           command,
           commandId,
           parts: tcParts(command, input),
+          refills: refilledItems(command, input),
           at: Date.now(),
           endedAt: null,
           fate: "pending",
@@ -1974,9 +2043,17 @@ function evaluate(
 ): HistoryResult {
   const t0 = BigInt(run.started - 5000);
   const historyEnd = Date.now();
-  const slackMs = Math.ceil(
-    Math.max(0, ...run.clients.map((c) => c.residualMs)),
-  );
+  // A client behind lets a plain debit leave `rf` where the bucket was
+  // already full in real time (refill it then credits was lost); one ahead
+  // credits refill early: their errors add (README "Clock skew").
+  const worst = (sign: number) =>
+    Math.max(
+      0,
+      ...run.clients.filter((c) => Math.sign(c.gen.skewMs) === sign).map((c) =>
+        c.residualMs
+      ),
+    );
+  const slackMs = Math.ceil(worst(1) + worst(-1));
   const applied = run.attempts.filter((a) => a.fate === "applied");
   const slowest = Math.max(
     0,
@@ -2105,6 +2182,35 @@ function evaluate(
       ) end = Math.max(end, c.end);
     }
     configWindows.push({ bucket: cfg.bucket, start: cfg.start, end });
+    // The limiter settles refill under the stingy parameters until its
+    // first refill write on the bucket after the change (README: "the
+    // refill since the bucket's last refill write is settled under them").
+    let settleUntil = end;
+    const pk = [...run.pkToBucket].find(([, b]) => b === cfg.bucket)?.[0];
+    // A refill write that stores the new parameters of every changed limit.
+    const changed = [...cfg.after].filter(([limit, p]) => {
+      const o = cfg.before.get(limit);
+      return !o || o.cp !== p.cp || o.ra !== p.ra || o.rp !== p.rp;
+    });
+    const stores = (r: Refill): boolean =>
+      r.pk === pk && changed.every(([limit, p]) => {
+        const w = r.params.get(limit);
+        return w?.cp === p.cp && w?.ra === p.ra && w?.rp === p.rp;
+      });
+    const firstRefill = run.attempts
+      .filter((a) =>
+        a.fate === "applied" && a.at >= cfg.start && a.endedAt !== null &&
+        a.refills.some(stores)
+      )
+      .map((a) => a.endedAt as number)
+      .sort((a, b) => a - b)[0];
+    // (The Python client's way rewrites the stored parameters in place.)
+    if (cfg.how !== "python") {
+      settleUntil = Math.max(
+        end,
+        firstRefill ?? Math.max(end, ...run.calls.map((c) => c.end)),
+      );
+    }
     for (const [limit, p] of cfg.after) {
       const old = cfg.before.get(limit);
       if (old && old.cp === p.cp && old.ra === p.ra && old.rp === p.rp) {
@@ -2119,6 +2225,7 @@ function evaluate(
         start: BigInt(start),
         end: BigInt(end),
         settleFrom: BigInt(settleFrom),
+        settleUntil: BigInt(settleUntil),
       });
     }
   }
