@@ -26,6 +26,7 @@
  */
 import type { DynamoDBClient } from "@aws-sdk/client-dynamodb";
 import type * as Lib from "../mod.ts";
+import { reopen } from "./_bench_setup.ts";
 
 type LibPart = Pick<
   typeof Lib,
@@ -103,15 +104,7 @@ export async function saturatedRows(
   };
   const limits = (s: Record<string, Spec>) =>
     Object.entries(s).map(([n, x]) => Limit.custom(n, x.capacity, x.rate, 1));
-  const open = async () => {
-    const c = client();
-    const r = await lib.Repository.open({
-      client: c.client,
-      stack: repo.tableName,
-      namespace: repo.namespaceName,
-    });
-    return { repo: r, calls: c.calls };
-  };
+  const open = () => reopen(lib, repo, client);
 
   /** Runs `callers` loops of `op` for `ms`; the run's interval in seconds. */
   const drive = async (

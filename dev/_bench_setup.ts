@@ -88,6 +88,24 @@ export async function rawBaseline(
     );
 }
 
+/**
+ * `repo`'s table and namespace opened again on a client of its own (as
+ * another process would), with a count of the calls that client sends.
+ */
+export async function reopen(
+  lib: Pick<typeof Lib, "Repository">,
+  repo: Lib.Repository,
+  client: () => { client: DynamoDBClient; calls: () => number },
+): Promise<{ repo: Lib.Repository; calls: () => number }> {
+  const c = client();
+  const r = await lib.Repository.open({
+    client: c.client,
+    stack: repo.tableName,
+    namespace: repo.namespaceName,
+  });
+  return { repo: r, calls: c.calls };
+}
+
 /** What a local reserve row did over its run. */
 export interface ReserveFigures {
   /** Acquires decided (admitted or refused). */
@@ -134,15 +152,7 @@ export async function reserveRows(
   await repo.setResourceDefaults("steady", [
     lib.Limit.custom("rps", 1000, 1000, 1),
   ]);
-  const open = async () => {
-    const c = client();
-    const r = await lib.Repository.open({
-      client: c.client,
-      stack: repo.tableName,
-      namespace: repo.namespaceName,
-    });
-    return { repo: r, calls: c.calls };
-  };
+  const open = () => reopen(lib, repo, client);
   const row = async (
     name: string,
     processes: number,

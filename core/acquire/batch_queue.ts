@@ -150,3 +150,29 @@ export function enqueue<T, M extends Waiter>(
     pending.push(m);
   });
 }
+
+/**
+ * Sends `direct` at once when nothing is in flight on the item of `key`
+ * (then `next` runs when it settles, to start the queue's next batch);
+ * else queues the request (`make`) for a batch.
+ */
+export function submit<T, M extends Waiter>(
+  queues: Map<string, Queue<M>>,
+  key: string,
+  direct: () => Promise<T>,
+  next: (queue: Queue<M>) => void,
+  make: (w: Waiter & { settle: Settle<T> }) => M,
+): Promise<T> {
+  let queue = queues.get(key);
+  if (!queue) {
+    queue = { busy: false, pending: [] };
+    queues.set(key, queue);
+  }
+  if (queue.busy) return enqueue(queue.pending, make);
+  queue.busy = true;
+  const q = queue;
+  const p = direct();
+  const after = (): void => next(q);
+  p.then(after, after);
+  return p;
+}

@@ -58,10 +58,10 @@ import { DeltaCoalescer } from "./delta_coalescer.ts";
 import {
   batchSignal,
   type CoalescedShare,
-  enqueue,
   inBatch,
   keyOf,
   type Queue,
+  submit,
   type Waiter,
 } from "./batch_queue.ts";
 import type { BucketWriter, ChargeOutcome, Target } from "../bucket_writer.ts";
@@ -248,25 +248,13 @@ export class Coalescer {
     if (!this.#enabled || target.limits.some((s) => s.limit.calendar)) {
       return this.#writer.charge(target, amounts, wcu);
     }
+    // Nothing in flight: written at once, as without coalescing.
     const key = keyOf(target.ref);
-    let q = this.#queues.get(key);
-    if (!q) {
-      q = { busy: false, pending: [] };
-      this.#queues.set(key, q);
-    }
-    const queue = q;
-    if (!queue.busy) {
-      // Nothing in flight: written at once, as without coalescing.
-      queue.busy = true;
-      const p = this.#writer.charge(target, amounts, wcu);
-      p.then(
-        () => this.#next(key, queue),
-        () => this.#next(key, queue),
-      );
-      return p;
-    }
-    return enqueue<ChargeOutcome, Member>(
-      queue.pending,
+    return submit<ChargeOutcome, Member>(
+      this.#queues,
+      key,
+      () => this.#writer.charge(target, amounts, wcu),
+      (queue) => this.#next(key, queue),
       (w) => ({ ...w, target, amounts, wcu }),
     );
   }

@@ -23,12 +23,12 @@ import { withScope } from "../transport.ts";
 import {
   batchSignal,
   type CoalescedShare,
-  enqueue,
   inBatch,
   keyOf,
   type Queue,
   reportNetZero,
   type Settle,
+  submit,
   type Waiter,
 } from "./batch_queue.ts";
 
@@ -67,21 +67,11 @@ export class DeltaCoalescer {
       return this.#writer.apply(ref, shards, deltas, wcu, windows);
     }
     const key = keyOf(ref);
-    let q = this.#queues.get(key);
-    if (!q) {
-      q = { busy: false, pending: [] };
-      this.#queues.set(key, q);
-    }
-    const queue = q;
-    if (!queue.busy) {
-      queue.busy = true;
-      const p = this.#writer.apply(ref, shards, deltas, wcu);
-      const next = (): void => this.#next(key, ref, queue);
-      p.then(next, next);
-      return p;
-    }
-    return enqueue<bigint, DeltaMember>(
-      queue.pending,
+    return submit<bigint, DeltaMember>(
+      this.#queues,
+      key,
+      () => this.#writer.apply(ref, shards, deltas, wcu),
+      (queue) => this.#next(key, ref, queue),
       (w) => ({ ...w, shards, deltas, wcu }),
     );
   }
