@@ -11,6 +11,9 @@
  * - `--histories N` stop after N histories (default 10000; env `ZAEL_SOAK_HISTORIES`)
  * - `--minutes M` stop after M minutes (default 30; env `ZAEL_SOAK_MINUTES`)
  * - `--parallel P` histories at a time (default 4)
+ * - `--reserve-lanes R` lanes that run the local reserve's history of
+ *   `tests/integration/_reserve_history.ts` alongside, on the same DynamoDB
+ *   Local (default 1; 0: none). `deno task soak:reserve` runs only those.
  * - `--profile clean|faults|mixed` what to inject (default mixed)
  * - `--seed S` seed of the first history (history k uses S + k; default random)
  * - `--replay S` run the one history of seed S (with `--profile`) and print it
@@ -24,6 +27,8 @@
  */
 import fc from "fast-check";
 import { DynamoDbLocalError, startDynamoDbLocal } from "./dynamodb_local.ts";
+import { format } from "../tests/_oracle/checker.ts";
+import { reserveHistory } from "../tests/integration/_reserve_history.ts";
 import {
   type HistoryResult,
   openOracleEnv,
@@ -42,12 +47,13 @@ interface Args {
   replay: number | null;
   keepGoing: boolean;
   lenient: boolean;
+  reserveLanes: number;
 }
 
 function usage(message: string): never {
   console.error(`soak: ${message}`);
   console.error(
-    "usage: soak.ts [--histories N] [--minutes M] [--parallel P] [--profile clean|faults|mixed] [--seed S] [--replay S] [--keep-going] [--lenient]",
+    "usage: soak.ts [--histories N] [--minutes M] [--parallel P] [--reserve-lanes R] [--profile clean|faults|mixed] [--seed S] [--replay S] [--keep-going] [--lenient]",
   );
   Deno.exit(2);
 }
@@ -70,6 +76,7 @@ function parseArgs(argv: readonly string[]): Args {
     replay: null,
     keepGoing: false,
     lenient: false,
+    reserveLanes: 1,
   };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i] as string;
@@ -86,6 +93,9 @@ function parseArgs(argv: readonly string[]): Args {
         break;
       case "--parallel":
         args.parallel = Math.max(1, Math.floor(num(flag, value())));
+        break;
+      case "--reserve-lanes":
+        args.reserveLanes = Math.max(0, Math.floor(num(flag, value())));
         break;
       case "--seed":
         args.seed = num(flag, value());
@@ -180,6 +190,9 @@ async function soak(): Promise<number> {
     maybeWrites: 0,
     clampedLosses: 0,
     maxSlackMs: 0,
+    reserveHistories: 0,
+    reserveAdmitted: 0,
+    reserveLocal: 0,
   };
   const latencies: number[] = [];
   const knownKinds = new Map<string, number>();
@@ -208,7 +221,7 @@ async function soak(): Promise<number> {
       `cached refusals ${totals.cachedRefusals}, exempt refusals ${totals.exemptRefusals}; known findings ${totals.known} (+ ${totals.clampedLosses} possible losses of clamped refill writes); writes aborted in flight ${totals.maybeWrites}; max slackMs ${totals.maxSlackMs}; ` +
       `acquire latency p50 ${percentile(sorted, 0.5)} ms, p99 ${
         percentile(sorted, 0.99)
-      } ms`;
+      } ms; local reserve: ${totals.reserveHistories} histories, ${totals.reserveAdmitted} admitted (${totals.reserveLocal} from slices)`;
   };
   console.log(
     `soak: profile ${args.profile}, seeds ${args.seed}+k, up to ${args.histories} histories or ${args.minutes} min, ${args.parallel} at a time, table ${env.table} on ${endpoint}`,
@@ -265,7 +278,39 @@ async function soak(): Promise<number> {
       }
     }
   };
-  await Promise.all(Array.from({ length: args.parallel }, () => worker()));
+  // The local reserve's histories (tests/integration/_reserve_history.ts:
+  // three limiters with the reserve on sharing buckets, every other one
+  // with writes failing before and after they apply) on the same endpoint.
+  let reserveNext = 0;
+  const reserveWorker = async (): Promise<void> => {
+    Deno.env.set("ZAEL_TEST_ENDPOINT", endpoint);
+    while (!stop && Date.now() < deadline) {
+      const k = reserveNext++;
+      const seed = (args.seed + 1_000_000 + k) | 0;
+      const faults = k % 2 === 1;
+      const r = await reserveHistory({ faults, seed });
+      totals.reserveHistories++;
+      totals.reserveAdmitted += r.counts.admitted;
+      totals.reserveLocal += r.local;
+      if (!r.store.ok || !r.caller.ok) {
+        totals.violations++;
+        console.log(
+          `VIOLATION in the local reserve history of seed ${seed}${
+            faults ? " (faults)" : ""
+          }; replay: deno task soak:reserve -- --seed ${
+            faults ? seed - 1 : seed
+          } --histories ${faults ? 2 : 1}`,
+        );
+        if (!r.store.ok) console.log(`store history: ${format(r.store)}`);
+        if (!r.caller.ok) console.log(`caller history: ${format(r.caller)}`);
+        if (!args.keepGoing) stop = true;
+      }
+    }
+  };
+  await Promise.all([
+    ...Array.from({ length: args.parallel }, () => worker()),
+    ...Array.from({ length: args.reserveLanes }, () => reserveWorker()),
+  ]);
   clearInterval(progress);
   console.log(`summary: ${line()}`);
   if (knownKinds.size > 0) {
