@@ -11,6 +11,7 @@ import {
   GetItemCommand,
   PutItemCommand,
 } from "@aws-sdk/client-dynamodb";
+import { BoundedMap } from "../_bounded_map.ts";
 import { isConditionFailed } from "../_sdk_errors.ts";
 import { ConfigCache, type ConfigSlot } from "../config_cache.ts";
 import { ValidationError } from "../errors.ts";
@@ -101,6 +102,8 @@ export class ConfigStore {
   readonly #ns: string;
   readonly #cache: ConfigCache;
   readonly #inflight = new Map<string, Promise<void>>();
+  /** The levels of an entity and resource (keys and slots), built once. */
+  readonly #levelsMemo = new BoundedMap<string, readonly Level[]>(10_000);
   /** The registries this store keeps up to date. */
   readonly registry: ConfigRegistry;
   readonly #buckets: ConfigBucketHooks;
@@ -149,7 +152,17 @@ export class ConfigStore {
 
   // ------------------------------------------------------------ resolution
 
-  #levels(entityId: string, resource: string): Level[] {
+  #levels(entityId: string, resource: string): readonly Level[] {
+    const memo = `${entityId}\u0000${resource}`;
+    let levels = this.#levelsMemo.get(memo);
+    if (!levels) {
+      levels = this.#levelsOf(entityId, resource);
+      this.#levelsMemo.set(memo, levels);
+    }
+    return levels;
+  }
+
+  #levelsOf(entityId: string, resource: string): readonly Level[] {
     const targets: [ConfigTarget, ConfigSource][] = [
       [{ level: "entity", entityId, resource }, "entity"],
     ];
