@@ -50,6 +50,23 @@ export class ConfigCache {
     return undefined;
   }
 
+  /**
+   * The fresh slots of every key in `keys` (counted as hits), or `null`
+   * when one is missing or stale (nothing counted: the caller then takes
+   * them one by one with {@linkcode ConfigCache.get}). Reads the clock once.
+   */
+  getAll(keys: readonly string[]): ConfigSlot[] | null {
+    const now = this.#clock.now();
+    const out: ConfigSlot[] = [];
+    for (const key of keys) {
+      const e = this.#entries.get(key);
+      if (!e || e.expiresAt <= now) return null;
+      out.push(e.value);
+    }
+    this.#hits += keys.length;
+    return out;
+  }
+
   /** Stores a slot (no-op when caching is disabled). */
   set(key: string, value: ConfigSlot): void {
     if (this.#ttlMs === 0) return;

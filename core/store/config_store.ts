@@ -96,6 +96,12 @@ interface Level {
   readonly source: ConfigSource;
 }
 
+/** The levels of an entity and resource, most specific first, and their cache slots. */
+interface Levels {
+  readonly list: readonly Level[];
+  readonly slots: readonly string[];
+}
+
 /** Stored limits of one namespace, with its config cache. */
 export class ConfigStore {
   readonly #io: TableClient;
@@ -103,7 +109,7 @@ export class ConfigStore {
   readonly #cache: ConfigCache;
   readonly #inflight = new Map<string, Promise<void>>();
   /** The levels of an entity and resource (keys and slots), built once. */
-  readonly #levelsMemo = new BoundedMap<string, readonly Level[]>(10_000);
+  readonly #levelsMemo = new BoundedMap<string, Levels>(10_000);
   /** The registries this store keeps up to date. */
   readonly registry: ConfigRegistry;
   readonly #buckets: ConfigBucketHooks;
@@ -152,11 +158,12 @@ export class ConfigStore {
 
   // ------------------------------------------------------------ resolution
 
-  #levels(entityId: string, resource: string): readonly Level[] {
+  #levels(entityId: string, resource: string): Levels {
     const memo = `${entityId}\u0000${resource}`;
     let levels = this.#levelsMemo.get(memo);
     if (!levels) {
-      levels = this.#levelsOf(entityId, resource);
+      const list = this.#levelsOf(entityId, resource);
+      levels = { list, slots: list.map((l) => l.slot) };
       this.#levelsMemo.set(memo, levels);
     }
     return levels;
@@ -255,8 +262,19 @@ export class ConfigStore {
     resource: string,
     options: { fresh?: boolean } = {},
   ): Promise<ResolvedLimits | null> {
-    const levels = this.#levels(entityId, resource);
+    const { list: levels, slots: keys } = this.#levels(entityId, resource);
     if (options.fresh) { for (const l of levels) this.#cache.evict(l.slot); }
+    else {
+      // Every level cached (the warm path): no fill, one clock read.
+      const cached = this.#cache.getAll(keys);
+      if (cached) {
+        const i = cached.findIndex((s) => s.limits.length > 0);
+        const l = levels[i];
+        return l
+          ? { limits: (cached[i] as ConfigSlot).limits, source: l.source }
+          : null;
+      }
+    }
     const slots = await this.#fill(levels);
     for (const l of levels) {
       const s = slots.get(l.slot);
