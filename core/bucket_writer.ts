@@ -28,7 +28,6 @@ import {
   planRefill,
   retryAfterAt,
   saturationCeiling,
-  shardParams,
   wholeTokens,
 } from "./bucket.ts";
 import {
@@ -38,7 +37,6 @@ import {
   isCalendar,
   type LeaseWindow,
   planCalendar,
-  windowAfter,
 } from "./calendar_bucket.ts";
 import {
   afterPlain,
@@ -63,6 +61,7 @@ import { errorName } from "./_sdk_errors.ts";
 import { checkDeadline, currentSignal } from "./transport.ts";
 import { WCU_LIMIT_NAME } from "./validation.ts";
 import { blockedCharge, plainFits } from "./charge_check.ts";
+import { afterRefill, refilling } from "./refill_settle.ts";
 
 /** One resolved limit on one side (entity or parent) of an acquire. */
 export interface LimitSpec {
@@ -310,15 +309,28 @@ export class BucketWriter {
     const present = target.limits.filter((s) =>
       k.limits.has(s.limit.name) && !s.limit.calendar
     );
-    const plan = planRefill(
-      k.rf,
-      now,
-      present.map((s) => ({
+    // A refill write moves the item's one `rf`: every stored limit that
+    // refills is settled with it, charged or not (else its refill since
+    // `rf` is lost: a lease.consume of one limit starved the others).
+    const named = new Set(target.limits.map((s) => s.limit.name));
+    const others = refilling(k, target.shards, named);
+    const plan = planRefill(k.rf, now, [
+      ...present.map((s) => ({
         tk: (k.limits.get(s.limit.name) as { tk: bigint }).tk,
         p: s.eff,
       })),
-    );
-    const limits: PlannedLimit[] = [];
+      ...others.map((o) => ({ tk: o.st.tk, p: o.p })),
+    ]);
+    const limits: PlannedLimit[] = others.map((o, j) => ({
+      name: o.name,
+      params: o.st.params,
+      paramsBefore: o.st.params,
+      tkBefore: o.st.tk,
+      tkAfter: plan.tk[present.length + j] as bigint,
+      consumed: 0n,
+      capped: true,
+      exact: plan.clamped[present.length + j] === true,
+    }));
     let refused = false;
     const refilled = new Map<string, bigint>();
     present.forEach((s, i) => {
@@ -506,17 +518,13 @@ export class BucketWriter {
     wcu: bigint,
     windows: ReadonlyMap<string, LeaseWindow>,
   ): SlowWrite {
-    const entries = [...k.limits.entries()].filter(([n, st]) =>
-      n !== WCU_LIMIT_NAME && !isCalendar(st)
-    );
-    const effs = entries.map(([, st]) => shardParams(st.params, shards));
+    const entries = refilling(k, shards, new Set());
     const plan = planRefill(
       k.rf,
       now,
-      entries.map(([, st], i) => ({ tk: st.tk, p: effs[i] as BucketParams })),
+      entries.map((o) => ({ tk: o.st.tk, p: o.p })),
     );
-    const limits: PlannedLimit[] = entries.map(([n, st], i) => {
-      const p = effs[i] as BucketParams;
+    const limits: PlannedLimit[] = entries.map(({ name: n, st, p }, i) => {
       const refilled = plan.tk[i] as bigint;
       const d = names.includes(n) ? deltas.get(n) as bigint : 0n;
       let after = refilled - d;
@@ -562,31 +570,4 @@ export class BucketWriter {
       ttl: null,
     };
   }
-}
-
-/** The item as a successful refill write left it (balances are upper bounds under concurrency). */
-function afterRefill(
-  k: BucketItem,
-  after: { rf: bigint; limits: PlannedLimit[]; ttl: number | "remove" | null },
-): BucketItem {
-  const limits = new Map(k.limits);
-  for (const l of after.limits) {
-    const old = k.limits.get(l.name);
-    limits.set(l.name, {
-      tk: l.tkAfter,
-      params: l.params,
-      tc: old?.tc === null || old === undefined ? null : old.tc + l.consumed,
-      ...windowAfter(l.window, old),
-    });
-  }
-  return {
-    ...k,
-    rf: after.rf,
-    limits,
-    ttl: typeof after.ttl === "number"
-      ? after.ttl
-      : after.ttl === "remove"
-      ? null
-      : k.ttl,
-  };
 }
