@@ -459,24 +459,14 @@ export class RateLimiter {
     o: AcquireOptions,
     cached = true,
   ): Promise<Lease> {
+    const adm = this.#adm;
     const override = o.limits ?? null;
     const enforced = shadow.size === 0
       ? consume
       : new Map([...consume].filter(([name]) => !shadow.has(name)));
     // Resolved once for the charge (the shadow judgement reads them again after it).
-    const resolved = await resolveLimits(
-      this.#adm,
-      entityId,
-      resource,
-      override,
-    );
-    const none = chargesNothing(
-      this.#adm,
-      entityId,
-      resolved,
-      consume,
-      shadow,
-    );
+    const resolved = await resolveLimits(adm, entityId, resource, override);
+    const none = chargesNothing(adm, entityId, resolved, consume, shadow);
     const lease = !none
       ? await this.#decide(
         entityId,
@@ -486,14 +476,7 @@ export class RateLimiter {
         resolved,
         cached,
       )
-      : new Lease(
-        this.#adm.writer,
-        entityId,
-        resource,
-        [],
-        false,
-        this.#adm.leaseOptions,
-      );
+      : new Lease(adm.writer, entityId, resource, [], false, adm.leaseOptions);
     stampWindows(this.#adm, lease);
     try {
       const judged = await judgeShadow(

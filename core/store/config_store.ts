@@ -269,10 +269,8 @@ export class ConfigStore {
       const cached = this.#cache.getAll(keys);
       if (cached) {
         const i = cached.findIndex((s) => s.limits.length > 0);
-        const l = levels[i];
-        return l
-          ? { limits: (cached[i] as ConfigSlot).limits, source: l.source }
-          : null;
+        const [s, l] = [cached[i], levels[i]];
+        return s && l ? { limits: s.limits, source: l.source } : null;
       }
     }
     const slots = await this.#fill(levels);
