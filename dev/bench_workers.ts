@@ -326,7 +326,9 @@ async function rawStreamRead(
 
 async function catchUp(env: Env, records: number): Promise<CatchUpResult> {
   const repo = await freshTable(env, "catchup");
-  const limiter = new RateLimiter(repo);
+  // Strict mode: one acquire is one bucket write (one stream record, one
+  // snapshot event), which the figures count; coalescing would merge them.
+  const limiter = new RateLimiter(repo, { coalesceWrites: false });
   const entities = Array.from(
     { length: CATCH_UP_ENTITIES },
     (_, i) => `key-${i}`,
@@ -416,7 +418,9 @@ async function hourlyEvents(
 
 async function endToEndLag(env: Env, opts: BenchOptions): Promise<LagResult> {
   const repo = await freshTable(env, "lag");
-  const limiter = new RateLimiter(repo);
+  // Strict mode: one acquire is one bucket write (one stream record, one
+  // snapshot event), which the figures count; coalescing would merge them.
+  const limiter = new RateLimiter(repo, { coalesceWrites: false });
   const entities = Array.from({ length: LAG_ENTITIES }, (_, i) => `key-${i}`);
   const count = Math.max(1, Math.round(opts.rate * opts.seconds));
   const worker = startWorker(env, repo, undefined);
