@@ -47,13 +47,7 @@ import {
   retryAfterAt,
   wholeTokens,
 } from "../bucket.ts";
-import type { LeaseWindow } from "../calendar_bucket.ts";
-import {
-  afterPlain,
-  type BucketItem,
-  type BucketRef,
-  WCU_PER_WRITE,
-} from "../bucket_item.ts";
+import { afterPlain, type BucketItem, WCU_PER_WRITE } from "../bucket_item.ts";
 import { DeltaCoalescer } from "./delta_coalescer.ts";
 import {
   batchSignal,
@@ -204,32 +198,22 @@ export class Coalescer {
   readonly #clock: Clock;
   readonly #enabled: boolean;
   readonly #queues = new Map<string, Queue<Member>>();
-  readonly #deltas: DeltaCoalescer;
+  /**
+   * {@linkcode BucketWriter.apply}, coalesced with the lease deltas of this
+   * process on the same item while one is in flight (`delta_coalescer.ts`);
+   * disabled, the writer's own.
+   */
+  readonly apply: BucketWriter["apply"];
 
   /** A coalescer over a writer (`enabled` false: a pass-through). */
   constructor(writer: BucketWriter, clock: Clock, enabled = true) {
     this.#writer = writer;
     this.#clock = clock;
     this.#enabled = enabled;
-    this.#deltas = new DeltaCoalescer(writer);
-  }
-
-  /**
-   * {@linkcode BucketWriter.apply}, coalesced with the lease deltas of this
-   * process on the same item while one is in flight (`delta_coalescer.ts`).
-   *
-   * @throws as {@linkcode BucketWriter.apply}, or the deadline's reason
-   */
-  apply(
-    ref: BucketRef,
-    shards: number,
-    deltas: ReadonlyMap<string, bigint>,
-    wcu: bigint = 0n,
-    windows: ReadonlyMap<string, LeaseWindow> = new Map(),
-  ): Promise<bigint> {
-    return this.#enabled
-      ? this.#deltas.apply(ref, shards, deltas, wcu, windows)
-      : this.#writer.apply(ref, shards, deltas, wcu, windows);
+    const deltas = new DeltaCoalescer(writer);
+    this.apply = enabled
+      ? (...args) => deltas.apply(...args)
+      : (...args) => writer.apply(...args);
   }
 
   /**

@@ -263,24 +263,19 @@ export class ConfigStore {
     options: { fresh?: boolean } = {},
   ): Promise<ResolvedLimits | null> {
     const { list: levels, slots: keys } = this.#levels(entityId, resource);
+    // Every level cached (the warm path): no fill, one clock read.
+    let slots: readonly (ConfigSlot | undefined)[] | null = options.fresh
+      ? null
+      : this.#cache.getAll(keys);
     if (options.fresh) { for (const l of levels) this.#cache.evict(l.slot); }
-    else {
-      // Every level cached (the warm path): no fill, one clock read.
-      const cached = this.#cache.getAll(keys);
-      if (cached) {
-        const i = cached.findIndex((s) => s.limits.length > 0);
-        const [s, l] = [cached[i], levels[i]];
-        return s && l ? { limits: s.limits, source: l.source } : null;
-      }
+    if (!slots) {
+      const filled = await this.#fill(levels);
+      slots = keys.map((k) => filled.get(k));
     }
-    const slots = await this.#fill(levels);
-    for (const l of levels) {
-      const s = slots.get(l.slot);
-      if (s && s.limits.length > 0) {
-        return { limits: s.limits, source: l.source };
-      }
-    }
-    return null;
+    // The most specific level that sets limits.
+    const i = slots.findIndex((s) => s !== undefined && s.limits.length > 0);
+    const [s, l] = [slots[i], levels[i]];
+    return s && l ? { limits: s.limits, source: l.source } : null;
   }
 
   /** `on_unavailable` from the system config (cached); the last known value or `block` on failure; never throws. */
