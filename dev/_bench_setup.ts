@@ -288,8 +288,9 @@ export function callCounter(
  * the SDK (same key, same update and condition expressions, same
  * attribute counts), without the library. The `rf` lower bound is replayed
  * as 0 so the condition keeps holding as time passes; every other value is
- * as captured (the limits are far from their bounds). Writes of one acquire
- * are replayed in order, as the limiter sends them. The difference between
+ * as captured (the limits are far from their bounds). The writes of one
+ * acquire (a cascade's child and parent) are sent together, as the
+ * limiter's fast path sends them. The difference between
  * this and the raw one-attribute `UpdateItem` is what DynamoDB spends on the
  * bucket item (its size, the ALL-projected GSI2 copy, the stream images)
  * and on the conditions; the difference between an acquire and this is the
@@ -323,11 +324,13 @@ export async function formatFloors(
       if (got.length === 0) throw new Error(`${name}: no write captured`);
       writes.push(got.map(withoutRfBound));
     }
-    floors.set(name, async (w) => {
-      for (const input of writes[w] ?? []) {
-        await client.send(new UpdateItemCommand(input));
-      }
-    });
+    floors.set(
+      name,
+      (w) =>
+        Promise.all(
+          (writes[w] ?? []).map((i) => client.send(new UpdateItemCommand(i))),
+        ),
+    );
   }
   return floors;
 }
