@@ -301,26 +301,16 @@ export async function formatFloors(
   scenarios: readonly (readonly [string, Op])[],
   workers: number,
 ): Promise<Map<string, Op>> {
-  let capturing: UpdateItemCommandInput[] | null = null;
-  client.middlewareStack.add(
-    (next) => (args) => {
-      const input = args.input as Partial<UpdateItemCommandInput>;
-      if (capturing && input.UpdateExpression !== undefined) {
-        capturing.push(input as UpdateItemCommandInput);
-      }
-      return next(args);
-    },
-    { step: "initialize", name: "benchFloorCapture" },
-  );
+  const capture = captureHook(client);
   const floors = new Map<string, Op>();
   for (const [name, op] of scenarios) {
     const writes: UpdateItemCommandInput[][] = [];
     for (let w = 0; w < workers; w++) {
       await op(w); // warm this worker's buckets and caches
-      capturing = [];
+      const got: UpdateItemCommandInput[] = [];
+      capture.into = got;
       await op(w);
-      const got: UpdateItemCommandInput[] = capturing;
-      capturing = null;
+      capture.into = null;
       if (got.length === 0) throw new Error(`${name}: no write captured`);
       writes.push(got.map(withoutRfBound));
     }
@@ -333,6 +323,32 @@ export async function formatFloors(
     );
   }
   return floors;
+}
+
+/** One capturing middleware per client: the writes sent while `into` is set. */
+const hooks = new WeakMap<
+  DynamoDBClient,
+  { into: UpdateItemCommandInput[] | null }
+>();
+
+function captureHook(
+  client: DynamoDBClient,
+): { into: UpdateItemCommandInput[] | null } {
+  let hook = hooks.get(client);
+  if (hook) return hook;
+  const h: { into: UpdateItemCommandInput[] | null } = { into: null };
+  client.middlewareStack.add(
+    (next) => (args) => {
+      const input = args.input as Partial<UpdateItemCommandInput>;
+      if (h.into && input.UpdateExpression !== undefined) {
+        h.into.push(input as UpdateItemCommandInput);
+      }
+      return next(args);
+    },
+    { step: "initialize", name: "benchFloorCapture" },
+  );
+  hooks.set(client, hook = h);
+  return hook;
 }
 
 function withoutRfBound(input: UpdateItemCommandInput): UpdateItemCommandInput {
