@@ -314,26 +314,41 @@ export function holdbackMs(params: readonly BucketParams[]): bigint {
  * A balance above capacity (capacity lowered by another writer) is brought
  * down to it. A future `rf` (a clamped refill, or a writer whose clock is
  * ahead) credits nothing until it passes.
+ *
+ * A limit marked `ride` (stored on the item but not part of the write's
+ * decision: `refill_settle.ts`) is refilled to the same `rf'` and capped
+ * the same way, but neither sets the span nor makes the write a full-bucket
+ * one: a limit nobody charges sits at its capacity, and would otherwise
+ * cost every refill write of the item its holdback. Its `clamped` flag says
+ * whether the cap cut its refill.
  */
 export function planRefill(
   rf: bigint,
   now: bigint,
-  limits: readonly { readonly tk: bigint; readonly p: BucketParams }[],
+  limits: readonly {
+    readonly tk: bigint;
+    readonly p: BucketParams;
+    readonly ride?: boolean;
+  }[],
 ): RefillPlan {
-  const span = sharedRefillSpan(rf, now, limits.map((l) => l.p));
+  const span = sharedRefillSpan(
+    rf,
+    now,
+    limits.flatMap((l) => l.ride ? [] : [l.p]),
+  );
   const rfNext = rf + span;
   let clamped = false;
-  const capped = limits.map(({ tk, p }) => {
+  const cut: boolean[] = [];
+  const capped = limits.map(({ tk, p, ride }) => {
     const gained = span > 0n ? (span * p.ra) / p.rp : 0n;
     const cap = p.cp - refillOf(now - rfNext, p);
     const base = tk > p.cp ? p.cp : tk;
     const next = base + gained;
-    if (next >= cap) clamped = true;
+    if (next >= cap && !ride) clamped = true;
+    cut.push(next > cap);
     return next < cap ? next : cap;
   });
-  if (!clamped) {
-    return { rf: rfNext, tk: capped, clamped: limits.map(() => false) };
-  }
+  if (!clamped) return { rf: rfNext, tk: capped, clamped: cut };
   const elapsed = now > rf ? now - rf : 0n;
   const ahead = now + holdbackMs(limits.map((l) => l.p));
   const full = limits.map(({ tk, p }) => {

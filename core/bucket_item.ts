@@ -13,7 +13,6 @@ import type {
 import {
   type BucketParams,
   paramsOf,
-  planRefill,
   refill,
   sameParams,
   settleParams,
@@ -34,6 +33,7 @@ import {
   SK,
 } from "./keys.ts";
 import { WCU_LIMIT_NAME } from "./validation.ts";
+import { settleRefill } from "./refill_settle.ts";
 
 /** Hidden per-partition write-capacity limit: 1000 writes per second, in millitokens. */
 export const WCU_PARAMS: BucketParams = {
@@ -522,8 +522,11 @@ export function settleWrite(
   const now = BigInt(nowMs);
   const shards = item.shardCount;
   const olds = present.map((l) => item.limits.get(l.name) as StoredLimit);
-  const plan = planRefill(
-    item.rf,
+  // The item's other limits (not in this config) move with its one rf.
+  const { plan, others } = settleRefill(
+    item,
+    shards,
+    new Set(present.map((l) => l.name)),
     now,
     present.map((l, i) => {
       const old = olds[i] as StoredLimit;
@@ -550,6 +553,7 @@ export function settleWrite(
       check: false,
     };
   });
+  planned.push(...others);
   if (item.limits.has(WCU_LIMIT_NAME)) {
     planned.push(wcuPlanned(item, plan.rf, 0n));
   }

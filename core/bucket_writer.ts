@@ -61,7 +61,7 @@ import { errorName } from "./_sdk_errors.ts";
 import { checkDeadline, currentSignal } from "./transport.ts";
 import { WCU_LIMIT_NAME } from "./validation.ts";
 import { blockedCharge, plainFits } from "./charge_check.ts";
-import { afterRefill, refilling } from "./refill_settle.ts";
+import { afterRefill, refilling, settleRefill } from "./refill_settle.ts";
 
 /** One resolved limit on one side (entity or parent) of an acquire. */
 export interface LimitSpec {
@@ -312,25 +312,16 @@ export class BucketWriter {
     // A refill write moves the item's one `rf`: every stored limit that
     // refills is settled with it, charged or not (else its refill since
     // `rf` is lost: a lease.consume of one limit starved the others).
-    const named = new Set(target.limits.map((s) => s.limit.name));
-    const others = refilling(k, target.shards, named);
-    const plan = planRefill(k.rf, now, [
-      ...present.map((s) => ({
+    const { plan, others: limits } = settleRefill(
+      k,
+      target.shards,
+      new Set(target.limits.map((s) => s.limit.name)),
+      now,
+      present.map((s) => ({
         tk: (k.limits.get(s.limit.name) as { tk: bigint }).tk,
         p: s.eff,
       })),
-      ...others.map((o) => ({ tk: o.st.tk, p: o.p })),
-    ]);
-    const limits: PlannedLimit[] = others.map((o, j) => ({
-      name: o.name,
-      params: o.st.params,
-      paramsBefore: o.st.params,
-      tkBefore: o.st.tk,
-      tkAfter: plan.tk[present.length + j] as bigint,
-      consumed: 0n,
-      capped: true,
-      exact: plan.clamped[present.length + j] === true,
-    }));
+    );
     let refused = false;
     const refilled = new Map<string, bigint>();
     present.forEach((s, i) => {

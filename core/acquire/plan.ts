@@ -11,7 +11,6 @@
 import {
   type BucketParams,
   paramsOf,
-  planRefill,
   retryAfterAt,
   retryAfterSeconds,
   sameParams,
@@ -28,6 +27,7 @@ import {
 } from "../bucket_item.ts";
 import { dropWindow, planCalendar, windowAfter } from "../calendar_bucket.ts";
 import { RequestExceedsCapacity, ValidationError } from "../errors.ts";
+import { settleRefill } from "../refill_settle.ts";
 import type { LeaseEntry } from "../lease.ts";
 import type { Limit } from "../limit.ts";
 import type { LimitStatus } from "../models.ts";
@@ -255,7 +255,6 @@ export function planWrite(
 ): Plan {
   const now = BigInt(nowMs);
   const ref = sideRef(ns, side, resource);
-  const rf = item ? item.rf : now;
   // Shadow limits are never charged: they are left out of the item's writes
   // (an always-full limit would hold back the refill of the others).
   const enforced = side.resolved.limits.filter((l) => !l.shadow);
@@ -265,9 +264,13 @@ export function planWrite(
   // A limit new to the item starts full (its balance is clamped like the
   // others). A limit whose stored parameters differ (changed at some
   // unknown time since rf) is refilled under the smaller capacity and the
-  // slower rate of the two.
-  const refilled = planRefill(
-    rf,
+  // slower rate of the two. The write moves the item's one `rf`: the
+  // limits stored on it outside `enforced` (removed from the config, left
+  // out by an override, written by another client) are settled with it.
+  const { plan: refilled, others } = settleRefill(
+    item,
+    side.shards,
+    new Set(enforced.map((l) => l.name)),
     now,
     rolling.map((i) => {
       const l = enforced[i] as Limit;
@@ -340,6 +343,7 @@ export function planWrite(
       ...dropWindow(stored),
     });
   });
+  limits.push(...others);
   const wcu = wcuPlanned(item, refilled.rf, WCU_PER_WRITE);
   limits.push(wcu);
   return {
