@@ -10,6 +10,7 @@ import {
   type DynamoDBClient,
   PutItemCommand,
   UpdateItemCommand,
+  type UpdateItemCommandInput,
 } from "@aws-sdk/client-dynamodb";
 import type * as Lib from "../mod.ts";
 
@@ -279,4 +280,87 @@ export function callCounter(
     { step: "initialize", name: "benchCallCounter" },
   );
   return counter;
+}
+
+/**
+ * The stored format's floor for each scenario: the writes one warm acquire
+ * sends for each worker, captured once and replayed straight through
+ * the SDK (same key, same update and condition expressions, same
+ * attribute counts), without the library. The `rf` lower bound is replayed
+ * as 0 so the condition keeps holding as time passes; every other value is
+ * as captured (the limits are far from their bounds). The writes of one
+ * acquire (a cascade's child and parent) are sent together, as the
+ * limiter's fast path sends them. The difference between
+ * this and the raw one-attribute `UpdateItem` is what DynamoDB spends on the
+ * bucket item (its size, the ALL-projected GSI2 copy, the stream images)
+ * and on the conditions; the difference between an acquire and this is the
+ * library's own cost.
+ */
+export async function formatFloors(
+  client: DynamoDBClient,
+  scenarios: readonly (readonly [string, Op])[],
+  workers: number,
+): Promise<Map<string, Op>> {
+  const capture = captureHook(client);
+  const floors = new Map<string, Op>();
+  for (const [name, op] of scenarios) {
+    const writes: UpdateItemCommandInput[][] = [];
+    for (let w = 0; w < workers; w++) {
+      await op(w); // warm this worker's buckets and caches
+      const got: UpdateItemCommandInput[] = [];
+      capture.into = got;
+      await op(w);
+      capture.into = null;
+      if (got.length === 0) throw new Error(`${name}: no write captured`);
+      writes.push(got.map(withoutRfBound));
+    }
+    floors.set(
+      name,
+      (w) =>
+        Promise.all(
+          (writes[w] ?? []).map((i) => client.send(new UpdateItemCommand(i))),
+        ),
+    );
+  }
+  return floors;
+}
+
+/** One capturing middleware per client: the writes sent while `into` is set. */
+const hooks = new WeakMap<
+  DynamoDBClient,
+  { into: UpdateItemCommandInput[] | null }
+>();
+
+function captureHook(
+  client: DynamoDBClient,
+): { into: UpdateItemCommandInput[] | null } {
+  let hook = hooks.get(client);
+  if (hook) return hook;
+  const h: { into: UpdateItemCommandInput[] | null } = { into: null };
+  client.middlewareStack.add(
+    (next) => (args) => {
+      const input = args.input as Partial<UpdateItemCommandInput>;
+      if (h.into && input.UpdateExpression !== undefined) {
+        h.into.push(input as UpdateItemCommandInput);
+      }
+      return next(args);
+    },
+    { step: "initialize", name: "benchFloorCapture" },
+  );
+  hooks.set(client, hook = h);
+  return hook;
+}
+
+function withoutRfBound(input: UpdateItemCommandInput): UpdateItemCommandInput {
+  const names = input.ExpressionAttributeNames ?? {};
+  const values = { ...input.ExpressionAttributeValues };
+  for (
+    const m of (input.ConditionExpression ?? "").matchAll(
+      /(#\w+|\brf\b) >= (:\w+)/g,
+    )
+  ) {
+    const name = m[1]?.startsWith("#") ? names[m[1]] : m[1];
+    if (name === "rf" && m[2]) values[m[2]] = { N: "0" };
+  }
+  return { ...input, ExpressionAttributeValues: values };
 }

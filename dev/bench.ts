@@ -5,8 +5,11 @@
  *
  * Scenarios: one limit, two limits, cascade (child + parent), each at
  * concurrency 1 and 32, warm caches, buckets far from empty. Each worker has
- * its own entity (as separate API keys would). Prints ops/s, p50/p99 and the
- * acquire/raw throughput ratio.
+ * its own entity (as separate API keys would). Prints ops/s, p50/p99, the
+ * acquire/raw throughput ratio, and the stored format's floor: the same
+ * writes replayed straight through the SDK (`formatFloor`), so a row shows
+ * how much of the gap to raw is DynamoDB's work on the bucket item and how
+ * much is the library's. `BENCH_ROWS=strict` runs only these.
  *
  * Then the local reserve rows at concurrency 32 (one limit and cascade with
  * a key per worker, one hot key shared by two limiters), each against strict
@@ -32,6 +35,7 @@ import { DynamoDBClient } from "@aws-sdk/client-dynamodb";
 import {
   acquireScenarios,
   callCounter,
+  formatFloors,
   hotKey,
   type Op,
   rawBaseline,
@@ -43,7 +47,7 @@ import { Limit, RateLimiter, RateLimitExceeded, Repository } from "../mod.ts";
 
 const DURATION_MS = Number(Deno.env.get("BENCH_MS") ?? 4000);
 const CONCURRENCIES = [1, 32];
-/** `reserve`, `hot` or `saturated`: only those rows (a quick look while others work). */
+/** `strict`, `reserve`, `hot` or `saturated`: only those rows (a quick look while others work). */
 const ONLY = Deno.env.get("BENCH_ROWS");
 
 interface Result {
@@ -101,6 +105,7 @@ try {
   });
   const scenarios = await acquireScenarios({ Limit, RateLimiter }, repo);
   const raw = await rawBaseline(client, repo.tableName);
+  const floors = await formatFloors(client, scenarios, 32);
   // Warm the JVM and every cache (config, entity, buckets) before measuring.
   console.log("warming up DynamoDB Local and caches...");
   await measure(32, raw, 3000);
@@ -127,7 +132,7 @@ try {
       } s per row\n`,
     );
     console.log(
-      "scenario        conc     ops/s    p50 ms   p99 ms   raw ops/s  acquire/raw",
+      "scenario        conc     ops/s    p50 ms   p99 ms   raw ops/s  acquire/raw  floor ops/s  floor/raw  acquire/floor",
     );
     for (const c of CONCURRENCIES) {
       for (const [name, op] of scenarios) {
@@ -135,13 +140,18 @@ try {
         const before = await measure(c, raw, DURATION_MS / 2);
         const r = await measure(c, op);
         const after = await measure(c, raw, DURATION_MS / 2);
+        const floor = await measure(c, floors.get(name) ?? raw);
         const base = (before.ops + after.ops) / 2;
         console.log(
           `${name.padEnd(15)} ${String(c).padStart(4)} ${
             r.ops.toFixed(0).padStart(9)
           } ${r.p50.toFixed(2).padStart(9)} ${r.p99.toFixed(2).padStart(8)} ${
             base.toFixed(0).padStart(11)
-          } ${(r.ops / base).toFixed(2).padStart(12)}`,
+          } ${(r.ops / base).toFixed(2).padStart(12)} ${
+            floor.ops.toFixed(0).padStart(12)
+          } ${(floor.ops / base).toFixed(2).padStart(10)} ${
+            (r.ops / floor.ops).toFixed(2).padStart(14)
+          }`,
         );
       }
     }
@@ -218,7 +228,7 @@ try {
       );
     }
   };
-  if (ONLY === undefined) await strictRows();
+  if (ONLY === undefined || ONLY === "strict") await strictRows();
   if (ONLY === undefined || ONLY === "reserve") await reserveTable();
   if (ONLY === undefined || ONLY === "hot") {
     await hotKeyRows(repo, raw, external ?? local?.endpoint ?? "");

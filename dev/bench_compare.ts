@@ -10,12 +10,20 @@
  * conditional `UpdateItem` baseline on the same table, round after round,
  * and each cell is the median ratio acquire/raw over `ROUNDS` rounds, so
  * load that drifts during the run hits every build alike. The change column
- * compares the working tree with each revision.
+ * compares the working tree with each revision. A second table splits each
+ * build's ratio: the writes it sends replayed straight through the SDK
+ * (floor/raw: what DynamoDB spends on that build's write) and acquire/floor
+ * (what the library spends around it).
  *
  * Environment: `BENCH_MS` (per cell, default 3000), `ROUNDS` (default 3).
  */
 import { DynamoDBClient } from "@aws-sdk/client-dynamodb";
-import { acquireScenarios, type Op, rawBaseline } from "./_bench_setup.ts";
+import {
+  acquireScenarios,
+  formatFloors,
+  type Op,
+  rawBaseline,
+} from "./_bench_setup.ts";
 import { startDynamoDbLocal } from "./dynamodb_local.ts";
 
 const BASELINES = Deno.args.length > 0 ? Deno.args : ["4eb7ab3"];
@@ -78,6 +86,7 @@ try {
     root: ROOT,
   }];
   const scenarios: Record<string, Op[]> = {};
+  const floors: Record<string, Op[]> = {};
   let table = "";
   for (const [i, b] of builds.entries()) {
     const lib = await import(`${b.root}mod.ts`);
@@ -87,8 +96,11 @@ try {
       provision: true,
     });
     table = repo.tableName;
-    for (const [name, op] of await acquireScenarios(lib, repo)) {
+    const built = await acquireScenarios(lib, repo);
+    const floorOps = await formatFloors(client, built, 32);
+    for (const [name, op] of built) {
       (scenarios[name] ??= []).push(op);
+      (floors[name] ??= []).push(floorOps.get(name) as Op);
     }
   }
   const raw = await rawBaseline(client, table);
@@ -105,18 +117,31 @@ try {
       revs.map((r) => `vs ${r.name}`.padStart(11)).join(" ")
     }`,
   );
+  const floorRows: string[] = [];
   for (const c of [1, 32]) {
     for (const [name, ops] of Object.entries(scenarios)) {
       const ratios: number[][] = ops.map(() => []);
+      const floorRatios: number[][] = ops.map(() => []);
       for (let r = 0; r < ROUNDS; r++) {
         for (const [i, op] of ops.entries()) {
           const before = await measure(c, raw, MS / 2);
           const x = await measure(c, op, MS);
+          const f = await measure(c, floors[name]?.[i] as Op, MS);
           const after = await measure(c, raw, MS / 2);
           ratios[i]?.push(x / ((before + after) / 2));
+          floorRatios[i]?.push(f / ((before + after) / 2));
         }
       }
       const m = ratios.map(median);
+      const fm = floorRatios.map(median);
+      floorRows.push(
+        `${name.padEnd(10)} ${String(c).padStart(4)}  ${
+          fm.map((x) => x.toFixed(2).padStart(12)).join(" ")
+        }   ${
+          m.map((x, i) => (x / (fm[i] as number)).toFixed(2).padStart(12))
+            .join(" ")
+        }`,
+      );
       const mine = m[m.length - 1] as number;
       const changes = revs.map((_, i) => {
         const ch = (mine / (m[i] as number) - 1) * 100;
@@ -129,6 +154,15 @@ try {
       );
     }
   }
+  console.log(
+    `\nthe same writes straight through the SDK (the stored format's floor, dev/_bench_setup.ts formatFloors): floor/raw, then acquire/floor (the library's own share)`,
+  );
+  console.log(
+    `scenario   conc  ${builds.map((b) => b.name.padStart(12)).join(" ")}   ${
+      builds.map((b) => b.name.padStart(12)).join(" ")
+    }`,
+  );
+  for (const row of floorRows) console.log(row);
 } finally {
   client.destroy();
   await local.stop();
