@@ -3,8 +3,10 @@
  *
  * - **Deadlines.** An operation (an acquire, a lease commit, a repository
  *   call) runs in a deadline scope; every command sent inside it carries the
- *   scope's abort signal, so nothing can outlive it. Commands sent outside a
- *   scope get a per-command default deadline.
+ *   scope's abort signal, so no call outlives it. Commands sent outside a
+ *   scope get a per-command default deadline. A read is aborted at the
+ *   deadline; a write is not (the caller is answered, the write finishes in
+ *   the background for a bounded grace): see `sendWrite`.
  * - **At most once.** A write is not idempotent (`ADD tk -1000`), but the
  *   SDK retries a 500, a reset connection or a timeout, which may have
  *   applied: a blind retry charges twice. A per-attempt guard lets the SDK
@@ -19,7 +21,11 @@
 import { AsyncLocalStorage } from "node:async_hooks";
 import type { Clock } from "./clock.ts";
 import { errorName } from "./_sdk_errors.ts";
-import { cancelDeadline, scheduleDeadline } from "./_deadline_timer.ts";
+import {
+  cancelDeadline,
+  type Deadline,
+  scheduleDeadline,
+} from "./_deadline_timer.ts";
 
 const scope = new AsyncLocalStorage<AbortSignal>();
 
@@ -260,6 +266,8 @@ export interface TransportOptions {
   readonly clockSync?: ClockSync | undefined;
   /** The local clock the sync measures (the base clock). */
   readonly localClock: Clock;
+  /** How long a write runs on after its caller's deadline. @default {@linkcode WRITE_GRACE_MS} */
+  readonly writeGraceMs?: number;
 }
 
 /**
@@ -268,28 +276,75 @@ export interface TransportOptions {
  * the deadline only.
  */
 export function guardedSend(send: Send, options: TransportOptions): Send {
+  const grace = options.writeGraceMs ?? WRITE_GRACE_MS;
   return async (command, sendOptions) => {
     const stack = (command as { middlewareStack?: MiddlewareStackLike })
       ?.middlewareStack;
     const marked = command as { [GUARDED]?: boolean };
+    const write = WRITES.has(
+      (command as { constructor?: { name?: string } })?.constructor?.name ??
+        "",
+    );
     if (stack && !marked[GUARDED]) {
       marked[GUARDED] = true;
-      const name = (command as { constructor?: { name?: string } }).constructor
-        ?.name ?? "";
-      if (WRITES.has(name)) addWriteGuard(stack);
+      if (write) addWriteGuard(stack);
       if (options.clockSync?.wants()) addClockSample(stack, options);
     }
     const outer = sendOptions?.abortSignal ?? currentSignal();
     if (outer) {
       if (outer.aborted) throw outer.reason;
-      return await send(command, { abortSignal: outer });
+      return write
+        ? await sendWrite(send, command, outer, grace)
+        : await send(command, { abortSignal: outer });
     }
     return await withDeadline(
       {},
       options.defaultTimeoutMs,
-      (signal) => send(command, { abortSignal: signal }),
+      (signal) =>
+        write
+          ? sendWrite(send, command, signal, grace)
+          : send(command, { abortSignal: signal }),
     );
   };
+}
+
+/**
+ * How long a write keeps running after its caller's deadline passed before
+ * it is aborted (a silent endpoint cannot hold it forever).
+ */
+export const WRITE_GRACE_MS = 10_000;
+
+/**
+ * Sends a write whose caller gives up at `deadline` without aborting the
+ * write then: the caller gets the deadline's reason at once (the library
+ * reports the charge as possibly stranded), while the write runs to its end
+ * for up to `graceMs` more. Aborting a write in flight is
+ * what made the SDK's default HTTP handler under Deno apply it twice (a
+ * double charge; a double give-back would over-admit), see
+ * `tests/integration/aborted_writes_test.ts`.
+ */
+function sendWrite(
+  send: Send,
+  command: unknown,
+  deadline: AbortSignal,
+  graceMs: number,
+): Promise<unknown> {
+  const inner = new AbortController();
+  let grace: Deadline | null = null;
+  const onDeadline = (): void => {
+    grace = scheduleDeadline(graceMs, () => inner.abort(deadline.reason));
+  };
+  deadline.addEventListener("abort", onDeadline, { once: true });
+  return new Promise((resolve, reject) => {
+    const giveUp = (): void => reject(deadline.reason);
+    deadline.addEventListener("abort", giveUp, { once: true });
+    send(command, { abortSignal: inner.signal }).then(resolve, reject)
+      .finally(() => {
+        deadline.removeEventListener("abort", onDeadline);
+        deadline.removeEventListener("abort", giveUp);
+        if (grace !== null) cancelDeadline(grace);
+      });
+  });
 }
 
 function addWriteGuard(stack: MiddlewareStackLike): void {

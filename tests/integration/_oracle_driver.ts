@@ -56,9 +56,11 @@
  *   transient debit, then its give-back), and every write of a failed call.
  *   A `maybe` attempt's interval is extended by the apply-latency bound (a
  *   request aborted in flight may still be applied by DynamoDB Local), and
- *   it becomes two ambiguous `AdjustOp`s: with the SDK's Node HTTP handler
- *   on Deno, an aborted request is sometimes applied twice (see the ignored
- *   test in `oracle_test.ts`).
+ *   it becomes one ambiguous `AdjustOp`: applied once or not at all. (With
+ *   the SDK's Node HTTP handler on Deno, a request aborted in flight is
+ *   sometimes applied twice, see the ignored test in `oracle_test.ts`; the
+ *   library does not abort a write on its caller's deadline, so the model
+ *   no longer allows for it: `tests/integration/aborted_writes_test.ts`.)
  * - `onStranded` reports are cross-checked, not trusted: every attempt that
  *   may have applied without the library knowing (aborted in flight, or
  *   applied with its answer lost) must have a stranded report for its
@@ -157,7 +159,6 @@ import { sleep } from "../../core/clock.ts";
 import {
   type AcquireOp,
   type AcquireOutcome,
-  type AdjustOp,
   check,
   type ConfigOp,
   format,
@@ -2013,7 +2014,7 @@ function strandedMilli(
   return BigInt(Math.round(total * 1000));
 }
 
-/** Net tc range per bucket limit: a `maybe` attempt applied 0, 1 or 2 times. */
+/** Net tc range per bucket limit: a `maybe` attempt applied 0 or 1 times. */
 function netRange(
   parts: readonly Part[],
 ): Map<string, { certain: bigint; lo: bigint; hi: bigint }> {
@@ -2027,8 +2028,8 @@ function netRange(
         r.lo += v;
         r.hi += v;
       } else if (p.attempt.fate === "maybe" || p.attempt.fate === "pending") {
-        if (v < 0n) r.lo += 2n * v;
-        else r.hi += 2n * v;
+        if (v < 0n) r.lo += v;
+        else r.hi += v;
       }
       out.set(k, r);
     }
@@ -2116,19 +2117,15 @@ function evaluate(
         return;
       }
       // A request aborted in flight may be applied by DynamoDB after the
-      // call returned, and (Deno's node:http under the SDK) even twice:
-      // up to two ambiguous applications.
-      for (const copy of ["a", "b"]) {
-        const op: AdjustOp = {
-          kind: "adjust",
-          id: `${call.id}.w${i}${copy}`,
-          start: BigInt(p.attempt.at),
-          end: attemptEnd(p.attempt),
-          charges,
-          outcome: "ambiguous",
-        };
-        ops.push(op);
-      }
+      // call returned: one ambiguous application.
+      ops.push({
+        kind: "adjust",
+        id: `${call.id}.w${i}`,
+        start: BigInt(p.attempt.at),
+        end: attemptEnd(p.attempt),
+        charges,
+        outcome: "ambiguous",
+      });
     });
   };
   // Double applies: one command, several attempts that may have applied.

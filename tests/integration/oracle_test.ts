@@ -533,10 +533,12 @@ Deno.test({
   // on Deno 2.9.6, a request aborted a few ms after it was sent can be
   // applied twice by DynamoDB Local (62 applications of 60 UpdateItem ADDs,
   // maxAttempts 1, no fault injection, aborted 6-11 ms after the send; the
-  // same loop under Node 20, or with Deno's fetch, never exceeds 60). A write the library's deadline aborts
-  // may then stand twice: the limiter reports it stranded once, and no
-  // SDK-level guard can prevent it. The oracle models an aborted write as
-  // applied 0, 1 or 2 times. Timing-dependent: run it a few times.
+  // same loop under Node 20, or with Deno's fetch, never exceeds 60). No
+  // SDK-level guard can prevent it, so the library never aborts a write on
+  // its caller's deadline (core/transport.ts sendWrite; the library-level
+  // test is aborted_writes_test.ts), and the oracle models a write aborted
+  // in flight as applied 0 or 1 times. This raw-SDK test stays ignored: it
+  // documents the environment. Timing-dependent: run it a few times.
   name:
     "finding: an UpdateItem aborted in flight is applied at most once (Deno node:http under the SDK)",
   ignore: true,

@@ -1,0 +1,119 @@
+import assert from "node:assert/strict";
+import { systemClock } from "./clock.ts";
+import {
+  DeadlineExceededError,
+  guardedSend,
+  type Send,
+  withDeadline,
+} from "./transport.ts";
+
+/** Commands named as the SDK's are (the transport tells writes by the class name). */
+class UpdateItemCommand {}
+class GetItemCommand {}
+
+/** A send that never answers until released or aborted, recording its signal. */
+function hangingSend(): {
+  send: Send;
+  signals: AbortSignal[];
+  release: (value: unknown) => void;
+} {
+  const signals: AbortSignal[] = [];
+  const releases: ((v: unknown) => void)[] = [];
+  const send: Send = (_command, options) =>
+    new Promise((resolve, reject) => {
+      const signal = options?.abortSignal as AbortSignal;
+      signals.push(signal);
+      releases.push(resolve);
+      signal.addEventListener("abort", () => reject(signal.reason), {
+        once: true,
+      });
+    });
+  return {
+    send,
+    signals,
+    release: (v) => {
+      for (const r of releases) r(v);
+    },
+  };
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+Deno.test("guardedSend: a write in flight is not aborted at its caller's deadline; the caller is answered at once", async () => {
+  const h = hangingSend();
+  const send = guardedSend(h.send, {
+    defaultTimeoutMs: 1000,
+    localClock: systemClock,
+    writeGraceMs: 5_000,
+  });
+  const t0 = performance.now();
+  await assert.rejects(
+    withDeadline({}, 30, () => send(new UpdateItemCommand())),
+    DeadlineExceededError,
+  );
+  const took = performance.now() - t0;
+  assert.ok(took < 1000, `the caller waited ${took} ms past a 30 ms deadline`);
+  await sleep(50);
+  assert.equal(h.signals.length, 1);
+  assert.equal(
+    h.signals[0]?.aborted,
+    false,
+    "the write was aborted in flight",
+  );
+  h.release({ ok: true }); // finishes in the background, no unhandled rejection
+  await sleep(10);
+});
+
+Deno.test("guardedSend: a write still hanging after the grace is aborted", async () => {
+  const h = hangingSend();
+  const send = guardedSend(h.send, {
+    defaultTimeoutMs: 1000,
+    localClock: systemClock,
+    writeGraceMs: 40,
+  });
+  await assert.rejects(
+    withDeadline({}, 20, () => send(new UpdateItemCommand())),
+    DeadlineExceededError,
+  );
+  await sleep(150);
+  assert.equal(h.signals[0]?.aborted, true, "the grace never ended the write");
+  assert.ok(h.signals[0]?.reason instanceof DeadlineExceededError);
+});
+
+Deno.test("guardedSend: a read is aborted at the deadline", async () => {
+  const h = hangingSend();
+  const send = guardedSend(h.send, {
+    defaultTimeoutMs: 1000,
+    localClock: systemClock,
+    writeGraceMs: 5_000,
+  });
+  await assert.rejects(
+    withDeadline({}, 20, () => send(new GetItemCommand())),
+    DeadlineExceededError,
+  );
+  assert.equal(h.signals[0]?.aborted, true);
+});
+
+Deno.test("guardedSend: a write answered before the deadline returns its answer", async () => {
+  const send = guardedSend(() => Promise.resolve({ n: 1 }), {
+    defaultTimeoutMs: 1000,
+    localClock: systemClock,
+  });
+  assert.deepEqual(
+    await withDeadline({}, 500, () => send(new UpdateItemCommand())),
+    { n: 1 },
+  );
+  assert.deepEqual(await send(new UpdateItemCommand()), { n: 1 });
+});
+
+Deno.test("guardedSend: a write failing before the deadline fails with its own error", async () => {
+  const boom = new Error("ValidationException");
+  const send = guardedSend(() => Promise.reject(boom), {
+    defaultTimeoutMs: 1000,
+    localClock: systemClock,
+  });
+  await assert.rejects(
+    withDeadline({}, 500, () => send(new UpdateItemCommand())),
+    (e) => e === boom,
+  );
+});
