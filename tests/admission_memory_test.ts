@@ -516,3 +516,151 @@ Deno.test("memory store: createTestLimiter admits the capacity, refuses the next
   await new Promise((r) => setTimeout(r, 400));
   await limiter.acquire(req, () => {}); // 1.2 tokens refilled
 });
+
+/**
+ * One step of {@linkcode runNarrowHistory}: a call charging both limits, or
+ * one that knows only `rpm` (a per-call override), from the cached limiter
+ * or from a fresh one (a process that knows nothing: the slow path).
+ */
+interface NarrowStep {
+  readonly kind: "wide" | "narrow" | "fresh";
+  /** Pause before the call, ms. */
+  readonly gap: number;
+}
+
+/**
+ * A history on one bucket with limits `rpm` (never binding) and `tpm`
+ * (binding), where some calls do not know `tpm`: their writes move the
+ * item's one `rf`, and `tpm`'s refill since the old `rf` must be settled,
+ * not lost (the checker flags the refusals a lost refill causes).
+ *
+ * `rpm` holds 1000 and refills 1 a second: every call takes one, so after
+ * the first it is never full again. (A full limit makes every refill write
+ * of the item a full-bucket one, whose holdback, 1% of `tpm`'s capacity,
+ * would then be lost on each: a bound of its own, not this one.)
+ */
+const RPM_CAPACITY = 1000;
+
+async function runNarrowHistory(
+  tpmCapacity: number,
+  steps: readonly NarrowStep[],
+): Promise<{ history: History; writes: number }> {
+  let writes = 0;
+  const store = new MemoryBucketStore({
+    hook: (phase, op) => {
+      if (phase === "before" && op !== "read") writes++;
+    },
+  });
+  const source = new MemoryLimiterSource(store);
+  const rpm = Limit.custom("rpm", RPM_CAPACITY, 1, PERIOD_S);
+  const tpm = Limit.custom("tpm", tpmCapacity, tpmCapacity, PERIOD_S);
+  source.setSystemDefaults([rpm, tpm]);
+  const options = { bucketStore: store, refusalCacheSize: 0 };
+  const wide = new RateLimiter(source, options);
+  const narrow = new RateLimiter(source, options);
+  const ops: Operation[] = [];
+  const t0 = BigInt(Date.now());
+  for (const [i, step] of steps.entries()) {
+    await new Promise((r) => setTimeout(r, step.gap));
+    const limiter = step.kind === "wide"
+      ? wide
+      : step.kind === "narrow"
+      ? narrow
+      : new RateLimiter(source, options);
+    const consume = step.kind === "wide" ? { rpm: 1, tpm: 1 } : { rpm: 1 };
+    const start = BigInt(Date.now());
+    let outcome: "admitted" | "refused" = "admitted";
+    try {
+      await (await limiter.acquire({
+        entityId: "solo",
+        resource: "api",
+        consume,
+        ...(step.kind === "wide" ? {} : { limits: [rpm] }),
+      })).commit();
+    } catch (e) {
+      if (!(e instanceof RateLimitExceeded)) throw e;
+      outcome = "refused";
+    }
+    ops.push({
+      kind: "acquire",
+      id: `op${i}:${step.kind}`,
+      start,
+      end: BigInt(Date.now()),
+      charges: Object.entries(consume).map(([limit, n]) => ({
+        bucket: "solo",
+        limit,
+        amountMilli: BigInt(n) * 1000n,
+      })),
+      outcome,
+    });
+  }
+  const params = (cp: number, ra: number) => ({
+    cp: BigInt(cp) * 1000n,
+    ra: BigInt(ra) * 1000n,
+    rp: BigInt(PERIOD_S) * 1000n,
+  });
+  return {
+    history: {
+      t0,
+      limits: [
+        { bucket: "solo", limit: "rpm", params: params(RPM_CAPACITY, 1) },
+        {
+          bucket: "solo",
+          limit: "tpm",
+          params: params(tpmCapacity, tpmCapacity),
+        },
+      ],
+      operations: ops,
+    },
+    writes,
+  };
+}
+
+Deno.test("memory store: calls that do not know a limit stored on the item (an override, a fresh process's slow path) settle its refill when they move rf: no refusal the ideal bucket would admit", async () => {
+  await fc.assert(
+    fc.asyncProperty(
+      fc.integer({ min: 3, max: 8 }),
+      fc.array(
+        fc.record({
+          kind: fc.constantFrom(
+            "wide",
+            "wide",
+            "narrow",
+            "fresh",
+          ) as fc.Arbitrary<
+            NarrowStep["kind"]
+          >,
+          gap: fc.oneof(
+            fc.integer({ min: 0, max: 5 }),
+            fc.integer({ min: 50, max: 250 }),
+          ),
+        }),
+        { minLength: 15, maxLength: 30 },
+      ),
+      async (tpmCapacity, steps) => {
+        // Drain tpm first, so that its refill decides the wide calls.
+        const drain: NarrowStep[] = Array.from(
+          { length: tpmCapacity + 1 },
+          () => ({ kind: "wide", gap: 0 }),
+        );
+        const { history, writes } = await runNarrowHistory(tpmCapacity, [
+          ...drain,
+          ...steps,
+        ]);
+        const report = check(history, {
+          slackMilli: 1n,
+          // The new bucket's holdback (1% of tpm's capacity; rpm never
+          // binds) and a millitoken of rounding per write.
+          refusalSlackMilli: BigInt(tpmCapacity) * 10n + BigInt(writes) + 1n,
+        });
+        assert.ok(
+          report.ok,
+          `tpm ${tpmCapacity}, steps ${JSON.stringify(steps)}: ${
+            format(report)
+          }`,
+        );
+      },
+    ),
+    { numRuns: 4 },
+  );
+});
