@@ -67,6 +67,7 @@ import { slowPath } from "./acquire/slow_path.ts";
 import { waitForCapacity } from "./acquire/wait.ts";
 import type { AcquireOptions, CapacityOptions } from "./acquire/options.ts";
 import { LocalReserve } from "./acquire/reserve.ts";
+import { reportUnreturned } from "./acquire/rollback_stranded.ts";
 import {
   type LocalReserveStats,
   resolveReserveConfig,
@@ -282,7 +283,11 @@ export class RateLimiter {
     try {
       result = await body(lease);
     } catch (e) {
-      await lease.rollback().catch((err) => this.#onError(err, "rollback"));
+      await lease.rollback().catch((err) => {
+        this.#onError(err, "rollback");
+        // The lease is not handed back: what it still holds is stranded.
+        reportUnreturned(this.#adm, lease, err);
+      });
       throw e;
     }
     try {

@@ -9,7 +9,8 @@
  */
 import assert from "node:assert/strict";
 import { Limit, Repository, type StrandedCharge } from "../../mod.ts";
-import { format } from "../_oracle/checker.ts";
+import { check, format } from "../_oracle/checker.ts";
+import { ReserveRecorder } from "../_oracle/reserve_recorder.ts";
 import { faultyClient } from "./_faults.ts";
 import { freshRepo } from "./_harness.ts";
 import {
@@ -124,6 +125,70 @@ Deno.test("localReserve: a slice write that fails after applying is reported str
     await limiter.close();
     fc[Symbol.dispose]();
   }
+});
+
+// The soak's reserve lane once ended with the stored tc 1 token above what
+// callers committed and reported (seed 1652886531, faults): a body failed,
+// its rollback was throttled on every attempt (certainly not applied, so the
+// lease stays open to be retried), and the callback form, which never hands
+// the lease back, reported it only to onError. The token stayed charged,
+// unreported.
+Deno.test("a callback's rollback throttled on every attempt is reported stranded: the caller history's accounting holds", async () => {
+  await using t = await freshRepo();
+  await t.repo.setSystemDefaults([Limit.custom("rpm", 60, 60, 1)]);
+  const fc = await faultyClient({ maxAttempts: 3 });
+  const repo = await Repository.open({
+    client: fc.client,
+    stack: t.repo.tableName,
+    namespace: t.repo.namespaceName,
+  });
+  const rec = new ReserveRecorder("rpm");
+  const errors: string[] = [];
+  const limiter = reserveLimiter(repo, {
+    onStranded: rec.onStranded(),
+    onError: (e, context) => errors.push(`${context}: ${String(e)}`),
+  }, rec);
+  const t0 = BigInt(Date.now());
+  const call = {
+    entityId: "solo",
+    resource: "api",
+    amount: 1,
+    buckets: ["solo"],
+  };
+  try {
+    for (let i = 0; i < 3; i++) await rec.acquire(0, limiter, call);
+    // The next acquire's charge passes; its rollback's three attempts are throttled.
+    let n = 0;
+    const sent = fc.calls.attempts.get("UpdateItem") ?? 0;
+    fc.faults.inject({
+      command: "UpdateItem",
+      match: () => ++n > 1,
+      times: 3,
+      fault: { kind: "beforeApply", error: "ThrottlingException" },
+    });
+    await rec.acquire(0, limiter, { ...call, fails: true });
+    assert.equal(fc.calls.attempts.get("UpdateItem"), sent + 1 + 3);
+    assert.equal(errors.length, 1, "the failed rollback reaches onError");
+    for (let i = 0; i < 2; i++) await rec.acquire(0, limiter, call);
+  } finally {
+    await limiter.close();
+    fc[Symbol.dispose]();
+  }
+  const { tc } = await storedTk(t.repo, "solo", "rpm");
+  assert.equal(tc, 6000n, "5 committed, 1 left charged by the failed rollback");
+  const params = { cp: 60_000n, ra: 60_000n, rp: 1000n };
+  const limits = [{ bucket: "solo", limit: "rpm", params }];
+  // The store history saw the throttled write fail (may have applied): it holds.
+  const stored = check({
+    ...rec.storeHistory(t0, limits),
+    finalConsumed: [{ bucket: "solo", limit: "rpm", tcMilli: tc }],
+  }, { slackMilli: 1n });
+  assert.ok(stored.ok, `store history: ${format(stored)}`);
+  const caller = check(
+    rec.callerHistory(t0, limits, new Map([["solo", tc]])),
+    { slackMilli: 1n },
+  );
+  assert.ok(caller.ok, `caller history: ${format(caller)}`);
 });
 
 Deno.test("localReserve: cascade and several limits are served when all are covered, and go to DynamoDB otherwise", async () => {
