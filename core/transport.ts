@@ -67,6 +67,24 @@ export class AmbiguousWriteError extends Error {
 }
 
 /**
+ * A write whose caller's deadline passed while no attempt of it was on the
+ * wire and none had failed in a way that may have applied it: it was
+ * never applied, and no attempt will be sent any more.
+ */
+export class WriteNotSentError extends Error {
+  /** Creates the error; `cause` is the deadline's reason. */
+  constructor(cause: unknown) {
+    super(
+      `The write was not applied: its deadline passed before it was sent (${
+        errorName(cause) || String(cause)
+      })`,
+      { cause },
+    );
+    this.name = "WriteNotSentError";
+  }
+}
+
+/**
  * Runs `fn` in a deadline scope: the signal aborts at `timeoutMs` (or when
  * `options.signal` or an enclosing scope aborts). A nested scope can only
  * shorten the deadline.
@@ -155,6 +173,7 @@ const NOT_SENT_CODES = new Set([
  */
 export function certainlyNotApplied(e: unknown): boolean {
   if (e instanceof AmbiguousWriteError) return false;
+  if (e instanceof WriteNotSentError) return true;
   const name = errorName(e);
   if (NOT_APPLIED_NAMES.has(name)) return true;
   if (
@@ -285,16 +304,20 @@ export function guardedSend(send: Send, options: TransportOptions): Send {
       (command as { constructor?: { name?: string } })?.constructor?.name ??
         "",
     );
+    let state: WriteState | null = null;
     if (stack && !marked[GUARDED]) {
       marked[GUARDED] = true;
-      if (write) addWriteGuard(stack);
+      if (write) {
+        state = { deadline: null, inFlight: 0, maybeApplied: false };
+        addWriteGuard(stack, state);
+      }
       if (options.clockSync?.wants()) addClockSample(stack, options);
     }
     const outer = sendOptions?.abortSignal ?? currentSignal();
     if (outer) {
       if (outer.aborted) throw outer.reason;
       return write
-        ? await sendWrite(send, command, outer, grace)
+        ? await sendWrite(send, command, outer, grace, state)
         : await send(command, { abortSignal: outer });
     }
     return await withDeadline(
@@ -302,10 +325,20 @@ export function guardedSend(send: Send, options: TransportOptions): Send {
       options.defaultTimeoutMs,
       (signal) =>
         write
-          ? sendWrite(send, command, signal, grace)
+          ? sendWrite(send, command, signal, grace, state)
           : send(command, { abortSignal: signal }),
     );
   };
+}
+
+/** What the write guard knows of one write's attempts. */
+interface WriteState {
+  /** The caller's deadline (set when the write is sent). */
+  deadline: AbortSignal | null;
+  /** Attempts on the wire now. */
+  inFlight: number;
+  /** An attempt failed in a way that may have applied it. */
+  maybeApplied: boolean;
 }
 
 /**
@@ -328,7 +361,9 @@ function sendWrite(
   command: unknown,
   deadline: AbortSignal,
   graceMs: number,
+  state: WriteState | null,
 ): Promise<unknown> {
+  if (state) state.deadline = deadline;
   const inner = new AbortController();
   let grace: Deadline | null = null;
   const onDeadline = (): void => {
@@ -336,7 +371,14 @@ function sendWrite(
   };
   deadline.addEventListener("abort", onDeadline, { once: true });
   return new Promise((resolve, reject) => {
-    const giveUp = (): void => reject(deadline.reason);
+    // With the guard's count: nothing on the wire and nothing that may have
+    // applied means never applied (the guard sends no attempt after this).
+    const giveUp = (): void =>
+      reject(
+        state && state.inFlight === 0 && !state.maybeApplied
+          ? new WriteNotSentError(deadline.reason)
+          : deadline.reason,
+      );
     deadline.addEventListener("abort", giveUp, { once: true });
     send(command, { abortSignal: inner.signal }).then(resolve, reject)
       .finally(() => {
@@ -347,7 +389,7 @@ function sendWrite(
   });
 }
 
-function addWriteGuard(stack: MiddlewareStackLike): void {
+function addWriteGuard(stack: MiddlewareStackLike, state: WriteState): void {
   let attempts = 0;
   let last: unknown = undefined;
   // finalizeRequest/low runs inside the SDK's retry middleware (finalizeRequest/high): once per attempt.
@@ -355,12 +397,20 @@ function addWriteGuard(stack: MiddlewareStackLike): void {
     if (attempts > 0 && !certainlyNotApplied(last)) {
       throw new AmbiguousWriteError(last);
     }
+    // Its caller gave up: no new attempt (a retry nobody waits for would only strand tokens).
+    if (state.deadline?.aborted) {
+      throw new WriteNotSentError(state.deadline.reason);
+    }
     attempts++;
+    state.inFlight++;
     try {
       return await next(args);
     } catch (e) {
       last = e;
+      if (!certainlyNotApplied(e)) state.maybeApplied = true;
       throw e;
+    } finally {
+      state.inFlight--;
     }
   }, { step: "finalizeRequest", priority: "low", name: "zaelWriteGuard" });
 }

@@ -1,10 +1,12 @@
 import assert from "node:assert/strict";
 import { systemClock } from "./clock.ts";
 import {
+  certainlyNotApplied,
   DeadlineExceededError,
   guardedSend,
   type Send,
   withDeadline,
+  WriteNotSentError,
 } from "./transport.ts";
 
 /** Commands named as the SDK's are (the transport tells writes by the class name). */
@@ -116,4 +118,91 @@ Deno.test("guardedSend: a write failing before the deadline fails with its own e
     withDeadline({}, 500, () => send(new UpdateItemCommand())),
     (e) => e === boom,
   );
+});
+
+type Mw = (
+  next: (a: unknown) => Promise<unknown>,
+) => (a: unknown) => Promise<unknown>;
+
+/**
+ * A write command with a middleware stack, sent by a fake SDK: attempts run
+ * through the stack's middlewares (where the library's guard sits), and a
+ * throttled attempt is retried after `backoffMs`, as the SDK's retry loop does.
+ */
+function sdkLike(
+  handler: (attempt: number, signal: AbortSignal) => Promise<unknown>,
+  backoffMs: number,
+): { send: Send; command: () => object; attempts: () => number } {
+  let attempts = 0;
+  class UpdateItemCommand {
+    readonly mws: Mw[] = [];
+    readonly middlewareStack = { add: (mw: Mw) => void this.mws.push(mw) };
+  }
+  const send: Send = async (command, options) => {
+    const c = command as UpdateItemCommand;
+    const signal = options?.abortSignal as AbortSignal;
+    const run = c.mws.reduceRight<(a: unknown) => Promise<unknown>>(
+      (next, mw) => mw(next),
+      () => handler(attempts++, signal),
+    );
+    for (let i = 0;; i++) {
+      try {
+        return await run({});
+      } catch (e) {
+        if (i >= 2 || (e as Error).name !== "ThrottlingException") throw e;
+        await new Promise((r) => setTimeout(r, backoffMs));
+      }
+    }
+  };
+  return {
+    send,
+    command: () => new UpdateItemCommand(),
+    attempts: () => attempts,
+  };
+}
+
+function throttled(): Error {
+  const e = new Error("Rate of requests exceeds the allowed throughput.");
+  e.name = "ThrottlingException";
+  return e;
+}
+
+Deno.test("guardedSend: a write waiting out a throttle when its deadline passes is never applied: not sent again, and the caller told so", async () => {
+  const sdk = sdkLike(
+    (n) => n === 0 ? Promise.reject(throttled()) : Promise.resolve({}),
+    120,
+  );
+  const send = guardedSend(sdk.send, {
+    defaultTimeoutMs: 1000,
+    localClock: systemClock,
+  });
+  let caught: unknown;
+  await withDeadline({}, 30, () => send(sdk.command())).catch((e) =>
+    caught = e
+  );
+  assert.ok(caught instanceof WriteNotSentError, `got ${String(caught)}`);
+  assert.ok(certainlyNotApplied(caught));
+  await sleep(250); // the SDK's backoff ends: its retry must not be sent
+  assert.equal(
+    sdk.attempts(),
+    1,
+    "the SDK retried a write whose caller gave up",
+  );
+});
+
+Deno.test("guardedSend: a write on the wire when its deadline passes may have applied: the caller gets the deadline's reason", async () => {
+  let finish: (v: unknown) => void = () => {};
+  const sdk = sdkLike(() => new Promise((r) => finish = r), 10);
+  const send = guardedSend(sdk.send, {
+    defaultTimeoutMs: 1000,
+    localClock: systemClock,
+  });
+  let caught: unknown;
+  await withDeadline({}, 30, () => send(sdk.command())).catch((e) =>
+    caught = e
+  );
+  assert.ok(caught instanceof DeadlineExceededError, `got ${String(caught)}`);
+  assert.equal(certainlyNotApplied(caught), false);
+  finish({});
+  await sleep(10);
 });
