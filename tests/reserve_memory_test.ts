@@ -45,6 +45,7 @@ import {
   type History,
   type Operation,
 } from "./_oracle/checker.ts";
+import { ReserveRecorder } from "./_oracle/reserve_recorder.ts";
 
 interface CallContext {
   readonly start: bigint;
@@ -450,4 +451,117 @@ Deno.test("localReserve on the memory store: random concurrent histories with fa
     { numRuns: 8 },
   );
   assert.ok(local > 50, `slices served acquires (${local})`);
+});
+
+// A slice taken on both sides of a cascade whose parent side is refused (the
+// limiter's view of the parent was stale) gives the child's write back; when
+// that give-back fails before applying (throttled), the call still goes on
+// and is admitted by the fast path (it asks less than a slice). The child's
+// write then stands: it must be reported as a give-back that did not happen,
+// or the callers' accounting is off by the slice.
+Deno.test("localReserve: a failed give-back of a slice write whose other side was refused is reported as a give-back", async () => {
+  let throttleGiveBack = false;
+  const store = new MemoryBucketStore({
+    hook: (phase, _op, ws) => {
+      if (phase !== "before" || !throttleGiveBack) return;
+      const giveBack = ws.some((w) =>
+        w.kind === "plain" && w.write.ref.entityId === "child" &&
+        w.write.limits.some((l) => l.name === "rpm" && l.take < 0n)
+      );
+      if (!giveBack) return;
+      throttleGiveBack = false;
+      throw Object.assign(new Error("injected: throttled"), {
+        name: "ThrottlingException",
+      });
+    },
+  });
+  const source = new MemoryLimiterSource(store);
+  source.setSystemDefaults([Limit.custom("rpm", 60, 60, 3600)]);
+  source.createEntity("parent");
+  source.createEntity("child", { parentId: "parent", cascade: true });
+  const rec = new ReserveRecorder("rpm");
+  const stranded: StrandedCharge[] = [];
+  const onStranded = rec.onStranded();
+  const limiter = new RateLimiter(source, {
+    bucketStore: rec.wrap(store),
+    refusalCacheSize: 0,
+    onError: () => {},
+    onStranded: (c) => {
+      stranded.push(c);
+      onStranded(c);
+    },
+    localReserve: { ttlMs: 20, targetMs: 5000, maxFraction: 0.5, env: {} },
+  });
+  const other = new RateLimiter(source, { bucketStore: store });
+  const t0 = BigInt(Date.now());
+  const child = {
+    entityId: "child",
+    resource: "api",
+    amount: 1,
+    buckets: ["child", "parent"],
+  };
+  try {
+    // Demand, known items; the slices expire and go back.
+    for (let i = 0; i < 6; i++) await rec.acquire(0, limiter, child);
+    await new Promise((r) => setTimeout(r, 100));
+    assert.deepEqual(limiter.reserveStats()?.heldTokens, {});
+    // Another process drains the parent to one token: this limiter's view of it is stale.
+    const left = Number(
+      (store.get({
+        ns: source.namespaceId,
+        entityId: "parent",
+        resource: "api",
+        shard: 0,
+      })
+        ?.limits.get("rpm")?.tk ?? 0n) / 1000n,
+    );
+    await other.acquire({
+      entityId: "parent",
+      resource: "api",
+      consume: { rpm: left - 1 },
+    }, () => {});
+    const taken = limiter.reserveStats()?.slicesTaken ?? 0;
+    throttleGiveBack = true;
+    await rec.acquire(0, limiter, child);
+    assert.equal(throttleGiveBack, false, "the child's give-back was sent");
+    assert.equal(rec.counts.admitted, 7, JSON.stringify(rec.counts));
+    assert.equal(limiter.reserveStats()?.slicesTaken, taken, "no slice taken");
+  } finally {
+    await limiter.close();
+  }
+  const params = { cp: 60_000n, ra: 60_000n, rp: 3_600_000n };
+  const tc = new Map(
+    ["child", "parent"].map((b) => [
+      b,
+      store.get({
+        ns: source.namespaceId,
+        entityId: b,
+        resource: "api",
+        shard: 0,
+      })
+        ?.limits.get("rpm")?.tc ?? 0n,
+    ]),
+  );
+  const limits = ["child", "parent"].map((bucket) => ({
+    bucket,
+    limit: "rpm",
+    params,
+  }));
+  // The other process's charge of the parent, outside the recorder.
+  const drained = (tc.get("parent") ?? 0n) - 7000n;
+  const caller = check(
+    rec.callerHistory(
+      t0,
+      limits.map((l) =>
+        l.bucket === "parent" ? { ...l, consumedMilli: drained } : l
+      ),
+      tc,
+    ),
+    { slackMilli: 1n },
+  );
+  assert.ok(caller.ok, `caller history: ${format(caller)}`);
+  const g = stranded.filter((s) => s.entityId === "child");
+  assert.equal(g.length, 1, JSON.stringify(stranded));
+  assert.equal(g[0]?.kind, "giveback");
+  assert.ok((g[0]?.amounts["rpm"] ?? 0) > 1, "the slice write carried a slice");
 });

@@ -185,7 +185,8 @@ async function compensate(
       reportStranded(adm, ref, new Map([["*", left]]), "giveback", null);
     }
   } catch (e) {
-    reportStranded(adm, ref, side.charge, "debit", e);
+    // The charge stands unless the give-back applied after all.
+    reportStranded(adm, ref, side.charge, "giveback", e);
   }
 }
 

@@ -465,7 +465,11 @@ export class LocalReserve {
     return true;
   }
 
-  /** Gives a failed slice write's charge back (the other side failed). */
+  /**
+   * Gives a failed slice write's charge back (the other side failed); one
+   * not given back (or maybe not) is reported as a `giveback`: the call may
+   * still be admitted by the fast path, and the charge then stands.
+   */
   async #compensate(t: Target, a: Map<string, bigint>): Promise<void> {
     try {
       const placed = await withGrace(
@@ -475,7 +479,7 @@ export class LocalReserve {
       if (placed) return;
       reportStranded(this.#adm, t.ref, a, "giveback", null);
     } catch (e) {
-      reportStranded(this.#adm, t.ref, a, "debit", e);
+      reportStranded(this.#adm, t.ref, a, "giveback", e);
     }
     addAll(this.#stranded, a);
   }
