@@ -251,6 +251,20 @@ export interface RefillPlan {
    * conditioned on `tk` being that value.
    */
   readonly clamped: readonly boolean[];
+  /**
+   * Per limit: the most a write may leave in it after its charge, or
+   * `null` (no bound but the refilled balance). Set for a full limit when
+   * others on the item are not full: see {@linkcode planRefill}.
+   */
+  readonly hold: readonly (bigint | null)[];
+}
+
+/** A limit's balance after a write's charge, at most its `hold` ({@linkcode RefillPlan.hold}). */
+export function heldBack(
+  after: bigint,
+  hold: bigint | null | undefined,
+): bigint {
+  return hold !== null && hold !== undefined && hold < after ? hold : after;
 }
 
 /** Stored (undivided) parameters as they apply to one of `shards` shards (as {@linkcode paramsOf} divides a limit). */
@@ -303,13 +317,24 @@ export function holdbackMs(params: readonly BucketParams[]): bigint {
  *   {@linkcode sharedRefillSpan} (drift compensation), and each limit is
  *   capped at its capacity minus the refill of the time the span leaves
  *   unclaimed (`now − rf'`), which the stored pair credits again later.
- * - Some balance reaches its capacity (a full bucket): the ideal bucket is
+ * - Every balance reaches its capacity (a full bucket): the ideal bucket is
  *   full now, so the refill up to `now` is claimed whole, balances are set to
  *   at most the capacity, and `rf'` is put {@linkcode holdbackMs} *ahead* of
  *   `now`. Until then the stored pair credits no refill, so plain writes
  *   (which must not run on a saturated bucket) stay exact for that window;
  *   the price is the refill of the window, at most 1% of each capacity,
  *   held back from the next burst.
+ * - Some balances reach their capacity, others do not: `rf'` is not put
+ *   ahead, since a limit that is not full would lose the refill of the
+ *   window on every such write (a limit that never binds is full at each
+ *   refill write of the one that does: half of the refill was lost). The
+ *   span and caps are as with no full balance, and a full limit's `hold`
+ *   is its saturation ceiling at `now` + {@linkcode holdbackMs}: a write
+ *   leaving it at most that opens the same window for plain writes, and
+ *   holds back at most 1% of that limit's capacity (applied after the
+ *   charge). A full limit whose `need` (its charge) exceeds its balance at
+ *   `rf'` makes the write a full-bucket one, so that a request of a whole
+ *   capacity still fits.
  *
  * A balance above capacity (capacity lowered by another writer) is brought
  * down to it. A future `rf` (a clamped refill, or a writer whose clock is
@@ -318,9 +343,8 @@ export function holdbackMs(params: readonly BucketParams[]): bigint {
  * A limit marked `ride` (stored on the item but not part of the write's
  * decision: `refill_settle.ts`) is refilled to the same `rf'` and capped
  * the same way, but neither sets the span nor makes the write a full-bucket
- * one: a limit nobody charges sits at its capacity, and would otherwise
- * cost every refill write of the item its holdback. Its `clamped` flag says
- * whether the cap cut its refill.
+ * one (a rider that is not full keeps it from being one). Its `clamped`
+ * flag says whether the cap cut its refill.
  */
 export function planRefill(
   rf: bigint,
@@ -329,6 +353,7 @@ export function planRefill(
     readonly tk: bigint;
     readonly p: BucketParams;
     readonly ride?: boolean;
+    readonly need?: bigint | undefined;
   }[],
 ): RefillPlan {
   const span = sharedRefillSpan(
@@ -338,31 +363,50 @@ export function planRefill(
   );
   const rfNext = rf + span;
   let clamped = false;
+  let notFull = false;
+  let wholeClaim = false;
   const cut: boolean[] = [];
-  const capped = limits.map(({ tk, p, ride }) => {
+  const full: boolean[] = [];
+  const capped = limits.map(({ tk, p, ride, need }) => {
     const gained = span > 0n ? (span * p.ra) / p.rp : 0n;
     const cap = p.cp - refillOf(now - rfNext, p);
     const base = tk > p.cp ? p.cp : tk;
     const next = base + gained;
     if (next >= cap && !ride) clamped = true;
+    if (next < cap) notFull = true;
+    // A full limit charged more than its balance at rf' (the refill of
+    // now − rf' is in its capacity): only the whole claim admits it.
+    else if (need !== undefined && need > cap) wholeClaim = true;
+    full.push(next >= cap);
     cut.push(next > cap);
     return next < cap ? next : cap;
   });
-  if (!clamped) return { rf: rfNext, tk: capped, clamped: cut };
+  if (!clamped || (notFull && !wholeClaim)) {
+    const at = now + (clamped ? holdbackMs(limits.map((l) => l.p)) : 0n);
+    return {
+      rf: rfNext,
+      tk: capped,
+      clamped: cut,
+      hold: limits.map(({ p }, i) =>
+        clamped && full[i] ? saturationCeiling(rfNext, at, p) : null
+      ),
+    };
+  }
   const elapsed = now > rf ? now - rf : 0n;
   const ahead = now + holdbackMs(limits.map((l) => l.p));
-  const full = limits.map(({ tk, p }) => {
+  const whole = limits.map(({ tk, p }) => {
     const base = tk > p.cp ? p.cp : tk;
     return base + (elapsed * p.ra) / p.rp;
   });
   return {
     rf: rf > ahead ? rf : ahead,
-    tk: full.map((next, i) => {
+    tk: whole.map((next, i) => {
       const cp = (limits[i] as { p: BucketParams }).p.cp;
       return next < cp ? next : cp;
     }),
-    clamped: full.map((next, i) =>
+    clamped: whole.map((next, i) =>
       next > (limits[i] as { p: BucketParams }).p.cp
     ),
+    hold: limits.map(() => null),
   };
 }

@@ -25,6 +25,7 @@
  */
 import {
   type BucketParams,
+  heldBack,
   planRefill,
   retryAfterAt,
   saturationCeiling,
@@ -320,6 +321,7 @@ export class BucketWriter {
       present.map((s) => ({
         tk: (k.limits.get(s.limit.name) as { tk: bigint }).tk,
         p: s.eff,
+        need: amounts.get(s.limit.name),
       })),
     );
     let refused = false;
@@ -335,7 +337,7 @@ export class BucketWriter {
         params: s.stored,
         paramsBefore: s.stored,
         tkBefore: st.tk,
-        tkAfter: tk - a,
+        tkAfter: heldBack(tk - a, plan.hold[i]),
         consumed: a,
         capped: true,
         exact: plan.clamped[i] === true,
@@ -518,7 +520,7 @@ export class BucketWriter {
     const limits: PlannedLimit[] = entries.map(({ name: n, st, p }, i) => {
       const refilled = plan.tk[i] as bigint;
       const d = names.includes(n) ? deltas.get(n) as bigint : 0n;
-      let after = refilled - d;
+      let after = heldBack(refilled - d, plan.hold[i]);
       let cut = plan.clamped[i] === true;
       if (d < 0n) {
         // A give-back fills at most to the ceiling at `now` (the refilled

@@ -41,6 +41,8 @@ export interface RefillEntry {
   readonly tk: bigint;
   /** Effective parameters on one shard. */
   readonly p: BucketParams;
+  /** The write's charge on it, if any (see `planRefill`). */
+  readonly need?: bigint | undefined;
 }
 
 /**
@@ -68,6 +70,7 @@ export function settleRefill(
       rf: all.rf,
       tk: all.tk.slice(0, n),
       clamped: all.clamped.slice(0, n),
+      hold: all.hold.slice(0, n),
     },
     others: riders.map((o, j) => ({
       name: o.name,

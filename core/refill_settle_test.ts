@@ -200,3 +200,70 @@ Deno.test("A full limit stored outside the call's limits rides along a refill wi
   assert.ok(admitted >= 99 + 300 - 5, `admitted ${admitted} of 399`);
   assert.ok(admitted <= 99 + 300, `admitted ${admitted} of 399`);
 });
+
+for (const charged of [false, true]) {
+  Deno.test(
+    `A full limit that ${
+      charged
+        ? "the calls charge (it refills faster)"
+        : "the calls do not charge"
+    } costs the binding limit nothing at each refill write (no holdback of its refill)`,
+    async () => {
+      const clock = manualClock(1_000_000);
+      const { limiter, source } = createTestLimiter({
+        source: { clock },
+        limiter: { onError: () => {} },
+      });
+      // b binds; z is full at every refill write of b's.
+      source.setSystemDefaults([
+        Limit.custom("b", 100, 100, 1),
+        Limit.custom("z", 1000, 1000, 1),
+      ]);
+      const req = {
+        entityId: "k",
+        resource: "api",
+        consume: charged ? { b: 1, z: 1 } : { b: 1 },
+      };
+      let admitted = 0;
+      const start = clock.now();
+      while (clock.now() - start < 3000) {
+        clock.advance(2);
+        for (let i = 0; i < 3; i++) {
+          try {
+            await (await limiter.acquire(req)).commit();
+            admitted++;
+          } catch (e) {
+            if (!(e instanceof RateLimitExceeded)) throw e;
+          }
+        }
+      }
+      // The ideal bucket: 100, then 100 a second for 3 s (the first 2 ms
+      // before the first call). A refill write that put rf 10 ms ahead for
+      // z lost b's refill of those 10 ms each time (250 of 400).
+      assert.ok(admitted >= 400 - 5, `admitted ${admitted} of 400`);
+      assert.ok(admitted <= 400, `admitted ${admitted} of 400`);
+    },
+  );
+}
+
+Deno.test("A request of a limit's whole capacity fits when that limit is full and another on the item is not (the hold applies after the charge)", async () => {
+  const clock = manualClock(1_000_000);
+  const { limiter, source, store } = createTestLimiter({
+    source: { clock },
+    limiter: { onError: () => {} },
+  });
+  source.setSystemDefaults([
+    Limit.custom("b", 10, 10, 1),
+    Limit.custom("c", 100, 1, 60),
+  ]);
+  const req = { entityId: "k", resource: "api" };
+  await (await limiter.acquire({ ...req, consume: { b: 1, c: 50 } })).commit();
+  clock.advance(2000); // b full again, c not
+  const fresh = new RateLimiter(source, { bucketStore: store }); // slow path
+  await (await fresh.acquire({ ...req, consume: { b: 10, c: 1 } })).commit();
+  await (await limiter.acquire({ ...req, consume: { c: 1 } })).commit();
+  await assert.rejects(
+    limiter.acquire({ ...req, consume: { b: 1 } }),
+    RateLimitExceeded,
+  );
+});

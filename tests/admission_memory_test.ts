@@ -534,17 +534,16 @@ interface NarrowStep {
  * item's one `rf`, and `tpm`'s refill since the old `rf` must be settled,
  * not lost (the checker flags the refusals a lost refill causes).
  *
- * `rpm` holds 1000 and refills 1 a second: every call takes one, so after
- * the first it is never full again. (A full limit makes every refill write
- * of the item a full-bucket one, whose holdback, 1% of `tpm`'s capacity,
- * would then be lost on each: a bound of its own, not this one.)
+ * `rpm` is either full at nearly every refill write (100, 100 a second),
+ * or never full again after the first call (1000, 1 a second). A full
+ * limit must not cost `tpm` the holdback of its refill on every write.
  */
-const RPM_CAPACITY = 1000;
-
 async function runNarrowHistory(
   tpmCapacity: number,
+  rpmFull: boolean,
   steps: readonly NarrowStep[],
 ): Promise<{ history: History; writes: number }> {
+  const [rpmCapacity, rpmRate] = rpmFull ? [100, 100] : [1000, 1];
   let writes = 0;
   const store = new MemoryBucketStore({
     hook: (phase, op) => {
@@ -552,7 +551,7 @@ async function runNarrowHistory(
     },
   });
   const source = new MemoryLimiterSource(store);
-  const rpm = Limit.custom("rpm", RPM_CAPACITY, 1, PERIOD_S);
+  const rpm = Limit.custom("rpm", rpmCapacity, rpmRate, PERIOD_S);
   const tpm = Limit.custom("tpm", tpmCapacity, tpmCapacity, PERIOD_S);
   source.setSystemDefaults([rpm, tpm]);
   const options = { bucketStore: store, refusalCacheSize: 0 };
@@ -603,7 +602,11 @@ async function runNarrowHistory(
     history: {
       t0,
       limits: [
-        { bucket: "solo", limit: "rpm", params: params(RPM_CAPACITY, 1) },
+        {
+          bucket: "solo",
+          limit: "rpm",
+          params: params(rpmCapacity, rpmRate),
+        },
         {
           bucket: "solo",
           limit: "tpm",
@@ -620,6 +623,7 @@ Deno.test("memory store: calls that do not know a limit stored on the item (an o
   await fc.assert(
     fc.asyncProperty(
       fc.integer({ min: 3, max: 8 }),
+      fc.boolean(),
       fc.array(
         fc.record({
           kind: fc.constantFrom(
@@ -637,16 +641,17 @@ Deno.test("memory store: calls that do not know a limit stored on the item (an o
         }),
         { minLength: 15, maxLength: 30 },
       ),
-      async (tpmCapacity, steps) => {
+      async (tpmCapacity, rpmFull, steps) => {
         // Drain tpm first, so that its refill decides the wide calls.
         const drain: NarrowStep[] = Array.from(
           { length: tpmCapacity + 1 },
           () => ({ kind: "wide", gap: 0 }),
         );
-        const { history, writes } = await runNarrowHistory(tpmCapacity, [
-          ...drain,
-          ...steps,
-        ]);
+        const { history, writes } = await runNarrowHistory(
+          tpmCapacity,
+          rpmFull,
+          [...drain, ...steps],
+        );
         const report = check(history, {
           slackMilli: 1n,
           // The new bucket's holdback (1% of tpm's capacity; rpm never
@@ -655,12 +660,12 @@ Deno.test("memory store: calls that do not know a limit stored on the item (an o
         });
         assert.ok(
           report.ok,
-          `tpm ${tpmCapacity}, steps ${JSON.stringify(steps)}: ${
-            format(report)
-          }`,
+          `tpm ${tpmCapacity}, rpm full ${rpmFull}, steps ${
+            JSON.stringify(steps)
+          }: ${format(report)}`,
         );
       },
     ),
-    { numRuns: 4 },
+    { numRuns: 6 },
   );
 });

@@ -10,6 +10,7 @@
  */
 import {
   type BucketParams,
+  heldBack,
   paramsOf,
   retryAfterAt,
   retryAfterSeconds,
@@ -277,6 +278,7 @@ export function planWrite(
       const eff = effective[i] as BucketParams;
       const stored = item?.limits.get(l.name);
       return {
+        need: side.charge.get(l.name),
         tk: stored ? stored.tk : eff.cp,
         p: stored && !sameParams(stored.params, paramsOf(l))
           ? settleParams(shardParams(stored.params, side.shards), eff)
@@ -336,7 +338,7 @@ export function planWrite(
       params: paramsOf(l),
       paramsBefore: stored ? stored.params : null,
       tkBefore: stored ? stored.tk : null,
-      tkAfter: ok ? tk - amount : tk,
+      tkAfter: heldBack(ok ? tk - amount : tk, refilled.hold[r]),
       consumed: ok ? amount : 0n,
       capped: stored !== undefined,
       exact: stored !== undefined && refilled.clamped[r] === true,

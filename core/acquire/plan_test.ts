@@ -120,13 +120,17 @@ Deno.test("planWrite: refills since rf, refuses what the refilled balance cannot
   const s = refused.statuses.find((x) => x.limitName === "rps");
   assert.equal(s?.exceeded, true);
   assert.equal(s?.available, 2);
-  // 1 token at 10/s, rounded up, counted from the planned rf (10 ms ahead:
-  // the stored pair credits nothing before it).
-  assert.equal(refused.rfAfter, 1110n);
-  assert.equal(s?.retryAfterSeconds, 0.111);
+  // 1 token at 10/s, rounded up. tpm is full and rps is not: rf is not put
+  // ahead (rps would lose the refill of the holdback), tpm is held at its
+  // ceiling 10 ms on (the holdback: 1% of rps's capacity at 10 a second).
+  assert.equal(refused.rfAfter, 1100n);
+  assert.equal(s?.retryAfterSeconds, 0.101);
   const r = refused.limits.find((l) => l.name === "rps");
   assert.equal(r?.consumed, 0n);
   assert.equal(r?.tkAfter, 2000n);
+  const t = refused.limits.find((l) => l.name === "tpm");
+  assert.equal(t?.tkAfter, 100_000n - (10n * 100_000n) / 60_000n);
+  assert.equal(t?.exact, true); // its refill was cut: right only for the read balance
   const w = slowWrite(refused, null);
   assert.ok(
     w.kind === "slow" && !w.write.create && w.write.expectedRf === 1000n,
