@@ -4,11 +4,10 @@
  * `dev/bench.ts` for several builds side by side in one process on one
  * DynamoDB Local: the working tree and each git revision REV (default: the
  * last commit before the admission work, 4eb7ab3), checked out into
- * temporary worktrees. Each
- * build gets its own table with identical settings (stream, indexes,
- * limits, entities), and the raw conditional `UpdateItem` baseline one
- * more; cells alternate between the builds and the baseline, round after
- * round, each round starting with the next build,
+ * temporary worktrees. The builds share one table (a namespace each, the
+ * same limits and entities) with the raw conditional `UpdateItem`
+ * baseline's items; cells alternate between the builds and the baseline,
+ * round after round, each round starting with the next build,
  * and each cell is the median ratio acquire/raw over `ROUNDS` rounds, so
  * load that drifts during the run hits every build alike. The change column
  * compares the working tree with each revision. A second table splits each
@@ -88,13 +87,21 @@ try {
   }];
   const scenarios: Record<string, Op[]> = {};
   const floors: Record<string, Op[]> = {};
+  let table = "";
   for (const [i, b] of builds.entries()) {
     const lib = await import(`${b.root}mod.ts`);
+    // One table for every build (a namespace each) and the raw items: in
+    // DynamoDB Local a table's speed depends on when it was created (a
+    // control run of HEAD against its own working tree on tables of their
+    // own: -3% to -16% for identical code, following creation order).
     const repo = await lib.Repository.open({
       client,
-      stack: `bench-compare-${i}`,
+      stack: "bench-compare",
+      namespace: `build-${i}`,
       provision: true,
+      registerNamespace: true,
     });
+    table = repo.tableName;
     const built = await acquireScenarios(lib, repo);
     const floorOps = await formatFloors(client, built, 32);
     for (const [name, op] of built) {
@@ -102,15 +109,7 @@ try {
       (floors[name] ??= []).push(floorOps.get(name) as Op);
     }
   }
-  // The raw items get a table of their own (same settings, made by the
-  // working tree): sharing one build's table slowed that build's cells.
-  const own = await import(`${ROOT}mod.ts`);
-  const rawRepo = await own.Repository.open({
-    client,
-    stack: "bench-compare-raw",
-    provision: true,
-  });
-  const raw = await rawBaseline(client, rawRepo.tableName);
+  const raw = await rawBaseline(client, table);
   console.log("warming up DynamoDB Local and caches...");
   await measure(32, raw, 3000);
   for (const ops of Object.values(scenarios)) {
