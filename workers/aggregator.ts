@@ -45,7 +45,6 @@ import {
   bucketKey,
   decodeBucket,
   MIGRATED_FROM_ATTRIBUTE,
-  wcuPlanned,
 } from "../core/bucket_item.ts";
 import { type Clock, systemClock } from "../core/clock.ts";
 import { isConditionFailed } from "../core/_sdk_errors.ts";
@@ -466,9 +465,8 @@ export function refillUpdate(
   consumed: ReadonlyMap<string, bigint>,
   now: number,
 ): UpdateItemCommandInput | null {
-  // A calendar quota (it has a window, b_{name}_ws) is never refilled, only
-  // reset. The hidden wcu limit is refilled with rf below (unconditioned,
-  // as the limiter's refills do): moving rf without it lost its refill.
+  // The hidden wcu limit is left to the limiter's own refills; a calendar
+  // quota (it has a window, b_{name}_ws) is never refilled, only reset.
   const limits = [...item.limits.entries()].filter(([name, l]) =>
     name !== WCU_LIMIT_NAME && (l.ws ?? null) === null &&
     l.params.ra > 0n && l.params.rp > 0n && l.params.cp > 0n
@@ -507,13 +505,6 @@ export function refillUpdate(
     cond.push(`${tk} <= ${e.num(l.tk)}`);
   });
   if (add.length === 0) return null;
-  if (item.limits.has(WCU_LIMIT_NAME)) {
-    const wcu = wcuPlanned(item, plan.rf, 0n);
-    const delta = wcu.tkAfter - (wcu.tkBefore ?? wcu.tkAfter);
-    if (delta !== 0n) {
-      add.push(`${e.n(bucketAttr(WCU_LIMIT_NAME, "tk"))} ${e.num(delta)}`);
-    }
-  }
   const rf = e.n("rf");
   return {
     TableName: table,

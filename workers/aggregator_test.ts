@@ -492,23 +492,3 @@ Deno.test("aggregator handler: every kind of garbage bucket item is rejected wit
   );
   assert.equal(agg.counters().aggregator_bucket_writes_total, 1);
 });
-
-Deno.test("refillUpdate: refills the hidden wcu limit with rf (moving rf without it lost its refill since the old rf)", () => {
-  // wcu: 1000 writes a second, 200 left at rf = 1000.
-  const img = bucketImage({
-    rpm: { tk: 500, tc: 10_000 },
-    wcu: { tk: 200_000, tc: 0, cp: 1_000_000, ra: 1_000_000, rp: 1000 },
-  }, { rf: 1_000 });
-  const c = change(record("MODIFY", img, { ...img, "b_rpm_tc": { N: "0" } }));
-  const u = refillUpdate("t", c, c.item, new Map([["rpm", 10_000n]]), 1_700);
-  assert.ok(u !== null);
-  const names = u.ExpressionAttributeNames ?? {};
-  const values = u.ExpressionAttributeValues ?? {};
-  const text = (u.UpdateExpression ?? "").replace(
-    /#n\d+/g,
-    (k) => names[k] ?? k,
-  ).replace(/:v\d+/g, (k) => values[k]?.N ?? k);
-  assert.match(text, /SET rf = 1700\b/, text);
-  // rf moves by 700 ms: 700 writes of wcu refill (700,000 millitokens).
-  assert.match(text, /\bb_wcu_tk 700000\b/, text);
-});
