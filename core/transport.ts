@@ -366,24 +366,22 @@ function sendWrite(
   if (state) state.deadline = deadline;
   const inner = new AbortController();
   let grace: Deadline | null = null;
-  const onDeadline = (): void => {
-    grace = scheduleDeadline(graceMs, () => inner.abort(deadline.reason));
-  };
-  deadline.addEventListener("abort", onDeadline, { once: true });
   return new Promise((resolve, reject) => {
+    // One listener per write: answer the caller, and give the write its grace.
     // With the guard's count: nothing on the wire and nothing that may have
     // applied means never applied (the guard sends no attempt after this).
-    const giveUp = (): void =>
+    const onDeadline = (): void => {
+      grace = scheduleDeadline(graceMs, () => inner.abort(deadline.reason));
       reject(
         state && state.inFlight === 0 && !state.maybeApplied
           ? new WriteNotSentError(deadline.reason)
           : deadline.reason,
       );
-    deadline.addEventListener("abort", giveUp, { once: true });
+    };
+    deadline.addEventListener("abort", onDeadline, { once: true });
     send(command, { abortSignal: inner.signal }).then(resolve, reject)
       .finally(() => {
         deadline.removeEventListener("abort", onDeadline);
-        deadline.removeEventListener("abort", giveUp);
         if (grace !== null) cancelDeadline(grace);
       });
   });

@@ -41,13 +41,17 @@ function hangingSend(): {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-Deno.test("guardedSend: a write in flight is not aborted at its caller's deadline; the caller is answered at once", async () => {
-  const h = hangingSend();
-  const send = guardedSend(h.send, {
+/** guardedSend with a 1 s default deadline on the system clock. */
+const guarded = (send: Send, writeGraceMs?: number): Send =>
+  guardedSend(send, {
     defaultTimeoutMs: 1000,
     localClock: systemClock,
-    writeGraceMs: 5_000,
+    ...(writeGraceMs === undefined ? {} : { writeGraceMs }),
   });
+
+Deno.test("guardedSend: a write in flight is not aborted at its caller's deadline; the caller is answered at once", async () => {
+  const h = hangingSend();
+  const send = guarded(h.send, 5_000);
   const t0 = performance.now();
   await assert.rejects(
     withDeadline({}, 30, () => send(new UpdateItemCommand())),
@@ -68,11 +72,7 @@ Deno.test("guardedSend: a write in flight is not aborted at its caller's deadlin
 
 Deno.test("guardedSend: a write still hanging after the grace is aborted", async () => {
   const h = hangingSend();
-  const send = guardedSend(h.send, {
-    defaultTimeoutMs: 1000,
-    localClock: systemClock,
-    writeGraceMs: 40,
-  });
+  const send = guarded(h.send, 40);
   await assert.rejects(
     withDeadline({}, 20, () => send(new UpdateItemCommand())),
     DeadlineExceededError,
@@ -84,11 +84,7 @@ Deno.test("guardedSend: a write still hanging after the grace is aborted", async
 
 Deno.test("guardedSend: a read is aborted at the deadline", async () => {
   const h = hangingSend();
-  const send = guardedSend(h.send, {
-    defaultTimeoutMs: 1000,
-    localClock: systemClock,
-    writeGraceMs: 5_000,
-  });
+  const send = guarded(h.send, 5_000);
   await assert.rejects(
     withDeadline({}, 20, () => send(new GetItemCommand())),
     DeadlineExceededError,
@@ -97,10 +93,7 @@ Deno.test("guardedSend: a read is aborted at the deadline", async () => {
 });
 
 Deno.test("guardedSend: a write answered before the deadline returns its answer", async () => {
-  const send = guardedSend(() => Promise.resolve({ n: 1 }), {
-    defaultTimeoutMs: 1000,
-    localClock: systemClock,
-  });
+  const send = guarded(() => Promise.resolve({ n: 1 }));
   assert.deepEqual(
     await withDeadline({}, 500, () => send(new UpdateItemCommand())),
     { n: 1 },
@@ -110,10 +103,7 @@ Deno.test("guardedSend: a write answered before the deadline returns its answer"
 
 Deno.test("guardedSend: a write failing before the deadline fails with its own error", async () => {
   const boom = new Error("ValidationException");
-  const send = guardedSend(() => Promise.reject(boom), {
-    defaultTimeoutMs: 1000,
-    localClock: systemClock,
-  });
+  const send = guarded(() => Promise.reject(boom));
   await assert.rejects(
     withDeadline({}, 500, () => send(new UpdateItemCommand())),
     (e) => e === boom,
@@ -172,10 +162,7 @@ Deno.test("guardedSend: a write waiting out a throttle when its deadline passes 
     (n) => n === 0 ? Promise.reject(throttled()) : Promise.resolve({}),
     120,
   );
-  const send = guardedSend(sdk.send, {
-    defaultTimeoutMs: 1000,
-    localClock: systemClock,
-  });
+  const send = guarded(sdk.send);
   let caught: unknown;
   await withDeadline({}, 30, () => send(sdk.command())).catch((e) =>
     caught = e
@@ -193,10 +180,7 @@ Deno.test("guardedSend: a write waiting out a throttle when its deadline passes 
 Deno.test("guardedSend: a write on the wire when its deadline passes may have applied: the caller gets the deadline's reason", async () => {
   let finish: (v: unknown) => void = () => {};
   const sdk = sdkLike(() => new Promise((r) => finish = r), 10);
-  const send = guardedSend(sdk.send, {
-    defaultTimeoutMs: 1000,
-    localClock: systemClock,
-  });
+  const send = guarded(sdk.send);
   let caught: unknown;
   await withDeadline({}, 30, () => send(sdk.command())).catch((e) =>
     caught = e
