@@ -2105,17 +2105,6 @@ function evaluate(
         limit,
         amountMilli: v,
       }));
-      if (p.attempt.fate === "applied") {
-        ops.push({
-          kind: "adjust",
-          id: `${call.id}.w${i}`,
-          start: BigInt(p.attempt.at),
-          end: attemptEnd(p.attempt),
-          charges,
-          outcome: "applied",
-        });
-        return;
-      }
       // A request aborted in flight may be applied by DynamoDB after the
       // call returned: one ambiguous application.
       ops.push({
@@ -2124,7 +2113,7 @@ function evaluate(
         start: BigInt(p.attempt.at),
         end: attemptEnd(p.attempt),
         charges,
-        outcome: "ambiguous",
+        outcome: p.attempt.fate === "applied" ? "applied" : "ambiguous",
       });
     });
   };
