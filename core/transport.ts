@@ -348,12 +348,57 @@ interface WriteState {
 export const WRITE_GRACE_MS = 10_000;
 
 /**
+ * How a write ended whose caller gave up on it at its deadline:
+ * `applied` (it succeeded: applied exactly once, since the guard sends no
+ * attempt after the deadline and never resends one that may have applied),
+ * `notApplied` (it failed in a way that certainly did not apply it, see
+ * {@linkcode certainlyNotApplied}), `unknown` (an ambiguous failure, or
+ * its grace ran out).
+ */
+export type LateOutcome = "applied" | "notApplied" | "unknown";
+
+/**
+ * Learns the late outcome of a write sent in its scope ({@linkcode watchLate})
+ * whose caller's deadline passed while the write was on the wire or may
+ * have applied. Called synchronously when the caller is answered, before
+ * the caller sees the deadline's reason; never for a write that settled in
+ * time or that certainly was not sent ({@linkcode WriteNotSentError}).
+ */
+export type LateSink = (outcome: Promise<LateOutcome>) => void;
+
+const lateScope = new AsyncLocalStorage<LateSink>();
+
+/**
+ * Runs `fn` with `sink` learning the late outcome of the writes it sends
+ * (one operation's write, e.g. one side of an acquire: at most one of its
+ * writes is on the wire when its deadline passes).
+ */
+export function watchLate<T>(sink: LateSink, fn: () => T): T {
+  return lateScope.run(sink, fn);
+}
+
+/** The sink of the enclosing {@linkcode watchLate} scope, if any. */
+export function currentLateSink(): LateSink | undefined {
+  return lateScope.getStore();
+}
+
+/** The late outcome of a write that failed with `e`. */
+export function lateFailure(e: unknown): LateOutcome {
+  return certainlyNotApplied(e) ? "notApplied" : "unknown";
+}
+
+function lateApplied(): LateOutcome {
+  return "applied";
+}
+
+/**
  * Sends a write whose caller gives up at `deadline` without aborting the
- * write then: the caller gets the deadline's reason at once (the library
- * reports the charge as possibly stranded), while the write runs to its end
- * for up to `graceMs` more. Aborting a write in flight is
- * what made the SDK's default HTTP handler under Deno apply it twice (a
- * double charge; a double give-back would over-admit), see
+ * write then: the caller gets the deadline's reason at once, while the
+ * write runs to its end for up to `graceMs` more; the scope's
+ * {@linkcode LateSink} learns how it ended (the library gives a charge
+ * that applied late back, see `acquire/late_charge.ts`). Aborting a write
+ * in flight is what made the SDK's default HTTP handler under Deno apply it
+ * twice (a double charge; a double give-back would over-admit), see
  * `tests/integration/aborted_writes_test.ts`.
  */
 function sendWrite(
@@ -364,22 +409,29 @@ function sendWrite(
   state: WriteState | null,
 ): Promise<unknown> {
   if (state) state.deadline = deadline;
+  const sink = lateScope.getStore();
   const inner = new AbortController();
   let grace: Deadline | null = null;
+  let sent: Promise<unknown> | null = null;
   return new Promise((resolve, reject) => {
     // One listener per write: answer the caller, and give the write its grace.
     // With the guard's count: nothing on the wire and nothing that may have
     // applied means never applied (the guard sends no attempt after this).
     const onDeadline = (): void => {
       grace = scheduleDeadline(graceMs, () => inner.abort(deadline.reason));
-      reject(
-        state && state.inFlight === 0 && !state.maybeApplied
-          ? new WriteNotSentError(deadline.reason)
-          : deadline.reason,
-      );
+      if (state && state.inFlight === 0 && !state.maybeApplied) {
+        reject(new WriteNotSentError(deadline.reason));
+        return;
+      }
+      // The late-outcome machinery exists only once the deadline fired.
+      if (sink && sent) {
+        sink(sent.then(lateApplied, lateFailure));
+      }
+      reject(deadline.reason);
     };
     deadline.addEventListener("abort", onDeadline, { once: true });
-    send(command, { abortSignal: inner.signal }).then(resolve, reject)
+    sent = send(command, { abortSignal: inner.signal });
+    sent.then(resolve, reject)
       .finally(() => {
         deadline.removeEventListener("abort", onDeadline);
         if (grace !== null) cancelDeadline(grace);

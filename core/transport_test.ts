@@ -4,7 +4,9 @@ import {
   certainlyNotApplied,
   DeadlineExceededError,
   guardedSend,
+  type LateOutcome,
   type Send,
+  watchLate,
   withDeadline,
   WriteNotSentError,
 } from "./transport.ts";
@@ -189,4 +191,95 @@ Deno.test("guardedSend: a write on the wire when its deadline passes may have ap
   assert.equal(certainlyNotApplied(caught), false);
   finish({});
   await sleep(10);
+});
+
+/**
+ * Sends one write under a 30 ms deadline in a late-outcome scope, the
+ * attempt answering `answer` after `answerMs`: what the caller got, and the
+ * late outcome the scope learned (`null`: none).
+ */
+async function lateRun(
+  answer: (signal: AbortSignal) => Promise<unknown>,
+  answerMs: number,
+  writeGraceMs = 5_000,
+): Promise<{ caught: unknown; late: LateOutcome | null; sinks: number }> {
+  const sdk = sdkLike(
+    (_, signal) =>
+      new Promise((r) => setTimeout(r, answerMs)).then(() => answer(signal)),
+    10,
+  );
+  const send = guarded(sdk.send, writeGraceMs);
+  let late: Promise<LateOutcome> | null = null;
+  let sinks = 0;
+  let caught: unknown;
+  await withDeadline(
+    {},
+    30,
+    () =>
+      watchLate((p) => {
+        sinks++;
+        late = p;
+      }, () => send(sdk.command())),
+  ).catch((e) => {
+    // The sink learned the outcome's promise before the caller was answered.
+    assert.ok(late !== null || e instanceof WriteNotSentError);
+    caught = e;
+  });
+  return { caught, late: late === null ? null : await late, sinks };
+}
+
+Deno.test("guardedSend: a write that applies after its caller's deadline reports 'applied' to its late-outcome scope", async () => {
+  const r = await lateRun(() => Promise.resolve({}), 120);
+  assert.ok(
+    r.caught instanceof DeadlineExceededError,
+    `got ${String(r.caught)}`,
+  );
+  assert.equal(r.late, "applied");
+  assert.equal(r.sinks, 1);
+});
+
+Deno.test("guardedSend: a write that fails before applying after its caller's deadline reports 'notApplied'", async () => {
+  const failed = new Error("The conditional request failed");
+  failed.name = "ConditionalCheckFailedException";
+  const r = await lateRun(() => Promise.reject(failed), 120);
+  assert.ok(r.caught instanceof DeadlineExceededError);
+  assert.equal(r.late, "notApplied");
+});
+
+Deno.test("guardedSend: a late write that fails ambiguously, or outlives its grace, reports 'unknown'", async () => {
+  const reset = Object.assign(new Error("socket hang up"), {
+    name: "TimeoutError",
+    code: "ECONNRESET",
+  });
+  const r = await lateRun(() => Promise.reject(reset), 120);
+  assert.equal(r.late, "unknown");
+  // An answer that never comes: the grace (60 ms) aborts the write.
+  const hung = await lateRun(
+    (signal) =>
+      new Promise((_, reject) =>
+        signal.addEventListener("abort", () => reject(signal.reason))
+      ),
+    0,
+    60,
+  );
+  assert.equal(hung.late, "unknown");
+});
+
+Deno.test("guardedSend: no late outcome for a write answered in time, nor for one never sent", async () => {
+  const r = await lateRun(() => Promise.resolve({}), 0);
+  assert.equal(r.caught, undefined);
+  assert.equal(r.sinks, 0);
+  // Throttled, then the deadline passes in the backoff: certainly not applied, no late outcome.
+  const sdk = sdkLike(() => Promise.reject(throttled()), 120);
+  let sinks = 0;
+  let caught: unknown;
+  await withDeadline(
+    {},
+    30,
+    () => watchLate(() => sinks++, () => guarded(sdk.send)(sdk.command())),
+  ).catch(
+    (e) => caught = e,
+  );
+  assert.ok(caught instanceof WriteNotSentError);
+  assert.equal(sinks, 0);
 });

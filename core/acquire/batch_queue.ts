@@ -69,6 +69,12 @@ export interface Waiter {
   settled: boolean;
   /** Called when the request gives up (its deadline passed). */
   onGiveUp: (() => void) | null;
+  /**
+   * Called when the request gives up, before its caller is answered: a
+   * charge tells the caller's late-outcome scope what becomes of its share
+   * (`coalescer.ts`).
+   */
+  onAbandon: ((w: Waiter) => void) | null;
 }
 
 /** The waiter's settle function for outcomes of type `T`. */
@@ -129,6 +135,7 @@ export function enqueue<T, M extends Waiter>(
     const onAbort = (): void => {
       const i = pending.indexOf(m);
       if (i >= 0) pending.splice(i, 1);
+      m.onAbandon?.(m);
       waiter.settle({ error: signal?.reason });
       m.onGiveUp?.();
     };
@@ -137,6 +144,7 @@ export function enqueue<T, M extends Waiter>(
       run: AsyncLocalStorage.snapshot(),
       settled: false,
       onGiveUp: null,
+      onAbandon: null,
       settle(o: { outcome: T } | { error: unknown }) {
         if (m.settled) return;
         m.settled = true;

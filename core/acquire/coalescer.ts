@@ -62,7 +62,14 @@ import type { BucketWriter, ChargeOutcome, Target } from "../bucket_writer.ts";
 import { blockedCharge, plainFits } from "../charge_check.ts";
 import type { Clock } from "../clock.ts";
 import type { LimitStatus } from "../models.ts";
-import { checkDeadline, withScope } from "../transport.ts";
+import {
+  checkDeadline,
+  currentLateSink,
+  lateFailure,
+  type LateOutcome,
+  watchLate,
+  withScope,
+} from "../transport.ts";
 import { errorName } from "../_sdk_errors.ts";
 import type { BucketWrite } from "./bucket_store.ts";
 
@@ -77,6 +84,41 @@ interface Member extends Waiter {
   readonly wcu: bigint;
   /** Settles with an outcome or an error (once; later calls are ignored). */
   settle(o: { outcome: ChargeOutcome } | { error: unknown }): void;
+}
+
+const NOT_APPLIED: Promise<LateOutcome> = Promise.resolve("notApplied");
+
+/** A request that gave up while none of its share was on the wire: nothing of it applied. */
+function notSent(w: Waiter): void {
+  w.run(currentLateSink)?.(NOT_APPLIED);
+}
+
+/**
+ * The late outcomes of the requests that give up while a write carries
+ * their shares: each learns, in its own late-outcome scope, how the write
+ * ended (created only when one gives up).
+ */
+class Carried {
+  #resolvers: ((o: LateOutcome) => void)[] | null = null;
+  /** The late outcome of the write itself, when its own deadline passed (every request gave up). */
+  transport: Promise<LateOutcome> | null = null;
+  readonly abandon = (w: Waiter): void => {
+    const sink = w.run(currentLateSink);
+    if (!sink) return;
+    sink(new Promise((r) => (this.#resolvers ??= []).push(r)));
+  };
+  readonly sink = (p: Promise<LateOutcome>): void => {
+    this.transport = p;
+  };
+  /** Tells every request that gave up how the write ended. */
+  end(o: LateOutcome | Promise<LateOutcome>): void {
+    const rs = this.#resolvers;
+    if (!rs) return;
+    this.#resolvers = null;
+    void Promise.resolve(o).then((v) => {
+      for (const r of rs) r(v);
+    });
+  }
 }
 
 function sameTarget(a: Target, b: Target): boolean {
@@ -239,7 +281,7 @@ export class Coalescer {
       key,
       () => this.#writer.charge(target, amounts, wcu),
       (queue) => this.#next(key, queue),
-      (w) => ({ ...w, target, amounts, wcu }),
+      (w) => ({ ...w, target, amounts, wcu, onAbandon: notSent }),
     );
   }
 
@@ -267,6 +309,8 @@ export class Coalescer {
   async #round(members: Member[]): Promise<void> {
     if (members.length === 1) {
       const m = members[0] as Member;
+      // Its own write, in its own context: the transport tells its scope.
+      m.onAbandon = null;
       try {
         m.settle({
           outcome: await this.#writer.charge(m.target, m.amounts, m.wcu),
@@ -339,11 +383,16 @@ export class Coalescer {
         amounts: m.amounts,
         run: m.run,
       }));
+      // A request giving up while this write carries its share learns how it ended.
+      const carried = new Carried();
+      for (const m of take) m.onAbandon = carried.abandon;
       try {
-        const r = await inBatch(
-          shares,
-          () => writer.store.write(write, answer ? { answer } : undefined),
-        );
+        const r = await watchLate(carried.sink, () =>
+          inBatch(
+            shares,
+            () => writer.store.write(write, answer ? { answer } : undefined),
+          ));
+        carried.end(r.ok ? "applied" : "notApplied");
         if (r.ok) {
           writer.remember(ref, answer && r.item ? r.item : after());
           fresh = answer && r.item !== null;
@@ -354,12 +403,15 @@ export class Coalescer {
         fresh = true;
         if (attempt >= 2) await writer.backoff(attempt - 2);
       } catch (e) {
+        carried.end(carried.transport ?? lateFailure(e));
         if (errorName(e) === "TransactionConflictException") {
           await writer.backoff(attempt);
           continue;
         }
         for (const m of take) m.settle({ error: e });
         return;
+      } finally {
+        for (const m of take) m.onAbandon = notSent;
       }
     }
     for (const m of members) {

@@ -13,8 +13,14 @@ import { RateLimitExceeded } from "../errors.ts";
 import { Lease } from "../lease.ts";
 import type { Limit } from "../limit.ts";
 import type { LimitStatus } from "../models.ts";
-import { certainlyNotApplied, withGrace } from "../transport.ts";
+import {
+  certainlyNotApplied,
+  type LateOutcome,
+  watchLate,
+  withGrace,
+} from "../transport.ts";
 import { type Admission, reportStranded } from "./admission.ts";
+import { settleLateCharge } from "./late_charge.ts";
 import { chargedParent } from "./cascade.ts";
 import { leaseEntries, passingStatuses, type Side, sideRef } from "./plan.ts";
 
@@ -98,8 +104,15 @@ export async function fastPath(
   if (targets.some((t) => writer.known(t.ref) === undefined)) {
     return null;
   }
+  // Each side learns how its write ended if the deadline passes while it is on the wire.
+  const late: (Promise<LateOutcome> | undefined)[] = [];
   const results = await Promise.allSettled(
-    sides.map((s, i) => adm.coalescer.charge(targets[i] as Target, s.charge)),
+    sides.map((s, i) =>
+      watchLate(
+        (p) => void (late[i] = p),
+        () => adm.coalescer.charge(targets[i] as Target, s.charge),
+      )
+    ),
   );
   const ok = results.map((r) =>
     r.status === "fulfilled" && r.value.kind === "ok"
@@ -125,7 +138,20 @@ export async function fastPath(
   // Every side whose write may have applied is reported, then the first failure thrown.
   const failed = results.flatMap((r, i) => {
     if (r.status !== "rejected") return [];
-    maybeStranded(adm, (targets[i] as Target).ref, sides[i] as Side, r.reason);
+    const side = sides[i] as Side;
+    const ref = (targets[i] as Target).ref;
+    const p = late[i];
+    // Applied late: given back; not applied: nothing; unknown: stranded.
+    if (p) {
+      settleLateCharge(
+        adm,
+        ref,
+        side.charge,
+        p,
+        r.reason,
+        () => compensate(adm, side, resource),
+      );
+    } else maybeStranded(adm, ref, side, r.reason);
     return [r.reason];
   });
   if (failed.length > 0) throw failed[0];

@@ -1,0 +1,45 @@
+/**
+ * A charge whose caller gave up on its write: the deadline passed with the
+ * write on the wire, the caller was answered at once, and the write ran on
+ * in the background (`transport.ts`, `sendWrite`). The transport then tells
+ * how it ended ({@linkcode LateOutcome}), and the charge is settled:
+ *
+ * - `applied`: it applied exactly once (no attempt is sent after the
+ *   deadline, none that may have applied is resent), for a call that did not
+ *   get the tokens: given back, as a refused cascade side is (`giveBack`,
+ *   with its own grace; a failed give-back is reported stranded).
+ * - `notApplied`: nothing was charged; nothing to report.
+ * - `unknown` (an ambiguous failure, or the write's grace ran out): reported
+ *   stranded, as every charge that may stand without a lease is.
+ *
+ * The outcome settles once, so a charge is given back at most once, and
+ * only when it is known to have applied (a give-back of a charge that did
+ * not apply would over-admit).
+ *
+ * @module
+ */
+import type { BucketRef } from "../bucket_item.ts";
+import type { LateOutcome } from "../transport.ts";
+import { type Admission, reportStranded } from "./admission.ts";
+
+/**
+ * Settles, in the background, a charge whose write failed with `cause` at
+ * the caller's deadline and ends as `late` says.
+ */
+export function settleLateCharge(
+  adm: Admission,
+  ref: BucketRef,
+  charge: ReadonlyMap<string, bigint>,
+  late: Promise<LateOutcome>,
+  cause: unknown,
+  giveBack: () => Promise<void>,
+): void {
+  // What the item holds is unknown until the write ends: read it again.
+  adm.writer.remember(ref, null);
+  late.then(async (outcome) => {
+    if (outcome === "applied") await giveBack();
+    else if (outcome === "unknown") {
+      reportStranded(adm, ref, charge, "debit", cause);
+    }
+  }).catch(() => {}); // a throwing onStranded must not surface as an unhandled rejection
+}
