@@ -9,7 +9,11 @@
  */
 import { AsyncLocalStorage } from "node:async_hooks";
 import type { BucketRef } from "../bucket_item.ts";
-import { currentSignal } from "../transport.ts";
+import {
+  currentLateSink,
+  currentSignal,
+  type LateOutcome,
+} from "../transport.ts";
 
 /** One request's part of a coalesced write. */
 export interface CoalescedShare {
@@ -183,4 +187,39 @@ export function submit<T, M extends Waiter>(
   const after = (): void => next(q);
   p.then(after, after);
   return p;
+}
+
+const NOT_APPLIED: Promise<LateOutcome> = Promise.resolve("notApplied");
+
+/** A request that gave up while none of its share was on the wire: nothing of it applied. */
+export function notSent(w: Waiter): void {
+  w.run(currentLateSink)?.(NOT_APPLIED);
+}
+
+/**
+ * The late outcomes of the requests that give up while a write carries
+ * their shares: each learns, in its own late-outcome scope, how the write
+ * ended (created only when one gives up).
+ */
+export class Carried {
+  #resolvers: ((o: LateOutcome) => void)[] | null = null;
+  /** The late outcome of the write itself, when its own deadline passed (every request gave up). */
+  transport: Promise<LateOutcome> | null = null;
+  readonly abandon = (w: Waiter): void => {
+    const sink = w.run(currentLateSink);
+    if (!sink) return;
+    sink(new Promise((r) => (this.#resolvers ??= []).push(r)));
+  };
+  readonly sink = (p: Promise<LateOutcome>): void => {
+    this.transport = p;
+  };
+  /** Tells every request that gave up how the write ended. */
+  end(o: LateOutcome | Promise<LateOutcome>): void {
+    const rs = this.#resolvers;
+    if (!rs) return;
+    this.#resolvers = null;
+    void Promise.resolve(o).then((v) => {
+      for (const r of rs) r(v);
+    });
+  }
 }

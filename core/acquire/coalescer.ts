@@ -51,9 +51,11 @@ import { afterPlain, type BucketItem, WCU_PER_WRITE } from "../bucket_item.ts";
 import { DeltaCoalescer } from "./delta_coalescer.ts";
 import {
   batchSignal,
+  Carried,
   type CoalescedShare,
   inBatch,
   keyOf,
+  notSent,
   type Queue,
   submit,
   type Waiter,
@@ -64,9 +66,7 @@ import type { Clock } from "../clock.ts";
 import type { LimitStatus } from "../models.ts";
 import {
   checkDeadline,
-  currentLateSink,
   lateFailure,
-  type LateOutcome,
   watchLate,
   withScope,
 } from "../transport.ts";
@@ -84,41 +84,6 @@ interface Member extends Waiter {
   readonly wcu: bigint;
   /** Settles with an outcome or an error (once; later calls are ignored). */
   settle(o: { outcome: ChargeOutcome } | { error: unknown }): void;
-}
-
-const NOT_APPLIED: Promise<LateOutcome> = Promise.resolve("notApplied");
-
-/** A request that gave up while none of its share was on the wire: nothing of it applied. */
-function notSent(w: Waiter): void {
-  w.run(currentLateSink)?.(NOT_APPLIED);
-}
-
-/**
- * The late outcomes of the requests that give up while a write carries
- * their shares: each learns, in its own late-outcome scope, how the write
- * ended (created only when one gives up).
- */
-class Carried {
-  #resolvers: ((o: LateOutcome) => void)[] | null = null;
-  /** The late outcome of the write itself, when its own deadline passed (every request gave up). */
-  transport: Promise<LateOutcome> | null = null;
-  readonly abandon = (w: Waiter): void => {
-    const sink = w.run(currentLateSink);
-    if (!sink) return;
-    sink(new Promise((r) => (this.#resolvers ??= []).push(r)));
-  };
-  readonly sink = (p: Promise<LateOutcome>): void => {
-    this.transport = p;
-  };
-  /** Tells every request that gave up how the write ended. */
-  end(o: LateOutcome | Promise<LateOutcome>): void {
-    const rs = this.#resolvers;
-    if (!rs) return;
-    this.#resolvers = null;
-    void Promise.resolve(o).then((v) => {
-      for (const r of rs) r(v);
-    });
-  }
 }
 
 function sameTarget(a: Target, b: Target): boolean {

@@ -19,12 +19,14 @@
 import type { BucketRef } from "../bucket_item.ts";
 import type { BucketWriter } from "../bucket_writer.ts";
 import type { LeaseWindow } from "../calendar_bucket.ts";
-import { withScope } from "../transport.ts";
+import { lateFailure, watchLate, withScope } from "../transport.ts";
 import {
   batchSignal,
+  Carried,
   type CoalescedShare,
   inBatch,
   keyOf,
+  notSent,
   type Queue,
   reportNetZero,
   type Settle,
@@ -72,7 +74,7 @@ export class DeltaCoalescer {
       key,
       () => this.#writer.apply(ref, shards, deltas, wcu),
       (queue) => this.#next(key, ref, queue),
-      (w) => ({ ...w, shards, deltas, wcu }),
+      (w) => ({ ...w, shards, deltas, wcu, onAbandon: notSent }),
     );
   }
 
@@ -108,21 +110,27 @@ export class DeltaCoalescer {
       return;
     }
     const deadline = batchSignal(members);
+    // A give-back whose caller gave up while this write carried it learns how it ended.
+    const carried = new Carried();
+    for (const m of members) m.onAbandon = carried.abandon;
     try {
       let left = await withScope(
         deadline.signal,
         () =>
-          inBatch(
-            shares,
-            () =>
-              this.#writer.apply(
-                ref,
-                (members[0] as DeltaMember).shards,
-                sum,
-                wcu,
-              ),
-          ),
+          watchLate(carried.sink, () =>
+            inBatch(
+              shares,
+              () =>
+                this.#writer.apply(
+                  ref,
+                  (members[0] as DeltaMember).shards,
+                  sum,
+                  wcu,
+                ),
+            )),
       );
+      // Every delta placed, or (lost every race) the give-backs maybe not.
+      carried.end(left === 0n ? "applied" : "unknown");
       // The give-back that could not be placed, shared in arrival order.
       for (const m of members) {
         let given = 0n;
@@ -132,9 +140,11 @@ export class DeltaCoalescer {
         m.settle({ outcome: part });
       }
     } catch (e) {
+      carried.end(carried.transport ?? lateFailure(e));
       for (const m of members) m.settle({ error: e });
     } finally {
       deadline.dispose();
+      for (const m of members) m.onAbandon = null;
     }
   }
 }

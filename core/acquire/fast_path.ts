@@ -131,7 +131,9 @@ export async function fastPath(
   }
   // All or nothing: give back what was charged, then answer for the rest.
   await Promise.all(
-    sides.map((s, i) => ok[i] ? compensate(adm, s, resource) : null),
+    sides.map((s, i) =>
+      ok[i] ? compensate(adm, s, (targets[i] as Target).ref) : null
+    ),
   );
   let statuses: LimitStatus[] | null = null;
   let next: "params" | null | undefined = undefined;
@@ -149,7 +151,7 @@ export async function fastPath(
         side.charge,
         p,
         r.reason,
-        () => compensate(adm, side, resource),
+        () => compensate(adm, side, ref),
       );
     } else maybeStranded(adm, ref, side, r.reason);
     return [r.reason];
@@ -190,29 +192,42 @@ function passing(
 }
 
 /**
- * Gives a side's charge back (and its `wcu` write, so usage snapshots do
- * not count a refused acquire). Runs with its own short grace when the
- * caller's deadline has passed; a failure is reported as stranded.
+ * Gives a side's charge on `ref` back (and its `wcu` write, so usage
+ * snapshots do not count a refused acquire). Runs with its own short grace
+ * when the caller's deadline has passed; a failure is reported as stranded.
+ * (Also the give-back of a charge applied after its caller's deadline:
+ * `late_charge.ts`.)
  */
-async function compensate(
+export async function compensate(
   adm: Admission,
   side: Side,
-  resource: string,
+  ref: BucketRef,
 ): Promise<void> {
   const deltas = new Map<string, bigint>();
   for (const [n, a] of side.charge) deltas.set(n, -a);
-  const ref: BucketRef = sideRef(adm.source.namespaceId, side, resource);
+  let late: Promise<LateOutcome> | undefined;
   try {
     const left = await withGrace(
       COMPENSATION_GRACE_MS,
-      () => adm.coalescer.apply(ref, side.shards, deltas, -WCU_PER_WRITE),
+      () =>
+        watchLate(
+          (p) => void (late = p),
+          () => adm.coalescer.apply(ref, side.shards, deltas, -WCU_PER_WRITE),
+        ),
     );
     if (left > 0n) {
       reportStranded(adm, ref, new Map([["*", left]]), "giveback", null);
     }
   } catch (e) {
     // The charge stands unless the give-back applied after all.
-    reportStranded(adm, ref, side.charge, "giveback", e);
+    if (!late) reportStranded(adm, ref, side.charge, "giveback", e);
+    else {
+      late.then((o) => {
+        if (o !== "applied") {
+          reportStranded(adm, ref, side.charge, "giveback", e);
+        }
+      }).catch(() => {});
+    }
   }
 }
 

@@ -13,7 +13,12 @@ import { RateLimitExceeded } from "../errors.ts";
 import { Lease } from "../lease.ts";
 import type { Limit } from "../limit.ts";
 import { markPath } from "../telemetry.ts";
-import { certainlyNotApplied, checkDeadline } from "../transport.ts";
+import {
+  certainlyNotApplied,
+  checkDeadline,
+  type LateOutcome,
+  watchLate,
+} from "../transport.ts";
 import { errorName, isTransactionConflictOnly } from "../_sdk_errors.ts";
 import {
   type Admission,
@@ -23,7 +28,8 @@ import {
 } from "./admission.ts";
 import type { BucketWrite } from "./bucket_store.ts";
 import { guessParent, slowParentPlan } from "./cascade.ts";
-import { fastPath } from "./fast_path.ts";
+import { compensate, fastPath } from "./fast_path.ts";
+import { settleLateCharge } from "./late_charge.ts";
 import {
   afterWrite,
   contendedStatuses,
@@ -151,9 +157,12 @@ async function send(
   writes: BucketWrite[],
   plans: Plan[],
 ): Promise<"ok" | "conflict"> {
+  // How the write ended, if the deadline passes while it is on the wire.
+  let late: Promise<LateOutcome> | undefined;
+  const onLate = (p: Promise<LateOutcome>): void => void (late = p);
   for (let attempt = 0;; attempt++) {
     try {
-      const r = await adm.store.transact(writes);
+      const r = await watchLate(onLate, () => adm.store.transact(writes));
       if (r.ok) return "ok";
       plans.forEach((p, i) => adm.writer.remember(p.ref, r.olds[i] ?? null));
       return "conflict";
@@ -166,7 +175,20 @@ async function send(
         continue;
       }
       if (conflict) throw new RateLimitExceeded(contendedStatuses(plans));
-      if (!certainlyNotApplied(e)) {
+      if (late) {
+        // Every side or none (one write, or one transaction): applied late, each is given back.
+        const l = late;
+        for (const p of plans) {
+          settleLateCharge(
+            adm,
+            p.ref,
+            p.side.charge,
+            l,
+            e,
+            () => compensate(adm, p.side, p.ref),
+          );
+        }
+      } else if (!certainlyNotApplied(e)) {
         for (const p of plans) {
           adm.writer.remember(p.ref, null);
           reportStranded(adm, p.ref, p.side.charge, "debit", e);
