@@ -13,14 +13,9 @@ import { RateLimitExceeded } from "../errors.ts";
 import { Lease } from "../lease.ts";
 import type { Limit } from "../limit.ts";
 import type { LimitStatus } from "../models.ts";
-import {
-  certainlyNotApplied,
-  type LateOutcome,
-  watchLate,
-  withGrace,
-} from "../transport.ts";
+import { type LateOutcome, watchLate, withGrace } from "../transport.ts";
 import { type Admission, reportStranded } from "./admission.ts";
-import { settleLateCharge } from "./late_charge.ts";
+import { LateOutcomes, settleFailedCharge } from "./late_charge.ts";
 import { chargedParent } from "./cascade.ts";
 import { leaseEntries, passingStatuses, type Side, sideRef } from "./plan.ts";
 
@@ -105,13 +100,10 @@ export async function fastPath(
     return null;
   }
   // Each side learns how its write ended if the deadline passes while it is on the wire.
-  const late: (Promise<LateOutcome> | undefined)[] = [];
+  const late = new LateOutcomes();
   const results = await Promise.allSettled(
     sides.map((s, i) =>
-      watchLate(
-        (p) => void (late[i] = p),
-        () => adm.coalescer.charge(targets[i] as Target, s.charge),
-      )
+      late.watch(i, () => adm.coalescer.charge(targets[i] as Target, s.charge))
     ),
   );
   const ok = results.map((r) =>
@@ -142,18 +134,15 @@ export async function fastPath(
     if (r.status !== "rejected") return [];
     const side = sides[i] as Side;
     const ref = (targets[i] as Target).ref;
-    const p = late[i];
-    // Applied late: given back; not applied: nothing; unknown: stranded.
-    if (p) {
-      settleLateCharge(
-        adm,
-        ref,
-        side.charge,
-        p,
-        r.reason,
-        () => compensate(adm, side, ref),
-      );
-    } else maybeStranded(adm, ref, side, r.reason);
+    // Applied after the deadline: given back; not applied: nothing; else stranded.
+    settleFailedCharge(
+      adm,
+      ref,
+      side.charge,
+      late.of(i),
+      r.reason,
+      () => compensate(adm, side, ref),
+    );
     return [r.reason];
   });
   if (failed.length > 0) throw failed[0];
@@ -229,16 +218,4 @@ export async function compensate(
       }).catch(() => {});
     }
   }
-}
-
-/** A write that failed without a verdict may have applied: report it. */
-function maybeStranded(
-  adm: Admission,
-  ref: BucketRef,
-  side: Side,
-  e: unknown,
-): void {
-  if (certainlyNotApplied(e)) return;
-  adm.writer.remember(ref, null);
-  reportStranded(adm, ref, side.charge, "debit", e);
 }

@@ -19,7 +19,11 @@
  * @module
  */
 import type { BucketRef } from "../bucket_item.ts";
-import type { LateOutcome } from "../transport.ts";
+import {
+  certainlyNotApplied,
+  type LateOutcome,
+  watchLate,
+} from "../transport.ts";
 import { type Admission, reportStranded } from "./admission.ts";
 
 /**
@@ -33,6 +37,7 @@ export function settleLateCharge(
   late: Promise<LateOutcome>,
   cause: unknown,
   giveBack: () => Promise<void>,
+  stranded?: () => void,
 ): void {
   // What the item holds is unknown until the write ends: read it again.
   adm.writer.remember(ref, null);
@@ -40,6 +45,45 @@ export function settleLateCharge(
     if (outcome === "applied") await giveBack();
     else if (outcome === "unknown") {
       reportStranded(adm, ref, charge, "debit", cause);
+      stranded?.();
     }
   }).catch(() => {}); // a throwing onStranded must not surface as an unhandled rejection
+}
+
+/** The late outcomes of writes sent one per index, each in its own scope. */
+export class LateOutcomes {
+  readonly #late: (Promise<LateOutcome> | undefined)[] = [];
+
+  /** Runs `fn`, which sends index `i`'s write, learning its late outcome. */
+  watch<T>(i: number, fn: () => T): T {
+    return watchLate((p) => void (this.#late[i] = p), fn);
+  }
+
+  /** Index `i`'s late outcome, when its caller gave up on it on the wire. */
+  of(i: number): Promise<LateOutcome> | undefined {
+    return this.#late[i];
+  }
+}
+
+/**
+ * Settles a charge whose write failed with `cause`: with a late outcome, as
+ * {@linkcode settleLateCharge}; else nothing when it certainly did not
+ * apply, or reported stranded (`stranded` runs after each report).
+ */
+export function settleFailedCharge(
+  adm: Admission,
+  ref: BucketRef,
+  charge: ReadonlyMap<string, bigint>,
+  late: Promise<LateOutcome> | undefined,
+  cause: unknown,
+  giveBack: () => Promise<void>,
+  stranded?: () => void,
+): void {
+  if (late) {
+    settleLateCharge(adm, ref, charge, late, cause, giveBack, stranded);
+  } else if (!certainlyNotApplied(cause)) {
+    adm.writer.remember(ref, null);
+    reportStranded(adm, ref, charge, "debit", cause);
+    stranded?.();
+  }
 }

@@ -42,6 +42,7 @@ import { markPath } from "../telemetry.ts";
 import type { Limit } from "../limit.ts";
 import { certainlyNotApplied, withDeadline, withGrace } from "../transport.ts";
 import { type Admission, reportStranded } from "./admission.ts";
+import { LateOutcomes, settleFailedCharge } from "./late_charge.ts";
 import { chargedParent } from "./cascade.ts";
 import { target } from "./fast_path.ts";
 import { leaseEntries, type Side, sideRef } from "./plan.ts";
@@ -297,13 +298,15 @@ export class LocalReserve {
       this.#busy.set(p.key, (this.#busy.get(p.key) ?? 0) + 1);
     }
     let results: PromiseSettledResult<ChargeOutcome>[];
+    const late = new LateOutcomes(); // a slice write applied after the deadline is given back
     try {
       results = await Promise.allSettled(
         remote.map((_, i) =>
-          adm.writer.charge(
-            targets[i] as Target,
-            amounts[i] as Map<string, bigint>,
-          )
+          late.watch(i, () =>
+            adm.writer.charge(
+              targets[i] as Target,
+              amounts[i] as Map<string, bigint>,
+            ))
         ),
       );
     } finally {
@@ -346,10 +349,16 @@ export class LocalReserve {
       const a = amounts[i] as Map<string, bigint>;
       const r = results[i] as PromiseSettledResult<ChargeOutcome>;
       if (ok[i]) await this.#compensate(t, a);
-      else if (r.status === "rejected" && !certainlyNotApplied(r.reason)) {
-        adm.writer.remember(t.ref, null);
-        reportStranded(adm, t.ref, a, "debit", r.reason);
-        addAll(this.#stranded, a);
+      else if (r.status === "rejected") {
+        settleFailedCharge(
+          adm,
+          t.ref,
+          a,
+          late.of(i),
+          r.reason,
+          () => this.#compensate(t, a),
+          () => addAll(this.#stranded, a),
+        );
       }
     }));
     const failed = results.find((r) => r.status === "rejected");
