@@ -61,6 +61,12 @@
  *   sometimes applied twice, see the ignored test in `oracle_test.ts`; the
  *   library does not abort a write on its caller's deadline, so the model
  *   no longer allows for it: `tests/integration/aborted_writes_test.ts`.)
+ * - A charge whose write applies after its call's deadline (the call got
+ *   its answer at the deadline, the write ran on) is given back by the
+ *   library when the write ends (`core/acquire/late_charge.ts`): that
+ *   give-back is one more attempt of the call, an applied negative
+ *   `AdjustOp` after the call's end; a write whose late outcome is unknown
+ *   is reported stranded when it ends. The final read waits for them.
  * - `onStranded` reports are cross-checked, not trusted: every attempt that
  *   may have applied without the library knowing (aborted in flight, or
  *   applied with its answer lost) must have a stranded report for its
@@ -749,6 +755,8 @@ export interface HistoryStats {
   clampedLosses: number;
   /** Write attempts that carried the shares of several calls (coalesced). */
   coalescedWrites: number;
+  /** Writes of tc that started after their call returned: the library's give-backs of charges applied late. */
+  lateGiveBacks: number;
 }
 
 /** The outcome of one history. */
@@ -2087,6 +2095,12 @@ function evaluate(
     maybeWrites: run.attempts.filter((a) => a.fate === "maybe").length,
     clampedLosses: 0,
     coalescedWrites: run.coalesced,
+    lateGiveBacks: run.calls.reduce(
+      (n, c) =>
+        n + c.sink.attempts.filter((a) => a.at > c.end && a.parts.size > 0)
+          .length,
+      0,
+    ),
   };
   const latencies: number[] = [];
   const attemptEnd = (a: Attempt): bigint => {
@@ -2698,8 +2712,10 @@ export async function runHistory(
     await setup(run);
     run.started = Date.now();
     await drive(run);
-    // Let any write aborted in flight land before the final read.
-    await sleep(200);
+    // Let writes left in flight past their callers' deadlines end, and the
+    // library's give-backs of the charges they applied late land, before
+    // the final read.
+    await settleLate(run);
     const consumed: FinalTc[] = [];
     for (const bucket of ["child", "parent"] as const) {
       const names = bucket === "child" ? run.childLimits : run.parentLimits;
@@ -2720,6 +2736,32 @@ export async function runHistory(
   }
 }
 
+/** The longest wait for late writes and give-backs after a history. */
+const LATE_SETTLE_MS = 4000;
+
+/**
+ * Waits until no write is in flight but those a hang fault holds (they end
+ * only at the library's write grace, or when the client is disposed) and
+ * none has started for 200 ms: a write that applies after its caller's
+ * deadline is given back by the library when it ends (a give-back with its
+ * own grace), and the final read must see that give-back or no write of it.
+ */
+async function settleLate(run: Run): Promise<void> {
+  const stop = Date.now() + LATE_SETTLE_MS;
+  let seen = -1;
+  let quietSince = Date.now();
+  while (Date.now() < stop) {
+    await sleep(50);
+    const busy = run.attempts.some((a) =>
+      a.fate === "pending" && a.injected?.fault.kind !== "hang"
+    );
+    if (busy || run.attempts.length !== seen) {
+      seen = run.attempts.length;
+      quietSince = Date.now();
+    } else if (Date.now() - quietSince >= 200) return;
+  }
+}
+
 function normalizeParent(
   gens: readonly LimitGen[],
   child: ReadonlyMap<string, LimitParams>,
@@ -2735,5 +2777,5 @@ export function summary(r: HistoryResult): string {
   const s = r.stats;
   return `${r.ok ? "ok" : "VIOLATION"} ${r.id}: ${s.operations} ops in ${
     (s.durationMs / 1000).toFixed(1)
-  } s; acquires ${s.acquires} (admitted ${s.admitted}, refused ${s.refused}, never ${s.neverSatisfiable}, error ${s.errors}, unchecked ${s.unchecked}, cached ${s.cachedRefusals}, exempt ${s.exemptRefusals}); lease calls ${s.leaseCalls}; configs ${s.configs}; faults ${s.faults}; stranded ${s.stranded}; known findings ${s.knownFindings}; clamped losses ${s.clampedLosses}; coalesced writes ${s.coalescedWrites}; slackMs ${s.slackMs}, applyBound ${s.applyBoundMs} ms, refusalSlack ${s.refusalSlackMilli} mtk`;
+  } s; acquires ${s.acquires} (admitted ${s.admitted}, refused ${s.refused}, never ${s.neverSatisfiable}, error ${s.errors}, unchecked ${s.unchecked}, cached ${s.cachedRefusals}, exempt ${s.exemptRefusals}); lease calls ${s.leaseCalls}; configs ${s.configs}; faults ${s.faults}; stranded ${s.stranded}; known findings ${s.knownFindings}; clamped losses ${s.clampedLosses}; coalesced writes ${s.coalescedWrites}; late give-backs ${s.lateGiveBacks}; slackMs ${s.slackMs}, applyBound ${s.applyBoundMs} ms, refusalSlack ${s.refusalSlackMilli} mtk`;
 }
