@@ -203,23 +203,33 @@ export function notSent(w: Waiter): void {
  */
 export class Carried {
   #resolvers: ((o: LateOutcome) => void)[] | null = null;
+  #outcome: Promise<LateOutcome> | null = null;
   /** The late outcome of the write itself, when its own deadline passed (every request gave up). */
   transport: Promise<LateOutcome> | null = null;
+  /** A request gives up: it learns the write's outcome (at once, when the write has ended). */
   readonly abandon = (w: Waiter): void => {
     const sink = w.run(currentLateSink);
     if (!sink) return;
-    sink(new Promise((r) => (this.#resolvers ??= []).push(r)));
+    sink(
+      this.#outcome ??
+        new Promise((r) => (this.#resolvers ??= []).push(r)),
+    );
   };
+  /** The write's own late-outcome sink. */
   readonly sink = (p: Promise<LateOutcome>): void => {
     this.transport = p;
   };
-  /** Tells every request that gave up how the write ended. */
+  /** Tells every request that gave up how the write ended (once; later calls are ignored). */
   end(o: LateOutcome | Promise<LateOutcome>): void {
+    if (this.#outcome) return;
+    const outcome = Promise.resolve(o);
+    this.#outcome = outcome;
     const rs = this.#resolvers;
-    if (!rs) return;
     this.#resolvers = null;
-    void Promise.resolve(o).then((v) => {
-      for (const r of rs) r(v);
-    });
+    if (rs) {
+      void outcome.then((v) => {
+        for (const r of rs) r(v);
+      });
+    }
   }
 }
