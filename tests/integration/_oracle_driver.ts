@@ -385,7 +385,12 @@ const faultGen: fc.Arbitrary<FaultGen> = fc.oneof(
   fc.record({ kind: fc.constant("conflict" as const), probability }),
   fc.record({
     kind: fc.constant("delay" as const),
-    ms: fc.integer({ min: 10, max: 400 }),
+    // Some past the call's deadline (200-3000 ms): the write applies after
+    // its caller was answered, and the library gives its charge back.
+    ms: fc.oneof(
+      { weight: 3, arbitrary: fc.integer({ min: 10, max: 400 }) },
+      { weight: 1, arbitrary: fc.integer({ min: 400, max: 1600 }) },
+    ),
     phase,
     target,
     probability,
@@ -755,7 +760,7 @@ export interface HistoryStats {
   clampedLosses: number;
   /** Write attempts that carried the shares of several calls (coalesced). */
   coalescedWrites: number;
-  /** Writes of tc that started after their call returned: the library's give-backs of charges applied late. */
+  /** Give-backs that started after their failed call returned: of charges applied late. */
   lateGiveBacks: number;
 }
 
@@ -2097,8 +2102,13 @@ function evaluate(
     coalescedWrites: run.coalesced,
     lateGiveBacks: run.calls.reduce(
       (n, c) =>
-        n + c.sink.attempts.filter((a) => a.at > c.end && a.parts.size > 0)
-          .length,
+        c.outcome !== "error" && c.outcome !== "unchecked" ? n : n +
+          c.sink.attempts.filter((a) =>
+            a.at > c.end &&
+            [...a.parts.values()].some((d) =>
+              [...d.values()].some((v) => v < 0n)
+            )
+          ).length,
       0,
     ),
   };
