@@ -106,6 +106,8 @@ export class ReserveRecorder {
   readonly #callerOps: Operation[] = [];
   readonly #held = new Map<string, Map<number, bigint>>();
   readonly #stranded: { bucket: string; amount: bigint }[] = [];
+  /** Refused or failed calls, whose writes count as ambiguous adjustments. */
+  readonly #failed: { id: string; ctx: CallContext }[] = [];
   /** Per limiter: the start of each call in flight. */
   readonly #inFlight = new Map<number, Map<string, bigint>>();
   #n = 0;
@@ -293,20 +295,9 @@ export class ReserveRecorder {
       // back, or left a charge: every write it made counts, as ambiguous:
       // with coalescing (on by default) a write made in one call's context
       // may carry other calls' shares, so none is certain to be its own.
-      ctx.applied.forEach((x, i) =>
-        this.#callerOps.push({
-          kind: "adjust",
-          id: `${id}/w${i}`,
-          start: x.start,
-          end: x.end,
-          charges: [{
-            bucket: x.bucket,
-            limit: this.#limit,
-            amountMilli: x.delta,
-          }],
-          outcome: "ambiguous",
-        })
-      );
+      // Counted when the history is read: a charge whose write applied
+      // after the call's deadline is given back later, in its context.
+      this.#failed.push({ id, ctx });
       return;
     }
     this.counts.admitted++;
@@ -354,6 +345,22 @@ export class ReserveRecorder {
     const ops: Operation[] = this.#callerOps.filter((o) =>
       o.kind !== "acquire" || o.outcome !== "refused"
     );
+    for (const { id, ctx } of this.#failed) {
+      ctx.applied.forEach((x, i) =>
+        ops.push({
+          kind: "adjust",
+          id: `${id}/w${i}`,
+          start: x.start,
+          end: x.end,
+          charges: [{
+            bucket: x.bucket,
+            limit: this.#limit,
+            amountMilli: x.delta,
+          }],
+          outcome: "ambiguous",
+        })
+      );
+    }
     this.#stranded.forEach((x, i) =>
       ops.push({
         kind: "adjust",

@@ -127,6 +127,51 @@ Deno.test("localReserve: a slice write that fails after applying is reported str
   }
 });
 
+Deno.test("localReserve: a slice write that applies after its caller's deadline is given back, not reported stranded", async () => {
+  await using t = await freshRepo();
+  await t.repo.setSystemDefaults([Limit.custom("rpm", 1000, 1000, 3600)]);
+  const fc = await faultyClient({ maxAttempts: 3 });
+  const repo = await Repository.open({
+    client: fc.client,
+    stack: t.repo.tableName,
+    namespace: t.repo.namespaceName,
+  });
+  const stranded: StrandedCharge[] = [];
+  const limiter = reserveLimiter(repo, {
+    localReserve: { ttlMs: 60_000, env: {} },
+    onStranded: (c) => stranded.push(c),
+  });
+  const req = { entityId: "k", resource: "api", consume: { rpm: 1 } };
+  try {
+    // Warm until a slice is held, then use it up exactly.
+    for (let i = 0; i < 10; i++) await limiter.acquire(req, () => {});
+    const held = limiter.reserveStats()?.heldTokens["rpm"] ?? 0;
+    for (let i = 0; i < held; i++) await limiter.acquire(req, () => {});
+    assert.deepEqual(limiter.reserveStats()?.heldTokens, {});
+    const before = await storedTk(t.repo, "k", "rpm");
+    // The next slice write applies at once; its answer comes 400 ms later.
+    fc.faults.inject({
+      command: "UpdateItem",
+      times: 1,
+      fault: { kind: "delay", ms: 400, phase: "response" },
+    });
+    await assert.rejects(
+      limiter.acquire({ ...req, timeoutMs: 150 }, () => {}),
+      {
+        name: "RateLimiterUnavailable",
+      },
+    );
+    assert.equal(fc.faults.log[0]?.applied, true, "the slice write applied");
+    await new Promise((r) => setTimeout(r, 1200)); // its answer, then the give-back
+    const after = await storedTk(t.repo, "k", "rpm");
+    assert.equal(after.tc, before.tc, "the slice applied late was given back");
+    assert.deepEqual(stranded, []);
+  } finally {
+    await limiter.close();
+    fc[Symbol.dispose]();
+  }
+});
+
 // The soak's reserve lane once ended with the stored tc 1 token above what
 // callers committed and reported (seed 1652886531, faults): a body failed,
 // its rollback was throttled on every attempt (certainly not applied, so the
