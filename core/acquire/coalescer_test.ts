@@ -65,8 +65,8 @@ Deno.test("Coalescer: strict mode (coalesceWrites: false) writes every decision"
   assert.equal(tc(), 7000n);
 });
 
-Deno.test("Coalescer: an acquire whose deadline passes while it waits leaves the queue, and nothing of it is written", async () => {
-  const { limiter, seen, tc } = slowStore(300);
+Deno.test("Coalescer: an acquire whose deadline passes while it waits leaves the queue, nothing of it is written, and nothing is reported stranded", async () => {
+  const { limiter, seen, stranded, tc } = slowStore(300);
   await limiter.acquire(req(), () => {});
   seen.writes = 0;
   const first = limiter.acquire(req(), () => {}); // in flight 0-300 ms
@@ -77,6 +77,8 @@ Deno.test("Coalescer: an acquire whose deadline passes while it waits leaves the
   await other;
   assert.equal(tc(), 3000n);
   assert.equal(seen.writes, 2);
+  await new Promise((r) => setTimeout(r, 10)); // a late outcome settles
+  assert.deepEqual(stranded, []); // never sent: certainly not applied
 });
 
 Deno.test("Coalescer: an acquire whose deadline passes while its share is in flight fails; the write admits the others, and the share it applied is given back, not reported stranded", async () => {
