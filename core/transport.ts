@@ -6,7 +6,8 @@
  *   scope's abort signal, so no call outlives it. Commands sent outside a
  *   scope get a per-command default deadline. A read is aborted at the
  *   deadline; a write is not (the caller is answered, the write finishes in
- *   the background for a bounded grace): see `sendWrite`.
+ *   the background for a bounded grace, and a {@linkcode LateSink} learns
+ *   how it ended): see `sendWrite`.
  * - **At most once.** A write is not idempotent (`ADD tk -1000`), but the
  *   SDK retries a 500, a reset connection or a timeout, which may have
  *   applied: a blind retry charges twice. A per-attempt guard lets the SDK

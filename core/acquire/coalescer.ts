@@ -31,10 +31,12 @@
  *    charged by the next write.
  *
  * Each request keeps its own deadline: one that passes while the request
- * waits takes it out of the queue (nothing of it is written); one that
- * passes while its share is in flight fails it as a single write would
- * (its share may apply: stranded). The shared write itself is aborted only
- * when every request it carries has given up. Lease deltas (commit,
+ * waits takes it out of the queue (nothing of it is written: its late
+ * outcome is `notApplied`); one that passes while its share is in flight
+ * fails it as a single write would, and its late-outcome scope learns how
+ * the write ended (applied: the caller gives its share back, see
+ * `late_charge.ts`). The shared write itself is aborted only when every
+ * request it carries has given up. Lease deltas (commit,
  * rollback, compensation) coalesce the same way (`delta_coalescer.ts`).
  * A charge that includes a calendar quota (decided by its window, not by
  * refill) is written on its own, as without coalescing.
