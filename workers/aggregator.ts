@@ -45,6 +45,7 @@ import {
   bucketKey,
   decodeBucket,
   MIGRATED_FROM_ATTRIBUTE,
+  wcuPlanned,
 } from "../core/bucket_item.ts";
 import { type Clock, systemClock } from "../core/clock.ts";
 import { isConditionFailed } from "../core/_sdk_errors.ts";
@@ -60,6 +61,7 @@ import {
   SK,
 } from "../core/keys.ts";
 import {
+  SNAPSHOT_WINDOWS,
   snapshotUpdate,
   type SnapshotWindow,
   windowKey,
@@ -418,17 +420,35 @@ interface BucketAggregate {
 /**
  * Sums a batch's bucket changes into one increment per snapshot item.
  * Millitokens are summed before the conversion to whole tokens.
+ *
+ * Windows that start together share one item: the stored key
+ * (`#USAGE#{resource}#{window_key}`, spec 01 §4.8) has no window name, so
+ * hour 00's hourly key is its day's daily key, and day 1's daily key (and
+ * its hour 00) is the month's monthly key. Such an item gets one increment,
+ * the coarsest window's: it holds every change of the finer ones (a window
+ * that starts with the coarser one lies inside it), so each change is
+ * counted once in it, never once per window (two effects on one item in a
+ * transaction are refused anyway), and the item reads back as the
+ * coarsest window, exact. The finer window has no item of its own there.
  */
 export function aggregateSnapshots(
   changes: readonly BucketChange[],
   windows: readonly SnapshotWindow[],
 ): SnapshotAggregate[] {
   const out = new Map<string, SnapshotAggregate>();
+  // Coarsest first, so that the shared item is the coarsest window's.
+  const order = [...new Set(windows)].sort((a, b) =>
+    SNAPSHOT_WINDOWS.indexOf(b) - SNAPSHOT_WINDOWS.indexOf(a)
+  );
   for (const c of changes) {
     if (c.deltas.size === 0 && c.events === 0) continue;
-    for (const window of windows) {
+    const items = new Set<string>();
+    for (const window of order) {
       const key = windowKey(window, c.at);
-      const id = [c.ns, c.entityId, c.resource, window, key].join("\u0000");
+      const id = [c.ns, c.entityId, c.resource, key].join("\u0000");
+      // A finer window starting with a coarser one: the same item, counted.
+      if (items.has(id)) continue;
+      items.add(id);
       let agg = out.get(id);
       if (agg === undefined) {
         agg = {
@@ -456,7 +476,10 @@ export function aggregateSnapshots(
  * accrued since `rf`, added to every limit whose projected balance does
  * not cover its recent consumption, with `rf` advanced by the time that
  * produced them (drift-compensated, unlike the reference's `rf = now`),
- * conditioned on `rf` being unchanged. `null` when nothing is due.
+ * conditioned on `rf` being unchanged. The hidden `wcu` limit gets its
+ * refill over the same time, clamped at its capacity, as in the
+ * reference, where it "participates like any other limit". `null` when
+ * nothing is due.
  */
 export function refillUpdate(
   table: string,
@@ -465,8 +488,8 @@ export function refillUpdate(
   consumed: ReadonlyMap<string, bigint>,
   now: number,
 ): UpdateItemCommandInput | null {
-  // The hidden wcu limit is left to the limiter's own refills; a calendar
-  // quota (it has a window, b_{name}_ws) is never refilled, only reset.
+  // The hidden wcu limit rides along below; a calendar quota (it has a
+  // window, b_{name}_ws) is never refilled, only reset.
   const limits = [...item.limits.entries()].filter(([name, l]) =>
     name !== WCU_LIMIT_NAME && (l.ws ?? null) === null &&
     l.params.ra > 0n && l.params.rp > 0n && l.params.cp > 0n
@@ -505,6 +528,18 @@ export function refillUpdate(
     cond.push(`${tk} <= ${e.num(l.tk)}`);
   });
   if (add.length === 0) return null;
+  // rf moves for every limit of the item: the hidden wcu limit (the write
+  // budget the limiter's shard split reads) gets its refill from the old rf
+  // to the new one too, clamped at its capacity, as every limiter write
+  // under the rf lock does (wcuPlanned). Left out, each proactive refill
+  // lost wcu's refill since the old rf.
+  if (item.limits.has(WCU_LIMIT_NAME)) {
+    const wcu = wcuPlanned(item, plan.rf, 0n);
+    const delta = wcu.tkAfter - (wcu.tkBefore ?? wcu.tkAfter);
+    if (delta !== 0n) {
+      add.push(`${e.n(bucketAttr(WCU_LIMIT_NAME, "tk"))} ${e.num(delta)}`);
+    }
+  }
   const rf = e.n("rf");
   return {
     TableName: table,

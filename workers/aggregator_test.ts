@@ -492,3 +492,171 @@ Deno.test("aggregator handler: every kind of garbage bucket item is rejected wit
   );
   assert.equal(agg.counters().aggregator_bucket_writes_total, 1);
 });
+
+/**
+ * Applies an UpdateItem built by {@linkcode refillUpdate} to a stream image
+ * (`SET a = v, ...` and `ADD a v, ...`, the only clauses it writes), after
+ * checking its condition (`a = v` and `a <= v` clauses) against the image.
+ */
+function applyUpdate(
+  img: Image,
+  u: {
+    UpdateExpression?: string | undefined;
+    ConditionExpression?: string | undefined;
+    ExpressionAttributeNames?: Record<string, string> | undefined;
+    ExpressionAttributeValues?: Record<string, AttributeValue> | undefined;
+  },
+): Image {
+  const names = u.ExpressionAttributeNames ?? {};
+  const values = u.ExpressionAttributeValues ?? {};
+  const name = (t: string): string => names[t] ?? t;
+  const value = (t: string): bigint => {
+    const n = values[t]?.N;
+    if (n === undefined) throw new Error(`no value ${t}`);
+    return BigInt(n);
+  };
+  const stored = (a: string): bigint => BigInt(img[a]?.N ?? "NaN");
+  for (const c of (u.ConditionExpression ?? "").split(" AND ")) {
+    const [a, op, v] = c.split(" ");
+    const lhs = stored(name(a ?? ""));
+    const rhs = value(v ?? "");
+    const ok = op === "=" ? lhs === rhs : op === "<=" ? lhs <= rhs : false;
+    assert.ok(ok, `condition ${c} fails on the image`);
+  }
+  const out: Image = { ...img };
+  const m = /^(?:SET (.*?))?(?: ?ADD (.*))?$/.exec(u.UpdateExpression ?? "");
+  assert.ok(m, u.UpdateExpression);
+  for (const clause of (m[1] ?? "").split(", ").filter((x) => x !== "")) {
+    const [a, , v] = clause.split(" ");
+    out[name(a ?? "")] = { N: String(value(v ?? "")) };
+  }
+  for (const clause of (m[2] ?? "").split(", ").filter((x) => x !== "")) {
+    const [a, v] = clause.split(" ");
+    const attr = name(a ?? "");
+    out[attr] = { N: String(stored(attr) + value(v ?? "")) };
+  }
+  return out;
+}
+
+Deno.test("refillUpdate: the hidden wcu limit gets its refill from the old rf to the new one, clamped at its capacity (it lost it: moving rf credits only from the new rf)", () => {
+  // wcu: 1000 writes a second per partition (1,000,000 millitokens of capacity).
+  const cases = [
+    { wcu: 200_000, shards: 1 }, // 200 writes left: refilled, not clamped
+    { wcu: 800_000, shards: 1 }, // 800 left: the refill is clamped at 1000
+    { wcu: -150_000, shards: 2 }, // in debt, sharded: wcu is never divided
+  ];
+  for (const { wcu, shards } of cases) {
+    const img = bucketImage({
+      rpm: { tk: 500, tc: 10_000 },
+      wcu: { tk: wcu, tc: 0, cp: 1_000_000, ra: 1_000_000, rp: 1000 },
+    }, { rf: 1_000, extra: { "shard_count": { N: String(shards) } } });
+    const c = change(record("MODIFY", img, { ...img, "b_rpm_tc": { N: "0" } }));
+    const u = refillUpdate("t", c, c.item, new Map([["rpm", 10_000n]]), 1_700);
+    assert.ok(u !== null);
+    const after = applyUpdate(img, u);
+    const rf = BigInt(after["rf"]?.N ?? "NaN");
+    assert.ok(rf > 1_000n && rf <= 1_700n, `rf ${rf}`);
+    // The ideal bucket: 1000 millitokens a millisecond since the old rf, at most 1,000,000.
+    const ideal = BigInt(wcu) + (rf - 1_000n) * 1_000n;
+    assert.equal(
+      after["b_wcu_tk"]?.N,
+      String(ideal < 1_000_000n ? ideal : 1_000_000n),
+      `wcu ${wcu}, ${shards} shard(s), rf 1000 -> ${rf}`,
+    );
+    // The limit that made the refill due got its own, from the same rf.
+    assert.ok(BigInt(after["b_rpm_tk"]?.N ?? "0") > 500n);
+  }
+});
+
+Deno.test("aggregator handler: windows that start together share one snapshot item, which gets one increment counting each write once (hour 00; day 1 with monthly)", async () => {
+  const agg = createAggregatorWorkload({
+    tableName: "t",
+    windows: ["hourly", "daily", "monthly"],
+  });
+  const img = (tc: number) =>
+    bucketImage({ rpm: { tk: 0, tc }, wcu: { tk: 0, tc } });
+  const records = [
+    // Day 15, hour 00: hourly and daily start together.
+    record(
+      "MODIFY",
+      img(2_000),
+      img(1_000),
+      Date.parse("2024-01-15T00:30:00Z"),
+    ),
+    record(
+      "MODIFY",
+      img(5_000),
+      img(2_000),
+      Date.parse("2024-01-15T00:59:59Z"),
+    ),
+    record(
+      "MODIFY",
+      img(6_000),
+      img(5_000),
+      Date.parse("2024-01-15T01:00:00Z"),
+    ),
+    // Day 1: daily and monthly start together, and hour 00 too.
+    record(
+      "MODIFY",
+      img(8_000),
+      img(6_000),
+      Date.parse("2024-02-01T00:10:00Z"),
+    ),
+    record(
+      "MODIFY",
+      img(9_000),
+      img(8_000),
+      Date.parse("2024-02-01T05:00:00Z"),
+    ),
+  ];
+  const out = await agg.handle(records, ctx);
+  const effects = (out?.effects ?? []).map((e) =>
+    decodeEffect(e.Update as Update)
+  );
+  const keys = effects.map((e) => `${e.pk} ${e.sk}`);
+  assert.equal(new Set(keys).size, keys.length, `one effect per item: ${keys}`);
+  const bySk = new Map(effects.map((e) => [e.sk, e.added]));
+  const windowOf = new Map(
+    (out?.effects ?? []).map((e) => {
+      const u = e.Update as Update;
+      const v = Object.values(u.ExpressionAttributeValues ?? {}).map((x) =>
+        x.S
+      );
+      return [
+        u.Key?.["SK"]?.S ?? "",
+        v.find((s) => s === "hourly" || s === "daily" || s === "monthly"),
+      ];
+    }),
+  );
+  // The shared item is the coarsest window's, each write counted once.
+  assert.deepEqual(bySk.get("#USAGE#gpt-4#2024-01-15T00:00:00Z"), {
+    rpm: 5,
+    "total_events": 3,
+  });
+  assert.equal(windowOf.get("#USAGE#gpt-4#2024-01-15T00:00:00Z"), "daily");
+  assert.deepEqual(bySk.get("#USAGE#gpt-4#2024-01-15T01:00:00Z"), {
+    rpm: 1,
+    "total_events": 1,
+  });
+  assert.deepEqual(bySk.get("#USAGE#gpt-4#2024-01-01T00:00:00Z"), {
+    rpm: 5,
+    "total_events": 3,
+  });
+  assert.equal(windowOf.get("#USAGE#gpt-4#2024-01-01T00:00:00Z"), "monthly");
+  assert.deepEqual(bySk.get("#USAGE#gpt-4#2024-02-01T00:00:00Z"), {
+    rpm: 3,
+    "total_events": 2,
+  });
+  assert.equal(windowOf.get("#USAGE#gpt-4#2024-02-01T00:00:00Z"), "monthly");
+  assert.deepEqual(bySk.get("#USAGE#gpt-4#2024-02-01T05:00:00Z"), {
+    rpm: 1,
+    "total_events": 1,
+  });
+  assert.deepEqual([...bySk.keys()].sort(), [
+    "#USAGE#gpt-4#2024-01-01T00:00:00Z",
+    "#USAGE#gpt-4#2024-01-15T00:00:00Z",
+    "#USAGE#gpt-4#2024-01-15T01:00:00Z",
+    "#USAGE#gpt-4#2024-02-01T00:00:00Z",
+    "#USAGE#gpt-4#2024-02-01T05:00:00Z",
+  ]);
+});
