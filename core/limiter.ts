@@ -42,6 +42,7 @@ import {
 } from "./acquire/admission.ts";
 import { capacityNow, capacityWait } from "./acquire/capacity.ts";
 import { fastPath } from "./acquire/fast_path.ts";
+import { lateSettled } from "./acquire/late_charge.ts";
 import { holdDeadline, validateMaxHold } from "./acquire/lease_deadline.ts";
 import { fallBackLocally, SKIPPED } from "./acquire/local_admission.ts";
 import { LocalFallback } from "./local_fallback.ts";
@@ -222,10 +223,12 @@ export class RateLimiter {
   /**
    * Gives back every local reserve slice (see
    * {@linkcode RateLimiterOptions.localReserve}) and waits for the writes;
-   * later acquires go to DynamoDB. Without a reserve, does nothing.
+   * later acquires go to DynamoDB. Also waits for the writes left running
+   * past their callers' deadlines (at most 10 s each) and their charges'
+   * give-backs or stranded reports.
    */
   async close(): Promise<void> {
-    await this.#reserve?.close();
+    await Promise.all([this.#reserve?.close(), lateSettled(this.#adm)]);
   }
 
   /** {@linkcode RateLimiter.close} for `await using`. */

@@ -94,7 +94,7 @@ Deno.test("Coalescer: an acquire whose deadline passes while its share is in fli
   await other; // admitted by the same write
   assert.deepEqual(seen.batches, [2]);
   assert.equal(tc(), 4000n); // the abandoned share applied, as a single write's would
-  await new Promise((r) => setTimeout(r, 500)); // its give-back (a 300 ms write)
+  await limiter.close(); // waits for the give-back (a 300 ms write)
   assert.equal(tc(), 3000n); // given back once: only the admitted stand
   assert.deepEqual(stranded, []);
 });

@@ -15,7 +15,7 @@ import type { Limit } from "../limit.ts";
 import type { LimitStatus } from "../models.ts";
 import { type LateOutcome, watchLate, withGrace } from "../transport.ts";
 import { type Admission, reportStranded } from "./admission.ts";
-import { LateOutcomes, settleFailedCharge } from "./late_charge.ts";
+import { LateOutcomes, settleFailedCharge, trackLate } from "./late_charge.ts";
 import { chargedParent } from "./cascade.ts";
 import { leaseEntries, passingStatuses, type Side, sideRef } from "./plan.ts";
 
@@ -211,11 +211,14 @@ export async function compensate(
     // The charge stands unless the give-back applied after all.
     if (!late) reportStranded(adm, ref, side.charge, "giveback", e);
     else {
-      late.then((o) => {
-        if (o !== "applied") {
-          reportStranded(adm, ref, side.charge, "giveback", e);
-        }
-      }).catch(() => {});
+      trackLate(
+        adm,
+        late.then((o) => {
+          if (o !== "applied") {
+            reportStranded(adm, ref, side.charge, "giveback", e);
+          }
+        }).catch(() => {}),
+      );
     }
   }
 }

@@ -26,6 +26,28 @@ import {
 } from "../transport.ts";
 import { type Admission, reportStranded } from "./admission.ts";
 
+/** Late settlements in progress, per admission (awaited by `close()`). */
+const pending = new WeakMap<Admission, Set<Promise<void>>>();
+
+/** Tracks a late settlement of `adm` until it ends (it never rejects). */
+export function trackLate(adm: Admission, p: Promise<void>): void {
+  let set = pending.get(adm);
+  if (!set) pending.set(adm, set = new Set());
+  const s = set;
+  s.add(p);
+  void p.finally(() => s.delete(p));
+}
+
+/**
+ * Resolves once every late settlement of `adm` has ended: each write left
+ * running past its caller's deadline ended (at most its 10 s grace) and its
+ * charge was given back or reported.
+ */
+export async function lateSettled(adm: Admission): Promise<void> {
+  const set = pending.get(adm);
+  while (set && set.size > 0) await Promise.all([...set]);
+}
+
 /**
  * Settles, in the background, a charge whose write failed with `cause` at
  * the caller's deadline and ends as `late` says.
@@ -41,13 +63,16 @@ export function settleLateCharge(
 ): void {
   // What the item holds is unknown until the write ends: read it again.
   adm.writer.remember(ref, null);
-  late.then(async (outcome) => {
-    if (outcome === "applied") await giveBack();
-    else if (outcome === "unknown") {
-      reportStranded(adm, ref, charge, "debit", cause);
-      stranded?.();
-    }
-  }).catch(() => {}); // a throwing onStranded must not surface as an unhandled rejection
+  trackLate(
+    adm,
+    late.then(async (outcome) => {
+      if (outcome === "applied") await giveBack();
+      else if (outcome === "unknown") {
+        reportStranded(adm, ref, charge, "debit", cause);
+        stranded?.();
+      }
+    }).catch(() => {}), // a throwing onStranded must not surface as an unhandled rejection
+  );
 }
 
 /** The late outcomes of writes sent one per index, each in its own scope. */
