@@ -93,6 +93,18 @@ export function skAudit(eventId: string): string {
 export function skUsage(resource: string, windowKey: string): string {
   return `${SK.USAGE}${resource}#${windowKey}`;
 }
+/**
+ * `#USAGE#{r}#{windowKey}#{window}`: the snapshot item of a window whose
+ * key is also a coarser window's (hour 00 is its day's key, day 1 its
+ * month's), which keeps the shared `#USAGE#{r}#{windowKey}` item.
+ */
+export function skUsageWindow(
+  resource: string,
+  windowKey: string,
+  window: string,
+): string {
+  return `${SK.USAGE}${resource}#${windowKey}#${window}`;
+}
 /** `#NAMESPACE#{name}` */
 export function skNamespace(name: string): string {
   return `${SK.NAMESPACE}${name}`;

@@ -15,7 +15,13 @@
 import type { Update } from "@aws-sdk/client-dynamodb";
 import { ValidationError } from "./errors.ts";
 import { Expr, type Item, updateExpression } from "./expr.ts";
-import { gsi2PkResource, gsi2SkUsage, pkEntity, skUsage } from "./keys.ts";
+import {
+  gsi2PkResource,
+  gsi2SkUsage,
+  pkEntity,
+  skUsage,
+  skUsageWindow,
+} from "./keys.ts";
 import type { UsageSnapshot } from "./models.ts";
 
 /** Snapshot windows, shortest first. */
@@ -150,11 +156,25 @@ export interface SnapshotIncrement {
   readonly events: number;
   /** TTL (epoch seconds) set when the item is created. */
   readonly ttl: number;
+  /**
+   * Whether the window has its own item, `#USAGE#{r}#{key}#{window}`
+   * ({@linkcode skUsageWindow}): a finer window whose key is a coarser
+   * window's (hour 00, day 1), while the coarser one keeps the shared
+   * `#USAGE#{r}#{key}` item. @default false
+   */
+  readonly windowItem?: boolean;
 }
 
 /**
  * The snapshot write (spec 05 §3.2): creates the item and adds to its
  * counters in one atomic update; a colliding limit name is escaped.
+ *
+ * Unlike the reference (`window = if_not_exists(window, :window)`), the
+ * `window` label is set on every write: the shared `#USAGE#{r}#{key}` item
+ * of a key where windows start together holds the coarsest window's count
+ * (the finer ones have their own items), so an item the Python aggregator
+ * created and labeled with a finer window is relabeled by the first
+ * increment this aggregator adds to it.
  */
 export function snapshotUpdate(table: string, s: SnapshotIncrement): Update {
   const e = new Expr();
@@ -165,7 +185,7 @@ export function snapshotUpdate(table: string, s: SnapshotIncrement): Update {
   const set = [
     `${e.n("entity_id")} = ${e.str(s.entityId)}`,
     keep("resource", s.resource),
-    keep("window", s.window),
+    `${e.n("window")} = ${e.str(s.window)}`,
     keep("window_start", s.windowKey),
     `${e.n("GSI2PK")} = ${e.str(gsi2PkResource(s.ns, s.resource))}`,
     `${e.n("GSI2SK")} = ${e.str(gsi2SkUsage(s.windowKey, s.entityId))}`,
@@ -182,7 +202,11 @@ export function snapshotUpdate(table: string, s: SnapshotIncrement): Update {
     TableName: table,
     Key: {
       PK: { S: pkEntity(s.ns, s.entityId) },
-      SK: { S: skUsage(s.resource, s.windowKey) },
+      SK: {
+        S: s.windowItem
+          ? skUsageWindow(s.resource, s.windowKey, s.window)
+          : skUsage(s.resource, s.windowKey),
+      },
     },
     UpdateExpression: updateExpression({ set, add }),
     ...e.attrs(),

@@ -99,7 +99,7 @@ Deno.test("snapshotUpdate: one atomic create-and-add; colliding names cannot ove
   const names = Object.values(u.ExpressionAttributeNames ?? {});
   assert.ok(names.includes("limit#ttl"));
   assert.ok(names.includes("limit#window"));
-  // Each attribute is referenced once in ADD; `ttl` and `window` only in SET with if_not_exists.
+  // Each attribute is referenced once in ADD; `ttl` and `window` only in SET.
   const expr = u.UpdateExpression ?? "";
   const [setPart, addPart] = expr.split(" ADD ");
   assert.ok(setPart?.startsWith("SET "));
@@ -120,6 +120,43 @@ Deno.test("snapshotUpdate: one atomic create-and-add; colliding names cannot ove
   assert.ok(values.includes("ns1/RESOURCE#gpt-4"));
   assert.ok(values.includes("USAGE#2024-01-15T14:00:00Z#e1"));
   assert.ok(values.includes("1700000000"));
+});
+
+Deno.test("snapshotUpdate: a window whose key is a coarser one's writes its own #{window} item, same GSI2 keys, window label set on every write", () => {
+  const base = {
+    ns: "ns1",
+    entityId: "e1",
+    resource: "gpt-4",
+    windowKey: "2024-02-01T00:00:00Z",
+    counters: new Map([["rpm", 2n]]),
+    events: 1,
+    ttl: 1_700_000_000,
+  };
+  const own = snapshotUpdate("t", {
+    ...base,
+    window: "hourly",
+    windowItem: true,
+  });
+  const shared = snapshotUpdate("t", { ...base, window: "monthly" });
+  assert.equal(own.Key?.["SK"]?.S, "#USAGE#gpt-4#2024-02-01T00:00:00Z#hourly");
+  assert.equal(shared.Key?.["SK"]?.S, "#USAGE#gpt-4#2024-02-01T00:00:00Z");
+  for (const [u, window] of [[own, "hourly"], [shared, "monthly"]] as const) {
+    const values = Object.values(u.ExpressionAttributeValues ?? {}).map((v) =>
+      v.S
+    );
+    assert.ok(values.includes("ns1/RESOURCE#gpt-4"));
+    assert.ok(values.includes("USAGE#2024-02-01T00:00:00Z#e1"));
+    const name = Object.entries(u.ExpressionAttributeNames ?? {}).find((
+      [, n],
+    ) => n === "window")?.[0];
+    const value = Object.entries(u.ExpressionAttributeValues ?? {}).find((
+      [, v],
+    ) => v.S === window)?.[0];
+    assert.ok(
+      (u.UpdateExpression ?? "").includes(`${name} = ${value}`),
+      u.UpdateExpression,
+    );
+  }
 });
 
 Deno.test("decodeSnapshot: counters, escaped counters, events and window end", () => {

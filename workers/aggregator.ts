@@ -407,6 +407,8 @@ interface SnapshotAggregate {
   readonly resource: string;
   readonly window: SnapshotWindow;
   readonly windowKey: string;
+  /** Written to the window's own item (its key is a coarser window's). */
+  readonly windowItem: boolean;
   readonly milli: Map<string, bigint>;
   events: number;
 }
@@ -421,15 +423,17 @@ interface BucketAggregate {
  * Sums a batch's bucket changes into one increment per snapshot item.
  * Millitokens are summed before the conversion to whole tokens.
  *
- * Windows that start together share one item: the stored key
- * (`#USAGE#{resource}#{window_key}`, spec 01 §4.8) has no window name, so
- * hour 00's hourly key is its day's daily key, and day 1's daily key (and
- * its hour 00) is the month's monthly key. Such an item gets one increment,
- * the coarsest window's: it holds every change of the finer ones (a window
- * that starts with the coarser one lies inside it), so each change is
- * counted once in it, never once per window (two effects on one item in a
- * transaction are refused anyway), and the item reads back as the
- * coarsest window, exact. The finer window has no item of its own there.
+ * Every window gets its own exact count. Windows that start together have
+ * the same key (`#USAGE#{resource}#{window_key}`, spec 01 §4.8, has no
+ * window name): hour 00's hourly key is its day's daily key, and day 1's
+ * daily key (and its hour 00) is the month's monthly key. The coarsest of
+ * them keeps that shared item (the one a Python 0.10 client reads, labeled
+ * by its `window` attribute); each finer one is written to its own item,
+ * `#USAGE#{resource}#{window_key}#{window}` (`windowItem`), with the same
+ * attributes, which the Python client's `#USAGE#` queries read as that
+ * window. The reference adds every window's increment to the shared item
+ * (a double count); here each item gets one increment per batch, so the
+ * checkpoint transaction never has two effects on one item.
  */
 export function aggregateSnapshots(
   changes: readonly BucketChange[],
@@ -442,13 +446,14 @@ export function aggregateSnapshots(
   );
   for (const c of changes) {
     if (c.deltas.size === 0 && c.events === 0) continue;
-    const items = new Set<string>();
+    const keys = new Set<string>();
     for (const window of order) {
       const key = windowKey(window, c.at);
-      const id = [c.ns, c.entityId, c.resource, key].join("\u0000");
-      // A finer window starting with a coarser one: the same item, counted.
-      if (items.has(id)) continue;
-      items.add(id);
+      // A finer window starting with a coarser one: its own item.
+      const windowItem = keys.has(key);
+      keys.add(key);
+      const id = [c.ns, c.entityId, c.resource, key, windowItem ? window : ""]
+        .join("\u0000");
       let agg = out.get(id);
       if (agg === undefined) {
         agg = {
@@ -457,6 +462,7 @@ export function aggregateSnapshots(
           resource: c.resource,
           window,
           windowKey: key,
+          windowItem,
           milli: new Map(),
           events: 0,
         };
@@ -694,6 +700,7 @@ export function createAggregatorWorkload(
             counters: tokens,
             events: agg.events,
             ttl: ttlBase(agg.windowKey),
+            windowItem: agg.windowItem,
           }),
         });
       }

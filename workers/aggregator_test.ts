@@ -568,7 +568,7 @@ Deno.test("refillUpdate: the hidden wcu limit gets its refill from the old rf to
   }
 });
 
-Deno.test("aggregator handler: windows that start together share one snapshot item, which gets one increment counting each write once (hour 00; day 1 with monthly)", async () => {
+Deno.test("aggregator handler: windows that start together each get an exact count: the coarsest keeps the shared item, each finer one its own #{window} item (hour 00; day 1 at 00:xx; an ordinary hour)", async () => {
   const agg = createAggregatorWorkload({
     tableName: "t",
     windows: ["hourly", "daily", "monthly"],
@@ -615,48 +615,109 @@ Deno.test("aggregator handler: windows that start together share one snapshot it
   );
   const keys = effects.map((e) => `${e.pk} ${e.sk}`);
   assert.equal(new Set(keys).size, keys.length, `one effect per item: ${keys}`);
-  const bySk = new Map(effects.map((e) => [e.sk, e.added]));
-  const windowOf = new Map(
+  const windowOf = (u: Update): string | undefined =>
+    Object.values(u.ExpressionAttributeValues ?? {}).map((x) => x.S).find((
+      s,
+    ) => s === "hourly" || s === "daily" || s === "monthly");
+  const got = new Map(
     (out?.effects ?? []).map((e) => {
       const u = e.Update as Update;
-      const v = Object.values(u.ExpressionAttributeValues ?? {}).map((x) =>
-        x.S
-      );
-      return [
-        u.Key?.["SK"]?.S ?? "",
-        v.find((s) => s === "hourly" || s === "daily" || s === "monthly"),
-      ];
+      const d = decodeEffect(u);
+      return [d.sk, { window: windowOf(u), ...d.added }];
     }),
   );
-  // The shared item is the coarsest window's, each write counted once.
-  assert.deepEqual(bySk.get("#USAGE#gpt-4#2024-01-15T00:00:00Z"), {
-    rpm: 5,
-    "total_events": 3,
+  const sk = "#USAGE#gpt-4#";
+  assert.deepEqual(
+    Object.fromEntries([...got.entries()].sort(([a], [b]) => a < b ? -1 : 1)),
+    {
+      // January: records 1-3.
+      [`${sk}2024-01-01T00:00:00Z`]: {
+        window: "monthly",
+        rpm: 5,
+        "total_events": 3,
+      },
+      // Day 15: the daily window keeps the shared item; hour 00 its own.
+      [`${sk}2024-01-15T00:00:00Z`]: {
+        window: "daily",
+        rpm: 5,
+        "total_events": 3,
+      },
+      [`${sk}2024-01-15T00:00:00Z#hourly`]: {
+        window: "hourly",
+        rpm: 4,
+        "total_events": 2,
+      },
+      // An ordinary hour: the shared key form, no window item.
+      [`${sk}2024-01-15T01:00:00Z`]: {
+        window: "hourly",
+        rpm: 1,
+        "total_events": 1,
+      },
+      // Day 1: the month keeps the shared item; the day and hour 00 their own.
+      [`${sk}2024-02-01T00:00:00Z`]: {
+        window: "monthly",
+        rpm: 3,
+        "total_events": 2,
+      },
+      [`${sk}2024-02-01T00:00:00Z#daily`]: {
+        window: "daily",
+        rpm: 3,
+        "total_events": 2,
+      },
+      [`${sk}2024-02-01T00:00:00Z#hourly`]: {
+        window: "hourly",
+        rpm: 2,
+        "total_events": 1,
+      },
+      [`${sk}2024-02-01T05:00:00Z`]: {
+        window: "hourly",
+        rpm: 1,
+        "total_events": 1,
+      },
+    },
+  );
+  // Every GSI2 key stays the by-resource one of its window key.
+  for (const e of out?.effects ?? []) {
+    const u = e.Update as Update;
+    const vals = Object.values(u.ExpressionAttributeValues ?? {}).map((x) =>
+      x.S
+    );
+    const key = (u.Key?.["SK"]?.S ?? "").slice(sk.length, sk.length + 20);
+    assert.ok(vals.includes("ns1/RESOURCE#gpt-4"), u.Key?.["SK"]?.S);
+    assert.ok(vals.includes(`USAGE#${key}#e1`), u.Key?.["SK"]?.S);
+  }
+});
+
+Deno.test("aggregator handler: with hourly and daily only, day 1 hour 00's daily count keeps the shared item and the hour gets its own", async () => {
+  const agg = createAggregatorWorkload({
+    tableName: "t",
+    windows: ["daily", "hourly"],
   });
-  assert.equal(windowOf.get("#USAGE#gpt-4#2024-01-15T00:00:00Z"), "daily");
-  assert.deepEqual(bySk.get("#USAGE#gpt-4#2024-01-15T01:00:00Z"), {
-    rpm: 1,
-    "total_events": 1,
+  const img = (tc: number) =>
+    bucketImage({ rpm: { tk: 0, tc }, wcu: { tk: 0, tc } });
+  const out = await agg.handle([
+    record(
+      "MODIFY",
+      img(3_000),
+      img(1_000),
+      Date.parse("2024-03-01T00:05:00Z"),
+    ),
+    record(
+      "MODIFY",
+      img(4_000),
+      img(3_000),
+      Date.parse("2024-03-01T07:05:00Z"),
+    ),
+  ], ctx);
+  const got = Object.fromEntries(
+    (out?.effects ?? []).map((e) => {
+      const d = decodeEffect(e.Update as Update);
+      return [d.sk, d.added];
+    }),
+  );
+  assert.deepEqual(got, {
+    "#USAGE#gpt-4#2024-03-01T00:00:00Z": { rpm: 3, "total_events": 2 },
+    "#USAGE#gpt-4#2024-03-01T00:00:00Z#hourly": { rpm: 2, "total_events": 1 },
+    "#USAGE#gpt-4#2024-03-01T07:00:00Z": { rpm: 1, "total_events": 1 },
   });
-  assert.deepEqual(bySk.get("#USAGE#gpt-4#2024-01-01T00:00:00Z"), {
-    rpm: 5,
-    "total_events": 3,
-  });
-  assert.equal(windowOf.get("#USAGE#gpt-4#2024-01-01T00:00:00Z"), "monthly");
-  assert.deepEqual(bySk.get("#USAGE#gpt-4#2024-02-01T00:00:00Z"), {
-    rpm: 3,
-    "total_events": 2,
-  });
-  assert.equal(windowOf.get("#USAGE#gpt-4#2024-02-01T00:00:00Z"), "monthly");
-  assert.deepEqual(bySk.get("#USAGE#gpt-4#2024-02-01T05:00:00Z"), {
-    rpm: 1,
-    "total_events": 1,
-  });
-  assert.deepEqual([...bySk.keys()].sort(), [
-    "#USAGE#gpt-4#2024-01-01T00:00:00Z",
-    "#USAGE#gpt-4#2024-01-15T00:00:00Z",
-    "#USAGE#gpt-4#2024-01-15T01:00:00Z",
-    "#USAGE#gpt-4#2024-02-01T00:00:00Z",
-    "#USAGE#gpt-4#2024-02-01T05:00:00Z",
-  ]);
 });
