@@ -1657,7 +1657,10 @@ async function runAcquire(run: Run, act: AcquireGen): Promise<void> {
             ? leaseCharges(run, l, (e) => -e.written)
             : leaseCharges(run, l, (e) => e.consumed - e.written);
           st.post = post;
-          ctx.sink = post.sink;
+          // An unchecked lease writes nothing; a write after its acquire
+          // returned is the acquire's own late settlement (a charge applied
+          // past the deadline, given back), so it stays the acquire's.
+          if (!l.unchecked) ctx.sink = post.sink;
           if (act.mode === "rollback") throw new BodyError();
           return "done";
         });
@@ -1742,7 +1745,7 @@ async function commitCall(
 ): Promise<void> {
   const call = newCall(run, "commit", client, bound, leaseStart);
   call.intended = leaseCharges(run, lease, (e) => e.consumed - e.written);
-  ctx.sink = call.sink;
+  if (!lease.unchecked) ctx.sink = call.sink; // see runAcquire: an unchecked lease writes nothing
   try {
     await lease.commit();
     call.outcome = "ok";
@@ -1780,7 +1783,7 @@ async function consumeCall(
     (e) =>
       e.limit.name === name && !lease.unchecked ? BigInt(act.more) * 1000n : 0n,
   );
-  ctx.sink = call.sink;
+  if (!lease.unchecked) ctx.sink = call.sink; // see runAcquire: an unchecked lease writes nothing
   try {
     await lease.consume(
       { [name]: act.more },
