@@ -28,7 +28,27 @@ export interface CapacityBudget {
   adjust(delta: number): void;
   /** Units spent so far (estimates corrected by measurements). */
   spent(): number;
+  /**
+   * Whether the next call should ask DynamoDB for its `ConsumedCapacity`:
+   * always when the budget paces (a rate is set), otherwise the first call
+   * and one in {@linkcode UNPACED_MEASURE_EVERY} after it. Asking is not
+   * free: DynamoDB Local spends about a fifth more CPU on a conditional
+   * PutItem that returns its capacity, which an unpaced copy near the
+   * write floor cannot afford on every item.
+   */
+  shouldMeasure(): boolean;
+  /**
+   * Settles one call charged with `take(estimate)`: a `measured` value
+   * replaces the estimate (and teaches the budget the measured/estimated
+   * ratio); without one, the estimate is scaled by the ratio learned so
+   * far, so `spent()` stays an unbiased figure when only a sample is
+   * measured.
+   */
+  settle(estimate: number, measured: number | null): void;
 }
+
+/** An unpaced budget measures the first call and one in this many after it. */
+export const UNPACED_MEASURE_EVERY = 32;
 
 /**
  * Creates a budget of `rate` units per second (burst: one second's worth);
@@ -42,6 +62,13 @@ export function createCapacityBudget(
   let tokens = rate ?? 0;
   let last = clock.now();
   let spent = 0;
+  let calls = 0;
+  let measuredSum = 0;
+  let estimatedSum = 0;
+  const charge = (delta: number): void => {
+    spent += delta;
+    if (rate !== null) tokens -= delta;
+  };
   const refill = (): void => {
     if (rate === null) return;
     const now = clock.now();
@@ -67,11 +94,20 @@ export function createCapacityBudget(
         await clock.sleep(waitMs, signal);
       }
     },
-    adjust(delta: number): void {
-      spent += delta;
-      if (rate !== null) tokens -= delta;
-    },
+    adjust: charge,
     spent: () => spent,
+    shouldMeasure(): boolean {
+      return rate !== null || calls++ % UNPACED_MEASURE_EVERY === 0;
+    },
+    settle(estimate: number, measured: number | null): void {
+      if (measured !== null) {
+        measuredSum += measured;
+        estimatedSum += estimate;
+        charge(measured - estimate);
+      } else if (estimatedSum > 0) {
+        charge(estimate * (measuredSum / estimatedSum - 1));
+      }
+    },
   };
 }
 
@@ -378,8 +414,22 @@ export async function deleteKeys(
   return keys.length;
 }
 
-function utf8Length(s: string): number {
-  return new TextEncoder().encode(s).length;
+/** UTF-8 bytes of `s` (a lone surrogate counts as U+FFFD, 3 bytes), without encoding it. */
+export function utf8Length(s: string): number {
+  let n = s.length;
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c < 0x80) continue;
+    if (c < 0x800) n += 1;
+    else if (c >= 0xd800 && c <= 0xdbff) {
+      const d = s.charCodeAt(i + 1);
+      if (d >= 0xdc00 && d <= 0xdfff) {
+        n += 2; // a pair: 2 code units, 4 bytes
+        i++;
+      } else n += 2;
+    } else n += 2;
+  }
+  return n;
 }
 
 function valueSize(v: AttributeValue): number {

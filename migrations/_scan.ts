@@ -135,6 +135,9 @@ export async function clearCheckpoints(
   return cps.length;
 }
 
+/** Items of a prefetching segment's first page (see {@linkcode ScanPhaseOptions.prefetch}). */
+export const FIRST_PAGE_LIMIT = 64;
+
 /** What one page's processing did. */
 export interface PageOutcome {
   /** Items written. */
@@ -158,6 +161,9 @@ export interface ScanPhaseOptions {
   /**
    * Scan a segment's next page while its current page is processed (at
    * most two pages per segment in memory; checkpoints stay in page order).
+   * A segment's first page is then at most {@linkcode FIRST_PAGE_LIMIT}
+   * items, so its writes start after a short scan and the full-size
+   * second page is scanned meanwhile.
    * @default false
    */
   readonly prefetch?: boolean;
@@ -276,22 +282,27 @@ export async function runScanPhase(
     if (cp?.done) return;
     let start: Item | undefined = cp?.lastKey ?? undefined;
     let scannedHere = cp?.scanned ?? 0;
+    let firstPage = options.prefetch === true;
     const fetchPage = async (
       from: Item | undefined,
     ): Promise<ScanCommandOutput> => {
       signal.throwIfAborted();
       await ctx.keepAlive();
+      const limit = firstPage
+        ? Math.min(ctx.options.pageSize, FIRST_PAGE_LIMIT)
+        : ctx.options.pageSize;
+      firstPage = false;
       const input: ScanCommandInput = {
         TableName: ctx.tableName,
         Segment: segment,
         TotalSegments: segments,
-        Limit: ctx.options.pageSize,
+        Limit: limit,
         ConsistentRead: options.consistentRead ?? false,
         ReturnConsumedCapacity: "TOTAL",
         ...(from ? { ExclusiveStartKey: from } : {}),
       };
       // Estimate: a full page of ~1 KB items, eventually consistent.
-      const estimate = Math.max(0.5, ctx.options.pageSize / 8);
+      const estimate = Math.max(0.5, limit / 8);
       await options.readBudget.take(estimate, signal);
       const page = await retryThrottled(
         segCtx,

@@ -370,6 +370,7 @@ async function putCopy(
   // A throttled page can outlast the lock: renew between writes too (a no-op until due).
   await ctx.keepAlive();
   await budget.take(estimate, ctx.signal);
+  const measure = budget.shouldMeasure();
   try {
     const res = await retryThrottled(
       ctx,
@@ -382,14 +383,13 @@ async function putCopy(
             ...(returnExisting
               ? { ReturnValuesOnConditionCheckFailure: "ALL_OLD" as const }
               : {}),
-            ReturnConsumedCapacity: "TOTAL",
+            ...(measure ? { ReturnConsumedCapacity: "TOTAL" as const } : {}),
           }),
           { abortSignal: ctx.signal },
         ),
       pool ? { onThrottle: () => pool.throttled() } : {},
     );
-    const measured = capacityOf(res.ConsumedCapacity);
-    if (measured !== null) budget.adjust(measured - estimate);
+    budget.settle(estimate, measure ? capacityOf(res.ConsumedCapacity) : null);
     return { written: true };
   } catch (e) {
     if (!isConditionFailed(e)) throw e;

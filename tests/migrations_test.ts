@@ -8,6 +8,8 @@ import {
   forEachConcurrent,
   forEachPooled,
   itemSizeBytes,
+  UNPACED_MEASURE_EVERY,
+  utf8Length,
 } from "../migrations/_dynamo.ts";
 import {
   legacyEntityItems,
@@ -334,6 +336,31 @@ Deno.test("itemSizeBytes() sums names and values", () => {
   assert.ok(itemSizeBytes({ m: { M: { a: { S: "b" } } } }) > 3);
 });
 
+Deno.test("utf8Length() equals the encoded length, surrogates included", () => {
+  const random = seededRandom(7);
+  const samples = [
+    "",
+    "ENTITY#u1",
+    "caf\u00e9",
+    "\u20ac100",
+    "\u{1F600}x",
+    "a\ud800b", // lone high surrogate: U+FFFD
+    "\udc00", // lone low surrogate
+    "\ud800", // high surrogate at the end
+  ];
+  for (let i = 0; i < 200; i++) {
+    const codes = Array.from(
+      { length: 1 + Math.floor(random() * 12) },
+      () => Math.floor(random() * 0x10000),
+    );
+    samples.push(String.fromCharCode(...codes));
+  }
+  const encoder = new TextEncoder();
+  for (const s of samples) {
+    assert.equal(utf8Length(s), encoder.encode(s).length, JSON.stringify(s));
+  }
+});
+
 // ---------------------------------------------------------------- 0.8.0 (pure)
 
 Deno.test("groupLegacyLimits() turns burst into capacity and groups by config item", () => {
@@ -571,6 +598,38 @@ Deno.test("createCapacityBudget() without a rate never waits", async () => {
   }
   assert.equal(clock.slept.length, 0);
   assert.equal(budget.spent(), 500);
+});
+
+Deno.test("createCapacityBudget() with a rate measures every call", () => {
+  const budget = createCapacityBudget(10, jumpClock());
+  for (let i = 0; i < 3 * UNPACED_MEASURE_EVERY; i++) {
+    assert.equal(budget.shouldMeasure(), true);
+  }
+});
+
+Deno.test("createCapacityBudget() without a rate measures a sample and extrapolates it", async () => {
+  const budget = createCapacityBudget(null, jumpClock());
+  const signal = new AbortController().signal;
+  const calls = 4 * UNPACED_MEASURE_EVERY;
+  let measured = 0;
+  for (let i = 0; i < calls; i++) {
+    await budget.take(2, signal);
+    // Every write really costs 3 units (the estimate says 2).
+    if (budget.shouldMeasure()) {
+      measured++;
+      budget.settle(2, 3);
+    } else budget.settle(2, null);
+  }
+  assert.equal(measured, 4, "the first call and one in UNPACED_MEASURE_EVERY");
+  assert.equal(budget.spent(), 3 * calls);
+});
+
+Deno.test("createCapacityBudget() keeps the estimate until a call is measured", async () => {
+  const budget = createCapacityBudget(null, jumpClock());
+  const signal = new AbortController().signal;
+  await budget.take(2, signal);
+  budget.settle(2, null);
+  assert.equal(budget.spent(), 2);
 });
 
 Deno.test("createCapacityBudget() stops waiting on abort", async () => {
