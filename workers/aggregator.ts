@@ -20,6 +20,10 @@
  *   that charged the hidden `wcu` limit (every acquire does, adjustments and
  *   rollbacks do not); a bucket without `wcu` counts writes that consumed.
  * * **Colliding limit names** are escaped (`core/usage.ts`).
+ * * **Every window its own count.** Windows that start together (hour 00,
+ *   day 1) share the stored key; the coarsest keeps that item and each
+ *   finer one gets `#USAGE#{resource}#{window_key}#{window}`
+ *   ({@linkcode aggregateSnapshots}); the reference double-counts.
  * * **Tolerant keys.** A pre-0.10 unprefixed bucket key is attributed to
  *   `legacyNamespaceId` when given (the namespace the migration moves it
  *   to); nothing throws on a bad key.
