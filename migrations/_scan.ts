@@ -212,10 +212,17 @@ export async function runScanPhase(
 ): Promise<ScanPhaseResult> {
   const prefix = options.checkpointPrefix;
   let saved: SegmentCheckpoint[] = [];
-  if (prefix !== null) {
-    if (ctx.options.restart) await clearCheckpoints(ctx, prefix);
-    else saved = await loadCheckpoints(ctx, prefix);
-  }
+  // Both reads at once: the item count only feeds the progress estimate.
+  const [, total] = await Promise.all([
+    prefix === null
+      ? null
+      : ctx.options.restart
+      ? clearCheckpoints(ctx, prefix)
+      : loadCheckpoints(ctx, prefix).then((cps) => {
+        saved = cps;
+      }),
+    approximateItemCount(ctx),
+  ]);
   let segments = ctx.options.segments;
   const savedTotal = saved[0]?.totalSegments;
   if (savedTotal !== undefined && savedTotal !== segments) {
@@ -233,7 +240,6 @@ export async function runScanPhase(
       c,
     ) => [c.segment, c]),
   );
-  const total = await approximateItemCount(ctx);
   const startedAt = ctx.clock.now();
   let baseline = 0;
   let skippedSegments = 0;

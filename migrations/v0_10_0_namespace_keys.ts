@@ -297,9 +297,19 @@ function registryTarget(ctx: MigrationContext): RegistryTarget {
  */
 export async function resolveTargetNamespace(
   ctx: MigrationContext,
+  options: {
+    /**
+     * A check run alongside the (read-only) lookup; nothing is registered
+     * unless it passed.
+     */
+    readonly check?: (ctx: MigrationContext) => Promise<void>;
+  } = {},
 ): Promise<string> {
   const name = validateNamespaceName(ctx.options.namespace);
-  const found = await lookupNamespaceId(ctx, name);
+  const [, found] = await Promise.all([
+    options.check?.(ctx),
+    lookupNamespaceId(ctx, name),
+  ]);
   if (found !== null) return found;
   if (!ctx.options.registerNamespace) {
     throw new MigrationError(
@@ -478,8 +488,7 @@ export interface NamespaceKeysReport extends MigrationReport {
 export async function copyNamespaceKeys(
   ctx: MigrationContext,
 ): Promise<NamespaceKeysReport> {
-  await requireGsi4(ctx);
-  const namespaceId = await resolveTargetNamespace(ctx);
+  const namespaceId = await resolveTargetNamespace(ctx, { check: requireGsi4 });
   const writeBudget = createCapacityBudget(
     ctx.options.maxWcuPerSecond,
     ctx.clock,

@@ -47,6 +47,7 @@ import {
   planNamespaceKeys,
   verifyNamespaceKeys,
 } from "../../migrations/v0_10_0_namespace_keys.ts";
+import { UNPACED_MEASURE_EVERY } from "../../migrations/_dynamo.ts";
 import { localClient, stopLocal, tableName } from "./_harness.ts";
 
 // ---------------------------------------------------------------- fixtures
@@ -776,6 +777,71 @@ Deno.test("copyNamespaceKeys() keeps consumed write capacity under maxWcuPerSeco
     `only ${elapsedSeconds}s for ${consumed} WCU`,
   );
   assert.ok(slept.length > 0);
+});
+
+Deno.test("copyNamespaceKeys() asks for ConsumedCapacity on every write when paced, on one in UNPACED_MEASURE_EVERY otherwise, and reports a like total", async () => {
+  const items: Item[] = [];
+  for (let i = 0; i < 4; i++) {
+    items.push(
+      ...legacyEntityItems({
+        id: `u${i}`,
+        resources: RESOURCES,
+        auditEvents: 20,
+        random: seededRandom(i + 1),
+      }),
+    );
+  }
+  items.push(...legacySystemItems());
+  const run = async (maxWcuPerSecond: number | undefined) => {
+    await using env = await legacyTable(items);
+    let copies = 0;
+    let measured = 0;
+    env.client.middlewareStack.add(
+      (next, context) => (args) => {
+        const input = args.input as {
+          ConditionExpression?: string;
+          ReturnConsumedCapacity?: string;
+        };
+        if (
+          context.commandName === "PutItemCommand" &&
+          input.ConditionExpression === "attribute_not_exists(PK)"
+        ) {
+          copies++;
+          if (input.ReturnConsumedCapacity === "TOTAL") measured++;
+        }
+        return next(args);
+      },
+      { step: "initialize", name: "countMeasuredPuts" },
+    );
+    let consumed = 0;
+    const r = await copyNamespaceKeys(env.ctx({
+      ...(maxWcuPerSecond === undefined ? {} : { maxWcuPerSecond }),
+      onEvent: (e) => {
+        if (e.kind === "progress") consumed = e.snapshot.consumedWcu;
+      },
+    }));
+    assert.equal(r.written, items.length);
+    return { copies, measured, consumed };
+  };
+  const paced = await run(1_000_000);
+  assert.equal(paced.copies, items.length);
+  assert.equal(
+    paced.measured,
+    items.length,
+    "a paced copy measures every write",
+  );
+  const unpaced = await run(undefined);
+  assert.equal(unpaced.copies, items.length);
+  assert.equal(
+    unpaced.measured,
+    Math.ceil(items.length / UNPACED_MEASURE_EVERY),
+    "the first write and one in UNPACED_MEASURE_EVERY",
+  );
+  // The sample's measured/estimated ratio scales the rest: same order as the fully measured total.
+  assert.ok(
+    Math.abs(unpaced.consumed - paced.consumed) <= paced.consumed * 0.25,
+    `unpaced ${unpaced.consumed} WCU vs paced (measured) ${paced.consumed}`,
+  );
 });
 
 Deno.test("applyMigrations() runs 0.8.0 on a 0.7.0 table: burst becomes capacity, on_unavailable survives", async (t) => {
