@@ -45,7 +45,7 @@ export interface ProgressSnapshot {
   readonly segmentsDone: number;
   /** Segments in all. */
   readonly segments: number;
-  /** Write capacity consumed by this run. */
+  /** Write capacity consumed by this run (measured on every write when paced by `maxWcuPerSecond`; otherwise measured on a sample and extrapolated). */
   readonly consumedWcu: number;
   /** Read capacity consumed by this run. */
   readonly consumedRcu: number;
