@@ -6,6 +6,7 @@
  *
  * @module
  */
+import { Buffer } from "node:buffer";
 import { errorName } from "../core/_sdk_errors.ts";
 import { exponentialBackoff } from "../core/_backoff.ts";
 import {
@@ -416,20 +417,7 @@ export async function deleteKeys(
 
 /** UTF-8 bytes of `s` (a lone surrogate counts as U+FFFD, 3 bytes), without encoding it. */
 export function utf8Length(s: string): number {
-  let n = s.length;
-  for (let i = 0; i < s.length; i++) {
-    const c = s.charCodeAt(i);
-    if (c < 0x80) continue;
-    if (c < 0x800) n += 1;
-    else if (c >= 0xd800 && c <= 0xdbff) {
-      const d = s.charCodeAt(i + 1);
-      if (d >= 0xdc00 && d <= 0xdfff) {
-        n += 2; // a pair: 2 code units, 4 bytes
-        i++;
-      } else n += 2;
-    } else n += 2;
-  }
-  return n;
+  return Buffer.byteLength(s, "utf8");
 }
 
 function valueSize(v: AttributeValue): number {

@@ -13,23 +13,13 @@ import { RateLimitExceeded } from "../errors.ts";
 import { Lease } from "../lease.ts";
 import type { Limit } from "../limit.ts";
 import { markPath } from "../telemetry.ts";
-import {
-  certainlyNotApplied,
-  checkDeadline,
-  type LateOutcome,
-  watchLate,
-} from "../transport.ts";
+import { checkDeadline, type LateOutcome, watchLate } from "../transport.ts";
 import { errorName, isTransactionConflictOnly } from "../_sdk_errors.ts";
-import {
-  type Admission,
-  learn,
-  refreshedSide,
-  reportStranded,
-} from "./admission.ts";
+import { type Admission, learn, refreshedSide } from "./admission.ts";
 import type { BucketWrite } from "./bucket_store.ts";
 import { guessParent, slowParentPlan } from "./cascade.ts";
 import { compensate, fastPath } from "./fast_path.ts";
-import { settleLateCharge } from "./late_charge.ts";
+import { settleFailedCharge } from "./late_charge.ts";
 import {
   afterWrite,
   contendedStatuses,
@@ -175,24 +165,17 @@ async function send(
         continue;
       }
       if (conflict) throw new RateLimitExceeded(contendedStatuses(plans));
-      if (late) {
-        // Every side or none (one write, or one transaction): applied late, each is given back.
-        const l = late;
-        for (const p of plans) {
-          settleLateCharge(
-            adm,
-            p.ref,
-            p.side.charge,
-            l,
-            e,
-            () => compensate(adm, p.side, p.ref),
-          );
-        }
-      } else if (!certainlyNotApplied(e)) {
-        for (const p of plans) {
-          adm.writer.remember(p.ref, null);
-          reportStranded(adm, p.ref, p.side.charge, "debit", e);
-        }
+      // One write or one transaction: every side applied, or none. Applied
+      // after the deadline: each given back; not applied: nothing; else stranded.
+      for (const p of plans) {
+        settleFailedCharge(
+          adm,
+          p.ref,
+          p.side.charge,
+          late,
+          e,
+          () => compensate(adm, p.side, p.ref),
+        );
       }
       throw e;
     }
