@@ -2,37 +2,32 @@
  * A lease: tokens consumed on acquire, adjustable while open, committed on
  * success and given back on failure (spec 02 §11).
  *
- * Writes go through the {@linkcode BucketWriter}: a give-back never lifts a
- * bucket above its capacity, and a delta is written at most once. A write
- * that fails *before* applying leaves the lease open so the same call can
- * be retried; one that may have applied (a 500, a reset connection, a
- * deadline after sending) is not resent for a give-back (under-admission at
- * worst) and is reported as stranded.
+ * Writes go through the {@linkcode BucketWriter} (`lease_writes.ts`): a
+ * give-back never lifts a bucket above its capacity, and a delta is written
+ * at most once. A write that fails *before* applying leaves the lease open
+ * so the same call can be retried. One that outlived its caller's deadline
+ * ends in the background: applied, it counts as written (a consume's charge
+ * is given back); not applied, it is left to the next call; an unknown
+ * outcome (a 500, a reset connection, the write's grace ran out) is
+ * reported as stranded, a give-back then not resent (under-admission at
+ * worst). A later call waits for a write that may still apply before it
+ * sends what is left of its item.
  *
  * @module
  */
-import { type BucketParams, paramsOf } from "./bucket.ts";
+import type { BucketParams } from "./bucket.ts";
 import type { BucketRef } from "./bucket_item.ts";
-import type { BucketWriter, ChargeOutcome, Target } from "./bucket_writer.ts";
-import { windowsOf } from "./calendar_bucket.ts";
+import type { BucketWriter } from "./bucket_writer.ts";
 import type { Clock } from "./clock.ts";
 import { NO_SHADOW, type ShadowReport } from "./acquire/shadow.ts";
 import {
   LeaseDeadlineExceeded,
   LeaseExpiredError,
-  RateLimiterUnavailable,
-  RateLimitExceeded,
   ValidationError,
-  ZAELimiterError,
 } from "./errors.ts";
 import type { Limit } from "./limit.ts";
-import type { LimitStatus } from "./models.ts";
-import {
-  certainlyNotApplied,
-  type DeadlineOptions,
-  withDeadline,
-  withGrace,
-} from "./transport.ts";
+import { LeaseWrites } from "./lease_writes.ts";
+import type { DeadlineOptions } from "./transport.ts";
 import { validateAmount } from "./validation.ts";
 
 /** One limit of one bucket item held by a lease. */
@@ -120,21 +115,13 @@ export function recordGrant(
   GRANTS.set(lease, Object.freeze({ ...granted }));
 }
 
-function applyOf(o: LeaseOptions, w: BucketWriter): BucketWriter["apply"] {
-  return o.apply ?? ((...args) => w.apply(...args));
-}
-
-function groupKey(ref: BucketRef): string {
-  return `${ref.entityId}\u0000${ref.resource}\u0000${ref.shard}`;
-}
-
 /**
  * A lease over one acquire. Use it inside the `acquire` callback (commit and
  * rollback are automatic) or with `await using` (call {@linkcode Lease.commit}
  * when the work succeeded; disposal without a commit rolls back).
  */
 export class Lease implements AsyncDisposable {
-  readonly #writer: BucketWriter | null;
+  readonly #writes: LeaseWrites | null;
   readonly #entries: LeaseEntry[];
   readonly #options: LeaseOptions;
   #state: LeaseState = "open";
@@ -164,12 +151,14 @@ export class Lease implements AsyncDisposable {
     unchecked = false,
     options: LeaseOptions = DEFAULT_OPTIONS,
   ) {
-    this.#writer = writer;
     this.entityId = entityId;
     this.resource = resource;
     this.#entries = entries;
     this.unchecked = unchecked;
     this.#options = options;
+    this.#writes = writer
+      ? new LeaseWrites({ writer, entries, options, entityId, resource })
+      : null;
   }
 
   /**
@@ -307,31 +296,6 @@ export class Lease implements AsyncDisposable {
     return out;
   }
 
-  #groups(filter: (e: LeaseEntry) => boolean): LeaseEntry[][] {
-    const groups = new Map<string, LeaseEntry[]>();
-    for (const e of this.#entries) {
-      if (!filter(e)) continue;
-      const k = groupKey(e.ref);
-      const g = groups.get(k);
-      if (g) g.push(e);
-      else groups.set(k, [e]);
-    }
-    return [...groups.values()];
-  }
-
-  #unavailable(e: unknown, what: string): ZAELimiterError {
-    if (e instanceof ZAELimiterError) return e;
-    return new RateLimiterUnavailable(
-      `${what} failed: ${e instanceof Error ? e.message : String(e)}`,
-      {
-        cause: e,
-        stackName: this.#options.stackName,
-        entityId: this.entityId,
-        resource: this.resource,
-      },
-    );
-  }
-
   /**
    * Consumes more tokens now, checked atomically against DynamoDB (on the
    * entity and, with cascade, its parent: all or nothing).
@@ -339,7 +303,7 @@ export class Lease implements AsyncDisposable {
    * @throws {RateLimitExceeded} nothing was consumed
    * @throws {LeaseExpiredError} the lease is closed
    * @throws {LeaseDeadlineExceeded} the lease's deadline passed
-   * @throws {RateLimiterUnavailable} DynamoDB failed or the deadline passed; nothing was consumed unless reported stranded
+   * @throws {RateLimiterUnavailable} DynamoDB failed or the deadline passed; nothing was consumed unless reported stranded (a write that applied after the deadline is given back in the background, one that certainly did not apply is not reported)
    */
   async consume(
     amounts: Readonly<Record<string, number>>,
@@ -347,100 +311,8 @@ export class Lease implements AsyncDisposable {
   ): Promise<void> {
     this.#checkOpen("consume from");
     const want = this.#amounts(amounts, false);
-    if (want.size === 0 || this.unchecked || !this.#writer) return;
-    const writer = this.#writer;
-    const groups = this.#groups((e) => want.has(e.limit.name));
-    const targets: Target[] = groups.map((g) => {
-      const first = g[0] as LeaseEntry;
-      return {
-        ref: first.ref,
-        limits: g.map((e) => ({
-          limit: e.limit,
-          stored: paramsOf(e.limit),
-          eff: e.params,
-        })),
-        shards: first.shards,
-        ttl: null,
-      };
-    });
-    const amountsOf = (g: LeaseEntry[]): Map<string, bigint> =>
-      new Map(g.map((e) => [e.limit.name, want.get(e.limit.name) ?? 0n]));
-    let results: PromiseSettledResult<ChargeOutcome>[];
-    try {
-      results = await withDeadline(
-        options,
-        this.#options.timeoutMs,
-        () =>
-          Promise.allSettled(
-            groups.map((g, i) =>
-              writer.charge(targets[i] as Target, amountsOf(g), 0n)
-            ),
-          ),
-      );
-    } catch (e) {
-      throw this.#unavailable(e, "lease.consume");
-    }
-    const ok = results.map((r) =>
-      r.status === "fulfilled" && r.value.kind === "ok"
-    );
-    if (ok.every(Boolean)) {
-      for (const e of this.#entries) {
-        const a = want.get(e.limit.name);
-        if (a === undefined) continue;
-        e.consumed += a;
-        e.written += a;
-      }
-      return;
-    }
-    // All or nothing: give back the groups that were charged.
-    await Promise.all(groups.map(async (g, i) => {
-      if (!ok[i]) return;
-      const first = g[0] as LeaseEntry;
-      const deltas = new Map([...amountsOf(g)].map(([n, a]) => [n, -a]));
-      try {
-        await withGrace(
-          this.#options.timeoutMs,
-          () => applyOf(this.#options, writer)(first.ref, first.shards, deltas),
-        );
-      } catch (e) {
-        this.#report(first.ref, deltas, "giveback", e);
-      }
-    }));
-    // Every group whose write may have applied is reported, then the first failure thrown.
-    const failed = results.flatMap((r, i) => {
-      if (r.status !== "rejected") return [];
-      const g = groups[i] as LeaseEntry[];
-      const first = g[0] as LeaseEntry;
-      if (!certainlyNotApplied(r.reason)) {
-        writer.remember(first.ref, null);
-        this.#report(first.ref, amountsOf(g), "debit", r.reason);
-      }
-      return [r.reason];
-    });
-    if (failed.length > 0) throw this.#unavailable(failed[0], "lease.consume");
-    const statuses: LimitStatus[] = [];
-    for (let i = 0; i < groups.length; i++) {
-      const r = results[i] as PromiseSettledResult<ChargeOutcome>;
-      const g = groups[i] as LeaseEntry[];
-      if (r.status === "rejected") continue;
-      const o = r.value;
-      if (o.kind === "refused" || o.kind === "contended") {
-        statuses.push(...o.statuses);
-      } else if (o.kind !== "ok") {
-        // The item expired or its limits changed under the lease: nothing can be checked.
-        statuses.push(...g.map((e) => ({
-          entityId: e.ref.entityId,
-          resource: e.ref.resource,
-          limitName: e.limit.name,
-          limit: e.limit,
-          available: 0,
-          requested: Number((want.get(e.limit.name) ?? 0n) / 1000n),
-          exceeded: want.has(e.limit.name),
-          retryAfterSeconds: 1,
-        })));
-      }
-    }
-    throw new RateLimitExceeded(statuses);
+    if (want.size === 0 || this.unchecked || !this.#writes) return;
+    await this.#writes.consume(want, options);
   }
 
   /**
@@ -472,6 +344,10 @@ export class Lease implements AsyncDisposable {
    * Writes the adjustments (one write per bucket item) and closes the
    * lease. Idempotent once committed. When a write fails before applying,
    * the lease stays open and `commit` can be called again (nothing is lost).
+   * A write still running past the deadline counts as written if it applies
+   * (a retried `commit` does not write it again) and is left to the retry if
+   * it does not; a retry waits for its outcome (within its own deadline)
+   * before it writes that item, so no adjustment is written twice.
    *
    * @throws {LeaseExpiredError} after a rollback
    * @throws {LeaseDeadlineExceeded} the lease's deadline passed (nothing is written; what was charged stays charged)
@@ -480,9 +356,11 @@ export class Lease implements AsyncDisposable {
   async commit(options: DeadlineOptions = {}): Promise<void> {
     if (this.#state === "committed") return;
     this.#checkOpen("commit");
-    if (this.#writer) {
-      await this.#writeDeltas((e) => e.consumed - e.written, options, "commit");
-    }
+    await this.#writes?.deltas(
+      (e) => e.consumed - e.written,
+      options,
+      "commit",
+    );
     this.#state = "committed";
     await this.#ended("commit");
   }
@@ -491,7 +369,8 @@ export class Lease implements AsyncDisposable {
    * Gives back everything written and closes the lease. Idempotent; a closed
    * lease is left as is, and so is one whose deadline passed (a no-op: what
    * it charged stays charged). When a write fails before applying, the lease stays
-   * open and `rollback` can be called again.
+   * open and `rollback` can be called again (a write that outlived the
+   * deadline is settled as for {@linkcode Lease.commit}).
    *
    * @throws {RateLimiterUnavailable} a write failed or the deadline passed
    */
@@ -499,98 +378,18 @@ export class Lease implements AsyncDisposable {
     // After the deadline nothing is given back: the lease is settled as if its holder had crashed.
     if (this.#state !== "open" || this.#pastDeadline()) return;
     for (const e of this.#entries) e.consumed = 0n;
-    if (this.#writer) {
-      await this.#writeDeltas((e) => -e.written, options, "rollback");
-    }
+    await this.#writes?.deltas((e) => -e.written, options, "rollback");
     this.#state = "rolled_back";
     await this.#ended("rollback");
   }
 
-  #report(
-    ref: BucketRef,
-    amounts: ReadonlyMap<string, bigint>,
-    kind: "debit" | "giveback",
-    cause: unknown,
-  ): void {
-    const tokens: Record<string, number> = {};
-    for (const [n, a] of amounts) tokens[n] = Math.abs(Number(a)) / 1000;
-    this.#options.onStranded({
-      entityId: ref.entityId,
-      resource: ref.resource,
-      shard: ref.shard,
-      kind,
-      amounts: tokens,
-      cause,
-    });
-  }
-
-  async #writeDeltas(
-    delta: (e: LeaseEntry) => bigint,
-    options: DeadlineOptions,
-    what: "commit" | "rollback",
-  ): Promise<void> {
-    const writer = this.#writer as BucketWriter;
-    const groups = this.#groups((e) => delta(e) !== 0n);
-    if (groups.length === 0) return;
-    let failure: unknown = null;
-    try {
-      await withDeadline(options, this.#options.timeoutMs, async () => {
-        await Promise.all(groups.map(async (entries) => {
-          const first = entries[0] as LeaseEntry;
-          const map = new Map(entries.map((e) => [e.limit.name, delta(e)]));
-          if (this.#options.slices?.(first.ref, map)) {
-            for (const e of entries) e.written += delta(e);
-            return;
-          }
-          try {
-            const w = windowsOf(entries);
-            const left = await applyOf(this.#options, writer)(
-              first.ref,
-              first.shards,
-              map,
-              0n,
-              w,
-            );
-            for (const e of entries) e.written += delta(e);
-            if (left > 0n) {
-              this.#report(first.ref, new Map([["*", left]]), "giveback", null);
-            }
-          } catch (e) {
-            failure ??= e;
-            if (certainlyNotApplied(e)) return; // resent by the next call
-            writer.remember(first.ref, null);
-            // May have applied. A give-back is not resent (at worst the tokens
-            // stay taken); a debit is resent by the next call (at worst taken twice).
-            const gives = entries.filter((x) => delta(x) < 0n);
-            if (gives.length > 0) {
-              this.#report(
-                first.ref,
-                new Map(gives.map((x) => [x.limit.name, delta(x)])),
-                "giveback",
-                e,
-              );
-              for (const x of gives) x.written += delta(x);
-            }
-            const takes = entries.filter((x) => delta(x) > 0n);
-            if (takes.length > 0) {
-              this.#report(
-                first.ref,
-                new Map(takes.map((x) => [x.limit.name, delta(x)])),
-                "debit",
-                e,
-              );
-            }
-          }
-        }));
-      });
-    } catch (e) {
-      failure ??= e;
-    }
-    if (
-      failure !== null && groups.some((g) => g.some((e) => delta(e) !== 0n))
-    ) {
-      throw this.#unavailable(failure, `lease.${what}`);
-    }
+  /**
+   * @internal Resolves once no write of the lease may still apply (each
+   * one that outlived its caller's deadline ended and was settled), or
+   * `null` when none is in flight.
+   */
+  settling(): Promise<void> | null {
+    return this.#writes?.settling() ?? null;
   }
 
   /** Rolls back a lease that was not committed (for `await using`). */

@@ -26,26 +26,52 @@ import {
 } from "../transport.ts";
 import { type Admission, reportStranded } from "./admission.ts";
 
-/** Late settlements in progress, per admission (awaited by `close()`). */
-const pending = new WeakMap<Admission, Set<Promise<void>>>();
+/**
+ * Late settlements in progress, per admission, and per stranded-charge
+ * sink for the leases (awaited by `close()`).
+ */
+const pending = new WeakMap<object, Set<Promise<void>>>();
 
-/** Tracks a late settlement of `adm` until it ends (it never rejects). */
-export function trackLate(adm: Admission, p: Promise<void>): void {
-  let set = pending.get(adm);
-  if (!set) pending.set(adm, set = new Set());
+function track(key: object, p: Promise<void>): void {
+  let set = pending.get(key);
+  if (!set) pending.set(key, set = new Set());
   const s = set;
   s.add(p);
   void p.finally(() => s.delete(p));
 }
 
+/** Tracks a late settlement of `adm` until it ends (it never rejects). */
+export function trackLate(adm: Admission, p: Promise<void>): void {
+  track(adm, p);
+}
+
 /**
- * Resolves once every late settlement of `adm` has ended: each write left
- * running past its caller's deadline ended (at most its 10 s grace) and its
- * charge was given back or reported.
+ * Tracks a late settlement of a lease write (`lease_writes.ts`) until it
+ * ends (it never rejects). A lease knows its limiter by the sink it reports
+ * stranded charges to (`LeaseOptions.onStranded`, the admission's
+ * `onStranded`), so {@linkcode lateSettled} waits for it too.
+ */
+export function trackLeaseLate(
+  onStranded: (...args: never[]) => void,
+  p: Promise<void>,
+): void {
+  track(onStranded, p);
+}
+
+/**
+ * Resolves once every late settlement of `adm` and of its leases has
+ * ended: each write left running past its caller's deadline ended (at most
+ * its 10 s grace) and its charge was given back, marked written or
+ * reported.
  */
 export async function lateSettled(adm: Admission): Promise<void> {
-  const set = pending.get(adm);
-  while (set && set.size > 0) await Promise.all([...set]);
+  for (;;) {
+    const left = [adm, adm.onStranded].flatMap((k) => [
+      ...pending.get(k) ?? [],
+    ]);
+    if (left.length === 0) return;
+    await Promise.all(left);
+  }
 }
 
 /**

@@ -6,20 +6,37 @@
  * under a lease nobody can settle. They are reported stranded (`giveback`:
  * tokens that may not have been given back), as a give-back whose answer
  * was lost already is, so every charge is committed, given back or
- * reported.
+ * reported. A give-back still running past the rollback's deadline is
+ * waited for first (`lease_writes.ts`): what it gave back is not reported,
+ * and what it left is reported once.
  *
  * @module
  */
 import type { BucketRef } from "../bucket_item.ts";
 import type { Lease } from "../lease.ts";
 import { type Admission, reportStranded } from "./admission.ts";
+import { trackLate } from "./late_charge.ts";
 
-/** Reports what `lease` still holds in DynamoDB (its written amounts) as stranded give-backs, per item. */
+/**
+ * Reports what `lease` still holds in DynamoDB (its written amounts) as
+ * stranded give-backs, per item: at once, or (a write of the lease may
+ * still apply) once it ended, tracked for `close()`.
+ */
 export function reportUnreturned(
   adm: Admission,
   lease: Lease,
   cause: unknown,
 ): void {
+  const settling = lease.settling();
+  if (settling) {
+    trackLate(
+      adm,
+      settling.then(() => reportHeld(adm, lease, cause)).catch(() => {}),
+    );
+  } else reportHeld(adm, lease, cause);
+}
+
+function reportHeld(adm: Admission, lease: Lease, cause: unknown): void {
   const items = new Map<
     string,
     { ref: BucketRef; amounts: Map<string, bigint> }

@@ -67,6 +67,10 @@
  *   give-back is one more attempt of the call, an applied negative
  *   `AdjustOp` after the call's end; a write whose late outcome is unknown
  *   is reported stranded when it ends. The final read waits for them.
+ *   The same holds for `lease.consume`; a lease commit or rollback that
+ *   applies late counts as written (`core/lease_writes.ts`), so the retried
+ *   commit (or the disposal's rollback) intends what is left once the
+ *   earlier write's outcome is known (`Lease.settling()`).
  * - `onStranded` reports are cross-checked, not trusted: every attempt that
  *   may have applied without the library knowing (aborted in flight, or
  *   applied with its answer lost) must have a stranded report for its
@@ -1707,6 +1711,7 @@ async function runAcquire(run: Run, act: AcquireGen): Promise<void> {
         await commitCall(run, client, held, admission.start, leaseBound, ctx);
       }
       if (held.state === "open" && !held.unchecked) {
+        await held.settling(); // as in commitCall: a failed commit's late write first
         disposal = newCall(
           run,
           "rollback",
@@ -1743,6 +1748,10 @@ async function commitCall(
   bound: number,
   ctx: OpContext,
 ): Promise<void> {
+  // A write of an earlier failed commit may still apply (past its deadline):
+  // the retry writes what is left once that is known (`core/lease_writes.ts`),
+  // and the earlier write stays the earlier call's.
+  await lease.settling();
   const call = newCall(run, "commit", client, bound, leaseStart);
   call.intended = leaseCharges(run, lease, (e) => e.consumed - e.written);
   if (!lease.unchecked) ctx.sink = call.sink; // see runAcquire: an unchecked lease writes nothing
