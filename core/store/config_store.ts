@@ -27,11 +27,7 @@ import {
 } from "../keys.ts";
 import { type Limit, validateLimitList } from "../limit.ts";
 import type { CacheStats, ConfigSource, OnUnavailable } from "../models.ts";
-import {
-  validateIdentifier,
-  validatePrincipal,
-  validateResource,
-} from "../validation.ts";
+import { validateIdentifier, validatePrincipal } from "../validation.ts";
 import { untilAborted } from "../transport.ts";
 import type { ResolvedLimits } from "../acquire/limiter_source.ts";
 import type { AuditLog } from "./audit_log.ts";
@@ -43,28 +39,16 @@ import {
 } from "./config_item.ts";
 import { ConfigRegistry } from "./config_registry.ts";
 import type { TableClient } from "./table.ts";
+import {
+  auditSubject,
+  type ConfigTarget,
+  type SetConfigOptions,
+  validateSystemOptions,
+  validateTarget,
+} from "./config_target.ts";
 
 export type { ResolvedLimits };
-
-/** Which stored config: an entity's (for a resource, or `_default_`), a resource's default, or the system default. */
-export type ConfigTarget =
-  | {
-    readonly level: "entity";
-    readonly entityId: string;
-    readonly resource: string;
-  }
-  | { readonly level: "resource"; readonly resource: string }
-  | { readonly level: "system" };
-
-/** Options of {@linkcode ConfigStore.set}. */
-export interface SetConfigOptions {
-  /** Who is acting, for the audit event. */
-  readonly principal?: string;
-  /** System level only: `on_unavailable`. */
-  readonly onUnavailable?: OnUnavailable;
-  /** System level only: audit retention in days (kept from the stored item when absent). */
-  readonly auditRetentionDays?: number;
-}
+export type { ConfigTarget, SetConfigOptions };
 
 /** What a config change does to the bucket of an entity and resource. */
 export interface ConfigBucketHooks {
@@ -100,6 +84,16 @@ interface Level {
 interface Levels {
   readonly list: readonly Level[];
   readonly slots: readonly string[];
+}
+
+/** The most specific level that sets limits, or `null`. */
+function pickLevel(
+  levels: readonly Level[],
+  slots: readonly (ConfigSlot | undefined)[],
+): ResolvedLimits | null {
+  const i = slots.findIndex((s) => s !== undefined && s.limits.length > 0);
+  const [s, l] = [slots[i], levels[i]];
+  return s && l ? { limits: s.limits, source: l.source } : null;
 }
 
 /** Stored limits of one namespace, with its config cache. */
@@ -272,10 +266,17 @@ export class ConfigStore {
       const filled = await this.#fill(levels);
       slots = keys.map((k) => filled.get(k));
     }
-    // The most specific level that sets limits.
-    const i = slots.findIndex((s) => s !== undefined && s.limits.length > 0);
-    const [s, l] = [slots[i], levels[i]];
-    return s && l ? { limits: s.limits, source: l.source } : null;
+    return pickLevel(levels, slots);
+  }
+
+  /** {@linkcode ConfigStore.resolveLimits} from the cache alone; `undefined` when a level is not cached. */
+  cachedLimits(
+    entityId: string,
+    resource: string,
+  ): ResolvedLimits | null | undefined {
+    const { list: levels, slots: keys } = this.#levels(entityId, resource);
+    const slots = this.#cache.getAll(keys);
+    return slots ? pickLevel(levels, slots) : undefined;
   }
 
   /** `on_unavailable` from the system config (cached); the last known value or `block` on failure; never throws. */
@@ -538,57 +539,5 @@ export class ConfigStore {
       ttl: this.#buckets.ttl(effective, this.#io.clock.now()) ?? "remove",
       stale: old.map((l) => l.name).filter((n) => !names.has(n)),
     });
-  }
-}
-
-function auditSubject(target: ConfigTarget): string {
-  switch (target.level) {
-    case "entity":
-      return target.entityId;
-    case "resource":
-      return `$RESOURCE:${target.resource}`;
-    case "system":
-      return "$SYSTEM";
-  }
-}
-
-/** Checks the names of a target (an entity's `_default_` resource passes). */
-function validateTarget(target: ConfigTarget): void {
-  switch (target.level) {
-    case "entity":
-      validateIdentifier(target.entityId);
-      if (target.resource !== DEFAULT_RESOURCE) {
-        validateResource(target.resource);
-      }
-      return;
-    case "resource":
-      validateResource(target.resource);
-      return;
-    case "system":
-      return;
-  }
-}
-
-function validateSystemOptions(options: SetConfigOptions): void {
-  if (
-    options.onUnavailable !== undefined &&
-    options.onUnavailable !== "allow" && options.onUnavailable !== "block"
-  ) {
-    throw new ValidationError(
-      "on_unavailable",
-      options.onUnavailable,
-      "must be 'allow' or 'block'",
-    );
-  }
-  if (
-    options.auditRetentionDays !== undefined &&
-    (!Number.isSafeInteger(options.auditRetentionDays) ||
-      options.auditRetentionDays <= 0)
-  ) {
-    throw new ValidationError(
-      "audit_retention_days",
-      options.auditRetentionDays,
-      "must be a positive whole number",
-    );
   }
 }
