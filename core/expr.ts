@@ -15,23 +15,31 @@ import type { AttributeValue } from "@aws-sdk/client-dynamodb";
  */
 const PLAIN_NAME = /^[A-Za-z][A-Za-z0-9_]*_[A-Za-z0-9_]*$/;
 
+/**
+ * Attribute names without an underscore that are not DynamoDB reserved
+ * words (checked against DynamoDB's list: `ttl`, `cascade`, `raw` are
+ * reserved and keep their alias): the bucket item's `rf` goes unaliased.
+ */
+const UNRESERVED = new Set(["rf"]);
+
 /** Collects attribute names and values for one request. */
 export class Expr {
   /** `ExpressionAttributeNames`. */
   readonly names: Record<string, string> = {};
   /** `ExpressionAttributeValues`. */
   readonly values: Record<string, AttributeValue> = {};
-  #nameIndex = new Map<string, string>();
+  #nameIndex: Map<string, string> | null = null;
   #valueCount = 0;
   #scalars = new Map<string, string>();
 
   /** The name itself when it needs no alias, else a placeholder (reused for the same name). */
   n(name: string): string {
-    if (PLAIN_NAME.test(name)) return name;
-    let p = this.#nameIndex.get(name);
+    if (UNRESERVED.has(name) || PLAIN_NAME.test(name)) return name;
+    const index = this.#nameIndex ??= new Map();
+    let p = index.get(name);
     if (p === undefined) {
-      p = `#n${this.#nameIndex.size}`;
-      this.#nameIndex.set(name, p);
+      p = `#n${index.size}`;
+      index.set(name, p);
       this.names[p] = name;
     }
     return p;
@@ -76,7 +84,7 @@ export class Expr {
       ExpressionAttributeNames?: Record<string, string>;
       ExpressionAttributeValues?: Record<string, AttributeValue>;
     } = {};
-    if (this.#nameIndex.size > 0) out.ExpressionAttributeNames = this.names;
+    if (this.#nameIndex) out.ExpressionAttributeNames = this.names;
     if (this.#valueCount > 0) out.ExpressionAttributeValues = this.values;
     return out;
   }

@@ -104,16 +104,21 @@ const DEFAULT_OPTIONS: LeaseOptions = {
   stackName: "",
 };
 
-/** What each lease was granted (set once by the limiter; see {@linkcode Lease.granted}). */
-const GRANTS = new WeakMap<Lease, Readonly<Record<string, number>>>();
+let setGrant: (lease: Lease, granted: ReadonlyMap<string, bigint>) => void;
 
-/** @internal Records what the limiter granted `lease` (whole tokens per limit name). */
+/**
+ * @internal Records what the limiter granted `lease` (millitokens per
+ * limit name; the map is not changed afterwards). Turned into whole tokens
+ * only when {@linkcode Lease.granted} is read.
+ */
 export function recordGrant(
   lease: Lease,
-  granted: Readonly<Record<string, number>>,
+  granted: ReadonlyMap<string, bigint>,
 ): void {
-  GRANTS.set(lease, Object.freeze({ ...granted }));
+  setGrant(lease, granted);
 }
+
+const NO_NAMES: ReadonlySet<string> = new Set();
 
 /**
  * A lease over one acquire. Use it inside the `acquire` callback (commit and
@@ -140,7 +145,16 @@ export class Lease implements AsyncDisposable {
   readonly unchecked: boolean;
 
   #shadow: ShadowReport = NO_SHADOW;
-  #shadowIgnored: ReadonlySet<string> = new Set();
+  #shadowIgnored: ReadonlySet<string> = NO_NAMES;
+  #grant: ReadonlyMap<string, bigint> | null = null;
+  #granted: Readonly<Record<string, number>> | null = null;
+
+  static {
+    setGrant = (lease, granted) => {
+      lease.#grant = granted;
+      lease.#granted = null;
+    };
+  }
 
   /** @internal Created by the limiter. */
   constructor(
@@ -226,6 +240,7 @@ export class Lease implements AsyncDisposable {
   }
 
   async #ended(ending: LeaseEnding): Promise<void> {
+    if (this.#onEnd.length === 0) return;
     for (const fn of this.#onEnd.splice(0)) await fn(ending);
   }
 
@@ -237,7 +252,12 @@ export class Lease implements AsyncDisposable {
    * unchecked lease (`onUnavailable: "allow"`) reports the ask.
    */
   get granted(): Readonly<Record<string, number>> {
-    return GRANTS.get(this) ?? {};
+    if (this.#granted === null) {
+      const whole: Record<string, number> = {};
+      for (const [n, a] of this.#grant ?? []) whole[n] = Number(a / 1000n);
+      this.#granted = Object.freeze(whole);
+    }
+    return this.#granted;
   }
 
   /** Whole tokens this lease stands for, per limit name (child and parent amounts add up). */

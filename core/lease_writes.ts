@@ -75,7 +75,7 @@ function groupKey(ref: BucketRef): string {
 export class LeaseWrites {
   readonly #p: LeaseParts;
   /** Per group: settles once its write can no longer apply (late outcome included). */
-  readonly #inFlight = new Map<string, Promise<void>>();
+  #inFlight: Map<string, Promise<void>> | null = null;
 
   /** The writes of the lease made of `parts`. */
   constructor(parts: LeaseParts) {
@@ -87,7 +87,7 @@ export class LeaseWrites {
    * outcome known and settled), or `null` when none is in flight.
    */
   settling(): Promise<void> | null {
-    if (this.#inFlight.size === 0) return null;
+    if (!this.#inFlight?.size) return null;
     return Promise.all([...this.#inFlight.values()]).then(() => {});
   }
 
@@ -301,8 +301,13 @@ export class LeaseWrites {
     options: DeadlineOptions,
     what: "commit" | "rollback",
   ): Promise<void> {
+    const inFlight = this.#inFlight;
+    // Nothing to write and nothing in flight (a warm commit of an unchanged lease).
+    if (!inFlight?.size && !this.#p.entries.some((e) => delta(e) !== 0n)) {
+      return;
+    }
     const pending = (e: LeaseEntry): boolean =>
-      this.#inFlight.has(groupKey(e.ref));
+      inFlight?.has(groupKey(e.ref)) ?? false;
     const groups = this.#groups((e) => delta(e) !== 0n || pending(e));
     if (groups.length === 0) return;
     let failure: unknown = null;
@@ -310,7 +315,7 @@ export class LeaseWrites {
       await withDeadline(options, this.#p.options.timeoutMs, async () => {
         await Promise.all(groups.map(async (entries) => {
           // An earlier write of the item may still apply: its outcome first.
-          const earlier = this.#inFlight.get(
+          const earlier = this.#inFlight?.get(
             groupKey((entries[0] as LeaseEntry).ref),
           );
           if (earlier) {
@@ -355,9 +360,10 @@ export class LeaseWrites {
     }
     let release = (): void => {};
     const done = new Promise<void>((r) => (release = r));
-    this.#inFlight.set(key, done);
+    const inFlight = this.#inFlight ??= new Map();
+    inFlight.set(key, done);
     const end = (): void => {
-      if (this.#inFlight.get(key) === done) this.#inFlight.delete(key);
+      if (inFlight.get(key) === done) inFlight.delete(key);
       release();
     };
     let late: Promise<LateOutcome> | undefined;

@@ -37,6 +37,7 @@
  */
 import {
   type Admission,
+  cachedLimits,
   refreshedSide,
   resolveLimits,
 } from "./acquire/admission.ts";
@@ -62,7 +63,11 @@ import { chargeSide, checkSatisfiable, type Side } from "./acquire/plan.ts";
 import { grant, grantOf } from "./acquire/grant.ts";
 import { RefusalCache, refusalKey } from "./acquire/refusal_cache.ts";
 import { parseAcquire } from "./acquire/request.ts";
-import { chargesNothing, judgeShadow } from "./acquire/shadow.ts";
+import {
+  chargesNothing,
+  judgeShadow,
+  nothingToJudge,
+} from "./acquire/shadow.ts";
 import { stampWindows } from "./calendar_bucket.ts";
 import { slowPath } from "./acquire/slow_path.ts";
 import { waitForCapacity } from "./acquire/wait.ts";
@@ -394,7 +399,7 @@ export class RateLimiter {
           this.#decideShadow(
             entityId,
             resource,
-            new Map(c),
+            c === consume ? consume : new Map(c),
             t.shadow,
             o,
             min === null,
@@ -473,7 +478,8 @@ export class RateLimiter {
       ? consume
       : new Map([...consume].filter(([name]) => !shadow.has(name)));
     // Resolved once for the charge (the shadow judgement reads them again after it).
-    const resolved = await resolveLimits(adm, entityId, resource, override);
+    const resolved = cachedLimits(adm, entityId, resource, override) ??
+      await resolveLimits(adm, entityId, resource, override);
     const none = chargesNothing(adm, entityId, resolved, consume, shadow);
     const lease = !none
       ? await this.#decide(
@@ -486,6 +492,7 @@ export class RateLimiter {
       )
       : new Lease(adm.writer, entityId, resource, [], false, adm.leaseOptions);
     stampWindows(this.#adm, lease);
+    if (nothingToJudge(adm, entityId, resolved, shadow)) return lease;
     try {
       const judged = await judgeShadow(
         this.#adm,

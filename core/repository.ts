@@ -306,6 +306,14 @@ export class Repository implements LimiterSource {
     return this.#config.resolveLimits(entityId, resource, options);
   }
 
+  /** {@linkcode Repository.resolveLimits} from the config cache alone; `undefined` when a level is not cached. */
+  cachedLimits(
+    entityId: string,
+    resource: string,
+  ): ResolvedLimits | null | undefined {
+    return this.#config.cachedLimits(entityId, resource);
+  }
+
   /** `on_unavailable` from the system config (cached); the last known value or `block` on failure; never throws. */
   resolveOnUnavailable(): Promise<OnUnavailable> {
     return this.#config.resolveOnUnavailable();

@@ -63,6 +63,21 @@ export async function resolveLimits(
 }
 
 /**
+ * {@linkcode resolveLimits} without I/O: `override`, or the stored limits
+ * when the source has every level cached; `undefined` when it must read
+ * (or none are configured: the async path says so).
+ */
+export function cachedLimits(
+  adm: Admission,
+  entityId: string,
+  resource: string,
+  override: readonly Limit[] | null,
+): ResolvedLimits | undefined {
+  if (override) return { limits: override, source: "override" };
+  return adm.source.cachedLimits?.(entityId, resource) ?? undefined;
+}
+
+/**
  * The side again with its config read fresh (and its cascade parent's):
  * another writer changed the stored limits, or this process's cache is
  * stale. Overrides are what the caller passed and are kept.

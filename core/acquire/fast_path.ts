@@ -10,14 +10,14 @@ import { paramsOf } from "../bucket.ts";
 import { type BucketRef, WCU_PER_WRITE } from "../bucket_item.ts";
 import type { ChargeOutcome, LimitSpec, Target } from "../bucket_writer.ts";
 import { RateLimitExceeded } from "../errors.ts";
-import { Lease } from "../lease.ts";
+import { Lease, type LeaseEntry } from "../lease.ts";
 import type { Limit } from "../limit.ts";
 import type { LimitStatus } from "../models.ts";
 import { type LateOutcome, watchLate, withGrace } from "../transport.ts";
 import { type Admission, reportStranded } from "./admission.ts";
 import { LateOutcomes, settleFailedCharge, trackLate } from "./late_charge.ts";
 import { chargedParent } from "./cascade.ts";
-import { leaseEntries, passingStatuses, type Side, sideRef } from "./plan.ts";
+import { passingStatuses, type Side, sideRef } from "./plan.ts";
 
 /** Time a compensating give-back may take after the caller's deadline passed. */
 const COMPENSATION_GRACE_MS = 1000;
@@ -114,9 +114,7 @@ export async function fastPath(
       writer,
       child.entityId,
       resource,
-      sides.flatMap((s) =>
-        leaseEntries(s, sideRef(adm.source.namespaceId, s, resource))
-      ),
+      sides.flatMap((s, i) => targetEntries(s, targets[i] as Target)),
       false,
       adm.leaseOptions,
     );
@@ -166,6 +164,25 @@ export async function fastPath(
     throw new RateLimitExceeded(statuses);
   }
   return next ?? null;
+}
+
+/**
+ * The lease entries of a side charged on `t`: `leaseEntries` (`plan.ts`)
+ * with the target's item and effective parameters, computed once per
+ * limit set, instead of building them again.
+ */
+function targetEntries(side: Side, t: Target): LeaseEntry[] {
+  return t.limits.map((s) => {
+    const amount = side.charge.get(s.limit.name) ?? 0n;
+    return {
+      ref: t.ref,
+      limit: s.limit,
+      params: s.eff,
+      shards: t.shards,
+      consumed: amount,
+      written: amount,
+    };
+  });
 }
 
 /** Passing statuses of a side from what the writer knows of its item. */

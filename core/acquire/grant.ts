@@ -12,9 +12,7 @@ export function grant(
   lease: Lease,
   granted: ReadonlyMap<string, bigint>,
 ): Lease {
-  const whole: Record<string, number> = {};
-  for (const [n, a] of granted) whole[n] = Number(a / 1000n);
-  recordGrant(lease, whole);
+  recordGrant(lease, granted);
   return lease;
 }
 

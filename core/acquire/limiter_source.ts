@@ -46,6 +46,15 @@ export interface LimiterSource {
     resource: string,
     options?: { fresh?: boolean },
   ): Promise<ResolvedLimits | null>;
+  /**
+   * The 4-level resolution when it needs no I/O (every level cached; the
+   * warm path), `undefined` when a level must be read. Optional: without
+   * it every resolution goes through {@linkcode LimiterSource.resolveLimits}.
+   */
+  cachedLimits?(
+    entityId: string,
+    resource: string,
+  ): ResolvedLimits | null | undefined;
   /** Cached entity facts, if any. */
   entityInfo(entityId: string): EntityInfo | undefined;
   /** Updates the cached cascade/parent and (optionally) one resource's shard count. */

@@ -99,6 +99,24 @@ export interface Judged {
 }
 
 /**
+ * Whether an acquire has no shadow limit to judge, decided without I/O
+ * from its resolved limits: no per-call shadow name, none of the entity's
+ * limits stored as shadow, and no cascade parent (whose limits may be).
+ * The warm path then skips {@linkcode judgeShadow}, which would answer
+ * `null`.
+ */
+export function nothingToJudge(
+  adm: Admission,
+  entityId: string,
+  resolved: ResolvedLimits,
+  perCall: ReadonlySet<string>,
+): boolean {
+  if (perCall.size > 0 || resolved.limits.some((l) => l.shadow)) return false;
+  const info = adm.source.entityInfo(entityId);
+  return !(info?.cascade && info.parentId);
+}
+
+/**
  * Judges the shadow limits of an admitted acquire (see the module doc);
  * `null` when it has none. `consume` is the whole ask, shadow names
  * included.

@@ -118,6 +118,11 @@ export class MemoryLimiterSource implements LimiterSource {
     entityId: string,
     resource: string,
   ): Promise<ResolvedLimits | null> {
+    return Promise.resolve(this.cachedLimits(entityId, resource));
+  }
+
+  /** {@linkcode MemoryLimiterSource.resolveLimits} without a promise (everything is in memory). */
+  cachedLimits(entityId: string, resource: string): ResolvedLimits | null {
     const levels: [string, ResolvedLimits["source"]][] = [
       [`entity\u0000${entityId}\u0000${resource}`, "entity"],
       [`entity\u0000${entityId}\u0000${DEFAULT_RESOURCE}`, "entity_default"],
@@ -126,9 +131,9 @@ export class MemoryLimiterSource implements LimiterSource {
     ];
     for (const [slot, source] of levels) {
       const limits = this.#limits.get(slot);
-      if (limits) return Promise.resolve({ limits, source });
+      if (limits) return { limits, source };
     }
-    return Promise.resolve(null);
+    return null;
   }
 
   entityInfo(entityId: string): EntityInfo | undefined {
