@@ -22,6 +22,21 @@ const PLAIN_NAME = /^[A-Za-z][A-Za-z0-9_]*_[A-Za-z0-9_]*$/;
  */
 const UNRESERVED = new Set(["rf"]);
 
+/** Whether each name seen needs no alias (names are few; capped). */
+const PLAIN = new Map<string, boolean>();
+
+function isPlain(name: string): boolean {
+  let plain = PLAIN.get(name);
+  if (plain === undefined) {
+    plain = UNRESERVED.has(name) || PLAIN_NAME.test(name);
+    if (PLAIN.size < 10_000) PLAIN.set(name, plain);
+  }
+  return plain;
+}
+
+/** `:v0`, `:v1`, … (a write's first placeholders, built once). */
+const VALUE_PLACEHOLDERS = Array.from({ length: 32 }, (_, i) => `:v${i}`);
+
 /** Collects attribute names and values for one request. */
 export class Expr {
   /** `ExpressionAttributeNames`. */
@@ -30,11 +45,12 @@ export class Expr {
   readonly values: Record<string, AttributeValue> = {};
   #nameIndex: Map<string, string> | null = null;
   #valueCount = 0;
-  #scalars = new Map<string, string>();
+  #numbers: Map<bigint | number, string> | null = null;
+  #strings: Map<string, string> | null = null;
 
   /** The name itself when it needs no alias, else a placeholder (reused for the same name). */
   n(name: string): string {
-    if (UNRESERVED.has(name) || PLAIN_NAME.test(name)) return name;
+    if (isPlain(name)) return name;
     const index = this.#nameIndex ??= new Map();
     let p = index.get(name);
     if (p === undefined) {
@@ -47,30 +63,31 @@ export class Expr {
 
   /** Placeholder for a value. */
   v(value: AttributeValue): string {
-    const p = `:v${this.#valueCount++}`;
+    const i = this.#valueCount++;
+    const p = VALUE_PLACEHOLDERS[i] ?? `:v${i}`;
     this.values[p] = value;
     return p;
   }
 
   /** Placeholder for a number value (reused for the same number). */
   num(value: bigint | number): string {
-    const n = String(value);
-    const key = `N${n}`;
-    let p = this.#scalars.get(key);
+    // A number and a bigint of one value are told apart: at worst one value sent twice.
+    const numbers = this.#numbers ??= new Map();
+    let p = numbers.get(value);
     if (p === undefined) {
-      p = this.v({ N: n });
-      this.#scalars.set(key, p);
+      p = this.v({ N: String(value) });
+      numbers.set(value, p);
     }
     return p;
   }
 
   /** Placeholder for a string value (reused for the same string). */
   str(value: string): string {
-    const key = `S${value}`;
-    let p = this.#scalars.get(key);
+    const strings = this.#strings ??= new Map();
+    let p = strings.get(value);
     if (p === undefined) {
       p = this.v({ S: value });
-      this.#scalars.set(key, p);
+      strings.set(value, p);
     }
     return p;
   }

@@ -153,9 +153,18 @@ export function gsi4SkBucket(
 ): string {
   return `BUCKET#${entityId}#${resource}#${shard}`;
 }
+/** Bucket attribute names per limit name, built once (the warm path builds a write per acquire). */
+const BUCKET_ATTRS = new Map<string, Partial<Record<BucketField, string>>>();
+
 /** `b_{limit}_{field}` */
 export function bucketAttr(limitName: string, field: BucketField): string {
-  return `b_${limitName}_${field}`;
+  let names = BUCKET_ATTRS.get(limitName);
+  if (names === undefined) {
+    // Limit names are few; a process that makes up many is capped, not cached.
+    names = {};
+    if (BUCKET_ATTRS.size < 10_000) BUCKET_ATTRS.set(limitName, names);
+  }
+  return names[field] ??= `b_${limitName}_${field}`;
 }
 /** `l_{limit}_{field}` */
 export function limitAttr(limitName: string, field: LimitField): string {

@@ -104,15 +104,13 @@ export async function withDeadline<T>(
     );
   }
   const ac = new AbortController();
-  const parents = [options.signal, scope.getStore()].filter(
-    (s): s is AbortSignal => s !== undefined,
-  );
+  // The caller's signal and the enclosing scope's (no array: this runs per acquire).
+  const given = options.signal;
+  const enclosing = scope.getStore();
   const onParent = (e: Event): void =>
     ac.abort((e.target as AbortSignal).reason);
-  for (const p of parents) {
-    if (p.aborted) ac.abort(p.reason);
-    else p.addEventListener("abort", onParent, { once: true });
-  }
+  if (given) link(given, ac, onParent);
+  if (enclosing) link(enclosing, ac, onParent);
   const deadline = scheduleDeadline(
     timeoutMs,
     () => ac.abort(new DeadlineExceededError(timeoutMs)),
@@ -121,8 +119,19 @@ export async function withDeadline<T>(
     return await scope.run(ac.signal, () => fn(ac.signal));
   } finally {
     cancelDeadline(deadline);
-    for (const p of parents) p.removeEventListener("abort", onParent);
+    given?.removeEventListener("abort", onParent);
+    enclosing?.removeEventListener("abort", onParent);
   }
+}
+
+/** Aborts `ac` with `parent` (at once when it already is). */
+function link(
+  parent: AbortSignal,
+  ac: AbortController,
+  onParent: (e: Event) => void,
+): void {
+  if (parent.aborted) ac.abort(parent.reason);
+  else parent.addEventListener("abort", onParent, { once: true });
 }
 
 /** The signal of the enclosing deadline scope, if any. */
