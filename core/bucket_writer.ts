@@ -59,7 +59,7 @@ import { exponentialBackoff } from "./_backoff.ts";
 import { contendedStatuses } from "./_contended_statuses.ts";
 import { BoundedMap } from "./_bounded_map.ts";
 import { errorName } from "./_sdk_errors.ts";
-import { checkDeadline, currentSignal } from "./transport.ts";
+import { beforeSend, checkDeadline, currentSignal } from "./transport.ts";
 import { WCU_LIMIT_NAME } from "./validation.ts";
 import { blockedCharge, plainFits } from "./charge_check.ts";
 import { afterRefill, refilling, settleRefill } from "./refill_settle.ts";
@@ -186,13 +186,16 @@ export class BucketWriter {
   ): Promise<ChargeOutcome> {
     let fresh = false;
     let last: BucketItem | undefined;
+    // Until a write is sent, nothing of this charge applied (a failed condition applies nothing).
     for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
-      checkDeadline();
+      if (currentSignal()?.aborted) await beforeSend(checkDeadline);
       let k = this.known(target.ref);
       if (!k) {
         // Forgotten (a write that may have applied): read it again, as a
         // lease's consume must not take "unknown here" for "expired".
-        const read = (await this.#store.read([target.ref])).items[0];
+        const read = (await beforeSend(() =>
+          this.#store.read([target.ref])
+        )).items[0];
         if (!read) return { kind: "missing" };
         this.remember(target.ref, read);
         k = read;
@@ -234,11 +237,11 @@ export class BucketWriter {
         fresh = true;
         // The answer carries the item: decide again at once, and back off
         // only when the races keep being lost.
-        if (attempt >= 2) await this.backoff(attempt - 2);
+        if (attempt >= 2) await beforeSend(() => this.backoff(attempt - 2));
         continue;
       } catch (e) {
         if (errorName(e) === "TransactionConflictException") {
-          await this.backoff(attempt);
+          await beforeSend(() => this.backoff(attempt));
           continue;
         }
         throw e;
@@ -421,11 +424,13 @@ export class BucketWriter {
     wcu: bigint = 0n,
     windows: ReadonlyMap<string, LeaseWindow> = new Map(),
   ): Promise<bigint> {
+    // Until a write is sent, nothing of this call applied (as in `charge`).
     for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
-      checkDeadline();
+      if (currentSignal()?.aborted) await beforeSend(checkDeadline);
       let k = this.known(ref);
       if (!k) {
-        k = (await this.#store.read([ref])).items[0] ?? undefined;
+        k = (await beforeSend(() => this.#store.read([ref]))).items[0] ??
+          undefined;
         if (!k) return 0n; // the item expired: nothing to give back or charge
         this.remember(ref, k);
       }
@@ -481,7 +486,7 @@ export class BucketWriter {
         return 0n;
       } catch (e) {
         if (errorName(e) === "TransactionConflictException") {
-          await this.backoff(attempt);
+          await beforeSend(() => this.backoff(attempt));
           continue;
         }
         throw e;

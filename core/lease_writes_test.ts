@@ -250,3 +250,61 @@ Deno.test("a callback's failed rollback whose give-back did not apply reports it
   );
   assert.equal(t.tc(), 10_000n, "the reported give-back stands");
 });
+
+Deno.test("Lease.commit() whose read of a forgotten item outlives its deadline reports nothing stranded (no write was sent) and the retried commit writes the delta once", async () => {
+  const stranded: StrandedCharge[] = [];
+  let holdRead = false;
+  let failWrite = false;
+  const t = createTestLimiter({
+    store: {
+      hook: async (phase, op) => {
+        if (phase !== "before") return;
+        if (op === "read" && holdRead) {
+          holdRead = false;
+          // A read is aborted at its caller's deadline (the transport does so).
+          const signal = currentSignal();
+          await new Promise<void>((resolve, reject) => {
+            const timer = setTimeout(resolve, HOLD_MS);
+            signal?.addEventListener("abort", () => {
+              clearTimeout(timer);
+              reject(signal.reason);
+            }, { once: true });
+          });
+        }
+        if (op === "write" && failWrite) {
+          failWrite = false;
+          // An ambiguous failure: the writer forgets the item.
+          throw Object.assign(new Error("reset"), { name: "ECONNRESET" });
+        }
+      },
+    },
+    limiter: {
+      onError: () => {},
+      onStranded: (s) => stranded.push(s),
+      coalesceWrites: false,
+    },
+  });
+  t.source.setSystemDefaults([Limit.perMinute("rpm", 1000)]);
+  const tc = () =>
+    t.store.get({ ns: "default", entityId: "k", resource: "api", shard: 0 })
+      ?.limits.get("rpm")?.tc;
+  const lease = await t.limiter.acquire(req);
+  failWrite = true;
+  await assert.rejects(lease.consume({ rpm: 1 }), RateLimiterUnavailable);
+  assert.equal(stranded.length, 1, "the ambiguous consume is reported");
+  lease.adjust({ rpm: 5 });
+  holdRead = true;
+  await assert.rejects(
+    lease.commit({ timeoutMs: DEADLINE_MS }),
+    RateLimiterUnavailable,
+  );
+  assert.equal(
+    stranded.length,
+    1,
+    "a commit that sent nothing is not reported",
+  );
+  assert.equal(lease.state, "open");
+  await lease.commit();
+  await t.limiter.close();
+  assert.equal(tc(), 15_000n, "the acquire's 10 and the adjustment's 5, once");
+});

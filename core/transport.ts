@@ -73,15 +73,35 @@ export class AmbiguousWriteError extends Error {
  * never applied, and no attempt will be sent any more.
  */
 export class WriteNotSentError extends Error {
-  /** Creates the error; `cause` is the deadline's reason. */
-  constructor(cause: unknown) {
+  /** Creates the error; `cause` is the deadline's reason (or the failure of a step before the send, `why`). */
+  constructor(
+    cause: unknown,
+    why = "its deadline passed before it was sent",
+  ) {
     super(
-      `The write was not applied: its deadline passed before it was sent (${
+      `The write was not applied: ${why} (${
         errorName(cause) || String(cause)
       })`,
       { cause },
     );
     this.name = "WriteNotSentError";
+  }
+}
+
+/**
+ * Runs a step an operation takes before it sends its write (a deadline
+ * check, a read of the item, a backoff wait) when nothing the operation
+ * sent so far applied: a failure means the operation applied nothing, so
+ * it fails as {@linkcode WriteNotSentError} (certainly not applied: not
+ * reported stranded, resent by a retrying lease call) instead of as the
+ * ambiguous abort reason.
+ */
+export async function beforeSend<T>(step: () => T | Promise<T>): Promise<T> {
+  try {
+    return await step();
+  } catch (e) {
+    if (e instanceof WriteNotSentError) throw e;
+    throw new WriteNotSentError(e, "it failed before its write was sent");
   }
 }
 

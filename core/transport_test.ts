@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { systemClock } from "./clock.ts";
 import {
+  beforeSend,
   certainlyNotApplied,
   DeadlineExceededError,
   guardedSend,
@@ -282,4 +283,19 @@ Deno.test("guardedSend: no late outcome for a write answered in time, nor for on
   );
   assert.ok(caught instanceof WriteNotSentError);
   assert.equal(sinks, 0);
+});
+
+Deno.test("beforeSend() turns a failure before the send into a certainly-not-applied WriteNotSentError (its cause kept)", async () => {
+  const reason = new DeadlineExceededError(30);
+  const e = await beforeSend(() => Promise.reject(reason)).catch((x) => x);
+  assert.ok(e instanceof WriteNotSentError);
+  assert.equal(e.cause, reason);
+  assert.ok(certainlyNotApplied(e));
+  assert.match(e.message, /failed before its write was sent/);
+  const sent = new WriteNotSentError(reason);
+  assert.equal(
+    await beforeSend(() => Promise.reject(sent)).catch((x) => x),
+    sent,
+  );
+  assert.equal(await beforeSend(() => 7), 7);
 });
