@@ -1756,7 +1756,8 @@ async function commitCall(
   call.intended = leaseCharges(run, lease, (e) => e.consumed - e.written);
   if (!lease.unchecked) ctx.sink = call.sink; // see runAcquire: an unchecked lease writes nothing
   try {
-    await lease.commit();
+    // In a context of its own, as a consume (a write of it that runs on past its deadline stays its own).
+    await opContext.run({ sink: ctx.sink }, () => lease.commit());
     call.outcome = "ok";
   } catch (e) {
     call.error = errorLabel(e);
@@ -1794,9 +1795,16 @@ async function consumeCall(
   );
   if (!lease.unchecked) ctx.sink = call.sink; // see runAcquire: an unchecked lease writes nothing
   try {
-    await lease.consume(
-      { [name]: act.more },
-      act.callTimeoutMs !== null ? { timeoutMs: act.callTimeoutMs } : {},
+    // In a context of its own: a give-back of its charge applied after its
+    // deadline runs in the background, after the lease's commit has set
+    // `ctx.sink` to its own call, and stays this call's.
+    await opContext.run(
+      { sink: ctx.sink },
+      () =>
+        lease.consume(
+          { [name]: act.more },
+          act.callTimeoutMs !== null ? { timeoutMs: act.callTimeoutMs } : {},
+        ),
     );
     call.outcome = lease.unchecked ? "unchecked" : "admitted";
   } catch (e) {
