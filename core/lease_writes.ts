@@ -52,6 +52,7 @@ import {
   withGrace,
 } from "./transport.ts";
 import { trackLeaseLate } from "./acquire/late_charge.ts";
+import { strandedTo } from "./acquire/admission.ts";
 
 /** The parts of a lease its writes need. */
 export interface LeaseParts {
@@ -128,16 +129,7 @@ export class LeaseWrites {
     kind: "debit" | "giveback",
     cause: unknown,
   ): void {
-    const tokens: Record<string, number> = {};
-    for (const [n, a] of amounts) tokens[n] = Math.abs(Number(a)) / 1000;
-    this.#p.options.onStranded({
-      entityId: ref.entityId,
-      resource: ref.resource,
-      shard: ref.shard,
-      kind,
-      amounts: tokens,
-      cause,
-    });
+    strandedTo(this.#p.options.onStranded, ref, amounts, kind, cause);
   }
 
   #track(p: Promise<void>): void {

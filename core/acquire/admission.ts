@@ -138,9 +138,24 @@ export function reportStranded(
   kind: "debit" | "giveback",
   cause: unknown,
 ): void {
+  strandedTo(adm.onStranded, ref, amounts, kind, cause);
+}
+
+/**
+ * Reports to `onStranded` the millitokens `amounts` (either sign: a delta
+ * given back is negative) on `ref` as whole tokens (also a lease's reports,
+ * `lease_writes.ts`).
+ */
+export function strandedTo(
+  onStranded: (charge: StrandedCharge) => void,
+  ref: BucketRef,
+  amounts: ReadonlyMap<string, bigint>,
+  kind: "debit" | "giveback",
+  cause: unknown,
+): void {
   const tokens: Record<string, number> = {};
-  for (const [n, a] of amounts) tokens[n] = Number(a) / 1000;
-  adm.onStranded({
+  for (const [n, a] of amounts) tokens[n] = Math.abs(Number(a)) / 1000;
+  onStranded({
     entityId: ref.entityId,
     resource: ref.resource,
     shard: ref.shard,
