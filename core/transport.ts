@@ -461,11 +461,17 @@ function sendWrite(
     };
     deadline.addEventListener("abort", onDeadline, { once: true });
     sent = send(command, { abortSignal: inner.signal });
-    sent.then(resolve, reject)
-      .finally(() => {
-        deadline.removeEventListener("abort", onDeadline);
-        if (grace !== null) cancelDeadline(grace);
-      });
+    const done = (): void => {
+      deadline.removeEventListener("abort", onDeadline);
+      if (grace !== null) cancelDeadline(grace);
+    };
+    sent.then((v) => {
+      done();
+      resolve(v);
+    }, (e) => {
+      done();
+      reject(e);
+    });
   });
 }
 

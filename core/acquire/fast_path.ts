@@ -99,6 +99,9 @@ export async function fastPath(
   if (targets.some((t) => writer.known(t.ref) === undefined)) {
     return null;
   }
+  if (sides.length === 1) {
+    return await oneSide(adm, child, targets[0] as Target, resource);
+  }
   // Each side learns how its write ended if the deadline passes while it is on the wire.
   const late = new LateOutcomes();
   const results = await Promise.allSettled(
@@ -110,13 +113,11 @@ export async function fastPath(
     r.status === "fulfilled" && r.value.kind === "ok"
   );
   if (ok.every(Boolean)) {
-    return new Lease(
-      writer,
+    return leaseOf(
+      adm,
       child.entityId,
       resource,
       sides.flatMap((s, i) => targetEntries(s, targets[i] as Target)),
-      false,
-      adm.leaseOptions,
     );
   }
   // All or nothing: give back what was charged, then answer for the rest.
@@ -164,6 +165,62 @@ export async function fastPath(
     throw new RateLimitExceeded(statuses);
   }
   return next ?? null;
+}
+
+/** The fast path of a single side (no cascade charge): its one write, then the answer. */
+async function oneSide(
+  adm: Admission,
+  side: Side,
+  t: Target,
+  resource: string,
+): Promise<Lease | "params" | null> {
+  let late: Promise<LateOutcome> | undefined;
+  let o: ChargeOutcome;
+  try {
+    o = await watchLate(
+      (p) => void (late = p),
+      () => adm.coalescer.charge(t, side.charge),
+    );
+  } catch (e) {
+    // Applied after the deadline: given back; not applied: nothing; else stranded.
+    settleFailedCharge(
+      adm,
+      t.ref,
+      side.charge,
+      late,
+      e,
+      () => compensate(adm, side, t.ref),
+    );
+    throw e;
+  }
+  switch (o.kind) {
+    case "ok":
+      return leaseOf(adm, side.entityId, resource, targetEntries(side, t));
+    case "refused":
+    case "contended":
+      throw new RateLimitExceeded(o.statuses);
+    case "params":
+      return "params";
+    default:
+      return null;
+  }
+}
+
+/** The lease of an admitted fast-path charge. */
+function leaseOf(
+  adm: Admission,
+  entityId: string,
+  resource: string,
+  entries: LeaseEntry[],
+): Lease {
+  return new Lease(
+    adm.writer,
+    entityId,
+    resource,
+    entries,
+    false,
+    adm.leaseOptions,
+  );
 }
 
 /**
