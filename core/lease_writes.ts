@@ -14,8 +14,9 @@
  *   reported; only an unknown outcome is reported stranded (`debit`).
  * - **commit / rollback.** One write per item of what is not written yet
  *   (`consumed - written`, or `-written`). A write that applied late is
- *   marked written (a retried call writes nothing of it again, nothing is
- *   stranded); one that did not apply stays to be written by the next call
+ *   marked written (a retried call writes nothing of it again; only the
+ *   part of a give-back it could not place is reported, as in time); one
+ *   that did not apply stays to be written by the next call
  *   (a give-back too); only an unknown outcome is reported stranded as
  *   before: a give-back is then marked written (not resent: under-admission
  *   at worst), a debit is left to the next call (at worst taken twice).
@@ -132,6 +133,11 @@ export class LeaseWrites {
     strandedTo(this.#p.options.onStranded, ref, amounts, kind, cause);
   }
 
+  /** Reports the millitokens `left` of a give-back that applied but could not place them. */
+  #unplaced(ref: BucketRef, left: bigint): void {
+    if (left > 0n) this.#report(ref, new Map([["*", left]]), "giveback", null);
+  }
+
   #track(p: Promise<void>): void {
     trackLeaseLate(this.#p.options.onStranded, p);
   }
@@ -146,25 +152,24 @@ export class LeaseWrites {
     charge: ReadonlyMap<string, bigint>,
   ): Promise<void> {
     const deltas = new Map([...charge].map(([n, a]) => [n, -a]));
-    let late: Promise<LateOutcome> | undefined;
+    let late: Promise<[LateOutcome, bigint]> | undefined;
     try {
       const left = await withGrace(
         this.#p.options.timeoutMs,
         () =>
           watchLate(
-            (p) => void (late = p),
+            (p, u) => void (late = Promise.all([p, u ?? 0n])),
             () => this.#apply()(ref, shards, deltas),
           ),
       );
-      if (left > 0n) {
-        this.#report(ref, new Map([["*", left]]), "giveback", null);
-      }
+      this.#unplaced(ref, left);
     } catch (e) {
       if (!late) return this.#report(ref, charge, "giveback", e);
-      // The charge stands unless the give-back applied after all.
+      // The charge stands unless the give-back applied after all (then what it could not place).
       this.#track(
-        late.then((o) => {
+        late.then(([o, left]) => {
           if (o !== "applied") this.#report(ref, charge, "giveback", e);
+          else this.#unplaced(ref, left);
         }).catch(() => {}),
       );
     }
@@ -358,27 +363,27 @@ export class LeaseWrites {
       if (inFlight.get(key) === done) inFlight.delete(key);
       release();
     };
-    let late: Promise<LateOutcome> | undefined;
+    let late: Promise<[LateOutcome, bigint]> | undefined;
     try {
       const left = await watchLate(
-        (p) => void (late = p),
+        (p, u) => void (late = Promise.all([p, u ?? 0n])),
         () =>
           this.#apply()(first.ref, first.shards, map, 0n, windowsOf(entries)),
       );
       for (const [e, d] of sent) e.written += d;
       end();
-      if (left > 0n) {
-        this.#report(first.ref, new Map([["*", left]]), "giveback", null);
-      }
+      this.#unplaced(first.ref, left);
       return null;
     } catch (e) {
       if (late) {
         // What the item holds is unknown until the write ends.
         this.#p.writer.remember(first.ref, null);
         this.#track(
-          late.then((o) => {
-            if (o === "applied") { for (const [x, d] of sent) x.written += d; }
-            else if (o === "unknown") this.#ambiguous(first.ref, sent, e);
+          late.then(([o, left]) => {
+            if (o === "applied") {
+              for (const [x, d] of sent) x.written += d;
+              this.#unplaced(first.ref, left);
+            } else if (o === "unknown") this.#ambiguous(first.ref, sent, e);
             // notApplied: left to the next call.
           }).catch(() => {}).finally(end),
         );

@@ -393,8 +393,15 @@ export type LateOutcome = "applied" | "notApplied" | "unknown";
  * have applied. Called synchronously when the caller is answered, before
  * the caller sees the deadline's reason; never for a write that settled in
  * time or that certainly was not sent ({@linkcode WriteNotSentError}).
+ * `unplaced`, given for a coalesced lease delta
+ * (`acquire/delta_coalescer.ts`), resolves with the outcome to the
+ * millitokens of the caller's give-back the write could not place once it
+ * `applied` (what `BucketWriter.apply` returns in time).
  */
-export type LateSink = (outcome: Promise<LateOutcome>) => void;
+export type LateSink = (
+  outcome: Promise<LateOutcome>,
+  unplaced?: Promise<bigint>,
+) => void;
 
 const lateScope = new AsyncLocalStorage<LateSink>();
 

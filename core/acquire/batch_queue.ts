@@ -199,37 +199,46 @@ export function notSent(w: Waiter): void {
 /**
  * The late outcomes of the requests that give up while a write carries
  * their shares: each learns, in its own late-outcome scope, how the write
- * ended (created only when one gives up).
+ * ended and, for a lease delta, the part of its give-back it could not
+ * place (created only when one gives up).
  */
 export class Carried {
-  #resolvers: ((o: LateOutcome) => void)[] | null = null;
-  #outcome: Promise<LateOutcome> | null = null;
+  #waiting: ((e: Promise<Ended>) => void)[] | null = null;
+  #ended: Promise<Ended> | null = null;
   /** The late outcome of the write itself, when its own deadline passed (every request gave up). */
   transport: Promise<LateOutcome> | null = null;
   /** A request gives up: it learns the write's outcome (at once, when the write has ended). */
   readonly abandon = (w: Waiter): void => {
     const sink = w.run(currentLateSink);
     if (!sink) return;
-    sink(
-      this.#outcome ??
-        new Promise((r) => (this.#resolvers ??= []).push(r)),
-    );
+    const ended = this.#ended ??
+      new Promise<Ended>((r) => (this.#waiting ??= []).push(r));
+    sink(ended.then((e) => e.outcome), ended.then((e) => e.unplaced(w)));
   };
   /** The write's own late-outcome sink. */
   readonly sink = (p: Promise<LateOutcome>): void => {
     this.transport = p;
   };
-  /** Tells every request that gave up how the write ended (once; later calls are ignored). */
-  end(o: LateOutcome | Promise<LateOutcome>): void {
-    if (this.#outcome) return;
-    const outcome = Promise.resolve(o);
-    this.#outcome = outcome;
-    const rs = this.#resolvers;
-    this.#resolvers = null;
-    if (rs) {
-      void outcome.then((v) => {
-        for (const r of rs) r(v);
-      });
-    }
+  /**
+   * Tells every request that gave up how the write ended and, when it
+   * applied, the part of its give-back it could not place (`unplaced`,
+   * none by default); once, later calls are ignored.
+   */
+  end(
+    o: LateOutcome | Promise<LateOutcome>,
+    unplaced: (w: Waiter) => bigint = () => 0n,
+  ): void {
+    if (this.#ended) return;
+    const ended = Promise.resolve(o).then((outcome) => ({ outcome, unplaced }));
+    this.#ended = ended;
+    const rs = this.#waiting;
+    this.#waiting = null;
+    if (rs) { for (const r of rs) r(ended); }
   }
+}
+
+/** How a carried write ended. */
+interface Ended {
+  readonly outcome: LateOutcome;
+  readonly unplaced: (w: Waiter) => bigint;
 }

@@ -11,7 +11,9 @@
  * their sum takes every debit before any give-back, one of their orders.
  * Deltas that cancel out are not written at all. Each request gets its
  * part of a give-back that could not be placed, or the error of the write
- * that carried it (each caller then reports its own share). A delta on a
+ * that carried it (each caller then reports its own share); a request whose
+ * caller gave up while the write carried it learns the same part through
+ * its late outcome (`applied`, and its unplaced part). A delta on a
  * calendar quota (its lease window decides it) is written on its own.
  *
  * @module
@@ -129,16 +131,18 @@ export class DeltaCoalescer {
                 ),
             )),
       );
-      // Every delta placed, or (lost every race) the give-backs maybe not.
-      carried.end(left === 0n ? "applied" : "unknown");
-      // The give-back that could not be placed, shared in arrival order.
+      // The give-back that could not be placed (the write lost every race),
+      // shared in arrival order; a request that gave up learns its part too.
+      const parts = new Map<Waiter, bigint>();
       for (const m of members) {
         let given = 0n;
         for (const d of m.deltas.values()) if (d < 0n) given -= d;
         const part = given < left ? given : left;
         left -= part;
-        m.settle({ outcome: part });
+        parts.set(m, part);
       }
+      carried.end("applied", (w) => parts.get(w) ?? 0n);
+      for (const m of members) m.settle({ outcome: parts.get(m) ?? 0n });
     } catch (e) {
       carried.end(carried.transport ?? lateFailure(e));
       for (const m of members) m.settle({ error: e });

@@ -268,29 +268,33 @@ export async function compensate(
 ): Promise<void> {
   const deltas = new Map<string, bigint>();
   for (const [n, a] of side.charge) deltas.set(n, -a);
-  let late: Promise<LateOutcome> | undefined;
-  try {
-    const left = await withGrace(
-      COMPENSATION_GRACE_MS,
-      () =>
-        watchLate(
-          (p) => void (late = p),
-          () => adm.coalescer.apply(ref, side.shards, deltas, -WCU_PER_WRITE),
-        ),
-    );
+  let late: Promise<[LateOutcome, bigint]> | undefined;
+  const unplaced = (left: bigint): void => {
     if (left > 0n) {
       reportStranded(adm, ref, new Map([["*", left]]), "giveback", null);
     }
+  };
+  try {
+    unplaced(
+      await withGrace(
+        COMPENSATION_GRACE_MS,
+        () =>
+          watchLate(
+            (p, u) => void (late = Promise.all([p, u ?? 0n])),
+            () => adm.coalescer.apply(ref, side.shards, deltas, -WCU_PER_WRITE),
+          ),
+      ),
+    );
   } catch (e) {
-    // The charge stands unless the give-back applied after all.
+    // The charge stands unless the give-back applied after all (then what it could not place).
     if (!late) reportStranded(adm, ref, side.charge, "giveback", e);
     else {
       trackLate(
         adm,
-        late.then((o) => {
+        late.then(([o, left]) => {
           if (o !== "applied") {
             reportStranded(adm, ref, side.charge, "giveback", e);
-          }
+          } else unplaced(left);
         }).catch(() => {}),
       );
     }
