@@ -2747,7 +2747,8 @@ export async function runHistory(
     await drive(run);
     // Let writes left in flight past their callers' deadlines end, and the
     // library's give-backs of the charges they applied late land, before
-    // the final read.
+    // the final read: what each limiter's close() waits for, then quiet.
+    await settleLibrary(run);
     await settleLate(run);
     const consumed: FinalTc[] = [];
     for (const bucket of ["child", "parent"] as const) {
@@ -2771,6 +2772,22 @@ export async function runHistory(
 
 /** The longest wait for late writes and give-backs after a history. */
 const LATE_SETTLE_MS = 4000;
+
+/**
+ * Waits for each limiter's own settlements (`close()`: a give-back of a
+ * charge applied after its deadline may first re-read the item through
+ * read faults and back off, with no write in flight for a while), at most
+ * {@linkcode LATE_SETTLE_MS}: a write a hang fault holds settles only at
+ * the library's write grace.
+ */
+async function settleLibrary(run: Run): Promise<void> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  await Promise.race([
+    Promise.all(run.clients.map((c) => c.limiter.close())),
+    new Promise<void>((r) => timer = setTimeout(r, LATE_SETTLE_MS)),
+  ]);
+  clearTimeout(timer);
+}
 
 /**
  * Waits until no write is in flight but those a hang fault holds (they end
