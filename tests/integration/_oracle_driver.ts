@@ -590,6 +590,8 @@ type Fate = "pending" | "applied" | "not" | "maybe";
 /** An item a refill write moved `rf` on, and the limit parameters it stored. */
 interface Refill {
   readonly pk: string;
+  /** The `rf` the write stores (the time its refill and charge were computed at), when it is a number. */
+  readonly rf: number | null;
   readonly params: ReadonlyMap<
     string,
     Partial<Record<"cp" | "ra" | "rp", bigint>>
@@ -1303,6 +1305,7 @@ function refilledItems(
     if (p?.Item?.rf !== undefined) {
       return [{
         pk: p.Item.PK?.S ?? "?",
+        rf: numberOrNull(p.Item.rf?.N),
         params: params(Object.entries(p.Item).map(([a, v]) => [a, v.N])),
       }];
     }
@@ -1321,9 +1324,15 @@ function refilledItems(
     if (!assigned.some(([a]) => a === "rf")) return [];
     return [{
       pk: ((u.Key as Record<string, Attr> | undefined)?.PK?.S) ?? "?",
+      rf: numberOrNull(assigned.find(([a]) => a === "rf")?.[1]),
       params: params(assigned),
     }];
   });
+}
+
+function numberOrNull(v: string | undefined): number | null {
+  const n = v === undefined ? NaN : Number(v);
+  return Number.isFinite(n) ? n : null;
 }
 
 /** The partition key of the first item a write names. */
@@ -1981,6 +1990,20 @@ interface Part {
   readonly attempt: Attempt;
   readonly bucket: string;
   readonly deltas: Map<string, bigint>;
+  /** The `rf` a refill write of this part's item stores, else `null`. */
+  readonly rf: number | null;
+}
+
+/**
+ * Where a part's delta may be placed from: its attempt's send, or, for a
+ * refill write (`SET rf`), the time the write was computed at (its `rf`,
+ * within the call): such a write leaves the item as the ideal bucket holds
+ * it with the delta taken at that time, however late it applies (an SDK
+ * retry of a throttled attempt sends it a second later, unchanged).
+ */
+function partStart(call: Call, p: Part): number {
+  if (p.rf === null || p.rf >= p.attempt.at) return p.attempt.at;
+  return Math.max(call.start, p.rf);
 }
 
 function partsOf(run: Run, sink: Sink): Part[] {
@@ -1998,7 +2021,8 @@ function partsOf(run: Run, sink: Sink): Part[] {
         );
         continue;
       }
-      out.push({ attempt: a, bucket, deltas: nonZero });
+      const rf = a.refills.find((r) => r.pk === pk)?.rf ?? null;
+      out.push({ attempt: a, bucket, deltas: nonZero, rf });
     }
   }
   return out;
@@ -2157,7 +2181,7 @@ function evaluate(
       ops.push({
         kind: "adjust",
         id: `${call.id}.w${i}`,
-        start: BigInt(p.attempt.at),
+        start: BigInt(partStart(call, p)),
         end: attemptEnd(p.attempt),
         charges,
         outcome: p.attempt.fate === "applied" ? "applied" : "ambiguous",
