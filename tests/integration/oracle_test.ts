@@ -137,10 +137,17 @@ Deno.test({
   ignore: PROFILE !== undefined && PROFILE !== "faults",
   ...sanitizers,
   async fn() {
-    const coalesced = await property("faults", 4, {
-      maxBurst: 24,
-      maxClients: 2,
-    });
+    const size = { maxBurst: 24, maxClients: 2 };
+    let coalesced = await property("faults", 4, size);
+    // On a loaded machine most acquires of a seed can end at their deadline
+    // with nothing to coalesce: more histories (new seeds) until one did.
+    for (
+      let more = 0;
+      coalesced === 0 && SEED === undefined && more < 3;
+      more++
+    ) {
+      coalesced += await property("faults", 4, size);
+    }
     if (PATH === undefined) {
       assert.ok(coalesced > 0, "no write carried several acquires");
     }
