@@ -119,6 +119,8 @@ export interface ReserveFigures {
   readonly heldAtStop: number;
   /** Tokens that could not be given back at close (should be 0). */
   readonly stranded: number;
+  /** Acquires that failed (`RateLimiterUnavailable`, e.g. a deadline on a loaded machine): counted, not decided. */
+  readonly failed: number;
 }
 
 /** A local reserve row: its operation, and `finish()` closes its limiters and tells what it did. */
@@ -145,7 +147,11 @@ export interface ReserveRow {
 export async function reserveRows(
   lib: Pick<
     typeof Lib,
-    "Limit" | "RateLimiter" | "RateLimitExceeded" | "Repository"
+    | "Limit"
+    | "RateLimiter"
+    | "RateLimitExceeded"
+    | "RateLimiterUnavailable"
+    | "Repository"
   >,
   repo: Lib.Repository,
   client: () => { client: DynamoDBClient; calls: () => number },
@@ -175,6 +181,7 @@ export async function reserveRows(
     const callsNow = () => opened.reduce((s, o) => s + o.calls(), 0);
     let decisions = 0;
     let refusals = 0;
+    let failed = 0;
     let callsAt = 0;
     return {
       name,
@@ -184,17 +191,21 @@ export async function reserveRows(
         const t = performance.now();
         try {
           await limiter.acquire(call(w), () => {});
+          decisions++;
         } catch (e) {
-          if (!(e instanceof lib.RateLimitExceeded)) throw e;
-          refusals++;
+          if (e instanceof lib.RateLimitExceeded) {
+            refusals++;
+            decisions++;
+          } else if (e instanceof lib.RateLimiterUnavailable) failed++;
+          else throw e;
         }
-        decisions++;
         const wait = paceMs - (performance.now() - t);
         if (wait > 0) await new Promise((r) => setTimeout(r, wait));
       },
       reset() {
         decisions = 0;
         refusals = 0;
+        failed = 0;
         callsAt = callsNow();
       },
       async finish() {
@@ -218,6 +229,7 @@ export async function reserveRows(
           calls: callsNow() - callsAt,
           heldAtStop: held,
           stranded,
+          failed,
         };
       },
     };

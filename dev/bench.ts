@@ -43,7 +43,13 @@ import {
 } from "./_bench_setup.ts";
 import { overAdmitted, saturatedRows } from "./_bench_saturated.ts";
 import { startDynamoDbLocal } from "./dynamodb_local.ts";
-import { Limit, RateLimiter, RateLimitExceeded, Repository } from "../mod.ts";
+import {
+  Limit,
+  RateLimiter,
+  RateLimiterUnavailable,
+  RateLimitExceeded,
+  Repository,
+} from "../mod.ts";
 
 const DURATION_MS = Number(Deno.env.get("BENCH_MS") ?? 4000);
 const CONCURRENCIES = [1, 32];
@@ -97,6 +103,8 @@ const client = new DynamoDBClient({
   credentials: { accessKeyId: "local", secretAccessKey: "local" },
 });
 const extra: DynamoDBClient[] = [];
+/** Rows some of whose acquires failed: reported, and the run exits non-zero, after every row ran. */
+const failedRows: string[] = [];
 try {
   const repo = await Repository.open({
     client,
@@ -174,7 +182,13 @@ try {
     const strict = scenarios.find(([n]) => n === "one limit")?.[1];
     if (!strict) throw new Error("no strict one-limit scenario");
     const rows = await reserveRows(
-      { Limit, RateLimiter, RateLimitExceeded, Repository },
+      {
+        Limit,
+        RateLimiter,
+        RateLimitExceeded,
+        RateLimiterUnavailable,
+        Repository,
+      },
       repo,
       counted,
     );
@@ -182,7 +196,7 @@ try {
       `\nlocal reserve, concurrency 32, ${DURATION_MS / 1000} s per row\n`,
     );
     console.log(
-      "scenario              decisions/s  calls/decision  decisions/call  held at stop  stranded  false refusals  vs strict one limit",
+      "scenario              decisions/s  calls/decision  decisions/call  held at stop  stranded  false refusals  failed  vs strict one limit",
     );
     for (const r of rows) {
       const base = await measure(32, strict);
@@ -190,6 +204,8 @@ try {
       r.reset();
       const m = await measure(32, r.op);
       const f = await r.finish();
+      // A failed acquire (RateLimiterUnavailable) is counted, not fatal: the other rows still run.
+      if (f.failed > 0) failedRows.push(`${r.name}: ${f.failed} failed`);
       console.log(
         `${r.name.padEnd(21)} ${m.ops.toFixed(0).padStart(12)} ${
           (f.calls / f.decisions).toFixed(3).padStart(15)
@@ -197,7 +213,9 @@ try {
           f.heldAtStop.toFixed(0).padStart(13)
         } ${f.stranded.toFixed(0).padStart(9)} ${
           String(f.refusals).padStart(15)
-        } ${(r.paced ? "paced" : (m.ops / base.ops).toFixed(2)).padStart(20)}`,
+        } ${String(f.failed).padStart(7)} ${
+          (r.paced ? "paced" : (m.ops / base.ops).toFixed(2)).padStart(20)
+        }`,
       );
     }
   };
@@ -238,6 +256,10 @@ try {
   for (const c of extra) c.destroy();
   client.destroy();
   await local?.stop();
+}
+if (failedRows.length > 0) {
+  console.error(`\nrows with failed acquires: ${failedRows.join("; ")}`);
+  Deno.exit(1);
 }
 
 async function hotKeyRows(
