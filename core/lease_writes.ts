@@ -47,13 +47,14 @@ import {
   certainlyNotApplied,
   type DeadlineOptions,
   type LateOutcome,
+  lateWithUnplaced,
   untilAborted,
   watchLate,
   withDeadline,
   withGrace,
 } from "./transport.ts";
 import { trackLeaseLate } from "./acquire/late_charge.ts";
-import { strandedTo } from "./acquire/admission.ts";
+import { strandedTo, unplacedTo } from "./acquire/admission.ts";
 
 /** The parts of a lease its writes need. */
 export interface LeaseParts {
@@ -135,7 +136,7 @@ export class LeaseWrites {
 
   /** Reports the millitokens `left` of a give-back that applied but could not place them. */
   #unplaced(ref: BucketRef, left: bigint): void {
-    if (left > 0n) this.#report(ref, new Map([["*", left]]), "giveback", null);
+    unplacedTo(this.#p.options.onStranded, ref, left);
   }
 
   #track(p: Promise<void>): void {
@@ -158,7 +159,7 @@ export class LeaseWrites {
         this.#p.options.timeoutMs,
         () =>
           watchLate(
-            (p, u) => void (late = Promise.all([p, u ?? 0n])),
+            lateWithUnplaced((l) => void (late = l)),
             () => this.#apply()(ref, shards, deltas),
           ),
       );
@@ -366,7 +367,7 @@ export class LeaseWrites {
     let late: Promise<[LateOutcome, bigint]> | undefined;
     try {
       const left = await watchLate(
-        (p, u) => void (late = Promise.all([p, u ?? 0n])),
+        lateWithUnplaced((l) => void (late = l)),
         () =>
           this.#apply()(first.ref, first.shards, map, 0n, windowsOf(entries)),
       );

@@ -403,6 +403,13 @@ export type LateSink = (
   unplaced?: Promise<bigint>,
 ) => void;
 
+/** A sink keeping a write's late outcome with the part of its give-back it could not place (`0n` when not told). */
+export function lateWithUnplaced(
+  keep: (late: Promise<[LateOutcome, bigint]>) => void,
+): LateSink {
+  return (p, u) => keep(Promise.all([p, u ?? 0n]));
+}
+
 const lateScope = new AsyncLocalStorage<LateSink>();
 
 /**

@@ -141,6 +141,17 @@ export function reportStranded(
   strandedTo(adm.onStranded, ref, amounts, kind, cause);
 }
 
+/** Reports the millitokens `left` of a give-back that applied but could not place them (nothing when 0). */
+export function unplacedTo(
+  onStranded: (charge: StrandedCharge) => void,
+  ref: BucketRef,
+  left: bigint,
+): void {
+  if (left > 0n) {
+    strandedTo(onStranded, ref, new Map([["*", left]]), "giveback", null);
+  }
+}
+
 /**
  * Reports to `onStranded` the millitokens `amounts` (either sign: a delta
  * given back is negative) on `ref` as whole tokens (also a lease's reports,

@@ -13,8 +13,13 @@ import { RateLimitExceeded } from "../errors.ts";
 import { Lease, type LeaseEntry } from "../lease.ts";
 import type { Limit } from "../limit.ts";
 import type { LimitStatus } from "../models.ts";
-import { type LateOutcome, watchLate, withGrace } from "../transport.ts";
-import { type Admission, reportStranded } from "./admission.ts";
+import {
+  type LateOutcome,
+  lateWithUnplaced,
+  watchLate,
+  withGrace,
+} from "../transport.ts";
+import { type Admission, reportStranded, unplacedTo } from "./admission.ts";
 import { LateOutcomes, settleFailedCharge, trackLate } from "./late_charge.ts";
 import { chargedParent } from "./cascade.ts";
 import { passingStatuses, type Side, sideRef } from "./plan.ts";
@@ -269,18 +274,15 @@ export async function compensate(
   const deltas = new Map<string, bigint>();
   for (const [n, a] of side.charge) deltas.set(n, -a);
   let late: Promise<[LateOutcome, bigint]> | undefined;
-  const unplaced = (left: bigint): void => {
-    if (left > 0n) {
-      reportStranded(adm, ref, new Map([["*", left]]), "giveback", null);
-    }
-  };
+  const unplaced = (left: bigint): void =>
+    unplacedTo(adm.onStranded, ref, left);
   try {
     unplaced(
       await withGrace(
         COMPENSATION_GRACE_MS,
         () =>
           watchLate(
-            (p, u) => void (late = Promise.all([p, u ?? 0n])),
+            lateWithUnplaced((l) => void (late = l)),
             () => adm.coalescer.apply(ref, side.shards, deltas, -WCU_PER_WRITE),
           ),
       ),
