@@ -15,7 +15,17 @@
  * (floor/raw: what DynamoDB spends on that build's write) and acquire/floor
  * (what the library spends around it).
  *
- * Environment: `BENCH_MS` (per cell, default 3000), `ROUNDS` (default 3).
+ * The change column is the median over rounds of the working tree's ratio
+ * against the revision's in the same round (cells measured a few seconds
+ * apart), with the lower and upper quartile of those paired changes: on a
+ * noisy machine the spread says how far one run can be trusted. Name the
+ * working tree's own commit as a revision (`bench:compare 4eb7ab3 HEAD`)
+ * and its column is an A/A control: identical code, so whatever it shows
+ * is noise.
+ *
+ * Environment: `BENCH_MS` (per cell, default 3000), `ROUNDS` (default 3),
+ * `CONC` (concurrencies, default `1,32`), `FLOORS` (`0` skips the floor
+ * cells, leaving the time to more rounds).
  */
 import { DynamoDBClient } from "@aws-sdk/client-dynamodb";
 import {
@@ -29,6 +39,8 @@ import { startDynamoDbLocal } from "./dynamodb_local.ts";
 const BASELINES = Deno.args.length > 0 ? Deno.args : ["4eb7ab3"];
 const MS = Number(Deno.env.get("BENCH_MS") ?? 3000);
 const ROUNDS = Number(Deno.env.get("ROUNDS") ?? 3);
+const CONC = (Deno.env.get("CONC") ?? "1,32").split(",").map(Number);
+const FLOORS = Deno.env.get("FLOORS") !== "0";
 const ROOT = new URL("../", import.meta.url).pathname;
 
 async function git(...args: string[]): Promise<string> {
@@ -61,9 +73,17 @@ async function measure(c: number, op: Op, ms: number): Promise<number> {
   return n / ((performance.now() - t0) / 1000);
 }
 
-function median(xs: number[]): number {
+/** The `q` quantile of `xs`, interpolated between the nearest ranks. */
+function quantile(xs: readonly number[], q: number): number {
   const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)] as number;
+  const at = (s.length - 1) * q;
+  const lo = s[Math.floor(at)] as number;
+  const hi = s[Math.ceil(at)] as number;
+  return lo + (hi - lo) * (at - Math.floor(at));
+}
+
+function median(xs: readonly number[]): number {
+  return quantile(xs, 0.5);
 }
 
 const revs: { name: string; root: string }[] = [];
@@ -120,11 +140,11 @@ try {
   );
   console.log(
     `scenario   conc  ${builds.map((b) => b.name.padStart(12)).join(" ")}   ${
-      revs.map((r) => `vs ${r.name}`.padStart(11)).join(" ")
+      revs.map((r) => `vs ${r.name} (quartiles)`.padStart(21)).join(" ")
     }`,
   );
   const floorRows: string[] = [];
-  for (const c of [1, 32]) {
+  for (const c of CONC) {
     for (const [name, ops] of Object.entries(scenarios)) {
       const ratios: number[][] = ops.map(() => []);
       const floorRatios: number[][] = ops.map(() => []);
@@ -135,7 +155,9 @@ try {
           const op = ops[i] as Op;
           const before = await measure(c, raw, MS / 2);
           const x = await measure(c, op, MS);
-          const f = await measure(c, floors[name]?.[i] as Op, MS);
+          const f = FLOORS
+            ? await measure(c, floors[name]?.[i] as Op, MS)
+            : NaN;
           const after = await measure(c, raw, MS / 2);
           ratios[i]?.push(x / ((before + after) / 2));
           floorRatios[i]?.push(f / ((before + after) / 2));
@@ -151,10 +173,14 @@ try {
             .join(" ")
         }`,
       );
-      const mine = m[m.length - 1] as number;
+      const mine = ratios[ratios.length - 1] as number[];
+      const pct = (x: number): string =>
+        `${x >= 0 ? "+" : ""}${(x * 100).toFixed(0)}%`;
       const changes = revs.map((_, i) => {
-        const ch = (mine / (m[i] as number) - 1) * 100;
-        return `${ch >= 0 ? "+" : ""}${ch.toFixed(0)}%`.padStart(11);
+        const paired = mine.map((x, r) => x / (ratios[i]?.[r] as number) - 1);
+        return `${pct(median(paired))} (${pct(quantile(paired, 0.25))}..${
+          pct(quantile(paired, 0.75))
+        })`.padStart(21);
       });
       console.log(
         `${name.padEnd(10)} ${String(c).padStart(4)}  ${
@@ -163,15 +189,17 @@ try {
       );
     }
   }
-  console.log(
-    `\nthe same writes straight through the SDK (the stored format's floor, dev/_bench_setup.ts formatFloors): floor/raw, then acquire/floor (the library's own share)`,
-  );
-  console.log(
-    `scenario   conc  ${builds.map((b) => b.name.padStart(12)).join(" ")}   ${
-      builds.map((b) => b.name.padStart(12)).join(" ")
-    }`,
-  );
-  for (const row of floorRows) console.log(row);
+  if (FLOORS) {
+    console.log(
+      `\nthe same writes straight through the SDK (the stored format's floor, dev/_bench_setup.ts formatFloors): floor/raw, then acquire/floor (the library's own share)`,
+    );
+    console.log(
+      `scenario   conc  ${builds.map((b) => b.name.padStart(12)).join(" ")}   ${
+        builds.map((b) => b.name.padStart(12)).join(" ")
+      }`,
+    );
+    for (const row of floorRows) console.log(row);
+  }
 } finally {
   client.destroy();
   await local.stop();
