@@ -59,7 +59,13 @@ import { exponentialBackoff } from "./_backoff.ts";
 import { contendedStatuses } from "./_contended_statuses.ts";
 import { BoundedMap } from "./_bounded_map.ts";
 import { errorName } from "./_sdk_errors.ts";
-import { beforeSend, checkDeadline, currentSignal } from "./transport.ts";
+import {
+  beforeSend,
+  checkDeadline,
+  currentLateSink,
+  currentSignal,
+  watchLate,
+} from "./transport.ts";
 import { WCU_LIMIT_NAME } from "./validation.ts";
 import { blockedCharge, plainFits } from "./charge_check.ts";
 import { afterRefill, refilling, settleRefill } from "./refill_settle.ts";
@@ -500,7 +506,14 @@ export class BucketWriter {
       else stranded -= d;
     }
     if (takes.size > 0) {
-      await this.#store.write({ kind: "debt", ref, deltas: takes });
+      // Should the caller's deadline pass while it is on the wire, the
+      // enclosing sink learns, with its late outcome, that none of the
+      // give-back was placed (what this call returns in time).
+      const sink = currentLateSink();
+      await watchLate(
+        (p) => sink?.(p, Promise.resolve(stranded)),
+        () => this.#store.write({ kind: "debt", ref, deltas: takes }),
+      );
       this.remember(ref, null);
     }
     return stranded;

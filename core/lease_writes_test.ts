@@ -2,9 +2,11 @@ import assert from "node:assert/strict";
 import { Limit, RateLimiterUnavailable, type StrandedCharge } from "../mod.ts";
 import { createTestLimiter } from "../testing.ts";
 import type { BucketWrite } from "./acquire/bucket_store.ts";
+import { systemClock } from "./clock.ts";
 import {
   currentLateSink,
   currentSignal,
+  guardedSend,
   type LateOutcome,
 } from "./transport.ts";
 
@@ -307,4 +309,89 @@ Deno.test("Lease.commit() whose read of a forgotten item outlives its deadline r
   await lease.commit();
   await t.limiter.close();
   assert.equal(tc(), 15_000n, "the acquire's 10 and the adjustment's 5, once");
+});
+
+/** Commands named as the SDK's are (the transport tells writes by the class name). */
+class UpdateItemCommand {}
+
+/**
+ * The answer of a write that applied, sent through the real transport
+ * (`guardedSend`) and held until just after its caller's deadline passed:
+ * the caller gets the deadline's reason, the late sink learns `applied`.
+ */
+async function answerAfterDeadline(): Promise<void> {
+  const deadline = currentSignal();
+  assert.ok(deadline, "the write runs under a deadline");
+  const send = guardedSend(
+    () =>
+      new Promise((resolve) => {
+        const later = () => setTimeout(() => resolve({}), 20);
+        deadline.addEventListener("abort", later, { once: true });
+      }),
+    { defaultTimeoutMs: 5_000, localClock: systemClock, writeGraceMs: 5_000 },
+  );
+  await send(new UpdateItemCommand());
+}
+
+Deno.test("Lease.commit() whose delta lost every race and whose debt write applied after its deadline reports the give-back it could not place", async () => {
+  const stranded: StrandedCharge[] = [];
+  const ref = { ns: "default", entityId: "k", resource: "api", shard: 0 };
+  let racing = false;
+  const writes: string[] = [];
+  const t = createTestLimiter({
+    store: {
+      hook: async (phase, op, ws) => {
+        if (op !== "write" || !racing) return;
+        const kind = ws[0]?.kind as string;
+        if (phase === "after") {
+          if (kind === "debt") await answerAfterDeadline();
+          return;
+        }
+        writes.push(kind);
+        if (kind === "debt") return;
+        // Another writer moved the item's refill time first: the condition fails.
+        const raw = t.store.raw(ref);
+        assert.ok(raw);
+        raw["rf"] = { N: String(BigInt((raw["rf"] as { N: string }).N) - 1n) };
+        t.store.putRaw(ref, raw);
+      },
+    },
+    limiter: {
+      onError: () => {},
+      onStranded: (s) => stranded.push(s),
+      coalesceWrites: false,
+    },
+  });
+  t.source.setSystemDefaults([
+    Limit.perMinute("rpm", 1000),
+    Limit.perMinute("tpm", 1000),
+  ]);
+  const tc = (name: string) => t.store.get(ref)?.limits.get(name)?.tc;
+  const lease = await t.limiter.acquire({
+    entityId: "k",
+    resource: "api",
+    consume: { rpm: 10, tpm: 10 },
+  });
+  lease.adjust({ rpm: 5, tpm: -4 });
+  racing = true;
+  // The debt write is held until the deadline passed, however long the races took.
+  await assert.rejects(
+    lease.commit({ timeoutMs: 300 }),
+    RateLimiterUnavailable,
+  );
+  racing = false;
+  assert.equal(writes.length, 17, `16 lost races, then the debt: ${writes}`);
+  assert.equal(writes.at(-1), "debt");
+  await t.limiter.close(); // the late outcome of the debt write
+  // It took the 5 and placed none of the 4 given back: they are reported.
+  assert.deepEqual(
+    stranded.map((s) => [s.kind, s.amounts]),
+    [["giveback", { "*": 4 }]],
+  );
+  assert.equal(tc("rpm"), 15_000n);
+  assert.equal(tc("tpm"), 10_000n, "the give-back was not placed");
+  // The delta applied late: a retried commit sends nothing.
+  await lease.commit();
+  assert.equal(writes.length, 17, "nothing left to send");
+  assert.equal(stranded.length, 1);
 });

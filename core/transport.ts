@@ -394,9 +394,10 @@ export type LateOutcome = "applied" | "notApplied" | "unknown";
  * the caller sees the deadline's reason; never for a write that settled in
  * time or that certainly was not sent ({@linkcode WriteNotSentError}).
  * `unplaced`, given for a coalesced lease delta
- * (`acquire/delta_coalescer.ts`), resolves with the outcome to the
- * millitokens of the caller's give-back the write could not place once it
- * `applied` (what `BucketWriter.apply` returns in time).
+ * (`acquire/delta_coalescer.ts`) and for the debt write of
+ * `BucketWriter.apply` (which places none of the give-back), resolves with
+ * the outcome to the millitokens of the caller's give-back the write could
+ * not place once it `applied` (what `BucketWriter.apply` returns in time).
  */
 export type LateSink = (
   outcome: Promise<LateOutcome>,

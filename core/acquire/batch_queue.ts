@@ -13,6 +13,7 @@ import {
   currentLateSink,
   currentSignal,
   type LateOutcome,
+  type LateSink,
 } from "../transport.ts";
 
 /** One request's part of a coalesced write. */
@@ -207,6 +208,8 @@ export class Carried {
   #ended: Promise<Ended> | null = null;
   /** The late outcome of the write itself, when its own deadline passed (every request gave up). */
   transport: Promise<LateOutcome> | null = null;
+  /** With {@linkcode Carried.transport}, the give-back the write could not place once it applied (when told). */
+  unplaced: Promise<bigint> | null = null;
   /** A request gives up: it learns the write's outcome (at once, when the write has ended). */
   readonly abandon = (w: Waiter): void => {
     const sink = w.run(currentLateSink);
@@ -216,20 +219,25 @@ export class Carried {
     sink(ended.then((e) => e.outcome), ended.then((e) => e.unplaced(w)));
   };
   /** The write's own late-outcome sink. */
-  readonly sink = (p: Promise<LateOutcome>): void => {
+  readonly sink: LateSink = (p, u): void => {
     this.transport = p;
+    this.unplaced = u ?? null;
   };
   /**
    * Tells every request that gave up how the write ended and, when it
    * applied, the part of its give-back it could not place (`unplaced`,
-   * none by default); once, later calls are ignored.
+   * known now or with a late outcome; none by default); once, later calls
+   * are ignored.
    */
   end(
     o: LateOutcome | Promise<LateOutcome>,
-    unplaced: (w: Waiter) => bigint = () => 0n,
+    unplaced: Parts | Promise<Parts> = () => 0n,
   ): void {
     if (this.#ended) return;
-    const ended = Promise.resolve(o).then((outcome) => ({ outcome, unplaced }));
+    const ended = Promise.all([o, unplaced]).then(([outcome, unplaced]) => ({
+      outcome,
+      unplaced,
+    }));
     this.#ended = ended;
     const rs = this.#waiting;
     this.#waiting = null;
@@ -237,8 +245,11 @@ export class Carried {
   }
 }
 
+/** Each request's part of a give-back a write could not place. */
+export type Parts = (w: Waiter) => bigint;
+
 /** How a carried write ended. */
 interface Ended {
   readonly outcome: LateOutcome;
-  readonly unplaced: (w: Waiter) => bigint;
+  readonly unplaced: Parts;
 }

@@ -29,6 +29,7 @@ import {
   inBatch,
   keyOf,
   notSent,
+  type Parts,
   type Queue,
   reportNetZero,
   type Settle,
@@ -116,7 +117,7 @@ export class DeltaCoalescer {
     const carried = new Carried();
     for (const m of members) m.onAbandon = carried.abandon;
     try {
-      let left = await withScope(
+      const left = await withScope(
         deadline.signal,
         () =>
           watchLate(carried.sink, () =>
@@ -131,24 +132,40 @@ export class DeltaCoalescer {
                 ),
             )),
       );
-      // The give-back that could not be placed (the write lost every race),
-      // shared in arrival order; a request that gave up learns its part too.
-      const parts = new Map<Waiter, bigint>();
-      for (const m of members) {
-        let given = 0n;
-        for (const d of m.deltas.values()) if (d < 0n) given -= d;
-        const part = given < left ? given : left;
-        left -= part;
-        parts.set(m, part);
-      }
-      carried.end("applied", (w) => parts.get(w) ?? 0n);
-      for (const m of members) m.settle({ outcome: parts.get(m) ?? 0n });
+      // A request that gave up learns its part too.
+      const parts = shareLeft(members, left);
+      carried.end("applied", parts);
+      for (const m of members) m.settle({ outcome: parts(m) });
     } catch (e) {
-      carried.end(carried.transport ?? lateFailure(e));
+      // A write that applied after every request gave up tells, with its
+      // late outcome, what it could not place (`apply`'s debt write), shared
+      // as in time.
+      carried.end(
+        carried.transport ?? lateFailure(e),
+        (carried.unplaced ?? Promise.resolve(0n)).then((left) =>
+          shareLeft(members, left)
+        ),
+      );
       for (const m of members) m.settle({ error: e });
     } finally {
       deadline.dispose();
       for (const m of members) m.onAbandon = null;
     }
   }
+}
+
+/**
+ * The give-back `left` that a write of `members`' deltas could not place
+ * (it lost every race), shared in arrival order: each request's part.
+ */
+function shareLeft(members: readonly DeltaMember[], left: bigint): Parts {
+  const parts = new Map<Waiter, bigint>();
+  for (const m of members) {
+    let given = 0n;
+    for (const d of m.deltas.values()) if (d < 0n) given -= d;
+    const part = given < left ? given : left;
+    left -= part;
+    parts.set(m, part);
+  }
+  return (w) => parts.get(w) ?? 0n;
 }

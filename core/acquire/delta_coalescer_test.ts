@@ -5,9 +5,34 @@ import {
   type StrandedCharge,
 } from "../../mod.ts";
 import { createTestLimiter } from "../../testing.ts";
+import { systemClock } from "../clock.ts";
+import { currentSignal, guardedSend } from "../transport.ts";
 import { currentBatch } from "./batch_queue.ts";
 
 const REF = { ns: "default", entityId: "k", resource: "api", shard: 0 };
+
+/** Commands named as the SDK's are (the transport tells writes by the class name). */
+class UpdateItemCommand {}
+
+/**
+ * The answer of a write that applied, sent through the real transport
+ * (`guardedSend`) and held until just after its deadline passed (for a
+ * coalesced write: every caller it carried gave up): the caller gets the
+ * deadline's reason, the late sink learns `applied`.
+ */
+async function answerAfterDeadline(): Promise<void> {
+  const deadline = currentSignal();
+  assert.ok(deadline, "the write runs under a deadline");
+  const send = guardedSend(
+    () =>
+      new Promise((resolve) => {
+        const later = () => setTimeout(() => resolve({}), 20);
+        deadline.addEventListener("abort", later, { once: true });
+      }),
+    { defaultTimeoutMs: 5_000, localClock: systemClock, writeGraceMs: 5_000 },
+  );
+  await send(new UpdateItemCommand());
+}
 
 /**
  * A limiter on the memory store whose next write is held until `release`,
@@ -27,11 +52,19 @@ function setup() {
     batches: [] as number[],
     /** Plain or slow writes sent. */
     writes: 0,
+    /** A debt write applies, and its answer comes after its deadline passed. */
+    lateDebt: false,
   };
   const t = createTestLimiter({
     store: {
       hook: async (phase, op, ws) => {
-        if (phase !== "before" || op !== "write") return;
+        if (op !== "write") return;
+        if (phase === "after") {
+          if (state.lateDebt && ws[0]?.kind === "debt") {
+            await answerAfterDeadline();
+          }
+          return;
+        }
         if (ws[0]?.kind !== "debt") state.writes++;
         if (gate) {
           const g = gate;
@@ -135,3 +168,59 @@ for (const quits of ["giveback", "debit"] as const) {
     assert.equal(t.stranded.length, 1);
   });
 }
+
+Deno.test("a coalesced delta write that lost every race and whose debt write applied after every caller gave up tells each its exact unplaced part", async () => {
+  const t = setup();
+  t.source.setSystemDefaults([
+    Limit.perMinute("rpm", 1000),
+    Limit.perMinute("tpm", 1000),
+  ]);
+  const both = { ...req, consume: { rpm: 10, tpm: 10 } };
+  const held = await t.limiter.acquire(both);
+  const gives = await t.limiter.acquire(both); // rolled back: gives 10 + 10 back
+  const takes = await t.limiter.acquire(both); // commits 15 more rpm
+  // A write in flight on the item: the next two deltas queue and coalesce.
+  held.adjust({ rpm: 1 });
+  t.hold();
+  const first = held.commit();
+  await tick();
+  const giving = gives.rollback({ timeoutMs: 250 });
+  takes.adjust({ rpm: 15 });
+  const taking = takes.commit({ timeoutMs: 250 });
+  // The batch (rpm +5, tpm -10) loses every race, then its debt write takes
+  // the 5 and is answered only after both callers gave up.
+  t.state.racing = true;
+  t.state.lateDebt = true;
+  await tick();
+  t.release();
+  await first;
+  const [g, c] = await Promise.allSettled([giving, taking]);
+  t.state.racing = false;
+  t.state.lateDebt = false;
+  for (const r of [g, c]) {
+    assert.equal(r.status, "rejected");
+    assert.ok(
+      (r as PromiseRejectedResult).reason instanceof RateLimiterUnavailable,
+    );
+  }
+  assert.ok(t.state.batches.length > 0, "the batch lost races");
+  assert.ok(
+    t.state.batches.every((n) => n === 2),
+    `every losing write carried both deltas: ${t.state.batches}`,
+  );
+  await t.limiter.close(); // the late outcome of the debt write
+  // None of the 10 tpm given back was placed: the rollback's part.
+  assert.deepEqual(
+    t.stranded.map((s) => [s.kind, s.amounts]),
+    [["giveback", { "*": 10 }]],
+  );
+  const tc = (name: string) => t.store.get(REF)?.limits.get(name)?.tc;
+  assert.equal(tc("rpm"), 36_000n, "11 + 0 + 25: the debt took the net 5");
+  assert.equal(tc("tpm"), 30_000n, "the give-back was not placed");
+  // Both deltas count as applied: retries send nothing.
+  const writes = t.state.writes;
+  await gives.rollback();
+  await takes.commit();
+  assert.equal(t.state.writes, writes, "nothing left to send");
+  assert.equal(t.stranded.length, 1);
+});
