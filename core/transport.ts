@@ -572,7 +572,12 @@ export function withScope<T>(
 export function untilAborted<T>(p: Promise<T>): Promise<T> {
   const signal = currentSignal();
   if (!signal) return p;
-  if (signal.aborted) return Promise.reject(signal.reason);
+  if (signal.aborted) {
+    // `p` is another call's work (it handles its failure); left unobserved
+    // here, its rejection would end the process as unhandled.
+    p.catch(() => {});
+    return Promise.reject(signal.reason);
+  }
   return new Promise<T>((resolve, reject) => {
     const onAbort = (): void => reject(signal.reason);
     signal.addEventListener("abort", onAbort, { once: true });

@@ -7,8 +7,10 @@ import {
   guardedSend,
   type LateOutcome,
   type Send,
+  untilAborted,
   watchLate,
   withDeadline,
+  withScope,
   WriteNotSentError,
 } from "./transport.ts";
 
@@ -298,4 +300,22 @@ Deno.test("beforeSend() turns a failure before the send into a certainly-not-app
     sent,
   );
   assert.equal(await beforeSend(() => 7), 7);
+});
+
+Deno.test("untilAborted() on a passed deadline leaves no unhandled rejection when the shared work fails afterwards", async () => {
+  // A config read another call started: this call's deadline passed first,
+  // then the read fails with the other call's deadline. The failure is the
+  // other call's to handle; an unhandled rejection here ended the whole
+  // process (the 30-minute soak at 6f9c7cc, after 11 minutes).
+  let fail!: (e: unknown) => void;
+  const shared = new Promise<never>((_, reject) => (fail = reject));
+  const ac = new AbortController();
+  ac.abort(new DeadlineExceededError(50));
+  await assert.rejects(
+    withScope(ac.signal, () => untilAborted(shared)),
+    DeadlineExceededError,
+  );
+  fail(new DeadlineExceededError(868));
+  // Deno's test runner fails the test on a rejection nobody handled.
+  await new Promise((r) => setTimeout(r, 20));
 });
