@@ -54,7 +54,11 @@ import {
   withGrace,
 } from "./transport.ts";
 import { trackLeaseLate } from "./acquire/late_charge.ts";
-import { strandedTo, unplacedTo } from "./acquire/admission.ts";
+import {
+  COMPENSATION_GRACE_MS,
+  strandedTo,
+  unplacedTo,
+} from "./acquire/admission.ts";
 
 /** The parts of a lease its writes need. */
 export interface LeaseParts {
@@ -145,18 +149,20 @@ export class LeaseWrites {
 
   /**
    * Gives `charge` back on `ref` with its own grace (a consume that did not
-   * stand). Reported stranded (`giveback`) unless it applied, late or not.
+   * stand; `graceMs`, the lease's `timeoutMs` unless shorter). Reported
+   * stranded (`giveback`) unless it applied, late or not.
    */
   async #giveBack(
     ref: BucketRef,
     shards: number,
     charge: ReadonlyMap<string, bigint>,
+    graceMs: number = this.#p.options.timeoutMs,
   ): Promise<void> {
     const deltas = new Map([...charge].map(([n, a]) => [n, -a]));
     let late: Promise<[LateOutcome, bigint]> | undefined;
     try {
       const left = await withGrace(
-        this.#p.options.timeoutMs,
+        graceMs,
         () =>
           watchLate(
             lateWithUnplaced((l) => void (late = l)),
@@ -237,7 +243,13 @@ export class LeaseWrites {
     await Promise.all(groups.map((g, i) => {
       if (!ok[i]) return null;
       const first = g[0] as LeaseEntry;
-      return this.#giveBack(first.ref, first.shards, amountsOf(g));
+      // The caller waits for it as for an acquire's compensation, no longer.
+      return this.#giveBack(
+        first.ref,
+        first.shards,
+        amountsOf(g),
+        Math.min(this.#p.options.timeoutMs, COMPENSATION_GRACE_MS),
+      );
     }));
     // A failed group: applied late, given back; not applied, nothing; else reported.
     const failed = results.flatMap((r, i) => {

@@ -395,3 +395,70 @@ Deno.test("Lease.commit() whose delta lost every race and whose debt write appli
   assert.equal(writes.length, 17, "nothing left to send");
   assert.equal(stranded.length, 1);
 });
+
+Deno.test("Lease.consume() waits for the give-back of a group that stood, when another was refused, at most the compensation grace (1 s) and then leaves it to the background", async () => {
+  // The 30-minute soak at 6bd4199 saw a consume answer 1.8 s after its
+  // deadline: its give-back (throttled, then in conflict) had the lease's
+  // whole timeoutMs as grace, where an acquire's compensation has 1 s.
+  const stranded: StrandedCharge[] = [];
+  let armed = false;
+  let childWrites = 0;
+  const onChild = (w: BucketWrite): boolean =>
+    w.kind === "plain"
+      ? w.write.ref.entityId === "k"
+      : w.kind === "slow"
+      ? w.write.ref.entityId === "k"
+      : w.kind === "debt" && w.ref.entityId === "k";
+  const t = createTestLimiter({
+    store: {
+      hook: async (phase, op, ws) => {
+        if (!armed || op !== "write" || phase !== "after") return;
+        if (!ws.some(onChild)) return;
+        // The consume's charge of the child applies at once; its give-back
+        // applies, but its answer takes 2.5 s.
+        if (++childWrites === 2) await holdAnswer("applied", 2500);
+      },
+    },
+    limiter: {
+      onError: () => {},
+      onStranded: (s) => stranded.push(s),
+      timeoutMs: 3000,
+      coalesceWrites: false,
+    },
+  });
+  t.source.setSystemDefaults([Limit.perMinute("rpm", 1000)]);
+  t.source.createEntity("org");
+  t.source.createEntity("k", { parentId: "org", cascade: true });
+  await t.limiter.acquire(
+    { entityId: "org", resource: "api", consume: { rpm: 990 } },
+    () => {},
+  );
+  const lease = await t.limiter.acquire(req);
+  armed = true;
+  const start = performance.now();
+  await assert.rejects(lease.consume({ rpm: 5 }), (e: Error) => {
+    assert.equal(e.name, "RateLimitExceeded", e.message);
+    return true;
+  });
+  const took = performance.now() - start;
+  assert.ok(took < 2000, `consume answered after ${took.toFixed(0)} ms`);
+  await lease.commit();
+  await t.limiter.close(); // waits for the give-back left running
+  assert.equal(
+    childWrites,
+    2,
+    "the consume's charge of the child, its give-back",
+  );
+  assert.deepEqual(
+    stranded,
+    [],
+    "the give-back applied (late): nothing stranded",
+  );
+  const child = t.store.get({
+    ns: "default",
+    entityId: "k",
+    resource: "api",
+    shard: 0,
+  })?.limits.get("rpm")?.tc;
+  assert.equal(child, 10_000n, "the acquire's 10; the consume's 5 given back");
+});

@@ -141,6 +141,15 @@ export function reportStranded(
   strandedTo(adm.onStranded, ref, amounts, kind, cause);
 }
 
+/**
+ * How long a caller waits for the give-back of a charge that must not stand
+ * (a side of an all-or-nothing charge applied, another did not), on top of
+ * its deadline: the acquire's compensation and `lease.consume`'s give-back.
+ * A give-back still running then ends in the background, reported stranded
+ * unless it applied.
+ */
+export const COMPENSATION_GRACE_MS = 1000;
+
 /** Reports the millitokens `left` of a give-back that applied but could not place them (nothing when 0). */
 export function unplacedTo(
   onStranded: (charge: StrandedCharge) => void,

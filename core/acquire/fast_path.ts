@@ -19,13 +19,17 @@ import {
   watchLate,
   withGrace,
 } from "../transport.ts";
-import { type Admission, reportStranded, unplacedTo } from "./admission.ts";
+import {
+  type Admission,
+  COMPENSATION_GRACE_MS,
+  reportStranded,
+  unplacedTo,
+} from "./admission.ts";
 import { LateOutcomes, settleFailedCharge, trackLate } from "./late_charge.ts";
 import { chargedParent } from "./cascade.ts";
 import { passingStatuses, type Side, sideRef } from "./plan.ts";
 
 /** Time a compensating give-back may take after the caller's deadline passed. */
-const COMPENSATION_GRACE_MS = 1000;
 
 /** Limit specs, computed once per limit set (the config cache hands out the same array until it refetches). */
 const specCache = new WeakMap<
