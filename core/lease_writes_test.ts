@@ -1,12 +1,11 @@
 import assert from "node:assert/strict";
 import { Limit, RateLimiterUnavailable, type StrandedCharge } from "../mod.ts";
 import { createTestLimiter } from "../testing.ts";
+import { answerAfterDeadline } from "../tests/_fakes/late_answer.ts";
 import type { BucketWrite } from "./acquire/bucket_store.ts";
-import { systemClock } from "./clock.ts";
 import {
   currentLateSink,
   currentSignal,
-  guardedSend,
   type LateOutcome,
 } from "./transport.ts";
 
@@ -310,28 +309,6 @@ Deno.test("Lease.commit() whose read of a forgotten item outlives its deadline r
   await t.limiter.close();
   assert.equal(tc(), 15_000n, "the acquire's 10 and the adjustment's 5, once");
 });
-
-/** Commands named as the SDK's are (the transport tells writes by the class name). */
-class UpdateItemCommand {}
-
-/**
- * The answer of a write that applied, sent through the real transport
- * (`guardedSend`) and held until just after its caller's deadline passed:
- * the caller gets the deadline's reason, the late sink learns `applied`.
- */
-async function answerAfterDeadline(): Promise<void> {
-  const deadline = currentSignal();
-  assert.ok(deadline, "the write runs under a deadline");
-  const send = guardedSend(
-    () =>
-      new Promise((resolve) => {
-        const later = () => setTimeout(() => resolve({}), 20);
-        deadline.addEventListener("abort", later, { once: true });
-      }),
-    { defaultTimeoutMs: 5_000, localClock: systemClock, writeGraceMs: 5_000 },
-  );
-  await send(new UpdateItemCommand());
-}
 
 Deno.test("Lease.commit() whose delta lost every race and whose debt write applied after its deadline reports the give-back it could not place", async () => {
   const stranded: StrandedCharge[] = [];

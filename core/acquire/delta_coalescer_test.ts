@@ -5,34 +5,10 @@ import {
   type StrandedCharge,
 } from "../../mod.ts";
 import { createTestLimiter } from "../../testing.ts";
-import { systemClock } from "../clock.ts";
-import { currentSignal, guardedSend } from "../transport.ts";
+import { answerAfterDeadline } from "../../tests/_fakes/late_answer.ts";
 import { currentBatch } from "./batch_queue.ts";
 
 const REF = { ns: "default", entityId: "k", resource: "api", shard: 0 };
-
-/** Commands named as the SDK's are (the transport tells writes by the class name). */
-class UpdateItemCommand {}
-
-/**
- * The answer of a write that applied, sent through the real transport
- * (`guardedSend`) and held until just after its deadline passed (for a
- * coalesced write: every caller it carried gave up): the caller gets the
- * deadline's reason, the late sink learns `applied`.
- */
-async function answerAfterDeadline(): Promise<void> {
-  const deadline = currentSignal();
-  assert.ok(deadline, "the write runs under a deadline");
-  const send = guardedSend(
-    () =>
-      new Promise((resolve) => {
-        const later = () => setTimeout(() => resolve({}), 20);
-        deadline.addEventListener("abort", later, { once: true });
-      }),
-    { defaultTimeoutMs: 5_000, localClock: systemClock, writeGraceMs: 5_000 },
-  );
-  await send(new UpdateItemCommand());
-}
 
 /**
  * A limiter on the memory store whose next write is held until `release`,

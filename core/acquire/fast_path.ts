@@ -29,8 +29,6 @@ import { LateOutcomes, settleFailedCharge, trackLate } from "./late_charge.ts";
 import { chargedParent } from "./cascade.ts";
 import { passingStatuses, type Side, sideRef } from "./plan.ts";
 
-/** Time a compensating give-back may take after the caller's deadline passed. */
-
 /** Limit specs, computed once per limit set (the config cache hands out the same array until it refetches). */
 const specCache = new WeakMap<
   readonly Limit[],
