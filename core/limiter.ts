@@ -81,9 +81,9 @@ import {
 import { BucketWriter } from "./bucket_writer.ts";
 import { Coalescer } from "./acquire/coalescer.ts";
 import {
+  contained,
   dynamoStore,
   type RateLimiterOptions,
-  reportToConsole,
 } from "./limiter_options.ts";
 import {
   CommitFailedError,
@@ -159,7 +159,7 @@ export class RateLimiter {
   ) {
     this.#repo = repository;
     this.#speculative = options.speculativeWrites ?? true;
-    this.#onError = options.onError ?? reportToConsole;
+    this.#onError = contained(options.onError);
     const random = options.random ?? Math.random;
     const clock = repository.clock;
     this.#refusals = new RefusalCache(
@@ -182,17 +182,27 @@ export class RateLimiter {
     this.#local = options.localFallback
       ? new LocalFallback(options.localFallback, clock)
       : null;
-    const onStranded = options.onStranded ??
-      ((c: StrandedCharge) =>
-        this.#onError(
-          new Error(
-            `Stranded ${c.kind} on ${c.entityId}/${c.resource}: ${
-              JSON.stringify(c.amounts)
-            }`,
-            { cause: c.cause },
-          ),
-          "stranded",
-        ));
+    const userOnStranded = options.onStranded;
+    // Called from catch blocks and background settlements: never throws.
+    const onStranded = (c: StrandedCharge): void => {
+      if (userOnStranded) {
+        try {
+          userOnStranded(c);
+        } catch (e) {
+          this.#onError(e, "onStranded");
+        }
+        return;
+      }
+      this.#onError(
+        new Error(
+          `Stranded ${c.kind} on ${c.entityId}/${c.resource}: ${
+            JSON.stringify(c.amounts)
+          }`,
+          { cause: c.cause },
+        ),
+        "stranded",
+      );
+    };
     this.#telemetry = new LimiterTelemetry(
       repository.namespaceName,
       options.telemetry,

@@ -94,6 +94,25 @@ export function dynamoStore(source: Repository | LimiterSource): BucketStore {
   return new DynamoBucketStore(tableOf(source));
 }
 
+/**
+ * The user's `onError` (else {@linkcode reportToConsole}) made safe to call
+ * from the library's catch blocks and background settlements: when it
+ * throws, the console gets both errors instead of the library's caller.
+ */
+export function contained(
+  onError: ((error: unknown, context: string) => void) | undefined,
+): (error: unknown, context: string) => void {
+  if (!onError) return reportToConsole;
+  return (error, context) => {
+    try {
+      onError(error, context);
+    } catch (thrown) {
+      reportToConsole(error, context);
+      reportToConsole(thrown, "onError threw");
+    }
+  };
+}
+
 /** The default `onError`: a warning on the console (a rollback that failed must not go unseen). */
 export function reportToConsole(error: unknown, context: string): void {
   // deno-lint-ignore no-console -- the library's only default report; pass onError to route it

@@ -21,7 +21,9 @@
  * noisy machine the spread says how far one run can be trusted. Name the
  * working tree's own commit as a revision (`bench:compare 4eb7ab3 HEAD`)
  * and its column is an A/A control: identical code, so whatever it shows
- * is noise.
+ * is noise. At concurrency 1 a second table gives the same comparison by
+ * the median time per call (raw/acquire): ops/s is one over the mean time,
+ * which a single pause of DynamoDB Local's JVM moves.
  *
  * Environment: `BENCH_MS` (per cell, default 3000), `ROUNDS` (default 3),
  * `CONC` (concurrencies, default `1,32`), `FLOORS` (`0` skips the floor
@@ -58,18 +60,25 @@ async function git(...args: string[]): Promise<string> {
   return new TextDecoder().decode(out.stdout).trim();
 }
 
+/** Per-op times of the last {@linkcode measure} (kept at concurrency 1 only). */
+let lastTimes: number[] = [];
+
 async function measure(c: number, op: Op, ms: number): Promise<number> {
   let n = 0;
+  const times: number[] = [];
   const end = performance.now() + ms;
   const t0 = performance.now();
   await Promise.all(
     Array.from({ length: c }, async (_, w) => {
       while (performance.now() < end) {
+        const t = performance.now();
         await op(w);
+        if (c === 1) times.push(performance.now() - t);
         n++;
       }
     }),
   );
+  lastTimes = times;
   return n / ((performance.now() - t0) / 1000);
 }
 
@@ -144,9 +153,28 @@ try {
     }`,
   );
   const floorRows: string[] = [];
+  const latRows: string[] = [];
+  const pct = (x: number): string =>
+    `${x >= 0 ? "+" : ""}${(x * 100).toFixed(0)}%`;
+  /** A table row: each build's median ratio, then the paired changes of the working tree. */
+  const row = (name: string, c: number, ratios: number[][]): string => {
+    const mine = ratios[ratios.length - 1] as number[];
+    const changes = revs.map((_, i) => {
+      const paired = mine.map((x, r) => x / (ratios[i]?.[r] as number) - 1);
+      return `${pct(median(paired))} (${pct(quantile(paired, 0.25))}..${
+        pct(quantile(paired, 0.75))
+      })`.padStart(21);
+    });
+    return `${name.padEnd(10)} ${String(c).padStart(4)}  ${
+      ratios.map((r) => median(r).toFixed(2).padStart(12)).join(" ")
+    }   ${changes.join(" ")}`;
+  };
   for (const c of CONC) {
     for (const [name, ops] of Object.entries(scenarios)) {
       const ratios: number[][] = ops.map(() => []);
+      // At concurrency 1, also raw/acquire of the median time per call:
+      // ops/s is 1/mean, which one pause of DynamoDB Local's JVM moves.
+      const latRatios: number[][] = ops.map(() => []);
       const floorRatios: number[][] = ops.map(() => []);
       for (let r = 0; r < ROUNDS; r++) {
         // Each round starts with another build, so no build is always measured last.
@@ -154,13 +182,20 @@ try {
           const i = (k + r) % ops.length;
           const op = ops[i] as Op;
           const before = await measure(c, raw, MS / 2);
+          const rawTimes = lastTimes;
           const x = await measure(c, op, MS);
+          const opTimes = lastTimes;
           const f = FLOORS
             ? await measure(c, floors[name]?.[i] as Op, MS)
             : NaN;
           const after = await measure(c, raw, MS / 2);
           ratios[i]?.push(x / ((before + after) / 2));
           floorRatios[i]?.push(f / ((before + after) / 2));
+          if (c === 1) {
+            latRatios[i]?.push(
+              median([...rawTimes, ...lastTimes]) / median(opTimes),
+            );
+          }
         }
       }
       const m = ratios.map(median);
@@ -173,21 +208,15 @@ try {
             .join(" ")
         }`,
       );
-      const mine = ratios[ratios.length - 1] as number[];
-      const pct = (x: number): string =>
-        `${x >= 0 ? "+" : ""}${(x * 100).toFixed(0)}%`;
-      const changes = revs.map((_, i) => {
-        const paired = mine.map((x, r) => x / (ratios[i]?.[r] as number) - 1);
-        return `${pct(median(paired))} (${pct(quantile(paired, 0.25))}..${
-          pct(quantile(paired, 0.75))
-        })`.padStart(21);
-      });
-      console.log(
-        `${name.padEnd(10)} ${String(c).padStart(4)}  ${
-          m.map((x) => x.toFixed(2).padStart(12)).join(" ")
-        }   ${changes.join(" ")}`,
-      );
+      console.log(row(name, c, ratios));
+      if (c === 1) latRows.push(row(name, c, latRatios));
     }
+  }
+  if (latRows.length > 0) {
+    console.log(
+      `\nthe same cells at concurrency 1 by the median time per call: raw/acquire (ops/s is 1/mean time, which a pause of DynamoDB Local's JVM moves)`,
+    );
+    for (const r of latRows) console.log(r);
   }
   if (FLOORS) {
     console.log(

@@ -516,7 +516,9 @@ export class LocalReserve {
     if (back.size === 0) return;
     const p = this.#scope.runInAsyncScope(() => this.#giveBack(s, back));
     this.#giveBacks.add(p);
-    p.finally(() => this.#giveBacks.delete(p));
+    // Never an unhandled rejection: #giveBack reports its own failures.
+    const done = (): void => void this.#giveBacks.delete(p);
+    p.then(done, done);
   }
 
   async #giveBack(s: Slice, back: Map<string, bigint>): Promise<void> {
