@@ -84,6 +84,7 @@ import {
   contained,
   dynamoStore,
   type RateLimiterOptions,
+  strandedReporter,
 } from "./limiter_options.ts";
 import {
   CommitFailedError,
@@ -93,7 +94,7 @@ import {
   ValidationError,
   ZAELimiterError,
 } from "./errors.ts";
-import { Lease, type StrandedCharge } from "./lease.ts";
+import { Lease } from "./lease.ts";
 import type { Limit } from "./limit.ts";
 import { Repository } from "./repository.ts";
 import { tableOf } from "./store/table.ts";
@@ -182,30 +183,11 @@ export class RateLimiter {
     this.#local = options.localFallback
       ? new LocalFallback(options.localFallback, clock)
       : null;
-    const userOnStranded = options.onStranded;
-    // Called from catch blocks and background settlements: never throws.
-    const onStranded = (c: StrandedCharge): void => {
-      if (userOnStranded) {
-        try {
-          userOnStranded(c);
-        } catch (e) {
-          this.#onError(e, "onStranded");
-        }
-        return;
-      }
-      this.#onError(
-        new Error(
-          `Stranded ${c.kind} on ${c.entityId}/${c.resource}: ${
-            JSON.stringify(c.amounts)
-          }`,
-          { cause: c.cause },
-        ),
-        "stranded",
-      );
-    };
+    const onStranded = strandedReporter(options.onStranded, this.#onError);
     this.#telemetry = new LimiterTelemetry(
       repository.namespaceName,
       options.telemetry,
+      this.#onError,
     );
     const writer = new BucketWriter(store, clock, random);
     const coalescer = new Coalescer(

@@ -113,6 +113,37 @@ export function contained(
   };
 }
 
+/**
+ * The `onStranded` the library calls: the user's, contained (a throw goes
+ * to `onError`, context `"onStranded"`), else a report to `onError`
+ * (context `"stranded"`). It is called from catch blocks and background
+ * settlements, so it never throws.
+ */
+export function strandedReporter(
+  onStranded: ((charge: StrandedCharge) => void) | undefined,
+  onError: (error: unknown, context: string) => void,
+): (charge: StrandedCharge) => void {
+  if (!onStranded) {
+    return (c) =>
+      onError(
+        new Error(
+          `Stranded ${c.kind} on ${c.entityId}/${c.resource}: ${
+            JSON.stringify(c.amounts)
+          }`,
+          { cause: c.cause },
+        ),
+        "stranded",
+      );
+  }
+  return (c) => {
+    try {
+      onStranded(c);
+    } catch (e) {
+      onError(e, "onStranded");
+    }
+  };
+}
+
 /** The default `onError`: a warning on the console (a rollback that failed must not go unseen). */
 export function reportToConsole(error: unknown, context: string): void {
   // deno-lint-ignore no-console -- the library's only default report; pass onError to route it

@@ -156,6 +156,7 @@ export class LimiterTelemetry {
   /** Whether any instrument records; false with the API's no-op providers. */
   readonly on: boolean;
   readonly #namespace: string;
+  readonly #report: (error: unknown, context: string) => void;
   readonly #entityIds: boolean;
   readonly #decisions: Counter | null = null;
   readonly #shadow: Counter | null = null;
@@ -169,8 +170,18 @@ export class LimiterTelemetry {
   #cached = 0;
 
   /** Creates the instruments (none when the providers are no-ops). */
-  constructor(namespace: string, options: TelemetryOptions = {}) {
+  /**
+   * `report` learns what an instrument threw while recording a decision (a
+   * custom meter, a span processor whose exporter throws): recording never
+   * changes the decision's answer.
+   */
+  constructor(
+    namespace: string,
+    options: TelemetryOptions = {},
+    report: (error: unknown, context: string) => void = () => {},
+  ) {
     this.#namespace = namespace;
+    this.#report = report;
     this.#entityIds = options.entityIdAttribute ?? false;
     const meter =
       ((options.meterProvider ?? metrics.getMeterProvider()) as MeterProvider)
@@ -214,33 +225,56 @@ export class LimiterTelemetry {
   observe(o: AcquireLike, decide: () => Promise<Lease>): Promise<Lease> {
     const s: DecisionScope = { calls: 0, path: null };
     const start = performance.now();
-    const span = this.#tracer?.startSpan("zae_limiter.acquire", {
-      attributes: {
-        "zae_limiter.resource": String(o.resource),
-        "zae_limiter.namespace": this.#namespace,
-      },
-    });
+    let span: Span | undefined;
+    try {
+      span = this.#tracer?.startSpan("zae_limiter.acquire", {
+        attributes: {
+          "zae_limiter.resource": String(o.resource),
+          "zae_limiter.namespace": this.#namespace,
+        },
+      });
+    } catch (e) {
+      this.#report(e, "telemetry");
+    }
     return scope.run(s, async () => {
+      let lease: Lease;
       try {
-        const lease = await decide();
-        this.#record(
-          o,
-          lease.local ? "local" : lease.unchecked ? "failed_open" : "admitted",
-          s,
-          start,
-          span,
-          lease,
-        );
-        return lease;
+        lease = await decide();
       } catch (e) {
         const outcome = e instanceof RateLimitExceeded ? "refused" : "error";
         if (outcome === "refused" && s.calls === 0 && s.path === null) {
           s.path = "cached";
         }
-        this.#record(o, outcome, s, start, span, null, e);
+        this.#safeRecord(o, outcome, s, start, span, null, e);
         throw e;
       }
+      // The lease is granted (charged, slots held): it reaches the caller whatever recording does.
+      this.#safeRecord(
+        o,
+        lease.local ? "local" : lease.unchecked ? "failed_open" : "admitted",
+        s,
+        start,
+        span,
+        lease,
+      );
+      return lease;
     });
+  }
+
+  #safeRecord(
+    o: AcquireLike,
+    outcome: DecisionOutcome,
+    s: DecisionScope,
+    start: number,
+    span: Span | undefined,
+    lease: Lease | null,
+    error?: unknown,
+  ): void {
+    try {
+      this.#record(o, outcome, s, start, span, lease, error);
+    } catch (e) {
+      this.#report(e, "telemetry");
+    }
   }
 
   #record(

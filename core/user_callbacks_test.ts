@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { Limit, RateLimiterUnavailable } from "../mod.ts";
+import { Limit, RateLimiterUnavailable, RateLimitExceeded } from "../mod.ts";
 import { createTestLimiter } from "../testing.ts";
 
 Deno.test("a throwing onStranded or onError never replaces the library's answer nor escapes as an unhandled rejection", async () => {
@@ -93,4 +93,49 @@ Deno.test("a throwing onStranded called from a background give-back (a retired l
   await limiter.close();
   assert.ok(seen.includes("onStranded:giveback"), seen.join(","));
   assert.ok(seen.includes("onError:onStranded"), seen.join(","));
+});
+
+Deno.test("a meter or tracer that throws while recording a decision never loses a granted lease nor replaces a refusal", async () => {
+  const boom = (): never => {
+    throw new Error("injected: exporter down");
+  };
+  const meter = {
+    createCounter: () => ({ add: boom }),
+    createHistogram: () => ({ record: boom }),
+  };
+  const span = {
+    setAttribute: boom,
+    setAttributes: boom,
+    setStatus: boom,
+    recordException: boom,
+    end: boom,
+  };
+  const tracer = { startSpan: () => span };
+  const errors: string[] = [];
+  const { limiter, source } = createTestLimiter({
+    limiter: {
+      telemetry: {
+        meterProvider: { getMeter: () => meter } as never,
+        tracerProvider: { getTracer: () => tracer } as never,
+      },
+      onError: (_e, context) => void errors.push(context),
+    },
+  });
+  source.setSystemDefaults([Limit.perMinute("rpm", 2)]);
+  const req = {
+    entityId: "k",
+    resource: "api",
+    consume: { rpm: 1 },
+    concurrency: [Limit.concurrent("inflight", 1, { leaseMs: 60_000 })],
+  };
+  // Admitted: the caller gets the lease (its slot and charge) despite the instruments.
+  let ran = 0;
+  assert.equal(await limiter.acquire(req, () => ++ran), 1);
+  // The slot was freed by the commit: the next acquire gets it.
+  const lease = await limiter.acquire(req);
+  await lease.commit();
+  // Refused: still a RateLimitExceeded.
+  await assert.rejects(limiter.acquire(req), RateLimitExceeded);
+  assert.ok(errors.includes("telemetry"), errors.join(","));
+  await limiter.close();
 });

@@ -515,10 +515,8 @@ export class LocalReserve {
   #giveBackLater(s: Slice, back: Map<string, bigint>): void {
     if (back.size === 0) return;
     const p = this.#scope.runInAsyncScope(() => this.#giveBack(s, back));
-    this.#giveBacks.add(p);
-    // Never an unhandled rejection: #giveBack reports its own failures.
-    const done = (): void => void this.#giveBacks.delete(p);
-    p.then(done, done);
+    this.#giveBacks.add(p); // #giveBack reports its failures; none goes unhandled:
+    p.then(() => this.#giveBacks.delete(p), () => this.#giveBacks.delete(p));
   }
 
   async #giveBack(s: Slice, back: Map<string, bigint>): Promise<void> {
