@@ -169,11 +169,11 @@ export class LimiterTelemetry {
   readonly #resourceAttrs = new Map<string, Attributes>();
   #cached = 0;
 
-  /** Creates the instruments (none when the providers are no-ops). */
   /**
-   * `report` learns what an instrument threw while recording a decision (a
-   * custom meter, a span processor whose exporter throws): recording never
-   * changes the decision's answer.
+   * Creates the instruments (none when the providers are no-ops). `report`
+   * learns what an instrument threw while recording a decision (a custom
+   * meter, a span processor whose exporter throws): recording never changes
+   * the decision's answer.
    */
   constructor(
     namespace: string,
@@ -225,17 +225,14 @@ export class LimiterTelemetry {
   observe(o: AcquireLike, decide: () => Promise<Lease>): Promise<Lease> {
     const s: DecisionScope = { calls: 0, path: null };
     const start = performance.now();
-    let span: Span | undefined;
-    try {
-      span = this.#tracer?.startSpan("zae_limiter.acquire", {
+    const span = this.#guarded(() =>
+      this.#tracer?.startSpan("zae_limiter.acquire", {
         attributes: {
           "zae_limiter.resource": String(o.resource),
           "zae_limiter.namespace": this.#namespace,
         },
-      });
-    } catch (e) {
-      this.#report(e, "telemetry");
-    }
+      })
+    );
     return scope.run(s, async () => {
       let lease: Lease;
       try {
@@ -245,35 +242,27 @@ export class LimiterTelemetry {
         if (outcome === "refused" && s.calls === 0 && s.path === null) {
           s.path = "cached";
         }
-        this.#safeRecord(o, outcome, s, start, span, null, e);
+        this.#guarded(() => this.#record(o, outcome, s, start, span, null, e));
         throw e;
       }
       // The lease is granted (charged, slots held): it reaches the caller whatever recording does.
-      this.#safeRecord(
-        o,
-        lease.local ? "local" : lease.unchecked ? "failed_open" : "admitted",
-        s,
-        start,
-        span,
-        lease,
-      );
+      const outcome = lease.local
+        ? "local"
+        : lease.unchecked
+        ? "failed_open"
+        : "admitted";
+      this.#guarded(() => this.#record(o, outcome, s, start, span, lease));
       return lease;
     });
   }
 
-  #safeRecord(
-    o: AcquireLike,
-    outcome: DecisionOutcome,
-    s: DecisionScope,
-    start: number,
-    span: Span | undefined,
-    lease: Lease | null,
-    error?: unknown,
-  ): void {
+  /** `fn`'s result, or `undefined` (reported) when an instrument threw. */
+  #guarded<T>(fn: () => T): T | undefined {
     try {
-      this.#record(o, outcome, s, start, span, lease, error);
+      return fn();
     } catch (e) {
       this.#report(e, "telemetry");
+      return undefined;
     }
   }
 

@@ -2,6 +2,12 @@ import assert from "node:assert/strict";
 import { Limit, RateLimiterUnavailable, RateLimitExceeded } from "../mod.ts";
 import { createTestLimiter } from "../testing.ts";
 
+/** A write that applied but whose answer was lost (ambiguous: the charge may stand). */
+const answerLost = (): Error =>
+  Object.assign(new Error("injected: answer lost after apply"), {
+    name: "InternalServerError",
+  });
+
 Deno.test("a throwing onStranded or onError never replaces the library's answer nor escapes as an unhandled rejection", async () => {
   let loseAnswer = false;
   const seen: string[] = [];
@@ -10,9 +16,7 @@ Deno.test("a throwing onStranded or onError never replaces the library's answer 
       hook: (phase, op) => {
         if (phase === "after" && op !== "read" && loseAnswer) {
           loseAnswer = false;
-          throw Object.assign(new Error("injected: answer lost after apply"), {
-            name: "InternalServerError",
-          });
+          throw answerLost();
         }
       },
     },
@@ -63,9 +67,7 @@ Deno.test("a throwing onStranded called from a background give-back (a retired l
           w.kind === "plain" && w.write.limits.some((l) => l.take < 0n)
         );
         if (giveBack) {
-          throw Object.assign(new Error("injected: answer lost after apply"), {
-            name: "InternalServerError",
-          });
+          throw answerLost();
         }
       },
     },

@@ -60,10 +60,12 @@ async function git(...args: string[]): Promise<string> {
   return new TextDecoder().decode(out.stdout).trim();
 }
 
-/** Per-op times of the last {@linkcode measure} (kept at concurrency 1 only). */
-let lastTimes: number[] = [];
-
-async function measure(c: number, op: Op, ms: number): Promise<number> {
+/** Calls per second of `op` over `ms`, and the time of each call (at concurrency 1 only). */
+async function measure(
+  c: number,
+  op: Op,
+  ms: number,
+): Promise<{ rate: number; times: number[] }> {
   let n = 0;
   const times: number[] = [];
   const end = performance.now() + ms;
@@ -78,8 +80,7 @@ async function measure(c: number, op: Op, ms: number): Promise<number> {
       }
     }),
   );
-  lastTimes = times;
-  return n / ((performance.now() - t0) / 1000);
+  return { rate: n / ((performance.now() - t0) / 1000), times };
 }
 
 /** The `q` quantile of `xs`, interpolated between the nearest ranks. */
@@ -172,8 +173,7 @@ try {
   for (const c of CONC) {
     for (const [name, ops] of Object.entries(scenarios)) {
       const ratios: number[][] = ops.map(() => []);
-      // At concurrency 1, also raw/acquire of the median time per call:
-      // ops/s is 1/mean, which one pause of DynamoDB Local's JVM moves.
+      // At concurrency 1, also raw/acquire of the median time per call.
       const latRatios: number[][] = ops.map(() => []);
       const floorRatios: number[][] = ops.map(() => []);
       for (let r = 0; r < ROUNDS; r++) {
@@ -182,18 +182,17 @@ try {
           const i = (k + r) % ops.length;
           const op = ops[i] as Op;
           const before = await measure(c, raw, MS / 2);
-          const rawTimes = lastTimes;
           const x = await measure(c, op, MS);
-          const opTimes = lastTimes;
           const f = FLOORS
-            ? await measure(c, floors[name]?.[i] as Op, MS)
+            ? (await measure(c, floors[name]?.[i] as Op, MS)).rate
             : NaN;
           const after = await measure(c, raw, MS / 2);
-          ratios[i]?.push(x / ((before + after) / 2));
-          floorRatios[i]?.push(f / ((before + after) / 2));
+          const rawRate = (before.rate + after.rate) / 2;
+          ratios[i]?.push(x.rate / rawRate);
+          floorRatios[i]?.push(f / rawRate);
           if (c === 1) {
             latRatios[i]?.push(
-              median([...rawTimes, ...lastTimes]) / median(opTimes),
+              median([...before.times, ...after.times]) / median(x.times),
             );
           }
         }

@@ -515,7 +515,7 @@ export class LocalReserve {
   #giveBackLater(s: Slice, back: Map<string, bigint>): void {
     if (back.size === 0) return;
     const p = this.#scope.runInAsyncScope(() => this.#giveBack(s, back));
-    this.#giveBacks.add(p); // #giveBack reports its failures; none goes unhandled:
+    this.#giveBacks.add(p); // #giveBack reports its own failures: none goes unhandled
     p.then(() => this.#giveBacks.delete(p), () => this.#giveBacks.delete(p));
   }
 
