@@ -17,8 +17,9 @@
  *
  * The change column is the median over rounds of the working tree's ratio
  * against the revision's in the same round (cells measured a few seconds
- * apart), with the lower and upper quartile of those paired changes: on a
- * noisy machine the spread says how far one run can be trusted. Name the
+ * apart), with a 90% bootstrap interval of that median (how far the run's
+ * answer can be trusted; it narrows with more rounds) and the lower and
+ * upper quartile of the paired changes (how far one round can). Name the
  * working tree's own commit as a revision (`bench:compare 4eb7ab3 HEAD`)
  * and its column is an A/A control: identical code, so whatever it shows
  * is noise. At concurrency 1 a second table gives the same comparison by
@@ -27,7 +28,9 @@
  *
  * Environment: `BENCH_MS` (per cell, default 3000), `ROUNDS` (default 3),
  * `CONC` (concurrencies, default `1,32`), `FLOORS` (`0` skips the floor
- * cells, leaving the time to more rounds).
+ * cells, leaving the time to more rounds), `OUT` (a file to write every
+ * round's ratios to as JSON; `deno task bench:pool FILE...` pools several
+ * runs).
  */
 import { DynamoDBClient } from "@aws-sdk/client-dynamodb";
 import {
@@ -37,12 +40,16 @@ import {
   rawBaseline,
 } from "./_bench_setup.ts";
 import { startDynamoDbLocal } from "./dynamodb_local.ts";
+import { changeCell, median, pairedChanges } from "./_bench_stats.ts";
 
 const BASELINES = Deno.args.length > 0 ? Deno.args : ["4eb7ab3"];
 const MS = Number(Deno.env.get("BENCH_MS") ?? 3000);
 const ROUNDS = Number(Deno.env.get("ROUNDS") ?? 3);
 const CONC = (Deno.env.get("CONC") ?? "1,32").split(",").map(Number);
 const FLOORS = Deno.env.get("FLOORS") !== "0";
+const OUT = Deno.env.get("OUT");
+/** Width of a change cell. */
+const CELL = 40;
 const ROOT = new URL("../", import.meta.url).pathname;
 
 async function git(...args: string[]): Promise<string> {
@@ -81,19 +88,6 @@ async function measure(
     }),
   );
   return { rate: n / ((performance.now() - t0) / 1000), times };
-}
-
-/** The `q` quantile of `xs`, interpolated between the nearest ranks. */
-function quantile(xs: readonly number[], q: number): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const at = (s.length - 1) * q;
-  const lo = s[Math.floor(at)] as number;
-  const hi = s[Math.ceil(at)] as number;
-  return lo + (hi - lo) * (at - Math.floor(at));
-}
-
-function median(xs: readonly number[]): number {
-  return quantile(xs, 0.5);
 }
 
 const revs: { name: string; root: string }[] = [];
@@ -150,22 +144,27 @@ try {
   );
   console.log(
     `scenario   conc  ${builds.map((b) => b.name.padStart(12)).join(" ")}   ${
-      revs.map((r) => `vs ${r.name} (quartiles)`.padStart(21)).join(" ")
+      revs.map((r) =>
+        `vs ${r.name}: median [90% CI] (quartiles)`.padStart(CELL)
+      )
+        .join(" ")
     }`,
   );
   const floorRows: string[] = [];
   const latRows: string[] = [];
-  const pct = (x: number): string =>
-    `${x >= 0 ? "+" : ""}${(x * 100).toFixed(0)}%`;
+  /** Every round's ratios, for `OUT`. */
+  const cells: {
+    scenario: string;
+    conc: number;
+    ratios: number[][];
+    latRatios: number[][];
+  }[] = [];
   /** A table row: each build's median ratio, then the paired changes of the working tree. */
   const row = (name: string, c: number, ratios: number[][]): string => {
     const mine = ratios[ratios.length - 1] as number[];
-    const changes = revs.map((_, i) => {
-      const paired = mine.map((x, r) => x / (ratios[i]?.[r] as number) - 1);
-      return `${pct(median(paired))} (${pct(quantile(paired, 0.25))}..${
-        pct(quantile(paired, 0.75))
-      })`.padStart(21);
-    });
+    const changes = revs.map((_, i) =>
+      changeCell(pairedChanges(mine, ratios[i] as number[])).padStart(CELL)
+    );
     return `${name.padEnd(10)} ${String(c).padStart(4)}  ${
       ratios.map((r) => median(r).toFixed(2).padStart(12)).join(" ")
     }   ${changes.join(" ")}`;
@@ -209,7 +208,15 @@ try {
       );
       console.log(row(name, c, ratios));
       if (c === 1) latRows.push(row(name, c, latRatios));
+      cells.push({ scenario: name, conc: c, ratios, latRatios });
     }
+  }
+  if (OUT) {
+    const names = builds.map((b) => b.name);
+    await Deno.writeTextFile(
+      OUT,
+      JSON.stringify({ builds: names, ms: MS, rounds: ROUNDS, cells }),
+    );
   }
   if (latRows.length > 0) {
     console.log(
