@@ -11,21 +11,10 @@ import {
   wholeTokens,
 } from "./bucket.ts";
 import { Limit } from "./limit.ts";
+import { seededRandom } from "../dev/_seeded_random.ts";
 
-// ---------------------------------------------------------------------------
-// A small seeded PRNG (mulberry32), so the property-style loops are
-// reproducible: a failure prints the seed and iteration.
-
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return function next(): number {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+// The property-style loops use a seeded PRNG, so they are reproducible: a
+// failure prints the seed and iteration.
 
 /** Uniform integer in [lo, hi] (inclusive), as a bigint. */
 function randInt(rand: () => number, lo: number, hi: number): bigint {
@@ -65,7 +54,7 @@ Deno.test("floorDiv() matches Python's // for every sign combination", () => {
 });
 
 Deno.test("floorDiv() leaves a remainder with the divisor's sign for random operands", () => {
-  const rand = mulberry32(0xf1004);
+  const rand = seededRandom(0xf1004);
   for (let i = 0; i < 5000; i++) {
     const a = randInt(rand, -1_000_000, 1_000_000);
     let b = randInt(rand, -5000, 5000);
@@ -230,7 +219,7 @@ Deno.test("refill() leaves a balance above capacity alone when nothing refills",
 });
 
 Deno.test("refill() never exceeds capacity and never moves past now for random inputs", () => {
-  const rand = mulberry32(20240115);
+  const rand = seededRandom(20240115);
   for (let i = 0; i < 20_000; i++) {
     const cp = randInt(rand, 1, 5_000_000);
     const ra = randInt(rand, 1, 5_000_000);
@@ -265,7 +254,7 @@ Deno.test("refill() never exceeds capacity and never moves past now for random i
 });
 
 Deno.test("refill() over many small steps equals one big step when the rate is a whole number of ms per millitoken or millitokens per ms", () => {
-  const rand = mulberry32(7);
+  const rand = seededRandom(7);
   for (let i = 0; i < 2000; i++) {
     // Either rp is a multiple of ra (e.g. 1 token/min) or ra of rp (e.g. 5 tokens/s).
     const base = randInt(rand, 1, 5000);
@@ -294,7 +283,7 @@ Deno.test("refill() over many small steps never over-credits and loses less than
   // other; `used = ceil(add*rp/ra)` rounds the credited time up, so refill in
   // steps never exceeds refill in one step (no over-admission), and each step
   // forgoes less than 1 ms of refill.
-  const rand = mulberry32(99);
+  const rand = seededRandom(99);
   for (let i = 0; i < 5000; i++) {
     const ra = randInt(rand, 1, 200_000);
     const rp = randInt(rand, 1, 200_000);
@@ -365,7 +354,7 @@ Deno.test("retryAfterSeconds() returns (deficit*rp//ra + 1)/1000 seconds", () =>
 });
 
 Deno.test("retryAfterSeconds() is the floor of deficit*rp/ra plus one millisecond for random inputs", () => {
-  const rand = mulberry32(31337);
+  const rand = seededRandom(31337);
   for (let i = 0; i < 10_000; i++) {
     const ra = randInt(rand, 1, 10_000_000);
     const rp = randInt(rand, 1, 86_400_000);
@@ -388,7 +377,7 @@ Deno.test("retryAfterSeconds() stays exact when deficit*rp exceeds 2^53", () => 
 });
 
 Deno.test("tryConsume() succeeds after waiting exactly retryAfterSeconds and fails 1 ms earlier", () => {
-  const rand = mulberry32(424242);
+  const rand = seededRandom(424242);
   let inexact = 0;
   for (let i = 0; i < 5000; i++) {
     const cp = randInt(rand, 1000, 1_000_000);

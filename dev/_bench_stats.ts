@@ -7,6 +7,25 @@
  *
  * @module
  */
+import { seededRandom } from "./_seeded_random.ts";
+
+/** What `bench:compare` writes to `OUT`: every round's ratios per scenario and concurrency. */
+export interface CompareRun {
+  readonly builds: readonly string[];
+  readonly ms: number;
+  readonly rounds: number;
+  readonly cells: readonly CompareCell[];
+}
+
+/** One scenario at one concurrency: per build, each round's ratio. */
+export interface CompareCell {
+  readonly scenario: string;
+  readonly conc: number;
+  /** acquire/raw by ops/s. */
+  readonly ratios: readonly (readonly number[])[];
+  /** raw/acquire by the median time per call (concurrency 1 only, else empty). */
+  readonly latRatios: readonly (readonly number[])[];
+}
 
 /** The `q` quantile of `xs`, interpolated between the nearest ranks (`NaN` when empty). */
 export function quantile(xs: readonly number[], q: number): number {
@@ -40,18 +59,6 @@ export function pairedChanges(
   return mine.map((x, r) => x / (theirs[r] as number) - 1);
 }
 
-/** A small deterministic generator (mulberry32): the same data gives the same interval. */
-function generator(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 /**
  * A percentile bootstrap interval of the median of `xs` at `level`
  * (e.g. `0.9`), from `resamples` resamples drawn with a fixed seed.
@@ -63,7 +70,7 @@ export function medianInterval(
   seed = 1,
 ): readonly [number, number] {
   if (xs.length === 0) return [NaN, NaN];
-  const random = generator(seed);
+  const random = seededRandom(seed);
   const medians: number[] = [];
   const sample = new Array<number>(xs.length);
   for (let b = 0; b < resamples; b++) {

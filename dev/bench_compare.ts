@@ -40,7 +40,13 @@ import {
   rawBaseline,
 } from "./_bench_setup.ts";
 import { startDynamoDbLocal } from "./dynamodb_local.ts";
-import { changeCell, median, pairedChanges } from "./_bench_stats.ts";
+import {
+  changeCell,
+  type CompareCell,
+  type CompareRun,
+  median,
+  pairedChanges,
+} from "./_bench_stats.ts";
 
 const BASELINES = Deno.args.length > 0 ? Deno.args : ["4eb7ab3"];
 const MS = Number(Deno.env.get("BENCH_MS") ?? 3000);
@@ -153,12 +159,7 @@ try {
   const floorRows: string[] = [];
   const latRows: string[] = [];
   /** Every round's ratios, for `OUT`. */
-  const cells: {
-    scenario: string;
-    conc: number;
-    ratios: number[][];
-    latRatios: number[][];
-  }[] = [];
+  const cells: CompareCell[] = [];
   /** A table row: each build's median ratio, then the paired changes of the working tree. */
   const row = (name: string, c: number, ratios: number[][]): string => {
     const mine = ratios[ratios.length - 1] as number[];
@@ -212,11 +213,13 @@ try {
     }
   }
   if (OUT) {
-    const names = builds.map((b) => b.name);
-    await Deno.writeTextFile(
-      OUT,
-      JSON.stringify({ builds: names, ms: MS, rounds: ROUNDS, cells }),
-    );
+    const run: CompareRun = {
+      builds: builds.map((b) => b.name),
+      ms: MS,
+      rounds: ROUNDS,
+      cells,
+    };
+    await Deno.writeTextFile(OUT, JSON.stringify(run));
   }
   if (latRows.length > 0) {
     console.log(

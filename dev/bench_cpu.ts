@@ -20,6 +20,7 @@ import process from "node:process";
 import { DynamoDBClient } from "@aws-sdk/client-dynamodb";
 import { acquireScenarios, type Op, rawBaseline } from "./_bench_setup.ts";
 import { startDynamoDbLocal } from "./dynamodb_local.ts";
+import { median } from "./_bench_stats.ts";
 
 const MS = Number(Deno.env.get("BENCH_MS") ?? 2000);
 const ROUNDS = Number(Deno.env.get("ROUNDS") ?? 3);
@@ -85,11 +86,6 @@ function post(session: Session, method: string): Promise<unknown> {
   return new Promise((resolve, reject) =>
     session.post(method, (err, out) => err ? reject(err) : resolve(out))
   );
-}
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)] as number;
 }
 
 const local = await startDynamoDbLocal();

@@ -36,6 +36,7 @@ import { RateLimiterDynamo } from "rate-limiter-flexible";
 import { acquireScenarios, type Op, rawBaseline } from "./_bench_setup.ts";
 import { startDynamoDbLocal } from "./dynamodb_local.ts";
 import { Limit, RateLimiter, Repository } from "../mod.ts";
+import { median } from "./_bench_stats.ts";
 
 const MS = Number(Deno.env.get("BENCH_MS") ?? 2000);
 const ROUNDS = Number(Deno.env.get("ROUNDS") ?? 3);
@@ -95,11 +96,6 @@ async function measure(c: number, op: Op, ms: number): Promise<number> {
     }),
   );
   return n / ((performance.now() - t0) / 1000);
-}
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)] as number;
 }
 
 interface System {

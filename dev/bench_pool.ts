@@ -10,20 +10,7 @@
  *
  * @module
  */
-import { changeCell, pairedChanges } from "./_bench_stats.ts";
-
-/** What `bench:compare` writes to `OUT`. */
-export interface CompareRun {
-  readonly builds: readonly string[];
-  readonly ms: number;
-  readonly rounds: number;
-  readonly cells: readonly {
-    readonly scenario: string;
-    readonly conc: number;
-    readonly ratios: readonly (readonly number[])[];
-    readonly latRatios: readonly (readonly number[])[];
-  }[];
-}
+import { changeCell, type CompareRun, pairedChanges } from "./_bench_stats.ts";
 
 /** One pooled row: a scenario at a concurrency against one build. */
 export interface PooledRow {

@@ -6,7 +6,8 @@ import {
   pairedChanges,
   quantile,
 } from "./_bench_stats.ts";
-import { type CompareRun, pool } from "./bench_pool.ts";
+import type { CompareRun } from "./_bench_stats.ts";
+import { pool } from "./bench_pool.ts";
 
 Deno.test("quantile interpolates between the nearest ranks", () => {
   assert.equal(quantile([4, 1, 3, 2], 0.5), 2.5);

@@ -17,20 +17,10 @@ import { createJsonLogger } from "../workers/observability.ts";
 import { runWorkerProcess } from "../workers/runtime.ts";
 import { DynamoDbLocalError, startDynamoDbLocal } from "./dynamodb_local.ts";
 import { Limit, RateLimiter, RateLimitExceeded, Repository } from "../mod.ts";
+import { seededRandom } from "./_seeded_random.ts";
 
 const REQUESTS = 1000;
 const CONCURRENCY = 50;
-
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** What a demo run ended with. */
 export interface DemoOutcome {
@@ -171,7 +161,7 @@ async function main(): Promise<number> {
       );
       return next(args);
     }, { step: "initialize", name: "demoCounter" });
-    const rand = mulberry32(42);
+    const rand = seededRandom(42);
     const stats = {
       admitted: new Map<string, number>(),
       rejected: new Map<string, number>(),

@@ -32,18 +32,9 @@ import { createTableInput } from "../../core/schema.ts";
 import { createUlid } from "../../core/ulid.ts";
 import { backoffMs, forEachConcurrent } from "../../migrations/_dynamo.ts";
 import { asSdkClient } from "../../migrations/migration.ts";
+import { seededRandom } from "../../dev/_seeded_random.ts";
 
-/** A deterministic pseudo-random generator (mulberry32) in [0, 1). */
-export function seededRandom(seed: number): () => number {
-  let a = seed >>> 0;
-  return function next(): number {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+export { seededRandom };
 
 const n = (v: number | bigint): { N: string } => ({ N: String(v) });
 const s = (v: string): { S: string } => ({ S: v });

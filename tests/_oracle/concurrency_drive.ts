@@ -31,18 +31,7 @@ import {
   type Operation,
 } from "./checker.ts";
 import { checkHolders, formatHolders, type HolderOp } from "./holders.ts";
-
-/** A seeded RNG in [0, 1) (mulberry32). */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { seededRandom } from "../../dev/_seeded_random.ts";
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -69,7 +58,7 @@ export async function runConcurrencyHistory(
     perWorker?: number;
   } = {},
 ): Promise<{ holders: HolderOp[]; rate: Operation[]; tc: bigint }> {
-  const random = rng(sc.seed);
+  const random = seededRandom(sc.seed);
   const cap = 6;
   const store = new MemoryBucketStore({
     hook: async (phase) => {
@@ -96,7 +85,7 @@ export async function runConcurrencyHistory(
           slotStore: slots,
           onError: () => {},
           refusalCacheSize: 0,
-          random: rng(sc.seed + i),
+          random: seededRandom(sc.seed + i),
         }),
       );
     });

@@ -60,6 +60,7 @@
 import { DynamoDBClient } from "@aws-sdk/client-dynamodb";
 import { type Clock, sleep } from "../../core/clock.ts";
 import { endpoint as localEndpoint } from "./_harness.ts";
+import { seededRandom } from "../../dev/_seeded_random.ts";
 
 /** Service errors an injection can answer with (the SDK builds the real exception). */
 export type ServiceFault =
@@ -238,18 +239,6 @@ export interface FaultyClient extends Disposable {
 function operation(name: unknown): string {
   const s = String(name ?? "unknown");
   return s.endsWith("Command") ? s.slice(0, -"Command".length) : s;
-}
-
-/** mulberry32: a small, seedable PRNG in [0, 1). */
-function seededRandom(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 const SERVICE_ERRORS: Record<

@@ -187,6 +187,7 @@ import {
   skewedClock,
 } from "./_faults.ts";
 import { endpoint as harnessEndpoint, tableName } from "./_harness.ts";
+import { seededRandom } from "../../dev/_seeded_random.ts";
 
 // ---------------------------------------------------------------------------
 // Scenarios
@@ -824,17 +825,6 @@ class BodyError extends Error {
 
 let historyCounter = 0;
 const PROCESS_TAG = Math.floor(Math.random() * 36 ** 4).toString(36);
-
-function seededRandom(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function operationName(name: unknown): string {
   const s = String(name ?? "unknown");

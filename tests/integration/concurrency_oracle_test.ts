@@ -15,13 +15,13 @@ import fc from "fast-check";
 import { Limit, RateLimiter, Repository, systemClock } from "../../mod.ts";
 import {
   judge,
-  rng,
   runConcurrencyHistory,
   scenarioArb,
 } from "../_oracle/concurrency_drive.ts";
 import { faultyClient } from "./_faults.ts";
 import { freshRepo } from "./_harness.ts";
 import { num, rawBucket } from "./_stored.ts";
+import { seededRandom } from "../../dev/_seeded_random.ts";
 
 /** A history of limiters on `client` (separate repositories and caches) sharing the table of `env`. */
 function sharedHistory(
@@ -41,7 +41,7 @@ function sharedHistory(
         {
           onError: () => {},
           refusalCacheSize: 0,
-          random: rng(sc.seed + i),
+          random: seededRandom(sc.seed + i),
         },
       ),
     finalTc: async () =>
